@@ -1,0 +1,16 @@
+"""The slash command and every Block Kit ``action_id`` the bot registers.
+
+``tests/test_manifest.py`` checks these against ``manifest.yml`` and the registered listeners.
+"""
+
+from __future__ import annotations
+
+COMMAND = "/qlp"
+
+APPROVE = "qlp_approve"
+REJECT = "qlp_reject"
+CANCEL = "qlp_cancel"
+ROLLBACK = "qlp_rollback"
+CHECKLIST_TICK = "qlp_checklist_tick"
+
+ALL_ACTIONS = (APPROVE, REJECT, CANCEL, ROLLBACK, CHECKLIST_TICK)

@@ -1,0 +1,37 @@
+"""Settings from the environment, read once by the composition root (``bot.wiring``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SLACK_DEFAULT_API_URL = "https://slack.com/api/"
+
+
+class Settings(BaseSettings):
+    """Everything the process reads from its environment. Nothing else reads ``os.environ``."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
+
+    slack_bot_token: str | None = Field(default=None, alias="SLACK_BOT_TOKEN")
+    slack_signing_secret: str | None = Field(default=None, alias="SLACK_SIGNING_SECRET")
+    slack_app_token: str | None = Field(default=None, alias="SLACK_APP_TOKEN")
+    slack_api_url: str = Field(default=SLACK_DEFAULT_API_URL, alias="SLACK_API_URL")
+    qlp_home: Path = Field(default=Path(".qlp"), alias="QLP_HOME")
+    qlp_database_url: str | None = Field(default=None, alias="QLP_DATABASE_URL")
+    qlp_config: Path | None = Field(default=None, alias="QLP_CONFIG")
+    qlp_log_level: str = Field(default="WARNING", alias="QLP_LOG_LEVEL")
+
+    @property
+    def database_url(self) -> str:
+        """The bot's own database: ``QLP_DATABASE_URL`` or a SQLite file under ``QLP_HOME``."""
+        if self.qlp_database_url:
+            return self.qlp_database_url
+        return f"sqlite:///{(self.qlp_home / 'qlp.db').resolve()}"
+
+    @property
+    def api_url(self) -> str:
+        """The Web API base URL with the trailing slash slack_sdk expects."""
+        return self.slack_api_url if self.slack_api_url.endswith("/") else self.slack_api_url + "/"

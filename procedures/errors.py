@@ -1,0 +1,78 @@
+"""The one error tree of the project.
+
+Every error the bot expects derives from :class:`QlpError`. ``bot.replies`` turns each branch
+into a Slack reply in one place, so a listener never shows a traceback.
+
+    QlpError
+    ├── UserError               bad input: what was wrong and what is accepted
+    ├── PolicyRefusal           the policy says no: which rule, and what would allow it
+    ├── StepFailure             a playbook step failed
+    ├── ExternalServiceError    Slack, Azure, a database or an HTTP check failed (maybe retryable)
+    ├── ConflictError           someone else got there first (already approved, lock held)
+    └── ConfigError             the settings or the policy file are wrong
+"""
+
+from __future__ import annotations
+
+
+class QlpError(Exception):
+    """Root of every error the bot raises on purpose."""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\n{self.hint}"
+
+
+class UserError(QlpError):
+    """The request is malformed. ``hint`` says what is accepted."""
+
+
+class PolicyRefusal(QlpError):
+    """The policy refuses the request. ``rule`` names the rule that refused."""
+
+    def __init__(self, message: str, *, rule: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.rule = rule
+
+
+class ConflictError(QlpError):
+    """Another actor already changed the thing this request wanted to change."""
+
+
+class StepFailure(QlpError):
+    """A playbook step failed; ``retryable`` says whether trying again may help."""
+
+    def __init__(self, message: str, *, retryable: bool = False, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.retryable = retryable
+
+
+class ExternalServiceError(QlpError):
+    """A service outside the bot failed; adapters mark whether a retry may help."""
+
+    def __init__(
+        self,
+        service: str,
+        message: str,
+        *,
+        retryable: bool = False,
+        retry_after: float | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(f"{service}: {message}")
+        self.service = service
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.code = code
+
+
+class ConfigError(QlpError):
+    """The settings or the policy file are invalid. ``key`` names the offending key."""
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key

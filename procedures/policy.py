@@ -1,0 +1,409 @@
+"""The policy file (``qlp.example.yml`` documents every key): environments, windows, approvers,
+monitoring thresholds and notification routes.
+
+Loaded and validated once at start. A bad file raises :class:`ConfigError` whose message names
+the key and the problem, so the bot can stop with one line instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from datetime import date, time, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from procedures.durations import parse_duration
+from procedures.errors import ConfigError
+
+DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+PROCEDURE_KINDS = ("standard", "hotfix", "emergency", "rollback", "override", "migration")
+_SLACK_USER = re.compile(r"^[UW][A-Z0-9]{2,}$")
+_SLACK_GROUP = re.compile(r"^S[A-Z0-9]{2,}$")
+_SLACK_CHANNEL = re.compile(r"^[CG][A-Z0-9]{2,}$")
+
+
+def _day(value: Any) -> int:
+    text = str(value).strip().lower()[:3]
+    if text not in DAY_NAMES:
+        raise ValueError(f"{value!r} is not a day; use one of {', '.join(DAY_NAMES)}")
+    return DAY_NAMES.index(text)
+
+
+def _duration(value: Any) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    return parse_duration(str(value))
+
+
+def _clock_time(value: Any) -> time:
+    if isinstance(value, time):
+        return value
+    if isinstance(value, int):  # YAML reads 10:00 as sexagesimal 600
+        hours, minutes = divmod(value, 60)
+        return time(hours, minutes)
+    match = re.fullmatch(r"(\d{1,2}):(\d{2})", str(value).strip())
+    if not match or int(match[1]) > 24 or int(match[2]) > 59:
+        raise ValueError(f"{value!r} is not a time of day; write HH:MM, e.g. 10:00")
+    hour, minute = int(match[1]), int(match[2])
+    if hour == 24:
+        if minute:
+            raise ValueError(f"{value!r} is past midnight; the latest end is 24:00")
+        return time(23, 59, 59, 999999)
+    return time(hour, minute)
+
+
+Day = Annotated[int, BeforeValidator(_day)]
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+ClockTime = Annotated[time, BeforeValidator(_clock_time)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LocalPlatformSettings(_Strict):
+    """How the local platform starts a slot: an argv template, never a shell string."""
+
+    command: list[str] = Field(min_length=1)
+    slots: dict[Literal["blue", "green"], int]
+    ready_timeout: Duration = timedelta(seconds=30)
+    workdir: str | None = None
+
+    @field_validator("slots")
+    @classmethod
+    def _both_colours(cls, slots: dict[str, int]) -> dict[str, int]:
+        if set(slots) != {"blue", "green"}:
+            raise ValueError("needs both colours: {blue: PORT, green: PORT}")
+        if slots["blue"] == slots["green"]:
+            raise ValueError("blue and green need different ports")
+        for colour, port in slots.items():
+            if not 1 <= port <= 65535:
+                raise ValueError(f"{colour}: {port} is not a TCP port (1-65535)")
+        return slots
+
+
+class Environment(_Strict):
+    """One deployment target."""
+
+    platform: Literal["local", "azure"]
+    url: str
+    local: LocalPlatformSettings | None = None
+    azure: dict[str, Any] | None = None
+    health: list[str] = Field(default_factory=lambda: ["/health"])
+    smoke: list[str] = Field(default_factory=list)
+    database_url: str | None = None
+    migrations_dir: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", url):
+            raise ValueError(f"{url!r} is not an http(s) URL")
+        return url.rstrip("/")
+
+    @field_validator("health", "smoke")
+    @classmethod
+    def _paths(cls, paths: list[str]) -> list[str]:
+        for path in paths:
+            if not path.startswith("/"):
+                raise ValueError(f"{path!r} must be a path starting with /")
+        return paths
+
+    @model_validator(mode="after")
+    def _platform_settings(self) -> Environment:
+        if self.platform == "local" and self.local is None:
+            raise ValueError("platform local needs a 'local:' section (command, slots)")
+        if self.platform == "azure" and self.azure is None:
+            raise ValueError("platform azure needs an 'azure:' section")
+        return self
+
+
+class PreferredWindow(_Strict):
+    """Days and hours, in the policy's time zone, when standard deployments are preferred."""
+
+    days: list[Day] = Field(min_length=1)
+    start: ClockTime = time(0, 0)
+    end: ClockTime = time(23, 59, 59, 999999)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PreferredWindow:
+        if self.end <= self.start:
+            raise ValueError("end must be after start (windows do not cross midnight)")
+        return self
+
+
+class HolidayCalendar(_Strict):
+    """Public holidays from the ``holidays`` package; a week that holds one is avoided."""
+
+    country: str
+    subdivision: str | None = None
+
+    @field_validator("country")
+    @classmethod
+    def _known_country(cls, country: str) -> str:
+        import holidays
+
+        supported = holidays.list_supported_countries()
+        if country.upper() not in supported:
+            near = difflib.get_close_matches(country.upper(), list(supported), n=3)
+            hint = f" (did you mean {', '.join(near)}?)" if near else ""
+            raise ValueError(f"{country!r} is not a country code the holidays package knows{hint}")
+        return country.upper()
+
+
+class Freeze(_Strict):
+    """A period (both days inclusive) in which nothing but emergencies deploys."""
+
+    start: date
+    end: date
+    reason: str = "deployment freeze"
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Freeze:
+        if self.end < self.start:
+            raise ValueError("end is before start")
+        return self
+
+
+class Windows(_Strict):
+    """When standard deployments may run."""
+
+    preferred: list[PreferredWindow] = Field(min_length=1)
+    avoid_days: list[Day] = Field(default_factory=list)
+    holidays: HolidayCalendar | None = None
+    freezes: list[Freeze] = Field(default_factory=list)
+
+
+class ApprovalRule(_Strict):
+    """Who may approve a procedure kind, and how many must. Never the requester."""
+
+    users: list[str] = Field(default_factory=list)
+    groups: list[str] = Field(default_factory=list)
+    required: int = Field(default=1, ge=1, le=10)
+
+    @field_validator("users")
+    @classmethod
+    def _user_ids(cls, users: list[str]) -> list[str]:
+        for user in users:
+            if not _SLACK_USER.match(user):
+                raise ValueError(f"{user!r} is not a Slack user ID (U… or W…)")
+        return users
+
+    @field_validator("groups")
+    @classmethod
+    def _group_ids(cls, groups: list[str]) -> list[str]:
+        for group in groups:
+            if not _SLACK_GROUP.match(group):
+                raise ValueError(f"{group!r} is not a Slack user group ID (S…)")
+        return groups
+
+    @model_validator(mode="after")
+    def _someone(self) -> ApprovalRule:
+        if not self.users and not self.groups:
+            raise ValueError("name at least one approver in users or groups")
+        return self
+
+
+class Monitoring(_Strict):
+    """How long and how closely a new version is watched, and what makes it roll back."""
+
+    duration: Duration = timedelta(minutes=30)
+    interval: Duration = timedelta(seconds=30)
+    health_failure_ratio: float = Field(default=0.5, gt=0, le=1)
+    response_time_ms: int = Field(default=2000, gt=0)
+    error_threshold: int = Field(default=10, ge=0)
+    response_time_ratio: float | None = Field(default=None, gt=1)
+    error_rate_ratio: float | None = Field(default=None, gt=1)
+
+    @model_validator(mode="after")
+    def _interval_fits(self) -> Monitoring:
+        if self.interval <= timedelta(0):
+            raise ValueError("interval must be positive")
+        if self.interval > self.duration:
+            raise ValueError("interval is longer than duration")
+        return self
+
+
+class Notifications(_Strict):
+    """Where notices go: audiences to Slack channels, PagerDuty, e-mail."""
+
+    audiences: dict[str, str] = Field(default_factory=dict)
+    pagerduty_routing_key: str | None = None
+    email: dict[str, Any] | None = None
+
+    @field_validator("audiences")
+    @classmethod
+    def _channels(cls, audiences: dict[str, str]) -> dict[str, str]:
+        for name, channel in audiences.items():
+            if not _SLACK_CHANNEL.match(channel):
+                raise ValueError(f"{name}: {channel!r} is not a Slack channel ID (C… or G…)")
+        return audiences
+
+
+class Policy(_Strict):
+    """The whole policy file."""
+
+    timezone: str = "UTC"
+    channel: str
+    environments: dict[str, Environment] = Field(min_length=1)
+    default_environment: str | None = None
+    windows: Windows
+    approvals: dict[str, ApprovalRule]
+    monitoring: Monitoring = Monitoring()
+    notifications: Notifications = Notifications()
+    lock_max_age: Duration = timedelta(hours=8)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"{name!r} is not an IANA time zone (e.g. UTC, Europe/Berlin)"
+            ) from None
+        return name
+
+    @field_validator("channel")
+    @classmethod
+    def _channel(cls, channel: str) -> str:
+        if not _SLACK_CHANNEL.match(channel):
+            raise ValueError(f"{channel!r} is not a Slack channel ID (C… or G…)")
+        return channel
+
+    @field_validator("environments")
+    @classmethod
+    def _env_names(cls, envs: dict[str, Environment]) -> dict[str, Environment]:
+        for name in envs:
+            if not re.fullmatch(r"[a-z][a-z0-9-]{0,30}", name):
+                raise ValueError(f"{name!r}: environment names are lowercase letters, digits, -")
+        return envs
+
+    @field_validator("approvals")
+    @classmethod
+    def _kinds(cls, rules: dict[str, ApprovalRule]) -> dict[str, ApprovalRule]:
+        for kind in rules:
+            if kind not in PROCEDURE_KINDS:
+                near = difflib.get_close_matches(kind, PROCEDURE_KINDS, n=1)
+                hint = f" (did you mean {near[0]}?)" if near else ""
+                raise ValueError(
+                    f"{kind!r} is not a procedure kind{hint}; kinds: {', '.join(PROCEDURE_KINDS)}"
+                )
+        if "standard" not in rules:
+            raise ValueError("approvals.standard is required (other kinds fall back to it)")
+        return rules
+
+    @model_validator(mode="after")
+    def _default_env(self) -> Policy:
+        if self.default_environment and self.default_environment not in self.environments:
+            raise ValueError(
+                f"default_environment {self.default_environment!r} is not one of the environments"
+            )
+        return self
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def approval_rule(self, kind: str) -> ApprovalRule:
+        """The rule for ``kind``; a kind without its own rule uses the standard one."""
+        return self.approvals.get(kind) or self.approvals["standard"]
+
+    def environment_name(self, requested: str | None) -> str:
+        """Resolve an optional environment name: the default, else production, else the only."""
+        if requested:
+            return requested
+        if self.default_environment:
+            return self.default_environment
+        if "production" in self.environments:
+            return "production"
+        return next(iter(self.environments))
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif str(item).startswith(("function-", "literal[")):
+            continue
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts) or "(top level)"
+
+
+def _describe(error: dict[str, Any], model_fields: dict[str, type[BaseModel] | None]) -> str:
+    loc = tuple(error.get("loc", ()))
+    key = _key_path(loc)
+    kind = error.get("type", "")
+    message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    if kind == "extra_forbidden":
+        return f"{key}: unknown key{_did_you_mean(loc, model_fields)}"
+    if kind == "missing":
+        return f"{key}: required key is missing"
+    return f"{key}: {message}"
+
+
+def _did_you_mean(loc: tuple[int | str, ...], model_fields: dict[str, type[BaseModel] | None]) -> str:
+    name = str(loc[-1]) if loc else ""
+    known = [k for k, v in model_fields.items() if v is not None] + list(model_fields)
+    near = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return f" (did you mean {near[0]}?)" if near else ""
+
+
+def _all_field_names() -> dict[str, type[BaseModel] | None]:
+    names: dict[str, type[BaseModel] | None] = {}
+    for model in (Policy, Environment, LocalPlatformSettings, PreferredWindow, HolidayCalendar,
+                  Freeze, Windows, ApprovalRule, Monitoring, Notifications):
+        for field in model.model_fields:
+            names.setdefault(field, None)
+    return names
+
+
+def parse_policy(data: Any, *, source: str = "policy") -> Policy:
+    """Validate already-parsed YAML; raise ConfigError naming the first bad key."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of keys", key="(top level)")
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        first = _describe(dict(errors[0]), _all_field_names())
+        more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(
+            errors) > 1 else ""
+        key = _key_path(tuple(errors[0].get("loc", ())))
+        raise ConfigError(f"{source}: {first}{more}", key=key) from None
+
+
+def load_policy(path: Path) -> Policy:
+    """Read and validate a policy file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"policy file {path} does not exist", key="QLP_CONFIG") from None
+    except OSError as exc:
+        raise ConfigError(f"policy file {path} cannot be read: {exc.strerror}",
+                          key="QLP_CONFIG") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise ConfigError(f"{path}: {problem}{where}", key="(yaml)") from None
+    return parse_policy(data, source=str(path))
