@@ -36,6 +36,8 @@ _SLACK_CHANNEL = re.compile(r"^[CG][A-Z0-9]{2,}$")
 
 
 def _day(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 6:
+        return value
     text = str(value).strip().lower()[:3]
     if text not in DAY_NAMES:
         raise ValueError(f"{value!r} is not a day; use one of {', '.join(DAY_NAMES)}")
@@ -359,7 +361,9 @@ def _describe(error: dict[str, Any], model_fields: dict[str, type[BaseModel] | N
     return f"{key}: {message}"
 
 
-def _did_you_mean(loc: tuple[int | str, ...], model_fields: dict[str, type[BaseModel] | None]) -> str:
+def _did_you_mean(
+    loc: tuple[int | str, ...], model_fields: dict[str, type[BaseModel] | None]
+) -> str:
     name = str(loc[-1]) if loc else ""
     known = [k for k, v in model_fields.items() if v is not None] + list(model_fields)
     near = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
@@ -384,8 +388,8 @@ def parse_policy(data: Any, *, source: str = "policy") -> Policy:
     except ValidationError as exc:
         errors = exc.errors()
         first = _describe(dict(errors[0]), _all_field_names())
-        more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(
-            errors) > 1 else ""
+        extra = len(errors) - 1
+        more = f" (and {extra} more problem{'s' if extra > 1 else ''})" if extra else ""
         key = _key_path(tuple(errors[0].get("loc", ())))
         raise ConfigError(f"{source}: {first}{more}", key=key) from None
 
