@@ -1,0 +1,103 @@
+"""The policy file: the example and the demo load; each kind of mistake names its key."""
+
+from __future__ import annotations
+
+import copy
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bot.policy_source import demo_policy
+from procedures.errors import ConfigError
+from procedures.policy import load_policy, parse_policy
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = yaml.safe_load((ROOT / "qlp.example.yml").read_text())
+
+
+def test_example_and_demo_load() -> None:
+    policy = load_policy(ROOT / "qlp.example.yml")
+    assert policy.monitoring.duration == timedelta(minutes=30)
+    assert policy.windows.preferred[0].days == [1, 2]
+    assert policy.approval_rule("migration") == policy.approvals["standard"]
+    assert policy.environment_name(None) == "production"
+    assert demo_policy().environments["production"].platform == "local"
+
+
+def _broken(change: dict[str, object]) -> dict[str, object]:
+    data = copy.deepcopy(EXAMPLE)
+    for dotted, value in change.items():
+        *parents, last = dotted.split(".")
+        node = data
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        if value is DELETE:
+            del node[last]
+        else:
+            node[last] = value
+    return data
+
+
+DELETE = object()
+
+
+@pytest.mark.parametrize(("change", "key", "words"), [
+    ({"timezone": "Mars/Olympus"}, "timezone", "IANA"),
+    ({"channel": "#deploys"}, "channel", "channel ID"),
+    ({"channel": DELETE}, "channel", "missing"),
+    ({"monitoring.duration": "forever"}, "monitoring.duration", "not a duration"),
+    ({"monitoring.interval": "2h"}, "monitoring", "longer than duration"),
+    ({"monitoring.health_failure_ratio": 3}, "monitoring.health_failure_ratio", "less than"),
+    ({"windows.preferred": []}, "windows.preferred", "at least 1"),
+    ({"windows.avoid_days": ["funday"]}, "windows.avoid_days[0]", "not a day"),
+    ({"windows.holidays": {"country": "ZZ"}}, "windows.holidays.country", "country"),
+    ({"windows.freezes": [{"start": "2026-12-21", "end": "2026-12-01"}]},
+     "windows.freezes[0]", "end is before start"),
+    ({"approvals.standard.users": ["bob"]}, "approvals.standard.users", "Slack user ID"),
+    ({"approvals.standard.required": 0}, "approvals.standard.required", "greater than"),
+    ({"approvals.stnadard": {"users": ["U0LEAD1"]}}, "approvals", "did you mean standard"),
+    ({"environments.production.platform": "k8s"}, "environments.production.platform", "local"),
+    ({"environments.production.local.slots": {"blue": 1}},
+     "environments.production.local.slots", "both colours"),
+    ({"environments.production.url": "ftp://x"}, "environments.production.url", "http"),
+    ({"environments.production.helth": ["/h"]}, "environments.production.helth",
+     "did you mean health"),
+    ({"environments.production.local": DELETE}, "environments.production", "local:"),
+])
+def test_a_bad_key_is_named(change: dict[str, object], key: str, words: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_policy(_broken(change), source="qlp.yml")
+    message = caught.value.message
+    assert f"qlp.yml: {key}" in message, message
+    assert words.lower() in message.lower(), message
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
+    bad = tmp_path / "qlp.yml"
+    bad.write_text("timezone: UTC\nchannel: [C0DEPLOY\n")
+    with pytest.raises(ConfigError) as caught:
+        load_policy(bad)
+    assert "line" in caught.value.message
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_policy(tmp_path / "nope.yml")
+    assert "does not exist" in caught.value.message
+    assert caught.value.key == "QLP_CONFIG"
+
+
+def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
+    bad = tmp_path / "qlp.yml"
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_policy(bad)
+
+
+def test_unquoted_times_are_read_as_clock_times() -> None:
+    data = _broken({"windows.preferred": [{"days": ["tue"], "start": 600, "end": 840}]})
+    policy = parse_policy(data)
+    assert policy.windows.preferred[0].start.hour == 10
+    assert policy.windows.preferred[0].end.hour == 14
