@@ -1,0 +1,1 @@
+"""Fakes for tests: real classes with real behaviour, not ``MagicMock`` trees."""
