@@ -1,0 +1,68 @@
+"""The protocol every platform implements; the playbooks only ever talk to this."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Protocol
+
+from procedures.model import Slot
+
+
+@dataclass(frozen=True)
+class SlotStatus:
+    """What a platform knows about one colour."""
+
+    slot: Slot
+    running: bool
+    version: str | None = None
+    url: str | None = None  # where the slot answers directly (bypassing the router / Front Door)
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class TrafficState:
+    """Which colour the public URL serves, read from the platform itself (never from a file)."""
+
+    live: Slot | None
+    slots: dict[Slot, SlotStatus] = field(default_factory=dict)
+
+    @property
+    def live_version(self) -> str | None:
+        if self.live is None:
+            return None
+        status = self.slots.get(self.live)
+        return status.version if status else None
+
+
+class Platform(Protocol):
+    """Blue-green operations on one environment.
+
+    Every operation is idempotent: calling it again after a crash, with the same arguments,
+    converges on the same state. Failures raise ``StepFailure`` or ``ExternalServiceError``
+    (marked retryable where trying again may help).
+    """
+
+    def traffic(self) -> TrafficState:
+        """Read the live colour and each slot's state from the platform."""
+        ...
+
+    def deploy(self, slot: Slot, version: str) -> SlotStatus:
+        """Start ``version`` in ``slot`` (replacing whatever ran there)."""
+        ...
+
+    def wait_ready(self, slot: Slot, timeout: timedelta) -> SlotStatus:
+        """Block until ``slot`` is running and healthy, or raise StepFailure at ``timeout``."""
+        ...
+
+    def switch(self, slot: Slot) -> None:
+        """Route the public URL to ``slot`` atomically."""
+        ...
+
+    def stop(self, slot: Slot) -> None:
+        """Stop ``slot``; stopping a stopped slot is fine."""
+        ...
+
+    def slot_url(self, slot: Slot) -> str:
+        """Base URL that reaches ``slot`` directly, for smoke tests before the switch."""
+        ...

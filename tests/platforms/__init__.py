@@ -1,0 +1,1 @@
+"""Tests of the platforms (local processes, Azure against a local ARM double)."""
