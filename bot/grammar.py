@@ -97,9 +97,11 @@ class Command:
 
 
 def did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str:
-    """`` (did you mean X?)`` for a near miss, else an empty string."""
-    near = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" Did you mean `{near[0]}`?" if near else ""
+    """`` Did you mean `X`?`` (or `` `X` or `Y`?``) for near misses, else an empty string."""
+    near = [c for c in choices if word and len(word) >= 3 and c.startswith(word)][:2]
+    near += [c for c in difflib.get_close_matches(word, list(choices), n=2, cutoff=0.6)
+             if c not in near][: 2 - len(near)]
+    return (" Did you mean " + " or ".join(f"`{n}`" for n in near) + "?") if near else ""
 
 
 def normalise_version(text: str) -> str:
@@ -114,12 +116,14 @@ def normalise_version(text: str) -> str:
 
 
 def _clip(text: str, limit: int = 40) -> str:
-    text = text.replace("`", "'")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    # Echoed user text must not format, link or ping (``<!channel>``) in Slack.
+    return text.replace("`", "'").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _usage(name: str) -> str:
-    return f"Usage: `/qlp {SPEC_BY_NAME[name].usage}`"
+    usage = SPEC_BY_NAME[name].usage.replace("<", "&lt;").replace(">", "&gt;")
+    return f"Usage: `/qlp {usage}`"
 
 
 class _Tokens:

@@ -17,7 +17,7 @@ from slack_sdk.signature import SignatureVerifier
 def signed_headers(secret: str, body: str, timestamp: int | None = None) -> dict[str, str]:
     """Headers Slack would send with ``body``, signed with ``secret``."""
     ts = str(int(time.time()) if timestamp is None else timestamp)
-    signature = SignatureVerifier(secret).generate_signature(timestamp=ts, body=body)
+    signature = SignatureVerifier(secret).generate_signature(timestamp=ts, body=body) or ""
     return {
         "content-type": "application/x-www-form-urlencoded",
         "x-slack-request-timestamp": ts,
@@ -55,7 +55,7 @@ def block_actions_body(*, action_id: str, value: str, user_id: str, channel_id: 
                                  "channel_id": channel_id, "is_ephemeral": False}
     if thread_ts:
         container["thread_ts"] = thread_ts
-    payload = {
+    payload: dict[str, Any] = {
         "type": "block_actions",
         "user": {"id": user_id, "username": user_id.lower(), "name": user_id.lower(),
                  "team_id": team_id},

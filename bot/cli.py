@@ -1,0 +1,96 @@
+"""``qlp-bot``: the one entry point.
+
+    qlp-bot                 socket mode if SLACK_APP_TOKEN is set, HTTP if SLACK_SIGNING_SECRET
+                            is, else the local shell
+    qlp-bot serve [--host H] [--port N]
+    qlp-bot socket
+    qlp-bot shell [--user U123]
+    qlp-bot db upgrade
+    qlp-bot audit verify
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from bot.settings import Settings
+from procedures.errors import ConfigError, QlpError
+
+EXIT_CONFIG = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qlp-bot", description="QLP deploy bot for Slack.")
+    sub = parser.add_subparsers(dest="mode")
+    serve = sub.add_parser("serve", help="HTTP mode: POST /slack/events, GET /healthz, /metrics")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=3000)
+    serve.add_argument("--threads", type=int, default=16)
+    sub.add_parser("socket", help="Socket Mode (needs SLACK_APP_TOKEN)")
+    shell = sub.add_parser("shell", help="the local shell: a terminal stand-in for Slack")
+    shell.add_argument("--user", default="U0DEV", help="the Slack user you are (default U0DEV)")
+    shell.add_argument("--channel", default=None, help="the channel you type in")
+    shell.add_argument("--color", action="store_true", help="colour the output")
+    db = sub.add_parser("db", help="the bot's own database")
+    db.add_argument("action", choices=["upgrade", "current"])
+    audit = sub.add_parser("audit", help="the audit log")
+    audit.add_argument("action", choices=["verify"])
+    return parser
+
+
+def choose_mode(settings: Settings) -> str:
+    """Bare ``qlp-bot``: socket when an app token is set, serve when a signing secret is."""
+    if settings.slack_app_token:
+        return "socket"
+    if settings.slack_signing_secret:
+        return "serve"
+    return "shell"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings()
+        logging.basicConfig(level=settings.qlp_log_level.upper(),
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        mode = args.mode or choose_mode(settings)
+        if mode == "shell":
+            from bot.shell.repl import run_shell
+
+            return run_shell(settings, user=getattr(args, "user", "U0DEV"),
+                             channel=getattr(args, "channel", None),
+                             color=getattr(args, "color", False))
+        if mode == "serve":
+            from bot.modes import run_serve
+
+            return run_serve(settings, host=getattr(args, "host", "127.0.0.1"),
+                             port=getattr(args, "port", 3000),
+                             threads=getattr(args, "threads", 16))
+        if mode == "socket":
+            from bot.modes import run_socket
+
+            return run_socket(settings)
+        if mode == "db":
+            from bot.modes import run_db
+
+            return run_db(settings, args.action)
+        if mode == "audit":
+            from bot.modes import run_audit_verify
+
+            return run_audit_verify(settings)
+    except ConfigError as error:
+        print(f"qlp-bot: configuration error: {error.message}", file=sys.stderr)
+        return EXIT_CONFIG
+    except QlpError as error:
+        print(f"qlp-bot: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

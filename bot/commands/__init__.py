@@ -1,0 +1,1 @@
+"""One module per ``/qlp`` command; ``registry`` maps names to them."""

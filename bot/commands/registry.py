@@ -1,0 +1,31 @@
+"""Parse the text of ``/qlp`` and run the command: the only entry point listeners use."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from bot.commands.help import help_text
+from bot.commands.status import status_text
+from bot.commands.unavailable import refuse_unavailable
+from bot.commands.window import window_text
+from bot.context import HandlerContext
+from bot.grammar import Command, parse
+
+Handler = Callable[[HandlerContext, Command], str]
+
+HANDLERS: dict[str, Handler] = {
+    "help": lambda ctx, command: help_text(command, frozenset(HANDLERS)),
+    "window": window_text,
+    "status": status_text,
+}
+
+
+def run_command(ctx: HandlerContext, text: str) -> str:
+    """Run one command and return the reply text. Raises the project's errors on refusal."""
+    command = parse(text)
+    ctx.services.audit.append(ctx.request.user_id, f"command.{command.name}",
+                              detail={"text": text[:500], "channel": ctx.request.channel_id})
+    handler = HANDLERS.get(command.name)
+    if handler is None:
+        return refuse_unavailable(command)
+    return handler(ctx, command)

@@ -1,0 +1,55 @@
+"""``/qlp status [env]``: live slot, version, previous version, lock, running deployment."""
+
+from __future__ import annotations
+
+from bot.context import HandlerContext
+from bot.formatting import local_time, relative
+from bot.grammar import Command
+from bot.lookup import environment_of
+from procedures.model import DeploymentState
+from procedures.store import DeploymentRecord as Deployment
+from procedures.store import EnvironmentRecord
+
+ACTIVE_STATES = (DeploymentState.QUEUED, DeploymentState.RUNNING, DeploymentState.ROLLING_BACK)
+
+
+def status_text(ctx: HandlerContext, command: Command) -> str:
+    """One environment in detail, or every environment in a line or two each."""
+    policy = ctx.services.policy
+    names = [environment_of(policy, command.environment)] if command.environment else list(
+        policy.environments)
+    # Two queries whatever the number of environments: status is typed often, under load.
+    states = {row.environment: row for row in ctx.services.environments.all()}
+    running: dict[str, list[Deployment]] = {}
+    for deployment in ctx.services.deployments.list_in_states(ACTIVE_STATES):
+        running.setdefault(deployment.environment, []).append(deployment)
+    return "\n\n".join(_one(ctx, name, states.get(name), running.get(name, []))
+                       for name in names)
+
+
+def _one(ctx: HandlerContext, env: str, state: EnvironmentRecord | None,
+         running: list[Deployment]) -> str:
+    services = ctx.services
+    zone = services.policy.zone
+    now = services.clock.now()
+    lines = [f"*{env}* ({services.policy.environments[env].url})"]
+    if state is None or state.live_version is None:
+        lines.append("No deployment recorded yet.")
+    else:
+        lines.append(f"Live: *{state.live_version}* on {state.live_slot}"
+                     + (f"; previous: {state.previous_version} on {state.previous_slot}"
+                        if state.previous_version else "; no previous version"))
+    if state is not None and state.lock_holder:
+        since = (f" since {local_time(state.locked_since, zone)} "
+                 f"({relative(state.locked_since, now)})" if state.locked_since else "")
+        lines.append(f":lock: Locked by <@{state.lock_holder}>{since}: "
+                     f"{state.lock_reason or 'no reason given'}")
+    else:
+        lines.append("Not locked.")
+    if not running:
+        lines.append("No deployment running.")
+    for active in running:
+        step = f", step `{active.current_step}`" if active.current_step else ""
+        lines.append(f"Running: #{active.id} {active.kind} {active.version} by "
+                     f"<@{active.requester}>, {active.state}{step}")
+    return "\n".join(lines)

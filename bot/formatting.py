@@ -1,0 +1,29 @@
+"""Small text helpers shared by the Slack replies: times in the policy zone, relative times."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from procedures.durations import format_duration
+
+
+def local_time(moment: datetime, zone: ZoneInfo) -> str:
+    """``Tue 2026-12-01 10:00 UTC`` in the policy's zone."""
+    local = moment.astimezone(zone)
+    return f"{local:%a %Y-%m-%d %H:%M} {local.tzname()}"
+
+
+def relative(moment: datetime, now: datetime) -> str:
+    """``in 2h 5m`` / ``3m ago``."""
+    delta = moment - now
+    if abs(delta.total_seconds()) < 60:
+        return "now"
+    if delta.total_seconds() > 0:
+        return f"in {format_duration(delta)}"
+    return f"{format_duration(-delta)} ago"
+
+
+def escape(text: str) -> str:
+    """Escape the three characters Slack's mrkdwn reserves (``<`` would start a link)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -1,0 +1,110 @@
+"""How the process runs in each mode: HTTP, Socket Mode, and the maintenance commands."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from typing import Any
+
+from bot.app import create_app
+from bot.http_server import HttpServer, SlackWsgiApp
+from bot.metrics import Metrics
+from bot.policy_source import load_configured_policy
+from bot.settings import Settings
+from bot.wiring import Services, build_services
+from procedures.errors import ConfigError
+
+
+def health_report(services: Services) -> dict[str, Any]:
+    """``GET /healthz``: the bot's own database, worker and scheduler."""
+    database = "ok" if services.database.ping() else "unreachable"
+    worker = services.worker_health()
+    status = "ok" if database == "ok" and worker in ("ok", "idle") else "degraded"
+    return {"status": status, "database": database, "worker": worker,
+            "scheduler": "not configured"}
+
+
+def _require(settings: Settings, *names: str) -> None:
+    missing = [n for n in names if not getattr(settings, n.lower())]
+    if missing:
+        raise ConfigError(f"{', '.join(missing)} must be set for this mode", key=missing[0])
+
+
+def run_serve(settings: Settings, *, host: str, port: int, threads: int) -> int:
+    """``qlp-bot serve``: blocks until SIGTERM/SIGINT."""
+    _require(settings, "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET")
+    policy = load_configured_policy(settings, allow_demo=False)
+    services = build_services(settings, policy=policy)
+    metrics = Metrics()
+    metrics.gauge("qlp_outbox_pending", lambda: float(services.outbox.pending_count()))
+    app = create_app(services, signing_secret=settings.slack_signing_secret)
+    server = HttpServer(SlackWsgiApp(app, lambda: health_report(services), metrics),
+                        host, port, threads=threads)
+    services.start_worker()
+    stop = threading.Event()
+
+    def shutdown(*_: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, shutdown)
+    signal.signal(signal.SIGINT, shutdown)
+    server.start()
+    print(f"qlp-bot serving on http://{host}:{server.port} (POST /slack/events, GET /healthz)",
+          file=sys.stderr, flush=True)
+    stop.wait()
+    server.stop()
+    services.close()
+    return 0
+
+
+def run_socket(settings: Settings) -> int:
+    """``qlp-bot socket``: Socket Mode through slack_sdk's built-in client."""
+    from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+    _require(settings, "SLACK_BOT_TOKEN", "SLACK_APP_TOKEN")
+    policy = load_configured_policy(settings, allow_demo=False)
+    services = build_services(settings, policy=policy)
+    app = create_app(services, signing_secret=None, verify_requests=False)
+    services.start_worker()
+    handler = SocketModeHandler(app, app_token=settings.slack_app_token)
+    try:
+        handler.start()
+    finally:
+        services.close()
+    return 0
+
+
+def run_db(settings: Settings, action: str) -> int:
+    """``qlp-bot db upgrade|current``."""
+    from storage.db import Database
+    from storage.migrate import current_revision, upgrade
+
+    settings.qlp_home.mkdir(parents=True, exist_ok=True)
+    database = Database(settings.database_url)
+    try:
+        if action == "upgrade":
+            upgrade(database)
+        print(f"schema revision: {current_revision(database) or 'none'}")
+    finally:
+        database.dispose()
+    return 0
+
+
+def run_audit_verify(settings: Settings) -> int:
+    """``qlp-bot audit verify``: walk the hash chain; exit 1 and name the first bad row."""
+    from procedures.clock import SystemClock
+    from storage.audit import AuditLog
+    from storage.db import Database
+
+    database = Database(settings.database_url)
+    try:
+        result = AuditLog(database, SystemClock()).verify()
+    finally:
+        database.dispose()
+    if result.ok:
+        print(f"audit chain intact: {result.checked} rows checked")
+        return 0
+    print(f"audit chain broken at row {result.first_bad_id}: {result.problem} "
+          f"({result.checked} rows checked before it)")
+    return 1

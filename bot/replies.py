@@ -1,0 +1,45 @@
+"""The one place where errors become Slack replies. Listeners never show a traceback."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from procedures.errors import (
+    ConfigError,
+    ConflictError,
+    ExternalServiceError,
+    PolicyRefusal,
+    QlpError,
+    StepFailure,
+    UserError,
+)
+
+log = logging.getLogger(__name__)
+
+
+def error_text(error: BaseException) -> str:
+    """The ephemeral text a person sees for ``error``."""
+    if isinstance(error, UserError):
+        return _join(f":warning: {error.message}", error.hint)
+    if isinstance(error, PolicyRefusal):
+        return _join(f":no_entry: {error.message} _(rule: {error.rule})_", error.hint)
+    if isinstance(error, ConflictError):
+        return _join(f":information_source: {error.message}", error.hint)
+    if isinstance(error, ExternalServiceError):
+        again = " It will be retried." if error.retryable else ""
+        return f":x: {error.message}.{again}"
+    if isinstance(error, StepFailure):
+        return _join(f":x: {error.message}", error.hint)
+    if isinstance(error, ConfigError):
+        return f":gear: The bot's configuration is wrong: {error.message}"
+    if isinstance(error, QlpError):
+        return _join(f":x: {error.message}", error.hint)
+    reference = uuid.uuid4().hex[:8]
+    log.exception("unexpected error (reference %s)", reference, exc_info=error)
+    return (f":x: Something went wrong on the bot's side (reference `{reference}`). "
+            "Nothing was changed; the operators can find the details in the log.")
+
+
+def _join(first: str, hint: str | None) -> str:
+    return f"{first}\n{hint}" if hint else first
