@@ -49,4 +49,4 @@ EXPOSE 3000
 HEALTHCHECK --interval=30s --timeout=3s --start-period=10s CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:3000/healthz', timeout=2).status == 200 else 1)"
 
 # Exec form: the bot is PID 1 and receives SIGTERM from `docker stop` directly.
-CMD ["qlp-bot", "serve", "--port", "3000"]
+CMD ["qlp-bot", "serve", "--host", "0.0.0.0", "--port", "3000"]

@@ -207,3 +207,15 @@ def test_dockerignore_keeps_what_the_dockerfile_copies(stages: list[Stage]) -> N
                 continue  # copies from another stage, not from the build context
             for source in [t for t in tokens if not t.startswith("--")][:-1]:
                 assert not is_ignored(source, patterns), f"COPY {source} is in .dockerignore"
+
+
+def test_serve_listens_on_every_interface_in_the_container(final: Stage) -> None:
+    _, cmd = final.one("CMD")
+    argv = exec_form(cmd.args)
+    assert "--host" in argv and argv[argv.index("--host") + 1] == "0.0.0.0", argv
+
+
+def test_files_the_image_copies_exist() -> None:
+    root = DOCKERIGNORE.parent
+    for name in ("pyproject.toml", "README.md", "qlp.example.yml"):
+        assert (root / name).is_file(), name
