@@ -1,0 +1,937 @@
+"""The durable playbook engine: runs one deployment's steps, persisting before it acts.
+
+Everything the engine knows lives in the database (through the ``procedures.store``
+protocols), so a restarted bot or a surviving replica resumes or compensates a run from there.
+
+Life of a run (``Engine.run``)::
+
+    RUNNING ──all steps done──────────────────────────────▶ SUCCEEDED
+       │  step failed / cancel (request_cancel)
+       ▼
+    ROLLING_BACK ──undos done──▶ ROLLED_BACK (something had succeeded)
+       │                         FAILED / CANCELLED (nothing had succeeded)
+       └──an undo failed──────▶ NEEDS_ATTENTION (the environment stays locked)
+
+Decisions worth knowing:
+
+* **Lock.** The environment lock is taken before the first step (holder = requester, reason
+  "deployment #N", owner = this worker) and re-taken on resume (re-entrant for the same
+  deployment). Held by anyone else, or unreadable: the run fails closed at once (FAILED,
+  nothing ran). It is released on every terminal state except NEEDS_ATTENTION, where it is
+  kept with the reason "needs attention after #N: ..." and without an owner, so the stale-lock
+  reaper never frees it; a person unlocks after looking.
+* **Exceptions.** Steps fail with ``Exception`` (retried when a ``StepFailure`` or
+  ``ExternalServiceError`` says ``retryable`` and attempts are left). ``BaseException`` that is
+  not ours (``KeyboardInterrupt``, ``SystemExit``, a test's simulated crash) is NOT caught: it
+  leaves the run as it was in the database (RUNNING/ROLLING_BACK), exactly as a killed process
+  would, and :meth:`Engine.recover` takes it over once its heartbeat is stale. Errors of the
+  stores themselves are not step failures either: they propagate out of ``run`` the same way.
+* **Retry budget.** ``step.retry.attempts`` counts attempts within one life of the run; the
+  persisted ``attempts`` keeps counting across resumes (a step re-run after a crash gets a
+  fresh budget).
+* **Timeout** is cooperative: ``ctx.sleep`` raises ``StepFailure("timed out after ...")`` once
+  the attempt's deadline has come. A step that returns after its deadline without sleeping is
+  accepted: it finished, and undoing finished work because it was slow would be worse.
+* **Compensation** undoes only SUCCEEDED steps that declare ``undo`` (and UNDOING ones left by
+  a crash: undo is idempotent), in reverse order. The failed or interrupted step is not undone:
+  its ``run`` must clean up after itself or leave nothing half-done. Steps without ``undo`` stay
+  SUCCEEDED. The final state is ROLLED_BACK if any step had succeeded, else FAILED (or
+  CANCELLED for a cancel).
+* **Cancel** of a RUNNING run only moves it to ROLLING_BACK (one conditional update: exactly
+  one of concurrent callers wins); the running engine notices between steps and in
+  ``ctx.sleep``, interrupts the step (recorded FAILED, "interrupted: cancelled by ...") and
+  compensates. A queued run that already did something (requeued after a crash) is cancelled
+  the same way; :meth:`Engine.recover` hands it to a worker.
+* **Take-over.** ``recover`` moves stale RUNNING runs back to QUEUED (worker cleared) and
+  claims stale ROLLING_BACK ones for this worker; the takeover is noticed by the old worker at
+  its next heartbeat or check (worker id no longer ours), which then stops without touching
+  anything. Heartbeats happen between steps and inside ``ctx.sleep``, so choose
+  ``stale_after`` well above ``heartbeat_every`` and above the longest stretch a step blocks
+  without calling ``ctx.sleep``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from procedures.clock import Clock
+from procedures.durations import format_duration
+from procedures.engine_context import (
+    EngineContext,
+    RunCancelled,
+    RunTakenOver,
+)
+from procedures.errors import ConflictError, ExternalServiceError, QlpError, StepFailure
+from procedures.model import DeploymentState, ProcedureKind, Slot, StepState
+from procedures.platforms.base import Platform
+from procedures.playbook import MetricsSource, Playbook, Step
+from procedures.policy import Policy
+from procedures.reporting import Reporter, RunSnapshot, StepSnapshot
+from procedures.store import (
+    AuditSink,
+    BaselineStore,
+    DeploymentRecord,
+    DeploymentStore,
+    EnvironmentStore,
+    StepRecord,
+)
+
+__all__ = ["CANCELLED_BY", "Engine", "EngineContext", "RunCancelled", "RunTakenOver"]
+
+log = logging.getLogger(__name__)
+
+CANCELLED_BY = "cancelled by "
+SLEEP_SLICE = 1.0  # seconds: how often a waiting step notices cancel, deadline and heartbeat
+MAX_ERROR = 500  # characters of an error message kept in the database and the card
+
+_S = DeploymentState
+_DONE = (StepState.SUCCEEDED, StepState.SKIPPED)
+_TOUCHED = (StepState.SUCCEEDED, StepState.RUNNING, StepState.UNDOING, StepState.UNDONE,
+            StepState.UNDO_FAILED)
+_CANCELLABLE_AT_ONCE = (_S.PENDING_APPROVAL, _S.SCHEDULED, _S.QUEUED)
+
+
+def describe_error(exc: BaseException) -> str:
+    """A one-line message for an error (never a traceback), capped at ``MAX_ERROR`` chars."""
+    if isinstance(exc, QlpError):
+        text = exc.message
+    else:
+        detail = str(exc)
+        text = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_ERROR else text[: MAX_ERROR - 1] + "…"
+
+
+def _retryable(exc: Exception) -> bool:
+    return isinstance(exc, StepFailure | ExternalServiceError) and exc.retryable
+
+
+def _retry_after(exc: Exception) -> timedelta:
+    if isinstance(exc, ExternalServiceError) and exc.retry_after:
+        return timedelta(seconds=exc.retry_after)
+    return timedelta(0)
+
+
+def _json_result(result: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The step's result as stored: a JSON document (odd values become strings)."""
+    if result is None:
+        return None
+    loaded = json.loads(json.dumps(dict(result), default=str))
+    return loaded if isinstance(loaded, dict) else {"result": loaded}
+
+
+def _steps(count: int) -> str:
+    return f"{count} step" if count == 1 else f"{count} steps"
+
+
+# -- snapshots ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _View:
+    """The engine's copy of the deployment row (refreshed on reads, updated on writes)."""
+
+    id: int
+    kind: ProcedureKind
+    version: str | None
+    environment: str
+    requester: str
+    state: DeploymentState
+    created_at: datetime
+    options: Mapping[str, Any] = field(default_factory=dict)
+    reason: str | None = None
+    error: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    current_step: str | None = None
+    worker_id: str | None = None
+    revision: int = 0
+
+    @classmethod
+    def of(cls, record: DeploymentRecord) -> _View:
+        assert record.id is not None
+        return cls(
+            id=record.id, kind=record.kind, version=record.version,
+            environment=record.environment, requester=record.requester, state=record.state,
+            created_at=record.created_at, options=dict(record.options or {}),
+            reason=record.reason, error=record.error, started_at=record.started_at,
+            finished_at=record.finished_at, current_step=record.current_step,
+            worker_id=record.worker_id, revision=record.revision,
+        )
+
+
+def _snapshot(
+    view: _View, records: Mapping[str, StepRecord], playbook: Playbook | None
+) -> RunSnapshot:
+    steps: list[StepSnapshot] = []
+    known: set[str] = set()
+    for step in playbook.steps if playbook else ():
+        known.add(step.name)
+        record = records.get(step.name)
+        if record is None:
+            steps.append(StepSnapshot(step.name, step.title, StepState.PENDING))
+        else:
+            steps.append(StepSnapshot(
+                step.name, step.title, record.state, record.attempts, record.started_at,
+                record.finished_at, record.error,
+            ))
+    extra = sorted((r for name, r in records.items() if name not in known),
+                   key=lambda r: r.position)
+    for record in extra:  # recorded by an older playbook
+        steps.append(StepSnapshot(
+            record.name, record.name, record.state, record.attempts, record.started_at,
+            record.finished_at, record.error,
+        ))
+    return RunSnapshot(
+        deployment_id=view.id, kind=view.kind, version=view.version,
+        environment=view.environment, requester=view.requester, state=view.state,
+        created_at=view.created_at, steps=tuple(steps), current_step=view.current_step,
+        reason=view.reason, error=view.error, started_at=view.started_at,
+        finished_at=view.finished_at, options=dict(view.options),
+    )
+
+
+def _safely(what: str, call: Callable[[], None]) -> None:
+    """Reporting must never break a run: log and go on."""
+    try:
+        call()
+    except Exception:
+        log.warning("reporter failed on %s", what, exc_info=True)
+
+
+# -- the engine ---------------------------------------------------------------------------------
+
+
+class Engine:
+    """Runs one deployment's playbook durably.
+
+    One engine serves one worker (``worker_id``) and may run several deployments, one per
+    thread; all per-run state lives in the database and in a private object per ``run`` call.
+    Time comes only from ``clock`` and passes only through ``sleep``.
+    """
+
+    def __init__(
+        self,
+        *,
+        deployments: DeploymentStore,
+        environments: EnvironmentStore,
+        audit: AuditSink,
+        reporter: Reporter,
+        playbooks: Mapping[ProcedureKind, Playbook],
+        policy: Policy,
+        platform_for: Callable[[str], Platform],
+        metrics_for: Callable[[str], MetricsSource],
+        baselines: BaselineStore | None,
+        clock: Clock,
+        sleep: Callable[[float], None],
+        worker_id: str,
+        heartbeat_every: timedelta = timedelta(seconds=5),
+    ) -> None:
+        self.deployments = deployments
+        self.environments = environments
+        self.audit = audit
+        self.reporter = reporter
+        self.playbooks = playbooks
+        self.policy = policy
+        self.platform_for = platform_for
+        self.metrics_for = metrics_for
+        self.baselines = baselines
+        self.clock = clock
+        self.sleep = sleep
+        self.worker_id = worker_id
+        self.heartbeat_every = heartbeat_every
+
+    # -- running --------------------------------------------------------------------------------
+
+    def run(self, deployment_id: int) -> DeploymentState:
+        """Run (or resume, or compensate) ``deployment_id`` until a terminal state; return it.
+
+        Precondition: the deployment is RUNNING and claimed by this worker
+        (``DeploymentStore.claim_next``), or ROLLING_BACK and owned by this worker or by
+        nobody. A terminal deployment is returned as is. If another worker takes the run over
+        meanwhile, ``run`` stops without touching anything and returns the state it found.
+        """
+        record = self.deployments.get(deployment_id)
+        if record is None:
+            raise LookupError(f"deployment #{deployment_id} does not exist")
+        if record.state.terminal:
+            return record.state
+        if record.state is _S.RUNNING:
+            if record.worker_id != self.worker_id:
+                raise ConflictError(
+                    f"#{deployment_id} is run by worker {record.worker_id}, not {self.worker_id}"
+                )
+        elif record.state is _S.ROLLING_BACK:
+            if record.worker_id not in (None, self.worker_id):
+                raise ConflictError(
+                    f"#{deployment_id} is rolled back by worker {record.worker_id}; "
+                    "recover() takes it over once its heartbeat is stale"
+                )
+            if record.worker_id is None:
+                if not self.deployments.transition(
+                    deployment_id, [_S.ROLLING_BACK], _S.ROLLING_BACK,
+                    expected_revision=record.revision, worker_id=self.worker_id,
+                    heartbeat_at=self.clock.now(),
+                ):
+                    raise ConflictError(f"#{deployment_id} was taken by another worker")
+                record = self.deployments.get(deployment_id)
+                assert record is not None
+        else:
+            raise ConflictError(
+                f"#{deployment_id} is {record.state.value}: claim it (claim_next) before run()"
+            )
+        return _Run(self, _View.of(record)).execute()
+
+    def snapshot(self, deployment_id: int) -> RunSnapshot:
+        """The deployment and every step of its playbook, for reporters and the card."""
+        record = self.deployments.get(deployment_id)
+        if record is None:
+            raise LookupError(f"deployment #{deployment_id} does not exist")
+        records = {r.name: r for r in self.deployments.steps(deployment_id)}
+        return _snapshot(_View.of(record), records, self.playbooks.get(record.kind))
+
+    # -- cancelling -----------------------------------------------------------------------------
+
+    def request_cancel(self, deployment_id: int, actor: str) -> bool:
+        """Cancel ``deployment_id``; True only for the one call that changed it.
+
+        Not started yet (PENDING_APPROVAL, SCHEDULED, QUEUED with nothing done) -> CANCELLED at
+        once. RUNNING (or QUEUED after a crash with steps done) -> ROLLING_BACK with error
+        "cancelled by <@actor>": the running engine (or the next ``recover``) compensates.
+        Anything else (already rolling back, terminal) -> False.
+        """
+        error = f"{CANCELLED_BY}<@{actor}>"
+        for _ in range(20):  # lost a race against a claim or a step update: look again
+            record = self.deployments.get(deployment_id)
+            if record is None or record.state.terminal or record.state is _S.ROLLING_BACK:
+                return False
+            state = record.state
+            at_once = state in _CANCELLABLE_AT_ONCE
+            if state is _S.QUEUED:
+                touched = any(r.state in _TOUCHED for r in self.deployments.steps(deployment_id))
+                at_once = not touched
+            target = _S.CANCELLED if at_once else _S.ROLLING_BACK
+            if not self.deployments.transition(
+                deployment_id, [state], target, expected_revision=record.revision, error=error,
+            ):
+                continue
+            self.audit.append(
+                actor, "run.cancelled" if at_once else "run.cancel_requested",
+                deployment_id=deployment_id, environment=record.environment,
+                detail={"from": state.value, "to": target.value},
+            )
+            if at_once:
+                # A queued run may hold a parked lock (requeued after a crash with nothing done).
+                self.environments.release_lock(record.environment, deployment_id)
+            self._announce(deployment_id,
+                           f"Cancelled by <@{actor}> before it started." if at_once else None)
+            return True
+        return False
+
+    def _announce(self, deployment_id: int, text: str | None) -> None:
+        snapshot = self.snapshot(deployment_id)
+        _safely("run_changed", lambda: self.reporter.run_changed(snapshot))
+        if text is not None:
+            _safely("event", lambda: self.reporter.event(snapshot, text))
+
+    # -- recovering -----------------------------------------------------------------------------
+
+    def recover(self, stale_after: timedelta) -> list[int]:
+        """Take over runs whose worker stopped heartbeating for ``stale_after``; reap locks.
+
+        Stale RUNNING runs go back to QUEUED (worker cleared; ``claim_next`` resumes them);
+        stale ROLLING_BACK runs are claimed for this worker: the caller compensates them with
+        ``run()``. The lock a taken-over run holds is parked (owner cleared) so the reaper
+        below does not hand the half-changed environment to someone else before the run
+        resumes. Then locks whose owner has not beaten for ``stale_after`` are freed. Returns
+        the ids taken over; every take-over and every reaped lock is audited.
+        """
+        now = self.clock.now()
+        taken: list[int] = []
+        for record in self.deployments.stale(stale_after, now):
+            assert record.id is not None
+            if record.state is _S.RUNNING:
+                won = self.deployments.transition(
+                    record.id, [_S.RUNNING], _S.QUEUED, expected_revision=record.revision,
+                    worker_id=None,
+                )
+                owner: str | None = None
+            else:
+                won = self.deployments.transition(
+                    record.id, [_S.ROLLING_BACK], _S.ROLLING_BACK,
+                    expected_revision=record.revision, worker_id=self.worker_id,
+                    heartbeat_at=now,
+                )
+                owner = self.worker_id
+            if not won:
+                continue  # another replica got there first, or the run moved on
+            lock = self.environments.get(record.environment)
+            if lock is not None and lock.lock_deployment_id == record.id:
+                self.environments.acquire_lock(
+                    record.environment, lock.lock_holder or record.requester, lock.lock_reason,
+                    record.id, owner, now,
+                )
+            self.audit.append(
+                self.worker_id, "run.taken_over", deployment_id=record.id,
+                environment=record.environment,
+                detail={"state": record.state.value, "previous_worker": record.worker_id,
+                        "stale_after_s": stale_after.total_seconds(),
+                        "now": "queued" if record.state is _S.RUNNING else "rolling_back"},
+            )
+            taken.append(record.id)
+        for environment in self.environments.reap_stale_locks(now, stale_after):
+            self.audit.append(
+                self.worker_id, "lock.reaped", environment=environment,
+                detail={"stale_after_s": stale_after.total_seconds()},
+            )
+        return taken
+
+
+# -- one run ------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Failure:
+    step: Step
+    error: str
+
+
+class _Run:
+    """The state of one ``Engine.run`` call; implements ``RunServices`` for the contexts."""
+
+    def __init__(self, engine: Engine, view: _View) -> None:
+        self.e = engine
+        self.view = view
+        self.playbook: Playbook | None = engine.playbooks.get(view.kind)
+        self.records: dict[str, StepRecord] = {}
+        self.last_beat = engine.clock.now()
+        self.holds_lock = False
+        self.cancel_noticed = False
+        self._platform: Platform | None = None
+        self._metrics: MetricsSource | None = None
+
+    # -- RunServices ----------------------------------------------------------------------------
+
+    @property
+    def deployment_id(self) -> int:
+        return self.view.id
+
+    @property
+    def kind(self) -> ProcedureKind:
+        return self.view.kind
+
+    @property
+    def version(self) -> str | None:
+        return self.view.version
+
+    @property
+    def environment_name(self) -> str:
+        return self.view.environment
+
+    @property
+    def options(self) -> Mapping[str, Any]:
+        return self.view.options
+
+    @property
+    def policy(self) -> Policy:
+        return self.e.policy
+
+    @property
+    def platform(self) -> Platform:
+        if self._platform is None:
+            self._platform = self.e.platform_for(self.view.environment)
+        return self._platform
+
+    @property
+    def metrics(self) -> MetricsSource:
+        if self._metrics is None:
+            self._metrics = self.e.metrics_for(self.view.environment)
+        return self._metrics
+
+    def now(self) -> datetime:
+        return self.e.clock.now()
+
+    def wait(
+        self, seconds: float, *, deadline: datetime | None, timeout: timedelta | None,
+        forward: bool,
+    ) -> None:
+        """Sleep in slices; between them heartbeat, notice cancel/take-over and the deadline."""
+        remaining = max(float(seconds), 0.0)
+        while True:
+            self.checkpoint(forward=forward)
+            now = self.now()
+            if deadline is not None and now >= deadline:
+                raise StepFailure(
+                    f"timed out after {format_duration(timeout or timedelta(0))}"
+                )
+            if remaining <= 1e-9:
+                return
+            chunk = min(SLEEP_SLICE, remaining)
+            if deadline is not None:
+                chunk = min(chunk, (deadline - now).total_seconds())
+            self.e.sleep(chunk)
+            remaining -= chunk
+
+    def result_of(self, step_name: str) -> Mapping[str, Any]:
+        record = self.records.get(step_name)
+        return dict(record.result or {}) if record is not None else {}
+
+    def report(self, text: str, *, broadcast: bool = False) -> None:
+        snapshot = self.snapshot()
+        _safely("event", lambda: self.e.reporter.event(snapshot, text, broadcast=broadcast))
+
+    def record_switch(self, live: Slot, version: str) -> None:
+        self.e.environments.record_switch(self.view.environment, live, version)
+
+    def record_baseline(self, metrics: Mapping[str, Any]) -> None:
+        if self.e.baselines is None:
+            raise StepFailure("no baseline store is configured; cannot record a baseline")
+        if self.view.version is None:
+            raise StepFailure("this run has no version; cannot record a baseline")
+        self.e.baselines.record(self.view.environment, self.view.version, metrics)
+
+    # -- the run --------------------------------------------------------------------------------
+
+    def execute(self) -> DeploymentState:
+        try:
+            return self._execute()
+        except RunTakenOver:
+            record = self.e.deployments.get(self.view.id)
+            state = record.state if record is not None else self.view.state
+            log.warning("#%s was taken over by another worker; stopping (%s)",
+                        self.view.id, state.value)
+            self._audit("run.abandoned", {"state": state.value})
+            return state
+
+    def _execute(self) -> DeploymentState:
+        self.records = {r.name: r for r in self.e.deployments.steps(self.view.id)}
+        self._heartbeat(self.now())
+        touched = any(r.state in _TOUCHED for r in self.records.values())
+        resumed = bool(self.records) or self.view.state is _S.ROLLING_BACK
+        self._audit("run.resumed" if resumed else "run.started",
+                    {"state": self.view.state.value, "worker": self.e.worker_id})
+        if self.playbook is None:
+            message = f"no playbook for {self.view.kind.value} runs"
+            if self.view.state is _S.RUNNING and not touched:
+                return self._fail_closed(message)
+            return self._needs_attention(message, locked=False)
+        if self.view.state is _S.ROLLING_BACK and not touched:
+            return self._finish_rollback()  # nothing to undo: no lock needed
+        problem = self._take_lock()
+        if problem is not None:
+            if self.view.state is _S.RUNNING and not touched:
+                return self._fail_closed(problem)
+            return self._needs_attention(
+                f"{problem}; cannot resume #{self.view.id} without it", locked=False,
+            )
+        if self.view.state is _S.RUNNING:
+            self._report_changed()
+            failure = self._forward()
+            if failure is None and self._finish_success():
+                return _S.SUCCEEDED
+        return self._compensate()
+
+    # -- lock -----------------------------------------------------------------------------------
+
+    def _take_lock(self) -> str | None:
+        """Take (or re-take) the environment lock; a message if we cannot."""
+        env = self.view.environment
+        try:
+            taken = self.e.environments.acquire_lock(
+                env, self.view.requester, f"deployment #{self.view.id}", self.view.id,
+                self.e.worker_id, self.now(),
+            )
+        except Exception as exc:
+            return f"could not take the lock on {env}: {describe_error(exc)}"
+        if taken:
+            self.holds_lock = True
+            self._audit("lock.acquired", {"reason": f"deployment #{self.view.id}"})
+            return None
+        try:
+            current = self.e.environments.get(env)
+        except Exception as exc:
+            return f"{env} is locked (holder unknown: {describe_error(exc)})"
+        if current is None or current.lock_holder is None:
+            return f"could not take the lock on {env}"
+        reason = f" ({current.lock_reason})" if current.lock_reason else ""
+        return f"{env} is locked by <@{current.lock_holder}>{reason}"
+
+    def _release_lock(self) -> None:
+        try:
+            self.e.environments.release_lock(self.view.environment, self.view.id)
+        except Exception:
+            # The lock stays with our worker as owner; its heartbeat goes stale and
+            # recover() reaps it.
+            log.warning("could not release the lock on %s", self.view.environment,
+                        exc_info=True)
+        self.holds_lock = False
+
+    # -- checks between and inside steps --------------------------------------------------------
+
+    def _heartbeat(self, now: datetime) -> None:
+        if not self.e.deployments.heartbeat(self.view.id, self.e.worker_id, now):
+            raise RunTakenOver(f"#{self.view.id} is no longer ours")
+        self.last_beat = now
+
+    def checkpoint(self, *, forward: bool) -> None:
+        """Heartbeat when due; while running forward also notice cancel and take-over."""
+        now = self.now()
+        if now - self.last_beat >= self.e.heartbeat_every:
+            self._heartbeat(now)
+            if self.holds_lock and not self.e.environments.heartbeat(
+                self.view.environment, self.e.worker_id, now
+            ):
+                self._lock_lost()
+        if not forward:
+            return
+        record = self.e.deployments.get(self.view.id)
+        if record is None or record.worker_id != self.e.worker_id:
+            raise RunTakenOver(f"#{self.view.id} is no longer ours")
+        self.view = _View.of(record)
+        if record.state is _S.ROLLING_BACK:
+            raise RunCancelled(record.error or "cancelled")
+        if record.state is not _S.RUNNING:
+            raise RunTakenOver(f"#{self.view.id} is {record.state.value}")
+
+    def _lock_lost(self) -> None:
+        """Someone freed or took our lock (``/qlp unlock``): take it again, or fail."""
+        problem = self._take_lock()
+        if problem is None:
+            self.report(f":warning: The lock on {self.view.environment} was released by "
+                        "someone else during the run; taken again.")
+            return
+        self.holds_lock = False
+        raise StepFailure(f"lost the lock: {problem}")
+
+    # -- forward --------------------------------------------------------------------------------
+
+    def _forward(self) -> _Failure | None:
+        """Run the steps in order; None when all are done, else why it stopped."""
+        assert self.playbook is not None
+        for position, step in enumerate(self.playbook.steps):
+            try:
+                self.checkpoint(forward=True)
+            except RunCancelled as cancel:
+                return self._cancelled(step, cancel, interrupted=False)
+            except StepFailure as exc:  # the lock was lost between steps
+                return self._begin_rollback(_Failure(step, describe_error(exc)))
+            record = self.records.get(step.name)
+            state = record.state if record is not None else StepState.PENDING
+            if state in _DONE:
+                continue
+            if state is StepState.RUNNING and not step.rerun_on_resume:
+                error = "interrupted (the worker stopped during this step; not safe to re-run)"
+                self._save(step, position, StepState.FAILED, error=error,
+                           finished_at=self.now())
+                self._audit("step.failed", {"step": step.name, "error": error})
+                return self._begin_rollback(_Failure(step, error))
+            if state not in (StepState.PENDING, StepState.RUNNING):
+                # Left FAILED (or later) by a crash before the run moved to ROLLING_BACK.
+                return self._begin_rollback(_Failure(step, record.error if record and
+                                                     record.error else state.value))
+            try:
+                failure = self._run_step(step, position, fresh=state is StepState.PENDING)
+            except RunCancelled as cancel:
+                return self._cancelled(step, cancel, interrupted=True)
+            if failure is not None:
+                return self._begin_rollback(failure)
+        return None
+
+    def _run_step(self, step: Step, position: int, *, fresh: bool) -> _Failure | None:
+        record = self.records.get(step.name)
+        attempts = record.attempts if record is not None else 0
+        if fresh and step.when is not None:
+            ctx = EngineContext(self, step, self.now() + step.timeout, undoing=False)
+            try:
+                applies = step.when(ctx)
+            except Exception as exc:
+                return self._step_failed(step, position, attempts, self.now(), exc)
+            if not applies:
+                self._save(step, position, StepState.SKIPPED, finished_at=self.now())
+                self._audit("step.skipped", {"step": step.name})
+                self._report_changed()
+                return None
+        self.e.deployments.update_fields(self.view.id, current_step=step.name)
+        self.view.current_step = step.name
+        first_started = self.now()
+        tries = 0
+        while True:
+            tries += 1
+            attempts += 1
+            started = self.now()
+            fields: dict[str, Any] = {"attempts": attempts, "finished_at": None}
+            if tries == 1:
+                fields.update(started_at=started, error=None, result=None)
+            self._save(step, position, StepState.RUNNING, **fields)
+            if tries == 1:
+                self._audit("step.started", {"step": step.name, "attempt": attempts})
+            self._report_changed()
+            ctx = EngineContext(self, step, started + step.timeout, undoing=False)
+            try:
+                result = step.run(ctx)
+            except RunCancelled:
+                raise
+            except Exception as exc:
+                if _retryable(exc) and tries < step.retry.attempts:
+                    self._retry_wait(step, position, tries, attempts, exc, forward=True)
+                    continue
+                return self._step_failed(step, position, attempts, first_started, exc)
+            finished = self.now()
+            self._save(step, position, StepState.SUCCEEDED, result=_json_result(result),
+                       finished_at=finished, error=None)
+            took = finished - first_started
+            self._audit("step.succeeded", {"step": step.name, "attempts": attempts,
+                                           "duration_s": took.total_seconds()})
+            self._report_changed()
+            self.report(f"✓ {step.title} ({format_duration(took)})")
+            return None
+
+    def _retry_wait(
+        self, step: Step, position: int, tries: int, attempts: int, exc: Exception, *,
+        forward: bool,
+    ) -> None:
+        delay = max(step.retry.delay(tries), _retry_after(exc))
+        error = describe_error(exc)
+        self._save(step, position, self.records[step.name].state,
+                   error=f"attempt {attempts} failed: {error}")
+        self._audit("step.retrying", {"step": step.name, "attempt": attempts, "error": error,
+                                      "delay_s": delay.total_seconds(), "undo": not forward})
+        what = "undo of " + step.title if not forward else step.title
+        self.report(f"↻ {what}: {error}; trying again in {format_duration(delay)} "
+                    f"(attempt {tries + 1} of {step.retry.attempts})")
+        self.wait(delay.total_seconds(), deadline=None, timeout=None, forward=forward)
+
+    def _step_failed(
+        self, step: Step, position: int, attempts: int, started: datetime, exc: Exception
+    ) -> _Failure:
+        error = describe_error(exc)
+        finished = self.now()
+        self._save(step, position, StepState.FAILED, error=error, finished_at=finished,
+                   attempts=attempts)
+        self._audit("step.failed", {"step": step.name, "attempts": attempts, "error": error,
+                                    "duration_s": (finished - started).total_seconds()})
+        return _Failure(step, error)
+
+    def _cancelled(self, step: Step, cancel: RunCancelled, *, interrupted: bool) -> _Failure:
+        self.cancel_noticed = True
+        if interrupted:
+            position = self.playbook.steps.index(step) if self.playbook else 0
+            self._save(step, position, StepState.FAILED, error=f"interrupted: {cancel.reason}",
+                       finished_at=self.now())
+            self._audit("step.interrupted", {"step": step.name, "reason": cancel.reason})
+        return _Failure(step, cancel.reason)
+
+    def _begin_rollback(self, failure: _Failure) -> _Failure:
+        error = f"{failure.step.title} failed: {failure.error}"
+        if self.e.deployments.transition(
+            self.view.id, [_S.RUNNING], _S.ROLLING_BACK, error=error
+        ):
+            self.view.state, self.view.error = _S.ROLLING_BACK, error
+            self._audit("run.rolling_back", {"error": error, "step": failure.step.name})
+            self._report_changed()
+            self.report(f"✗ {failure.step.title} failed: {failure.error}. Rolling back.",
+                        broadcast=True)
+        else:
+            self._refresh_owned()  # a cancel won the race: compensate as cancelled
+            self.cancel_noticed = self.view.state is _S.ROLLING_BACK
+        return failure
+
+    def _finish_success(self) -> bool:
+        """RUNNING -> SUCCEEDED; False if a cancel got in first (then compensate)."""
+        if not self.e.deployments.transition(
+            self.view.id, [_S.RUNNING], _S.SUCCEEDED, current_step=None, error=None,
+        ):
+            self._refresh_owned()
+            self.cancel_noticed = True
+            return False
+        now = self.now()
+        self.view.state, self.view.current_step, self.view.finished_at = (
+            _S.SUCCEEDED, None, now)
+        self._release_lock()
+        took = now - (self.view.started_at or now)
+        self._audit("run.succeeded", {"duration_s": took.total_seconds()})
+        self._report_changed()
+        target = f"{self.view.version} to {self.view.environment}" if self.view.version else (
+            f"{self.playbook.title if self.playbook else self.view.kind.value} on "
+            f"{self.view.environment}")
+        verb = "Deployed" if self.view.version else "Finished"
+        self.report(f"{verb} {target} in {format_duration(took)}", broadcast=True)
+        return True
+
+    def _fail_closed(self, message: str) -> DeploymentState:
+        """Nothing was changed: FAILED at once."""
+        if not self.e.deployments.transition(
+            self.view.id, [_S.RUNNING], _S.FAILED, error=message, current_step=None,
+        ):
+            self._refresh_owned()
+            if self.view.state is _S.ROLLING_BACK:  # cancelled meanwhile: nothing to undo
+                return self._finish_rollback()
+            return self.view.state
+        self.view.state, self.view.error = _S.FAILED, message
+        self._release_lock()
+        self._audit("run.failed", {"error": message, "changed": False})
+        self._report_changed()
+        self.report(f"✗ #{self.view.id} did not start: {message}. Nothing was changed.",
+                    broadcast=True)
+        return _S.FAILED
+
+    # -- compensation ---------------------------------------------------------------------------
+
+    def _compensate(self) -> DeploymentState:
+        assert self.playbook is not None
+        self._refresh_owned()
+        for position, step in enumerate(self.playbook.steps):
+            record = self.records.get(step.name)
+            if record is not None and record.state is StepState.RUNNING:
+                self._save(step, position, StepState.FAILED, finished_at=self.now(),
+                           error="interrupted (the worker stopped during this step)")
+            if record is not None and record.state is StepState.UNDO_FAILED:
+                return self._needs_attention(
+                    f"undo of {step.title} failed: {record.error}", locked=True)
+        todo = [(position, step) for position, step in reversed(list(
+            enumerate(self.playbook.steps)))
+            if step.undo is not None and self._state(step) in (
+                StepState.SUCCEEDED, StepState.UNDOING)]
+        resuming = any(r.state in (StepState.UNDOING, StepState.UNDONE)
+                       for r in self.records.values())
+        error = self.view.error or ""
+        if error.startswith(CANCELLED_BY) and not resuming:
+            self.report(f"Cancelled by {error[len(CANCELLED_BY):]}; undoing "
+                        f"{_steps(len(todo))}", broadcast=True)
+        elif resuming:
+            self.report(f"Resuming the rollback: undoing {_steps(len(todo))}")
+        for position, step in todo:
+            self.checkpoint(forward=False)
+            problem = self._undo_step(step, position)
+            if problem is not None:
+                return self._needs_attention(f"undo of {step.title} failed: {problem}",
+                                             locked=True)
+        return self._finish_rollback()
+
+    def _undo_step(self, step: Step, position: int) -> str | None:
+        assert step.undo is not None
+        started = self.now()
+        self._save(step, position, StepState.UNDOING)
+        self._audit("step.undoing", {"step": step.name})
+        self.e.deployments.update_fields(self.view.id, current_step=step.name)
+        self.view.current_step = step.name
+        self._report_changed()
+        tries = 0
+        while True:
+            tries += 1
+            ctx = EngineContext(self, step, self.now() + step.timeout, undoing=True)
+            try:
+                step.undo(ctx)
+            except Exception as exc:
+                if _retryable(exc) and tries < step.retry.attempts:
+                    self._retry_wait(step, position, tries, tries, exc, forward=False)
+                    continue
+                error = describe_error(exc)
+                self._save(step, position, StepState.UNDO_FAILED, error=f"undo: {error}")
+                self._audit("step.undo_failed", {"step": step.name, "error": error})
+                return error
+            took = self.now() - started
+            self._save(step, position, StepState.UNDONE)
+            self._audit("step.undone", {"step": step.name, "duration_s": took.total_seconds()})
+            self._report_changed()
+            self.report(f"↩ Undid {step.title} ({format_duration(took)})")
+            return None
+
+    def _finish_rollback(self) -> DeploymentState:
+        changed = any(r.state in (StepState.SUCCEEDED, StepState.UNDONE)
+                      for r in self.records.values())
+        error = self.view.error or ""
+        cancelled = error.startswith(CANCELLED_BY)
+        final = _S.ROLLED_BACK if changed else (_S.CANCELLED if cancelled else _S.FAILED)
+        if not self.e.deployments.transition(
+            self.view.id, [_S.ROLLING_BACK], final, current_step=None,
+        ):
+            return self._after_lost_transition()
+        self.view.state, self.view.current_step = final, None
+        self._release_lock()
+        undone = sum(1 for r in self.records.values() if r.state is StepState.UNDONE)
+        self._audit(f"run.{final.value}", {"error": error, "undone": undone})
+        self._report_changed()
+        if final is _S.ROLLED_BACK:
+            kept = [s.title for s in self._steps_in(StepState.SUCCEEDED)]
+            note = f" (no undo for: {', '.join(kept)})" if kept else ""
+            self.report(f"Rolled back #{self.view.id}: undid {_steps(undone)}{note}. "
+                        f"{self.view.environment} is unlocked.", broadcast=True)
+        else:
+            self.report(f"#{self.view.id} {final.value.replace('_', ' ')}: {error}. "
+                        "Nothing was changed.", broadcast=True)
+        return final
+
+    def _needs_attention(self, message: str, *, locked: bool) -> DeploymentState:
+        """Stop here for a person: NEEDS_ATTENTION, keeping (and labelling) the lock."""
+        message = message[:MAX_ERROR]
+        if locked and self.holds_lock:
+            # Parked first, without owner: the reaper never frees it, and if this fails the
+            # run stays ROLLING_BACK and the next life gets here again.
+            self.e.environments.acquire_lock(
+                self.view.environment, self.view.requester,
+                f"needs attention after #{self.view.id}: {message}", self.view.id, None,
+                self.now(),
+            )
+        if not self.e.deployments.transition(
+            self.view.id, [_S.RUNNING, _S.ROLLING_BACK], _S.NEEDS_ATTENTION, error=message,
+            current_step=None,
+        ):
+            return self._after_lost_transition()
+        self.view.state, self.view.error, self.view.current_step = (
+            _S.NEEDS_ATTENTION, message, None)
+        self._audit("run.needs_attention", {"error": message, "locked": locked})
+        self._report_changed()
+        tail = (f" The environment {self.view.environment} stays locked." if locked
+                else "")
+        self.report(f":rotating_light: #{self.view.id} needs attention: {message}.{tail}",
+                    broadcast=True)
+        return _S.NEEDS_ATTENTION
+
+    def _after_lost_transition(self) -> DeploymentState:
+        """A conditional update changed nothing: someone else moved the run. Touch nothing."""
+        record = self.e.deployments.get(self.view.id)
+        if record is None:
+            raise RunTakenOver(f"#{self.view.id} disappeared")
+        if record.worker_id != self.e.worker_id:
+            raise RunTakenOver(f"#{self.view.id} is no longer ours")
+        return record.state
+
+    # -- bookkeeping ----------------------------------------------------------------------------
+
+    def _refresh_owned(self) -> None:
+        record = self.e.deployments.get(self.view.id)
+        if record is None or record.worker_id != self.e.worker_id:
+            raise RunTakenOver(f"#{self.view.id} is no longer ours")
+        self.view = _View.of(record)
+
+    def _state(self, step: Step) -> StepState:
+        record = self.records.get(step.name)
+        return record.state if record is not None else StepState.PENDING
+
+    def _steps_in(self, state: StepState) -> Iterable[Step]:
+        assert self.playbook is not None
+        return (s for s in self.playbook.steps if self._state(s) is state)
+
+    def _save(self, step: Step, position: int, state: StepState, **fields: Any) -> None:
+        self.records[step.name] = self.e.deployments.upsert_step(
+            self.view.id, step.name, position, state, **fields
+        )
+
+    def _audit(self, action: str, detail: Mapping[str, Any]) -> None:
+        self.e.audit.append(
+            self.e.worker_id or "engine", action, deployment_id=self.view.id,
+            environment=self.view.environment, detail=detail,
+        )
+
+    def snapshot(self) -> RunSnapshot:
+        return _snapshot(self.view, self.records, self.playbook)
+
+    def _report_changed(self) -> None:
+        snapshot = self.snapshot()
+        _safely("run_changed", lambda: self.e.reporter.run_changed(snapshot))

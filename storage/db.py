@@ -1,0 +1,192 @@
+"""The bot's database handle: one engine, built from a URL by the composition root."""
+
+from __future__ import annotations
+
+import logging
+import random
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.pool import StaticPool
+from sqlmodel import Session
+
+from procedures.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_URL = "sqlite:///.qlp/qlp.db"
+"""Used when no URL is given: a SQLite file under ``.qlp`` in the working directory."""
+
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
+_READ_ONLY = "qlp_read_only"
+_WAL_ATTEMPTS = 50
+
+
+def _enable_wal(cursor: Any) -> None:
+    """Switch the file to WAL (persistent, so normally a no-op after the first connection).
+
+    Switching needs a moment of exclusive access and SQLite answers "database is locked" at
+    once instead of waiting on ``busy_timeout`` when connections race on a new file, so the
+    switch is retried briefly.
+    """
+    for attempt in range(_WAL_ATTEMPTS):
+        try:
+            mode = cursor.execute("PRAGMA journal_mode").fetchone()[0]
+            if str(mode).lower() == "wal":
+                return
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == _WAL_ATTEMPTS - 1:
+                raise
+            time.sleep(0.05 + random.random() * 0.05)
+
+
+class Database:
+    """An engine plus a transactional ``session()``; SQLite or PostgreSQL (psycopg 3).
+
+    SQLite runs in WAL mode with ``busy_timeout`` and foreign keys on. sqlite3's own
+    transaction handling is switched off and every write transaction starts with
+    ``BEGIN IMMEDIATE``: the writer lock is taken up front, so a read-then-write transaction
+    waits its turn instead of failing to upgrade its lock ("database is locked") halfway.
+    Read-only sessions (``session(read_only=True)``) use a plain ``BEGIN`` and run beside a
+    writer. PostgreSQL uses ``pool_pre_ping`` so a restarted server costs no failed request.
+
+    There is deliberately no module-level instance: ``bot.wiring`` builds one from settings.
+    """
+
+    def __init__(self, url: str | URL = DEFAULT_URL, *, echo: bool = False) -> None:
+        self.url = make_url(url)
+        backend = self.url.get_backend_name()
+        if backend == "sqlite":
+            self._engine = self._sqlite_engine(echo)
+        elif backend == "postgresql":
+            if self.url.get_driver_name() != "psycopg":
+                raise ConfigError(
+                    f"unsupported PostgreSQL driver {self.url.get_driver_name()!r}: "
+                    "use postgresql+psycopg://",
+                    key="QLP_DATABASE_URL",
+                )
+            self._engine = create_engine(self.url, pool_pre_ping=True, echo=echo)
+        else:
+            raise ConfigError(
+                f"unsupported database {backend!r}: use sqlite:///path or "
+                "postgresql+psycopg://user@host:5432/dbname",
+                key="QLP_DATABASE_URL",
+            )
+        self._read_engine = self._engine.execution_options(**{_READ_ONLY: True})
+
+    # -- construction -------------------------------------------------------------------------
+
+    def _sqlite_engine(self, echo: bool) -> Engine:
+        database = self.url.database or ""
+        in_memory = database in ("", ":memory:") or database.startswith("file::memory:")
+        kwargs: dict[str, Any] = {
+            "echo": echo,
+            "connect_args": {
+                "check_same_thread": False,
+                "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
+            },
+        }
+        if in_memory:
+            # One shared connection, or every pooled connection would see its own empty db.
+            kwargs["poolclass"] = StaticPool
+        else:
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(self.url, **kwargs)
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            # Let SQLAlchemy's "begin" event below emit BEGIN instead of sqlite3's legacy mode.
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS:d}")
+                cursor.execute("PRAGMA foreign_keys=ON")
+                if not in_memory:
+                    _enable_wal(cursor)
+                cursor.execute("PRAGMA synchronous=NORMAL")
+            finally:
+                cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(connection: Connection) -> None:
+            if connection.get_execution_options().get(_READ_ONLY):
+                connection.exec_driver_sql("BEGIN")
+            else:
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+
+    # -- use ----------------------------------------------------------------------------------
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine (for migrations and repositories; not for the domain)."""
+        return self._engine
+
+    @property
+    def dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self._engine.dialect.name
+
+    @property
+    def is_postgresql(self) -> bool:
+        return self.dialect == "postgresql"
+
+    @contextmanager
+    def session(self, *, read_only: bool = False) -> Iterator[Session]:
+        """A unit of work: commits when the block ends, rolls back if it raises.
+
+        Objects stay usable after the block (``expire_on_commit=False``); they are detached.
+        ``read_only=True`` lets SQLite readers run beside a writer (no ``BEGIN IMMEDIATE``).
+        """
+        bind = self._read_engine if read_only else self._engine
+        with Session(bind, expire_on_commit=False) as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
+    @contextmanager
+    def using(self, session: Session | None, *, read_only: bool = False) -> Iterator[Session]:
+        """Join the caller's open ``session`` if given, else run in a new one of our own.
+
+        Repositories take an optional session so a state change and its audit row or outbox
+        message commit atomically; when they get one, the caller commits.
+        """
+        if session is not None:
+            yield session
+        else:
+            with self.session(read_only=read_only) as own:
+                yield own
+
+    def connect(self, *, read_only: bool = False) -> Connection:
+        """A Core connection (use it as a context manager); for migrations and raw SQL."""
+        return (self._read_engine if read_only else self._engine).connect()
+
+    def ping(self) -> bool:
+        """True if the database answers ``SELECT 1`` (for ``/healthz``); never raises."""
+        try:
+            with self.connect(read_only=True) as connection:
+                connection.execute(text("SELECT 1"))
+            return True
+        except Exception:  # a health check reports; it does not raise
+            log.warning("database ping failed", exc_info=True)
+            return False
+
+    def dispose(self) -> None:
+        """Close every pooled connection (at shutdown, and in tests before dropping a db)."""
+        self._engine.dispose()
+
+    def __repr__(self) -> str:
+        return f"Database({self.url.render_as_string(hide_password=True)!r})"

@@ -1,0 +1,225 @@
+"""The bot's tables, as SQLModel classes.
+
+Timestamps are aware UTC on both backends (:class:`storage.types.UTCDateTime`); states are the
+enums of :mod:`procedures.model`, stored as their string values. The migration in
+``storage/migrations/versions`` creates exactly these tables; a test compares the two.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import CheckConstraint, Index, Integer, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from procedures.model import DeploymentState, ProcedureKind, Slot, StepState
+from storage.types import JSONDocument, StrEnumType, UTCDateTime
+
+# Deterministic constraint and index names, so migrations can refer to them on both backends.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+GENESIS_HASH = "0" * 64
+"""``prev_hash`` of the first audit event."""
+
+NOTIFICATION_KINDS = ("post", "update", "ephemeral", "pagerduty", "email")
+NOTIFICATION_STATES = ("pending", "sent", "dead")
+APPROVAL_DECISIONS = ("approve", "reject", "override")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    # Only ever called with the constants above, never with user input.
+    quoted = ", ".join(f"'{v}'" for v in values)
+    return f"{column} IN ({quoted})"
+
+
+class Deployment(SQLModel, table=True):
+    """One requested run of a procedure; ``id`` is the ``#id`` people see in Slack."""
+
+    __tablename__ = "deployments"
+    __table_args__ = (
+        Index("ix_deployments_state_created_at", "state", "created_at"),
+        Index("ix_deployments_environment_created_at", "environment", "created_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: ProcedureKind = Field(sa_type=StrEnumType(ProcedureKind), nullable=False)
+    version: str | None = Field(default=None, max_length=128)
+    environment: str = Field(max_length=64)
+    requester: str = Field(max_length=64)
+    state: DeploymentState = Field(sa_type=StrEnumType(DeploymentState), nullable=False)
+    reason: str | None = Field(default=None, sa_type=Text)
+    options: dict[str, Any] = Field(default_factory=dict, sa_type=JSONDocument, nullable=False)
+    plan_hash: str | None = Field(default=None, max_length=128)
+    channel: str | None = Field(default=None, max_length=64)
+    card_ts: str | None = Field(default=None, max_length=32)
+    created_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    updated_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    scheduled_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    current_step: str | None = Field(default=None, max_length=128)
+    worker_id: str | None = Field(default=None, max_length=128)
+    heartbeat_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    revision: int = Field(default=0, nullable=False)
+    request_key: str | None = Field(default=None, max_length=255, unique=True)
+    error: str | None = Field(default=None, sa_type=Text)
+
+
+class StepRun(SQLModel, table=True):
+    """The persisted state of one step of one deployment (written before the step acts)."""
+
+    __tablename__ = "step_runs"
+    __table_args__ = (UniqueConstraint("deployment_id", "name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    deployment_id: int = Field(foreign_key="deployments.id", ondelete="CASCADE", nullable=False)
+    position: int = Field(nullable=False)
+    name: str = Field(max_length=128)
+    state: StepState = Field(sa_type=StrEnumType(StepState), nullable=False)
+    attempts: int = Field(default=0, nullable=False)
+    started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    result: dict[str, Any] | None = Field(default=None, sa_type=JSONDocument)
+    error: str | None = Field(default=None, sa_type=Text)
+
+
+class Approval(SQLModel, table=True):
+    """One person's decision on one plan of one deployment."""
+
+    __tablename__ = "approvals"
+    __table_args__ = (
+        UniqueConstraint("deployment_id", "actor", "decision", "plan_hash"),
+        CheckConstraint(_in("decision", APPROVAL_DECISIONS), name="decision"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    deployment_id: int = Field(
+        foreign_key="deployments.id", ondelete="CASCADE", nullable=False, index=True
+    )
+    actor: str = Field(max_length=64)
+    decision: str = Field(max_length=16)
+    plan_hash: str = Field(default="", max_length=128)
+    reason: str | None = Field(default=None, sa_type=Text)
+    created_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+
+
+class AuditEvent(SQLModel, table=True):
+    """One link of the append-only, hash-chained audit log.
+
+    ``id`` is assigned under the :class:`AuditHead` lock, so ids are contiguous and a gap
+    means a deleted row.
+    """
+
+    __tablename__ = "audit_events"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    actor: str = Field(max_length=64)
+    action: str = Field(max_length=64)
+    deployment_id: int | None = Field(default=None, index=True)
+    environment: str | None = Field(default=None, max_length=64)
+    detail: dict[str, Any] = Field(default_factory=dict, sa_type=JSONDocument, nullable=False)
+    prev_hash: str = Field(max_length=64)
+    hash: str = Field(max_length=64)
+
+
+class AuditHead(SQLModel, table=True):
+    """The single row (``id = 1``) that points at the last audit event; appends lock it."""
+
+    __tablename__ = "audit_head"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: int | None = Field(
+        default=None, primary_key=True, sa_column_kwargs={"autoincrement": False}
+    )
+    last_id: int = Field(default=0, nullable=False)
+    last_hash: str = Field(default=GENESIS_HASH, max_length=64)
+
+
+class Notification(SQLModel, table=True):
+    """One message in the outbox; a sender delivers them and records the outcome."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        Index("ix_notifications_state_ordering_key_id", "state", "ordering_key", "id"),
+        Index("ix_notifications_state_next_attempt_at", "state", "next_attempt_at"),
+        CheckConstraint(_in("kind", NOTIFICATION_KINDS), name="kind"),
+        CheckConstraint(_in("state", NOTIFICATION_STATES), name="state"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    created_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    channel: str = Field(max_length=64)
+    kind: str = Field(max_length=16)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_type=JSONDocument, nullable=False)
+    deployment_id: int | None = Field(
+        default=None, foreign_key="deployments.id", ondelete="SET NULL", nullable=True
+    )
+    thread_of: int | None = Field(
+        default=None, foreign_key="deployments.id", ondelete="SET NULL", nullable=True
+    )
+    ordering_key: str = Field(max_length=128)
+    dedup_key: str | None = Field(default=None, max_length=255, unique=True)
+    state: str = Field(default="pending", max_length=16)
+    attempts: int = Field(default=0, nullable=False)
+    next_attempt_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    last_error: str | None = Field(default=None, sa_type=Text)
+    sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    slack_ts: str | None = Field(default=None, max_length=32)
+
+
+class EnvironmentStateRow(SQLModel, table=True):
+    """What is live in one environment, and who holds its lock (the seed's ``/tmp`` files)."""
+
+    __tablename__ = "environment_state"
+
+    environment: str = Field(primary_key=True, max_length=64)
+    live_slot: Slot | None = Field(default=None, sa_type=StrEnumType(Slot, 16))
+    live_version: str | None = Field(default=None, max_length=128)
+    previous_slot: Slot | None = Field(default=None, sa_type=StrEnumType(Slot, 16))
+    previous_version: str | None = Field(default=None, max_length=128)
+    lock_holder: str | None = Field(default=None, max_length=64)
+    lock_reason: str | None = Field(default=None, sa_type=Text)
+    locked_since: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    lock_deployment_id: int | None = Field(default=None, sa_type=Integer)
+    lock_owner: str | None = Field(default=None, max_length=128)
+    lock_heartbeat_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    updated_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    revision: int = Field(default=0, nullable=False)
+
+
+class PerformanceBaseline(SQLModel, table=True):
+    """Metrics of a known-good version, the yardstick of post-deploy monitoring."""
+
+    __tablename__ = "performance_baselines"
+    __table_args__ = (
+        Index("ix_performance_baselines_environment_recorded_at", "environment", "recorded_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    environment: str = Field(max_length=64)
+    version: str = Field(max_length=128)
+    recorded_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    metrics: dict[str, Any] = Field(default_factory=dict, sa_type=JSONDocument, nullable=False)
+
+
+class ProcessedRequest(SQLModel, table=True):
+    """A Slack request (retry, double click) already handled once."""
+
+    __tablename__ = "processed_requests"
+
+    key: str = Field(primary_key=True, max_length=255)
+    created_at: datetime = Field(sa_type=UTCDateTime, nullable=False, index=True)
+    outcome: str | None = Field(default=None, sa_type=Text)
+
+
+metadata = SQLModel.metadata
+"""All tables of the bot (the migration target)."""

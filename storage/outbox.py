@@ -1,0 +1,255 @@
+"""The notification outbox: every message the bot means to send, written before it is sent."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import case, func, update
+from sqlalchemy.orm import aliased
+from sqlmodel import Session, col, select
+
+from procedures.clock import Clock
+from storage.db import Database
+from storage.models import NOTIFICATION_KINDS, Notification
+from storage.sql import insert_ignoring_conflict
+
+DEFAULT_LEASE = timedelta(seconds=60)
+"""How long a claimed message is hidden from other senders before it is tried again."""
+
+
+def default_ordering_key(channel: str, deployment_id: int | None, thread_of: int | None) -> str:
+    """Messages about one deployment keep their order; others keep the order of their channel.
+
+    Per deployment, so the card is posted (and its ``ts`` known) before any thread reply,
+    and one deployment's stuck message never holds back another's.
+    """
+    anchor = thread_of if thread_of is not None else deployment_id
+    if anchor is not None:
+        return f"deployment:{anchor}"
+    return f"channel:{channel}"
+
+
+class Outbox:
+    """Durable, ordered, deduplicated notifications; the bot's sender delivers them.
+
+    Messages with the same ``ordering_key`` are delivered strictly in id order:
+    :meth:`claim_due` only ever hands out the oldest *pending* message of each key, so a
+    message that keeps failing holds back the later ones of its key (and only those) until it
+    is sent or declared dead. Claiming leases a message (its ``next_attempt_at`` moves
+    ``lease`` ahead and ``attempts`` goes up), so several senders, even in several processes,
+    never send the same message at once, and a sender that dies mid-send only delays it.
+    """
+
+    def __init__(self, database: Database, clock: Clock) -> None:
+        self._db = database
+        self._clock = clock
+
+    @property
+    def database(self) -> Database:
+        """The database the outbox lives in: open a ``session()`` on it to commit a mark
+        (``mark_sent(..., session=s)``) atomically with a write of your own."""
+        return self._db
+
+    def enqueue(
+        self,
+        channel: str,
+        kind: str,
+        payload: Mapping[str, Any],
+        *,
+        deployment_id: int | None = None,
+        thread_of: int | None = None,
+        ordering_key: str | None = None,
+        dedup_key: str | None = None,
+        session: Session | None = None,
+    ) -> int:
+        """Store a message to send; returns its id (the existing one for a repeated dedup_key)."""
+        if kind not in NOTIFICATION_KINDS:
+            raise ValueError(f"unknown notification kind {kind!r}; one of {NOTIFICATION_KINDS}")
+        now = self._clock.now()
+        values: dict[str, Any] = {
+            "created_at": now,
+            "channel": channel,
+            "kind": kind,
+            "payload": dict(payload),
+            "deployment_id": deployment_id,
+            "thread_of": thread_of,
+            "ordering_key": ordering_key
+            or default_ordering_key(channel, deployment_id, thread_of),
+            "dedup_key": dedup_key,
+            "state": "pending",
+            "attempts": 0,
+            "next_attempt_at": now,
+        }
+        with self._db.using(session) as s:
+            if dedup_key is None:
+                notification = Notification(**values)
+                s.add(notification)
+                s.flush()
+                assert notification.id is not None
+                return notification.id
+            inserted = s.exec(
+                insert_ignoring_conflict(self._db, Notification, values, ["dedup_key"])
+                .returning(col(Notification.id))
+            ).scalar()
+            if inserted is not None:
+                return int(inserted)
+            existing = s.exec(
+                select(Notification.id).where(col(Notification.dedup_key) == dedup_key)
+            ).one()
+            assert existing is not None
+            return existing
+
+    def claim_due(
+        self,
+        now: datetime | None = None,
+        limit: int = 50,
+        *,
+        lease: timedelta = DEFAULT_LEASE,
+        kinds: Collection[str] | None = None,
+    ) -> list[Notification]:
+        """Lease and return the head pending message of each key that is due at ``now``.
+
+        Returned in id order. Each call hands a message out at most once per lease; report the
+        outcome with :meth:`mark_sent`, :meth:`mark_failed`, :meth:`mark_dead` or
+        :meth:`release`.
+
+        ``kinds`` limits the answer to heads of those kinds (each sender claims only what it
+        delivers). The head of a key is still its oldest pending message of *any* kind, so
+        order within a key holds across kinds: a key whose head belongs to another sender
+        waits for that sender.
+        """
+        now = now or self._clock.now()
+        older = aliased(Notification)
+        head_of_key = (
+            select(func.min(older.id))
+            .where(
+                col(older.state) == "pending",
+                col(older.ordering_key) == Notification.ordering_key,
+            )
+            .scalar_subquery()
+        )
+        statement = (
+            select(Notification)
+            .where(
+                col(Notification.state) == "pending",
+                col(Notification.next_attempt_at) <= now,
+                col(Notification.id) == head_of_key,
+            )
+            .order_by(col(Notification.id))
+            .limit(limit)
+        )
+        if kinds is not None:
+            statement = statement.where(col(Notification.kind).in_(list(kinds)))
+        if self._db.is_postgresql:
+            # Another sender's claim in flight: skip its rows rather than wait for them.
+            statement = statement.with_for_update(skip_locked=True, of=Notification)
+        with self._db.session() as s:
+            claimed = list(s.exec(statement.execution_options(populate_existing=True)).all())
+            for notification in claimed:
+                notification.attempts += 1
+                notification.next_attempt_at = now + lease
+            s.flush()
+            return claimed
+
+    def mark_sent(
+        self,
+        id: int,
+        slack_ts: str | None = None,
+        *,
+        now: datetime | None = None,
+        note: str | None = None,
+        session: Session | None = None,
+    ) -> bool:
+        """Record delivery (and the ``ts`` Slack returned); the next message of its key is due.
+
+        ``note`` is kept in ``last_error`` (e.g. ``superseded`` for an update that was never
+        sent because a newer one replaced it). With ``session`` the mark joins the caller's
+        transaction (the sender stores a card's ``ts`` on its deployment in the same commit).
+        """
+        return self._set(
+            id, state="sent", sent_at=now or self._clock.now(), slack_ts=slack_ts,
+            last_error=note, session=session,
+        )
+
+    def mark_failed(
+        self, id: int, error: str, retry_at: datetime, *, now: datetime | None = None
+    ) -> bool:
+        """Record a failed attempt; the message (and its key) waits until ``retry_at``."""
+        del now  # accepted for symmetry with the other marks; the row keeps no failure time
+        return self._set(id, state="pending", last_error=error, next_attempt_at=retry_at)
+
+    def mark_dead(self, id: int, error: str) -> bool:
+        """Give up on a message; later messages of its key are no longer held back by it."""
+        return self._set(id, state="dead", last_error=error)
+
+    def release(self, id: int, retry_at: datetime, note: str | None = None) -> bool:
+        """Hand a claimed message back *untried*: due again at ``retry_at``, attempt not counted.
+
+        For a sender that claimed a message it may not send yet (its channel is paced or
+        rate-limited, its card has no ``ts`` yet): the claim's ``attempts`` increment is
+        undone, so ``attempts`` counts only real tries. ``note`` replaces ``last_error``.
+        """
+        values: dict[str, Any] = {
+            "state": "pending",
+            "next_attempt_at": retry_at,
+            "attempts": case(
+                (col(Notification.attempts) > 0, col(Notification.attempts) - 1), else_=0
+            ),
+        }
+        if note is not None:
+            values["last_error"] = note
+        return self._set(id, **values)
+
+    def newest_pending_id(self, ordering_key: str, kind: str | None = None) -> int | None:
+        """The id of the newest pending message of ``ordering_key`` (of ``kind``), if any.
+
+        A sender holding an older one can tell it has been superseded (card updates coalesce).
+        """
+        statement = select(func.max(Notification.id)).where(
+            col(Notification.state) == "pending",
+            col(Notification.ordering_key) == ordering_key,
+        )
+        if kind is not None:
+            statement = statement.where(col(Notification.kind) == kind)
+        with self._db.session(read_only=True) as s:
+            newest = s.exec(statement).one()
+            return None if newest is None else int(newest)
+
+    def _set(self, id: int, *, session: Session | None = None, **values: Any) -> bool:
+        with self._db.using(session) as s:
+            result = s.exec(
+                update(Notification)
+                .where(col(Notification.id) == id, col(Notification.state) == "pending")
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
+            return result.rowcount == 1
+
+    def get(self, id: int) -> Notification | None:
+        """One message by id."""
+        with self._db.session(read_only=True) as s:
+            return s.get(Notification, id)
+
+    def pending_count(self, kinds: Collection[str] | None = None) -> int:
+        """How many messages (of ``kinds``) wait to be delivered (``/metrics``, ``/healthz``)."""
+        statement = select(func.count()).select_from(Notification).where(
+            col(Notification.state) == "pending"
+        )
+        if kinds is not None:
+            statement = statement.where(col(Notification.kind).in_(list(kinds)))
+        with self._db.session(read_only=True) as s:
+            return s.exec(statement).one()
+
+    def undelivered(self, limit: int = 100) -> list[Notification]:
+        """Messages not sent (pending or dead), oldest first."""
+        with self._db.session(read_only=True) as s:
+            return list(
+                s.exec(
+                    select(Notification)
+                    .where(col(Notification.state).in_(("pending", "dead")))
+                    .order_by(col(Notification.id))
+                    .limit(limit)
+                ).all()
+            )
