@@ -69,3 +69,10 @@ def test_mistakes_say_what_is_accepted(text: str, says: str) -> None:
     with pytest.raises(UserError) as caught:
         parse(text)
     assert says in str(caught.value)
+
+
+def test_echoed_text_cannot_ping_or_link() -> None:
+    with pytest.raises(UserError) as caught:
+        parse("<!channel>")
+    assert "<!channel>" not in str(caught.value)
+    assert "&lt;!channel&gt;" in str(caught.value)
