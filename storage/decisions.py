@@ -1,0 +1,127 @@
+"""Approve / reject a pending deployment exactly once, in one transaction.
+
+Two approvers pressing at once, a double click, or Slack retrying the request: whatever the
+interleaving, exactly one transaction moves the deployment on, and every other caller is told
+what happened instead. The deployment's ``revision`` is bumped by a conditional UPDATE first,
+which serialises concurrent deciders (PostgreSQL row lock; SQLite takes the write lock at
+BEGIN), so the approval row, the count, the state change and the audit row commit together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sqlmodel import col, select
+
+from procedures.clock import Clock
+from procedures.model import DeploymentState
+from storage.approvals import ApprovalRepository
+from storage.audit import AuditLog
+from storage.db import Database
+from storage.deployments import DeploymentRepository
+from storage.models import Approval, Deployment
+
+
+class Outcome(StrEnum):
+    """What a decision did."""
+
+    RECORDED = "recorded"  # counted; more approvals are needed
+    QUEUED = "queued"  # this approval completed the count: the run is queued
+    REJECTED = "rejected"  # this rejection ended the request
+    ALREADY_DECIDED = "already_decided"  # this person already approved this plan
+    NOT_PENDING = "not_pending"  # the deployment is no longer waiting for decisions
+    NOT_FOUND = "not_found"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The result of one click, with what the loser of a race needs to be told."""
+
+    outcome: Outcome
+    state: DeploymentState | None
+    approvers: tuple[str, ...]  # who approved the current plan, in order
+    decided_by: str | None = None  # who moved it on (for "already approved by ...")
+
+
+class DecisionRecorder:
+    """Atomic approve/reject on pending deployments."""
+
+    def __init__(self, database: Database, clock: Clock) -> None:
+        self._db = database
+        self._deployments = DeploymentRepository(database, clock)
+        self._approvals = ApprovalRepository(database, clock)
+        self._audit = AuditLog(database, clock)
+
+    def approve(self, deployment_id: int, actor: str, *, required: int) -> Decision:
+        """Count ``actor``'s approval of the deployment's current plan."""
+        return self._decide(deployment_id, actor, "approve", required=required, reason=None)
+
+    def reject(self, deployment_id: int, actor: str, reason: str | None = None) -> Decision:
+        """Reject the request; it ends REJECTED."""
+        return self._decide(deployment_id, actor, "reject", required=1, reason=reason)
+
+    def _decide(self, deployment_id: int, actor: str, decision: str, *, required: int,
+                reason: str | None) -> Decision:
+        for _ in range(10):
+            with self._db.session() as s:
+                deployment = s.get(Deployment, deployment_id, populate_existing=True)
+                if deployment is None:
+                    return Decision(Outcome.NOT_FOUND, None, ())
+                plan = deployment.plan_hash or ""
+                approvers = self._approvers(s, deployment_id, plan)
+                if deployment.state is not DeploymentState.PENDING_APPROVAL:
+                    return Decision(Outcome.NOT_PENDING, deployment.state, approvers,
+                                    self._last_decider(s, deployment_id))
+                if decision == "approve" and actor in approvers:
+                    return Decision(Outcome.ALREADY_DECIDED, deployment.state, approvers, actor)
+                # Serialise deciders: only the transaction that bumps this revision goes on.
+                if not self._deployments.transition(
+                        deployment_id, [DeploymentState.PENDING_APPROVAL],
+                        DeploymentState.PENDING_APPROVAL,
+                        expected_revision=deployment.revision, session=s):
+                    s.rollback()
+                    continue
+                self._approvals.record(deployment_id, actor, decision, plan, reason, session=s)
+                detail = {"plan_hash": plan, "reason": reason}
+                if decision == "reject":
+                    self._deployments.transition(
+                        deployment_id, [DeploymentState.PENDING_APPROVAL],
+                        DeploymentState.REJECTED, error=f"rejected by <@{actor}>"
+                        + (f": {reason}" if reason else ""), session=s)
+                    self._audit.append(actor, "deployment.rejected", session=s,
+                                       deployment_id=deployment_id,
+                                       environment=deployment.environment, detail=detail)
+                    return Decision(Outcome.REJECTED, DeploymentState.REJECTED, approvers,
+                                    actor)
+                approvers = (*approvers, actor)
+                queued = len(approvers) >= required
+                if queued:
+                    self._deployments.transition(
+                        deployment_id, [DeploymentState.PENDING_APPROVAL],
+                        DeploymentState.QUEUED, session=s)
+                self._audit.append(actor, "deployment.approved", session=s,
+                                   deployment_id=deployment_id,
+                                   environment=deployment.environment,
+                                   detail={**detail, "count": len(approvers),
+                                           "required": required, "queued": queued})
+                return Decision(Outcome.QUEUED if queued else Outcome.RECORDED,
+                                DeploymentState.QUEUED if queued else
+                                DeploymentState.PENDING_APPROVAL, approvers, actor)
+        raise RuntimeError(f"deployment #{deployment_id}: could not record the decision")
+
+    @staticmethod
+    def _approvers(session: object, deployment_id: int, plan: str) -> tuple[str, ...]:
+        rows = session.exec(  # type: ignore[attr-defined]
+            select(Approval).where(col(Approval.deployment_id) == deployment_id,
+                                   col(Approval.decision) == "approve",
+                                   col(Approval.plan_hash) == plan)
+            .order_by(col(Approval.id))).all()
+        return tuple(row.actor for row in rows)
+
+    @staticmethod
+    def _last_decider(session: object, deployment_id: int) -> str | None:
+        row = session.exec(  # type: ignore[attr-defined]
+            select(Approval).where(col(Approval.deployment_id) == deployment_id)
+            .order_by(col(Approval.id).desc())).first()
+        return row.actor if row else None
