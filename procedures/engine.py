@@ -414,6 +414,8 @@ class _Run:
         self.cancel_noticed = False
         self._platform: Platform | None = None
         self._metrics: MetricsSource | None = None
+        # A step's findings are held and sent with its "✓"/"✗" line: one reply per phase.
+        self.held_lines: list[str] = []
 
     # -- RunServices ----------------------------------------------------------------------------
 
@@ -480,6 +482,15 @@ class _Run:
     def result_of(self, step_name: str) -> Mapping[str, Any]:
         record = self.records.get(step_name)
         return dict(record.result or {}) if record is not None else {}
+
+    def hold(self, text: str) -> None:
+        """Keep a finding for the step's own reply."""
+        self.held_lines.append(text)
+
+    def with_held(self, text: str) -> str:
+        """``text`` followed by the held findings (indented), which are then cleared."""
+        lines, self.held_lines = self.held_lines, []
+        return "\n".join([text, *(f"    {line}" for line in lines)])
 
     def report(self, text: str, *, broadcast: bool = False) -> None:
         snapshot = self.snapshot()
@@ -688,7 +699,7 @@ class _Run:
             self._audit("step.succeeded", {"step": step.name, "attempts": attempts,
                                            "duration_s": took.total_seconds()})
             self._report_changed()
-            self.report(f"✓ {step.title} ({format_duration(took)})")
+            self.report(self.with_held(f"✓ {step.title} ({format_duration(took)})"))
             return None
 
     def _retry_wait(
@@ -734,8 +745,9 @@ class _Run:
             self.view.state, self.view.error = _S.ROLLING_BACK, error
             self._audit("run.rolling_back", {"error": error, "step": failure.step.name})
             self._report_changed()
-            self.report(f"✗ {failure.step.title} failed: {failure.error}. Rolling back.",
-                        broadcast=True)
+            self.report(self.with_held(
+                f"✗ {failure.step.title} failed: {failure.error}. Rolling back."),
+                broadcast=True)
         else:
             self._refresh_owned()  # a cancel won the race: compensate as cancelled
             self.cancel_noticed = self.view.state is _S.ROLLING_BACK

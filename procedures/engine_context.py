@@ -37,6 +37,9 @@ class RunTakenOver(RunInterrupted):
     """Another worker took the run over (our heartbeat was stale): stop, touch nothing."""
 
 
+LIVE_AFTER = timedelta(seconds=5)
+
+
 class RunServices(Protocol):
     """What the engine's run offers a context (implemented by ``procedures.engine``)."""
 
@@ -67,6 +70,10 @@ class RunServices(Protocol):
     def result_of(self, step_name: str) -> Mapping[str, Any]: ...
 
     def report(self, text: str, *, broadcast: bool = False) -> None: ...
+
+    def hold(self, text: str) -> None: ...
+
+    def with_held(self, text: str) -> str: ...
 
     def record_switch(self, live: Slot, version: str) -> None: ...
 
@@ -160,7 +167,13 @@ class EngineContext:
         return self._run.result_of(step_name)
 
     def report(self, text: str, *, broadcast: bool = False) -> None:
-        self._run.report(text, broadcast=broadcast)
+        # Quick findings ride with the step's "✓"/"✗" reply (one post per phase); a long
+        # step (monitoring) or a broadcast speaks at once, with whatever was held before.
+        started = self._deadline - self._step.timeout
+        if broadcast or self._undoing or self._run.now() - started > LIVE_AFTER:
+            self._run.report(self._run.with_held(text), broadcast=broadcast)
+        else:
+            self._run.hold(text)
 
     def record_switch(self, live: Slot, version: str) -> None:
         self._run.record_switch(live, version)
