@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from procedures.model import Slot
 
@@ -65,4 +65,22 @@ class Platform(Protocol):
 
     def slot_url(self, slot: Slot) -> str:
         """Base URL that reaches ``slot`` directly, for smoke tests before the switch."""
+        ...
+
+
+@runtime_checkable
+class SupportsMaintenance(Protocol):
+    """A platform that can put the public URL into maintenance mode (optional capability).
+
+    While on, the public URL answers 503 to every request; the slots keep running and stay
+    reachable directly (``Platform.slot_url``). Both calls are idempotent. Playbooks test for it
+    with ``isinstance(platform, SupportsMaintenance)`` and say so when a platform lacks it.
+    """
+
+    def set_maintenance(self, on: bool) -> None:
+        """Turn maintenance mode on or off (verified by reading it back)."""
+        ...
+
+    def maintenance(self) -> bool:
+        """Whether the public URL is in maintenance mode now, read from the platform."""
         ...

@@ -10,7 +10,10 @@ Every process is detached (own session) and tracked by a pid file that records i
 restarted bot (a new ``LocalPlatform`` object) finds the slots and the router again, and a pid
 reused by another program is never trusted. The live colour is read from the running router
 (``GET /_qlp/router``), never from a file; the router itself persists it in ``router.json`` so
-that a restarted router serves the same colour.
+that a restarted router serves the same colour. The same holds for maintenance mode
+(``set_maintenance``, the optional ``SupportsMaintenance`` capability). The router also counts
+requests and 5xx answers per colour, which ``procedures.platforms.local.metrics.LocalMetrics``
+reads through ``router_state``.
 """
 
 from __future__ import annotations
@@ -200,19 +203,7 @@ class LocalPlatform:
                     f"refusing to switch {self.name} to the {slot} slot: nothing runs there",
                     hint="deploy a version into it and wait until it is ready first",
                 )
-            try:
-                response = self._http().put(self._control_url, json={"live": slot.value},
-                                            timeout=5.0)
-            except httpx.HTTPError as exc:
-                raise ExternalServiceError("local router", f"PUT {self._control_url}: {exc}",
-                                           retryable=True) from exc
-            if response.status_code != 200:
-                raise ExternalServiceError(
-                    "local router",
-                    f"PUT {self._control_url} answered {response.status_code}: "
-                    f"{response.text[:200]}",
-                    retryable=response.status_code >= 500,
-                )
+            self._put_control({"live": slot.value})
             info = self._router_info(timeout=2.0)
             if info is None or info.get("live") != slot.value:
                 raise StepFailure(
@@ -237,7 +228,35 @@ class LocalPlatform:
         """Where ``slot`` answers directly, bypassing the router."""
         return f"http://127.0.0.1:{self._slot_port(Slot(slot))}"
 
+    # -- maintenance mode (procedures.platforms.base.SupportsMaintenance) -------------------
+
+    def set_maintenance(self, on: bool) -> None:
+        """Make the router answer every public request with 503 ``{"maintenance": true}``
+        (``on``) or forward again (``not on``); persisted by the router, verified by reading
+        it back. The slots and the control plane are unaffected."""
+        with self._locked():
+            self._ensure_router()
+            self._put_control({"maintenance": bool(on)})
+            info = self._router_info(timeout=2.0)
+            if info is None or info.get("maintenance") is not bool(on):
+                raise StepFailure(
+                    f"the router of {self.name} did not take maintenance mode "
+                    f"{'on' if on else 'off'} (it reports "
+                    f"{info.get('maintenance') if info else 'nothing'})",
+                    retryable=True,
+                )
+
+    def maintenance(self) -> bool:
+        """Whether the router is in maintenance mode (the router is started if needed)."""
+        return bool(self.ensure_router().get("maintenance", False))
+
     # -- beyond the protocol ---------------------------------------------------------------
+
+    def router_state(self) -> dict[str, Any] | None:
+        """The router's control state (``live``, ``maintenance``, ``pid``, ``started``,
+        ``stats``) if a router answers now, else None. Never starts the router: a reader of
+        metrics must not bring a stopped router back."""
+        return self._router_info(timeout=2.0)
 
     def ensure_router(self) -> dict[str, Any]:
         """Start the router on the environment's URL unless it runs; return its control state
@@ -337,6 +356,20 @@ class LocalPlatform:
             if processes.find(self._router_pid_path) != pid or time.monotonic() >= deadline:
                 return None
             time.sleep(0.05)
+
+    def _put_control(self, change: dict[str, Any]) -> None:
+        try:
+            response = self._http().put(self._control_url, json=change, timeout=5.0)
+        except httpx.HTTPError as exc:
+            raise ExternalServiceError("local router", f"PUT {self._control_url}: {exc}",
+                                       retryable=True) from exc
+        if response.status_code != 200:
+            raise ExternalServiceError(
+                "local router",
+                f"PUT {self._control_url} answered {response.status_code}: "
+                f"{response.text[:200]}",
+                retryable=response.status_code >= 500,
+            )
 
     def _router_info(self, timeout: float) -> dict[str, Any] | None:
         try:

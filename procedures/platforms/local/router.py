@@ -8,22 +8,32 @@ Run it as::
 Every request is forwarded (method, path, query, headers, body) to ``127.0.0.1:<port>`` of the
 live colour and the upstream's status, headers and body come back with ``X-QLP-Slot: <colour>``
 added. An upstream that is down gives 502 (504 if it times out), no live colour gives 503; both
-with a JSON ``{"error": ...}`` body.
+with a JSON ``{"error": ...}`` body. In maintenance mode every data-plane request gets 503 with
+the JSON body ``{"maintenance": true}`` (and ``Retry-After``), without reaching a slot.
+
+The router counts, per colour and in memory only, the requests it forwarded and how many of them
+ended in a 5xx (the upstream's own, or the router's 502/504 for that colour). The counters start
+at zero with each router process (``started`` and ``pid`` tell incarnations apart), so a reader
+such as ``procedures.platforms.local.metrics.LocalMetrics`` works with differences between two
+readings. Maintenance answers and the no-live-colour 503 belong to no colour and are not counted.
 
 The control plane shares the port under the reserved prefix ``/_qlp/`` and answers loopback
 clients only (403 otherwise):
 
 - ``GET /_qlp/router``: ``{"live": "blue"|null, "upstreams": {"blue": 9001, "green": 9002},
-  "pid": 1234}``
-- ``PUT /_qlp/router`` with ``{"live": "green"}`` (``Content-Type: application/json``, which a
-  browser cannot send cross-site without a preflight we never answer): persists the state file
-  atomically (temporary file, fsync, ``os.replace``), then swaps the in-memory pointer, both
-  under one lock, and only then answers 200. A request already being forwarded finishes on the
-  colour it started with; the next one goes to the new colour.
+  "maintenance": false, "pid": 1234, "started": "2026-11-24T10:00:00.123456+00:00",
+  "stats": {"blue": {"requests": 120, "errors": 0}, "green": {"requests": 0, "errors": 0}}}``
+- ``PUT /_qlp/router`` with ``{"live": "green"}``, ``{"maintenance": true}`` or both
+  (``Content-Type: application/json``, which a browser cannot send cross-site without a
+  preflight we never answer): persists the state file atomically (temporary file, fsync,
+  ``os.replace``), then swaps the in-memory state, both under one lock, and only then answers
+  200. A request already being forwarded finishes on the colour it started with; the next one
+  goes to the new colour.
 
-The state file (``{"live": ..., "upstreams": {...}}``) is read at start, so a restarted router
-serves the colour it served before; ``--upstream`` options override its ports. A state file that
-cannot be read stops the router (exit 2) rather than guess a colour. SIGTERM stops it cleanly.
+The state file (``{"live": ..., "upstreams": {...}, "maintenance": ...}``) is read at start, so a
+restarted router serves the colour (and keeps the maintenance mode) it had before;
+``--upstream`` options override its ports. A state file that cannot be read stops the router
+(exit 2) rather than guess a colour. SIGTERM stops it cleanly.
 """
 
 from __future__ import annotations
@@ -39,6 +49,7 @@ import socket
 import sys
 import threading
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
@@ -62,30 +73,41 @@ class StateFileError(Exception):
 
 
 class RouterState:
-    """The live colour and the upstream ports, guarded by a lock and mirrored in a file."""
+    """The live colour, the upstream ports and the maintenance flag, guarded by a lock and
+    mirrored in a file; plus the per-colour request counters (memory only)."""
 
-    def __init__(self, state_file: Path, live: str | None, upstreams: dict[str, int]) -> None:
+    def __init__(self, state_file: Path, live: str | None, upstreams: dict[str, int],
+                 maintenance: bool = False) -> None:
         self.state_file = state_file
         self._live = live
         self._upstreams = dict(upstreams)
+        self._maintenance = maintenance
         self._lock = threading.Lock()
+        self._started = datetime.now(UTC).isoformat()
+        self._stats = {colour: {"requests": 0, "errors": 0} for colour in COLOURS}
+        self._stats_lock = threading.Lock()
 
     @classmethod
     def load(cls, state_file: Path, upstreams: dict[str, int]) -> RouterState:
         """Read ``state_file`` (if any); ``upstreams`` override the ports it records."""
         live: str | None = None
+        maintenance: Any = False
         recorded: dict[str, int] = {}
         if state_file.exists():
             try:
                 data = json.loads(state_file.read_text(encoding="utf-8"))
                 live = data.get("live")
+                maintenance = data.get("maintenance", False)
                 recorded = {str(k): int(v) for k, v in (data.get("upstreams") or {}).items()}
             except (OSError, ValueError, TypeError, AttributeError) as exc:
                 raise StateFileError(f"{state_file}: {exc}") from exc
             if live is not None and live not in COLOURS:
                 raise StateFileError(f"{state_file}: live is {live!r}, not blue, green or null")
+            if not isinstance(maintenance, bool):
+                raise StateFileError(f"{state_file}: maintenance is {maintenance!r}, "
+                                     "not true or false")
         recorded.update(upstreams)
-        return cls(state_file, live, recorded)
+        return cls(state_file, live, recorded, maintenance)
 
     def snapshot(self) -> tuple[str | None, int | None]:
         """The live colour and its port, read together."""
@@ -93,25 +115,54 @@ class RouterState:
             live = self._live
             return live, (self._upstreams.get(live) if live else None)
 
+    @property
+    def maintenance(self) -> bool:
+        with self._lock:
+            return self._maintenance
+
     def describe(self) -> dict[str, Any]:
         with self._lock:
-            return {"live": self._live, "upstreams": dict(self._upstreams), "pid": os.getpid()}
+            described: dict[str, Any] = {
+                "live": self._live, "upstreams": dict(self._upstreams),
+                "maintenance": self._maintenance, "pid": os.getpid(), "started": self._started,
+            }
+        described["stats"] = self.stats()
+        return described
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Requests forwarded and 5xx answers per colour since this router process started."""
+        with self._stats_lock:
+            return {colour: dict(counts) for colour, counts in self._stats.items()}
+
+    def count(self, colour: str, status: int) -> None:
+        """Count one answer given on behalf of ``colour``; a 5xx counts as an error."""
+        with self._stats_lock:
+            counts = self._stats.setdefault(colour, {"requests": 0, "errors": 0})
+            counts["requests"] += 1
+            if status >= 500:
+                counts["errors"] += 1
 
     def switch(self, live: str) -> None:
         """Persist ``live`` durably, then make it the live colour."""
+        self.update(live=live)
+
+    def update(self, *, live: str | None = None, maintenance: bool | None = None) -> None:
+        """Persist the new live colour and/or maintenance flag durably, then apply them."""
         with self._lock:
-            self._persist(live, self._upstreams)
-            self._live = live
+            new_live = self._live if live is None else live
+            new_maintenance = self._maintenance if maintenance is None else maintenance
+            self._persist(new_live, self._upstreams, new_maintenance)
+            self._live, self._maintenance = new_live, new_maintenance
 
     def save(self) -> None:
         with self._lock:
-            self._persist(self._live, self._upstreams)
+            self._persist(self._live, self._upstreams, self._maintenance)
 
-    def _persist(self, live: str | None, upstreams: dict[str, int]) -> None:
+    def _persist(self, live: str | None, upstreams: dict[str, int], maintenance: bool) -> None:
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.state_file.with_name(f".{self.state_file.name}.{os.getpid()}.tmp")
         with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump({"live": live, "upstreams": upstreams}, handle)
+            json.dump({"live": live, "upstreams": upstreams, "maintenance": maintenance}, handle)
             handle.write("\n")
             handle.flush()
             os.fsync(handle.fileno())
@@ -173,21 +224,33 @@ class _Handler(BaseHTTPRequestHandler):
             if content_type != "application/json":
                 self._json(415, {"error": "send the new state as application/json"})
                 return
+            expected = 'expected JSON {"live": "blue"|"green"} and/or {"maintenance": true|false}'
             try:
                 request = json.loads(self._read_body() or b"null")
-                live = request["live"]
-            except (ValueError, KeyError, TypeError):
-                self._json(400, {"error": 'expected JSON {"live": "blue"|"green"}'})
+            except ValueError:
+                request = None
+            if (not isinstance(request, dict) or not request
+                    or not set(request) <= {"live", "maintenance"}):
+                self._json(400, {"error": expected})
                 return
-            if live not in COLOURS:
+            live = request.get("live")
+            maintenance = request.get("maintenance")
+            if "live" in request and live not in COLOURS:
                 self._json(400, {"error": f"live must be blue or green, not {live!r}"})
                 return
+            if "maintenance" in request and not isinstance(maintenance, bool):
+                self._json(400, {"error": f"maintenance must be true or false, not "
+                                          f"{maintenance!r}"})
+                return
             try:
-                state.switch(live)
+                state.update(live=live, maintenance=maintenance)
             except OSError as exc:
                 self._json(500, {"error": f"cannot persist {state.state_file}: {exc}"})
                 return
-            self.log_message("switched live slot to %s", live)
+            if live is not None:
+                self.log_message("switched live slot to %s", live)
+            if maintenance is not None:
+                self.log_message("maintenance mode %s", "on" if maintenance else "off")
             self._json(200, state.describe())
         else:
             self._json(405, {"error": f"{self.command} is not allowed on {path}"})
@@ -195,16 +258,28 @@ class _Handler(BaseHTTPRequestHandler):
     # -- data plane ------------------------------------------------------------------------
 
     def _forward(self) -> None:
-        live, port = self.server.state.snapshot()
+        state = self.server.state
+        if state.maintenance:
+            self._json(503, {"maintenance": True}, headers={"Retry-After": "60"})
+            return
+        live, port = state.snapshot()
         if live is None or port is None:
             self._json(503, {"error": "no live slot: nothing has been switched in yet"})
             return
+        self._proxy(live, port)
+
+    def _proxy(self, live: str, port: int) -> None:
+        """Forward the request to ``port`` and relay the answer, counting it for ``live``
+        before anything is sent (so a client that hangs up is still counted)."""
+        count = self.server.state.count
         try:
             body = self._read_body()
         except ValueError as exc:
+            count(live, 400)
             self._json(400, {"error": str(exc)}, slot=live)
             return
         except OverflowError:
+            count(live, 413)
             self._json(413, {"error": f"request body over {MAX_BODY} bytes"}, slot=live)
             return
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=UPSTREAM_TIMEOUT)
@@ -230,14 +305,17 @@ class _Handler(BaseHTTPRequestHandler):
             headers = response.getheaders()
             status, reason = response.status, response.reason
         except TimeoutError:
+            count(live, 504)
             self._json(504, {"error": f"upstream {live} (127.0.0.1:{port}) timed out"}, slot=live)
             return
         except (OSError, http.client.HTTPException) as exc:
+            count(live, 502)
             self._json(502, {"error": f"upstream {live} (127.0.0.1:{port}) is down: {exc}"},
                        slot=live)
             return
         finally:
             connection.close()
+        count(live, status)
         self.send_response_only(status, reason)
         for name, value in headers:
             lower = name.lower()
@@ -292,13 +370,16 @@ class _Handler(BaseHTTPRequestHandler):
             chunks.append(self.rfile.read(size))
             self.rfile.readline(3)
 
-    def _json(self, status: int, body: dict[str, Any], *, slot: str | None = None) -> None:
+    def _json(self, status: int, body: dict[str, Any], *, slot: str | None = None,
+              headers: dict[str, str] | None = None) -> None:
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         if slot:
             self.send_header(SLOT_HEADER, slot)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Connection", "close")
         self.end_headers()
         if self.command != "HEAD":

@@ -1,0 +1,571 @@
+"""The standard deployment playbook: the seed's Phases 2 to 4 as durable, undoable steps.
+
+How the seed's scripts map to the steps (in order)::
+
+    seed                                            step
+    2.1 pre-deployment-final-check.sh  (health,     final_validation
+        recent errors)
+    3.1 production-deployment.sh  1. snapshot       snapshot
+                                  2. maintenance    maintenance_on        (--maintenance only)
+    3.2 blue-green-deploy.sh  az container create   deploy_idle_slot
+                              wait for Running +    wait_healthy
+                              /health
+                              smoke-tests.sh        smoke_tests
+                              front-door update     switch_traffic
+    3.1                           6. maintenance    maintenance_off       (--maintenance only)
+                                  5. health-check-  extended_health
+                                     extended.sh
+                                  7. post-deploy-   post_deploy_tests
+                                     ment-tests.sh
+    3.2 monitor-deployment.sh + 4.1 post-deploy-    monitor
+        ment-monitoring.sh (+ automatic-rollback.sh)
+    4.2 update-performance-baseline.sh              record_baseline
+    3.2 az container delete (old slot)              stop_old_slot
+
+What the steps do differently from the seed, on purpose:
+
+- The old slot keeps running until monitoring has passed. The seed deletes it after five minutes
+  and then monitors for thirty more, so its "automatic rollback" has to redeploy; here a rollback
+  is one switch back (the engine undoes ``switch_traffic``), and ``stop_old_slot`` runs last.
+- Monitoring rolls back on thresholds (``procedures.checks.monitoring``) rather than warning, and
+  no error data is never a pass: ``final_validation`` and ``monitor`` fail on it.
+- Maintenance mode ends right after the switch, before the extended health check: that check
+  goes through the public URL, which answers 503 while maintenance is on.
+- The live colour and version come from the platform (``traffic()``) and are recorded with
+  ``ctx.record_switch``, not in ``/tmp/current-slot``; the baseline becomes a row
+  (``ctx.record_baseline``), not a git commit.
+- CI status, database slow queries and staging runs (2.1 items 3-4, 2.2) are not this
+  playbook's business: a staging run is this playbook on the staging environment, and database
+  migrations have their own playbook.
+
+The playbook works on any :class:`~procedures.platforms.base.Platform`: it uses only that
+protocol, the optional :class:`~procedures.platforms.base.SupportsMaintenance`, the context's
+:class:`~procedures.playbook.MetricsSource`, an :class:`~procedures.checks.http.HttpChecker` and
+the environment and policy data. It imports no SDK.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol, runtime_checkable
+
+from procedures.checks.http import HttpChecker, Probe
+from procedures.checks.monitoring import (
+    MonitoringThresholds,
+    Sample,
+    Summary,
+    evaluate,
+    summarize,
+)
+from procedures.durations import format_duration
+from procedures.errors import QlpError, StepFailure
+from procedures.model import ProcedureKind, Slot
+from procedures.platforms.base import SupportsMaintenance
+from procedures.playbook import Playbook, RetryPolicy, Step, StepContext, StepResult
+from procedures.policy import Environment, Monitoring
+
+__all__ = [
+    "DEFAULT_READY_TIMEOUT",
+    "EXTENDED_HEALTH_MAX_ROUNDS",
+    "EXTENDED_HEALTH_STREAK",
+    "PRE_DEPLOY_ERROR_WINDOW",
+    "ProvidesBaseline",
+    "StandardSteps",
+    "standard_playbook",
+]
+
+DEFAULT_READY_TIMEOUT = timedelta(minutes=5)  # platforms without a ready_timeout setting
+PRE_DEPLOY_ERROR_WINDOW = timedelta(minutes=5)
+EXTENDED_HEALTH_STREAK = 3
+EXTENDED_HEALTH_MAX_ROUNDS = 10
+MONITOR_GRACE = timedelta(minutes=2)
+
+
+@runtime_checkable
+class ProvidesBaseline(Protocol):
+    """A step context that can hand out the environment's latest performance baseline.
+
+    Optional: ``monitor`` compares against a baseline (``response_time_ratio``,
+    ``error_rate_ratio``) only when its context has one.
+    """
+
+    def baseline(self) -> Mapping[str, Any] | None: ...
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What ``snapshot`` found: the colour live before the run and the colour to deploy to."""
+
+    live: Slot | None
+    live_version: str | None
+    target: Slot
+
+    @classmethod
+    def of(cls, ctx: StepContext) -> _Plan:
+        result = ctx.result_of("snapshot")
+        if not result or not result.get("target_slot"):
+            raise StepFailure("the snapshot step has not run: no target slot is known")
+        live = result.get("live_slot")
+        return cls(Slot(live) if live else None, result.get("live_version"),
+                   Slot(result["target_slot"]))
+
+    @property
+    def previous(self) -> str:
+        """``v1.2.2 on blue`` (or ``nothing``)."""
+        if self.live is None:
+            return "nothing"
+        return f"{self.live_version or 'an unknown version'} on {self.live}"
+
+
+class StandardSteps:
+    """The step functions of the standard playbook, sharing one :class:`HttpChecker`."""
+
+    def __init__(self, http: HttpChecker) -> None:
+        self.http = http
+
+    # -- Phase 2: final validation -----------------------------------------------------------
+
+    def final_validation(self, ctx: StepContext) -> StepResult:
+        """The live URL is healthy and the live slot had few errors lately."""
+        env = ctx.environment
+        traffic = ctx.platform.traffic()
+        if traffic.live is None:
+            ctx.report(f"Nothing is live on {ctx.environment_name} ({env.url}) yet: first "
+                       "deployment, nothing to validate.")
+            return {"live": None, "live_version": None}
+        live, live_version = traffic.live, traffic.live_version
+        probes = self.http.check_paths(env.url, env.health)
+        _report_probes(ctx, f"Health of {env.url} ({live_version} on {live})", probes)
+        _fail_unless_ok(probes, f"{ctx.environment_name} is not healthy before the deployment",
+                        hint="fix or roll back the live version first: deploying on top of an "
+                             "unhealthy system hides what broke", retryable=True)
+        threshold = ctx.policy.monitoring.error_threshold
+        window = format_duration(PRE_DEPLOY_ERROR_WINDOW)
+        errors = ctx.metrics.error_count(live, ctx.now() - PRE_DEPLOY_ERROR_WINDOW)
+        if errors is None:
+            ctx.report(f"No error data for the live {live} slot over the last {window}: "
+                       "inconclusive.")
+            raise StepFailure(
+                f"no error data for the live {live} slot of {ctx.environment_name} over the "
+                f"last {window}: inconclusive, and a deployment never starts on no data",
+                retryable=True,
+                hint="check the platform's monitoring, then ask again",
+            )
+        if errors > threshold:
+            raise StepFailure(
+                f"the live {live} slot ({live_version}) had {errors} errors in the last "
+                f"{window}, more than the {threshold} allowed",
+                hint="investigate the errors before deploying; a new version would be blamed "
+                     "for them",
+            )
+        ctx.report(f"Live {live} ({live_version}): {errors} errors in the last {window} "
+                   f"(threshold {threshold}).")
+        return {"live": live.value, "live_version": live_version, "errors": errors}
+
+    # -- Phase 3: deployment -----------------------------------------------------------------
+
+    def snapshot(self, ctx: StepContext) -> StepResult:
+        """Record which colour and version serve now, and pick the idle colour."""
+        version = _version(ctx)
+        traffic = ctx.platform.traffic()
+        live = traffic.live
+        target = live.other if live is not None else Slot.BLUE
+        if live is None:
+            ctx.report(f"Live: nothing yet; deploying {version} to {target}.")
+        else:
+            ctx.report(f"Live: {traffic.live_version or 'unknown version'} on {live}; "
+                       f"deploying {version} to {target}.")
+            if traffic.live_version == version:
+                ctx.report(f"Note: {version} is already live; it is deployed again.")
+        idle = traffic.slots.get(target)
+        if idle is not None and idle.running:
+            ctx.report(f"{target} currently runs {idle.version or 'an unknown version'} "
+                       f"({idle.detail}); it will be replaced.")
+        return {
+            "live_slot": live.value if live is not None else None,
+            "live_version": traffic.live_version,
+            "target_slot": target.value,
+            "slots": {
+                slot.value: {"running": status.running, "version": status.version,
+                             "url": status.url, "detail": status.detail}
+                for slot, status in traffic.slots.items()
+            },
+        }
+
+    def maintenance_on(self, ctx: StepContext) -> StepResult:
+        """Put the public URL into maintenance mode (asked for with --maintenance)."""
+        platform = ctx.platform
+        if not isinstance(platform, SupportsMaintenance):
+            ctx.report(f"Maintenance mode is not supported by the platform of "
+                       f"{ctx.environment_name}.")
+            raise StepFailure(
+                f"maintenance mode was asked for, but the platform of {ctx.environment_name} "
+                f"({type(platform).__name__}) does not support it",
+                hint="deploy without --maintenance",
+            )
+        platform.set_maintenance(True)
+        ctx.report(f"Maintenance mode on: {ctx.environment.url} answers 503 until the switch.",
+                   broadcast=True)
+        return {"maintenance": True}
+
+    def undo_maintenance_on(self, ctx: StepContext) -> None:
+        platform = ctx.platform
+        if isinstance(platform, SupportsMaintenance):
+            platform.set_maintenance(False)
+            ctx.report(f"Maintenance mode off: {ctx.environment.url} serves traffic again.")
+
+    def deploy_idle_slot(self, ctx: StepContext) -> StepResult:
+        """Start the new version in the idle colour (the live one is untouched)."""
+        plan, version = _Plan.of(ctx), _version(ctx)
+        status = ctx.platform.deploy(plan.target, version)
+        ctx.report(f"Deploying {version} into {plan.target}: {status.detail or 'started'}.")
+        return {"slot": plan.target.value, "version": version, "url": status.url,
+                "detail": status.detail}
+
+    def undo_deploy_idle_slot(self, ctx: StepContext) -> None:
+        plan = _Plan.of(ctx)
+        if ctx.platform.traffic().live == plan.target:
+            ctx.report(f"{plan.target} serves traffic and nothing ran before it, so it is "
+                       "left running.", broadcast=True)
+            return
+        ctx.platform.stop(plan.target)
+        ctx.report(f"Stopped the {plan.target} slot ({ctx.version}).")
+
+    def wait_healthy(self, ctx: StepContext) -> StepResult:
+        """Wait until the new slot runs and answers its health check."""
+        plan = _Plan.of(ctx)
+        timeout = ready_timeout(ctx.environment)
+        remaining = ctx.deadline - ctx.now()
+        if remaining < timeout:  # never outlive the step's own deadline
+            timeout = max(remaining, timedelta(seconds=1))
+        status = ctx.platform.wait_ready(plan.target, timeout)
+        ctx.report(f"{plan.target} is ready: {status.version or ctx.version} "
+                   f"({status.detail}).")
+        return {"slot": plan.target.value, "version": status.version, "detail": status.detail}
+
+    def smoke_tests(self, ctx: StepContext) -> StepResult:
+        """Every health and smoke path answers 2xx on the new slot, before any traffic."""
+        plan, env = _Plan.of(ctx), ctx.environment
+        base = ctx.platform.slot_url(plan.target)
+        probes = self.http.check_paths(base, _unique([*env.health, *env.smoke]))
+        _report_probes(ctx, f"Smoke tests on {plan.target} ({base})", probes)
+        _fail_unless_ok(probes, f"smoke tests failed on the {plan.target} slot",
+                        hint="the live slot is untouched; the new slot will be stopped",
+                        retryable=True)
+        return {"slot": plan.target.value, "url": base, "checks": _probe_rows(probes)}
+
+    def switch_traffic(self, ctx: StepContext) -> StepResult:
+        """Route the public URL to the new slot; the old one keeps running."""
+        plan, version = _Plan.of(ctx), _version(ctx)
+        ctx.platform.switch(plan.target)
+        switched_at = ctx.now()
+        ctx.record_switch(plan.target, version)
+        # Ask once now, so that a metrics source that counts from the first question (the
+        # local router's counters) counts exactly from the switch.
+        _metric(ctx.metrics.error_count, plan.target, switched_at)
+        kept = (f"; {plan.previous} stays up for a rollback" if plan.live is not None else "")
+        ctx.report(f"Traffic switched to {plan.target} ({version}){kept}.", broadcast=True)
+        return {"live": plan.target.value, "version": version,
+                "previous_slot": plan.live.value if plan.live else None,
+                "previous_version": plan.live_version, "switched_at": switched_at.isoformat()}
+
+    def undo_switch_traffic(self, ctx: StepContext) -> None:
+        plan = _Plan.of(ctx)
+        if plan.live is None:
+            ctx.report(f"Nothing was live before this deployment, so there is nothing to switch "
+                       f"back to: {plan.target} keeps serving.", broadcast=True)
+            return
+        ctx.platform.switch(plan.live)
+        ctx.record_switch(plan.live, plan.live_version or "unknown")
+        ctx.report(f"Traffic switched back to {plan.live} ({plan.live_version}).",
+                   broadcast=True)
+
+    def maintenance_off(self, ctx: StepContext) -> StepResult:
+        """End maintenance mode: the public URL now serves the new version."""
+        platform = ctx.platform
+        if not isinstance(platform, SupportsMaintenance):
+            ctx.report("Maintenance mode is not supported here; nothing to turn off.")
+            return {"maintenance": False}
+        platform.set_maintenance(False)
+        ctx.report(f"Maintenance mode off: {ctx.environment.url} serves {ctx.version}.",
+                   broadcast=True)
+        return {"maintenance": False}
+
+    def extended_health(self, ctx: StepContext) -> StepResult:
+        """The public URL's health paths answer 2xx several times in a row."""
+        env = ctx.environment
+        streak = 0
+        times: list[float] = []
+        last_failure = ""
+        for round_no in range(1, EXTENDED_HEALTH_MAX_ROUNDS + 1):
+            if round_no > 1:
+                ctx.sleep(1)
+            probes = self.http.check_paths(env.url, env.health)
+            failed = [probe for probe in probes if not probe.ok]
+            if failed:
+                streak = 0
+                last_failure = "; ".join(probe.describe() for probe in failed)
+                ctx.report(f"Health round {round_no}: {last_failure}")
+                continue
+            streak += 1
+            times.extend(probe.elapsed_ms for probe in probes)
+            if streak == EXTENDED_HEALTH_STREAK:
+                ctx.report(f"{env.url} answered 2xx on {', '.join(env.health)} "
+                           f"{EXTENDED_HEALTH_STREAK} times in a row (round {round_no}, "
+                           f"slowest {max(times):.0f} ms).")
+                return {"rounds": round_no, "streak": streak, "slowest_ms": max(times)}
+        raise StepFailure(
+            f"{env.url} did not answer 2xx {EXTENDED_HEALTH_STREAK} times in a row within "
+            f"{EXTENDED_HEALTH_MAX_ROUNDS} rounds; last failure: {last_failure}",
+            hint="traffic goes back to the previous slot",
+        )
+
+    def post_deploy_tests(self, ctx: StepContext) -> StepResult:
+        """The smoke paths answer 2xx on the public URL."""
+        env = ctx.environment
+        paths = env.smoke
+        if not paths:
+            paths = env.health
+            ctx.report("No smoke paths are configured; checking the health paths instead.")
+        probes = self.http.check_paths(env.url, paths)
+        _report_probes(ctx, f"Post-deployment tests on {env.url}", probes)
+        _fail_unless_ok(probes, f"post-deployment tests failed on {env.url}",
+                        hint="traffic goes back to the previous slot", retryable=True)
+        return {"url": env.url, "checks": _probe_rows(probes)}
+
+    # -- Phase 4: monitoring, baseline, cleanup ----------------------------------------------
+
+    def monitor(self, ctx: StepContext) -> StepResult:
+        """Watch the new version for ``monitoring.duration``; raise to roll back."""
+        plan, version, env = _Plan.of(ctx), _version(ctx), ctx.environment
+        thresholds = MonitoringThresholds.from_policy(ctx.policy.monitoring)
+        baseline = ctx.baseline() if isinstance(ctx, ProvidesBaseline) else None
+        switched_at = _parse_time(ctx.result_of("switch_traffic").get("switched_at"))
+        since = switched_at or ctx.now()
+        url = env.url + env.health[0]
+        duration, interval = thresholds.duration, thresholds.interval
+        total = max(1, math.ceil(duration / interval))
+        ctx.report(
+            f"Monitoring {plan.target} ({version}) for {format_duration(duration)}: {url} every "
+            f"{format_duration(interval)} ({total} checks). Rolling back if more than "
+            f"{thresholds.health_failure_ratio:.0%} of health checks fail, the median of 3 "
+            f"response times exceeds {thresholds.response_time_ms} ms or errors exceed "
+            f"{thresholds.error_threshold}"
+            f"{_ratio_rules(thresholds, baseline)}."
+        )
+        started = ctx.now()
+        samples: list[Sample] = []
+        next_progress = 0.25
+        said_inconclusive = False
+        for number in range(1, total + 1):
+            wait = (started + interval * number - ctx.now()).total_seconds()
+            if wait > 0:
+                ctx.sleep(wait)
+            probe = self.http.probe(url)
+            samples.append(Sample(
+                at=ctx.now(), health_ok=probe.ok, response_ms=probe.elapsed_ms,
+                errors=_metric(ctx.metrics.error_count, plan.target, since),
+                requests=_metric(ctx.metrics.request_count, plan.target, since),
+            ))
+            if not probe.ok:
+                ctx.report(f"Check {number}/{total}: {probe.describe()}")
+            verdict = evaluate(samples, thresholds, baseline)
+            elapsed = format_duration(ctx.now() - started)
+            if verdict.rollback:
+                ctx.report(f"Rolling back {version} after {elapsed} of monitoring: "
+                           f"{verdict.reason}.")
+                raise StepFailure(
+                    f"monitoring {plan.target} ({version}): {verdict.reason}",
+                    hint=f"traffic goes back to {plan.previous}, which is still running",
+                )
+            if verdict.inconclusive and not said_inconclusive:
+                said_inconclusive = True
+                ctx.report(f"Check {number}/{total}: {verdict.reason}.")
+            if number / total >= next_progress and number < total:
+                while next_progress <= number / total:
+                    next_progress += 0.25
+                ctx.report(f"Monitoring {plan.target} ({version}): {elapsed} of "
+                           f"{format_duration(duration)}, {summarize(samples).describe()}.")
+        summary = summarize(samples)
+        final = evaluate(samples, thresholds, baseline)
+        if not final.ok:
+            raise StepFailure(
+                f"monitoring {plan.target} ({version}) was inconclusive: {final.reason}",
+                hint="the bot never passes a version on missing data; check the platform's "
+                     "metrics",
+            )
+        ctx.report(f"Monitored {format_duration(duration)}: {summary.describe()}.")
+        return _summary_result(summary, plan.target, version, ctx.now() - started)
+
+    def record_baseline(self, ctx: StepContext) -> StepResult:
+        """Store the monitoring figures as the environment's new performance baseline."""
+        watched = ctx.result_of("monitor")
+        if not watched:
+            ctx.report("No monitoring figures: no baseline recorded.")
+            return {"recorded": False}
+        metrics = {key: watched.get(key) for key in (
+            "response_ms_p50", "response_ms_p95", "error_count", "request_count", "error_rate",
+            "samples")}
+        ctx.record_baseline(metrics)
+        p50, p95 = metrics["response_ms_p50"], metrics["response_ms_p95"]
+        ctx.report(f"Performance baseline for {ctx.version}: p50 {_ms(p50)}, p95 {_ms(p95)}, "
+                   f"{metrics['error_count']} errors over {metrics['samples']} checks.")
+        return {"recorded": True, **metrics}
+
+    def stop_old_slot(self, ctx: StepContext) -> StepResult:
+        """Stop the previously live slot, now that the new version has passed monitoring."""
+        plan = _Plan.of(ctx)
+        if plan.live is None:
+            ctx.report("Nothing ran before this deployment: no old slot to stop.")
+            return {"stopped": None}
+        if ctx.platform.traffic().live == plan.live:
+            ctx.report(f"{plan.live} serves traffic again (switched back meanwhile?), so it is "
+                       "not stopped.", broadcast=True)
+            return {"stopped": None}
+        ctx.platform.stop(plan.live)
+        ctx.report(f"Stopped the old {plan.live} slot ({plan.live_version}); {plan.target} "
+                   f"({ctx.version}) serves {ctx.environment.url}.")
+        return {"stopped": plan.live.value, "version": plan.live_version}
+
+
+def standard_playbook(*, http: HttpChecker, monitoring: Monitoring | None = None) -> Playbook:
+    """The standard deployment (``ProcedureKind.STANDARD``); see the module docstring.
+
+    ``monitoring`` (the policy's section) only sizes the monitor step's timeout (its duration
+    plus two minutes); the thresholds themselves are read from ``ctx.policy`` when it runs.
+    """
+    steps = StandardSteps(http)
+    watch = (monitoring or Monitoring()).duration
+    maintenance = _maintenance_requested
+    return Playbook(
+        kind=ProcedureKind.STANDARD,
+        title="Standard deployment",
+        steps=(
+            Step("final_validation", "Final validation of the live system",
+                 steps.final_validation, timeout=timedelta(minutes=2),
+                 retry=RetryPolicy(attempts=3, backoff=timedelta(seconds=10))),
+            Step("snapshot", "Snapshot of the live slot and version", steps.snapshot,
+                 timeout=timedelta(minutes=1), retry=RetryPolicy(attempts=3)),
+            Step("maintenance_on", "Maintenance mode on", steps.maintenance_on,
+                 undo=steps.undo_maintenance_on, timeout=timedelta(minutes=1),
+                 retry=RetryPolicy(attempts=3), when=maintenance),
+            Step("deploy_idle_slot", "Deploy the new version to the idle slot",
+                 steps.deploy_idle_slot, undo=steps.undo_deploy_idle_slot,
+                 timeout=timedelta(minutes=10),
+                 retry=RetryPolicy(attempts=2, backoff=timedelta(seconds=5))),
+            Step("wait_healthy", "Wait until the new slot is healthy", steps.wait_healthy,
+                 timeout=timedelta(minutes=15)),
+            Step("smoke_tests", "Smoke tests on the new slot", steps.smoke_tests,
+                 timeout=timedelta(minutes=3),
+                 retry=RetryPolicy(attempts=3, backoff=timedelta(seconds=5))),
+            Step("switch_traffic", "Switch traffic to the new slot", steps.switch_traffic,
+                 undo=steps.undo_switch_traffic, timeout=timedelta(minutes=2),
+                 retry=RetryPolicy(attempts=3, backoff=timedelta(seconds=2))),
+            Step("maintenance_off", "Maintenance mode off", steps.maintenance_off,
+                 timeout=timedelta(minutes=1), retry=RetryPolicy(attempts=3), when=maintenance),
+            Step("extended_health", "Extended health check on the public URL",
+                 steps.extended_health, timeout=timedelta(minutes=3)),
+            Step("post_deploy_tests", "Post-deployment tests on the public URL",
+                 steps.post_deploy_tests, timeout=timedelta(minutes=3),
+                 retry=RetryPolicy(attempts=2, backoff=timedelta(seconds=5))),
+            Step("monitor", "Monitor the new version", steps.monitor,
+                 timeout=watch + MONITOR_GRACE, retry=RetryPolicy(attempts=1)),
+            Step("record_baseline", "Record the performance baseline", steps.record_baseline,
+                 timeout=timedelta(minutes=1), retry=RetryPolicy(attempts=3)),
+            Step("stop_old_slot", "Stop the old slot", steps.stop_old_slot,
+                 timeout=timedelta(minutes=2), retry=RetryPolicy(attempts=2)),
+        ),
+    )
+
+
+def ready_timeout(env: Environment) -> timedelta:
+    """How long a new slot may take to get ready: the platform's setting, else 5 minutes."""
+    if env.local is not None:
+        return env.local.ready_timeout
+    return DEFAULT_READY_TIMEOUT
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def _maintenance_requested(ctx: StepContext) -> bool:
+    return bool(ctx.options.get("maintenance"))
+
+
+def _version(ctx: StepContext) -> str:
+    if not ctx.version:
+        raise StepFailure("a standard deployment needs a version")
+    return ctx.version
+
+
+def _unique(paths: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(paths))
+
+
+def _report_probes(ctx: StepContext, heading: str, probes: Sequence[Probe]) -> None:
+    lines = "\n".join(f"• {probe.describe()}" for probe in probes)
+    ctx.report(f"{heading}:\n{lines}" if lines else f"{heading}: no paths to check.")
+
+
+def _fail_unless_ok(probes: Sequence[Probe], message: str, *, hint: str,
+                    retryable: bool) -> None:
+    failed = [probe for probe in probes if not probe.ok]
+    if failed:
+        details = "; ".join(probe.describe() for probe in failed)
+        raise StepFailure(f"{message}: {details}", hint=hint, retryable=retryable)
+
+
+def _probe_rows(probes: Sequence[Probe]) -> list[dict[str, Any]]:
+    return [{"url": probe.url, "status": probe.status, "ms": probe.elapsed_ms}
+            for probe in probes]
+
+
+def _metric(read: Callable[[Slot, datetime], int | None], slot: Slot,
+            since: datetime) -> int | None:
+    """A metrics reading; a failing metrics source counts as no data (never as a pass)."""
+    try:
+        return read(slot, since)
+    except QlpError:
+        return None
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _ratio_rules(thresholds: MonitoringThresholds, baseline: Mapping[str, Any] | None) -> str:
+    ratios = []
+    if thresholds.response_time_ratio:
+        ratios.append(f"{thresholds.response_time_ratio:g}x the baseline response time")
+    if thresholds.error_rate_ratio:
+        ratios.append(f"{thresholds.error_rate_ratio:g}x the baseline error rate")
+    if not ratios:
+        return ""
+    if not baseline:
+        return " (no baseline yet to compare with)"
+    return ", or exceed " + " or ".join(ratios)
+
+
+def _summary_result(summary: Summary, slot: Slot, version: str,
+                    watched: timedelta) -> dict[str, Any]:
+    return {
+        "slot": slot.value, "version": version, "samples": summary.checks,
+        "failed": summary.failed, "response_ms_p50": summary.response_ms_p50,
+        "response_ms_p95": summary.response_ms_p95, "error_count": summary.errors,
+        "request_count": summary.requests, "error_rate": summary.error_rate,
+        "watched_s": round(watched.total_seconds(), 1),
+    }
+
+
+def _ms(value: Any) -> str:
+    return f"{value:.0f} ms" if isinstance(value, int | float) else "n/a"
