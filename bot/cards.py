@@ -41,7 +41,7 @@ FALLBACK_LIMIT = 3000  # chat.update rejects text over 4,000 (msg_too_long)
 # Slack also limits the serialized size of all blocks together (msg_blocks_too_long fired at
 # about 13.2k characters in bolt-js #2509), below what the per-block limits allow. The step
 # list is the only part that grows with the run, so it gets a budget of its own.
-PROGRESS_BUDGET = 5000
+PROGRESS_BUDGET = 4000
 STEP_ERROR_LIMIT = 160
 ERROR_LIMIT = 1500
 NOTES_LIMIT = 1000

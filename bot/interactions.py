@@ -1,4 +1,10 @@
-"""Button handlers (Approve, Reject, Cancel, Roll back, checklist ticks)."""
+"""Button handlers: Approve, Reject, Cancel, Roll back.
+
+Every click is resolved from the database, never from memory, so buttons keep working across
+restarts and replicas. A Slack retry of the same click (same action_ts) is recognised and
+answered once; two people or a double click race through an atomic transition and the losers
+are told what happened. Refusals are ephemeral and audited.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +12,183 @@ from typing import Any
 
 from bot import actions
 from bot.app import action_handler
+from bot.commands.deploy import evidence_for
 from bot.context import HandlerContext
-from procedures.errors import PolicyRefusal
+from bot.formatting import local_time
+from bot.membership import describe_rule
+from bot.plan import describe_change, plan_hash
+from procedures.errors import ConflictError, PolicyRefusal, UserError
+from procedures.model import DeploymentState, ProcedureKind
+from procedures.store import DeploymentRecord
+from storage.decisions import Outcome
 
 
-def _not_yet(ctx: HandlerContext, action: dict[str, Any]) -> str | None:
+def _deployment(ctx: HandlerContext, action: dict[str, Any]) -> DeploymentRecord:
+    value = str(action.get("value") or "")
+    if not value.isdigit():
+        raise UserError("This button does not name a deployment; it may be from an older "
+                        "version of the bot.")
+    deployment = ctx.services.deployments.get(int(value))
+    if deployment is None:
+        raise UserError(f"Deployment #{value} does not exist (any more).")
+    return deployment
+
+
+def _refuse(ctx: HandlerContext, deployment: DeploymentRecord, action: str, message: str,
+            rule: str, hint: str | None = None) -> PolicyRefusal:
+    ctx.services.audit.append(ctx.request.user_id, f"{action}.refused",
+                              deployment_id=deployment.id, environment=deployment.environment,
+                              detail={"rule": rule, "message": message})
+    return PolicyRefusal(message, rule=rule, hint=hint)
+
+
+def _first_time(ctx: HandlerContext) -> bool:
+    key = ctx.request.request_key
+    return key is None or ctx.services.requests.first_time(f"click:{key}")
+
+
+@action_handler(actions.APPROVE)
+def approve(ctx: HandlerContext, action: dict[str, Any]) -> str | None:
+    """Count an approval; the one that completes the count queues the run."""
+    if not _first_time(ctx):
+        return None  # Slack retried this very click: it was handled already
+    services = ctx.services
+    user = ctx.request.user_id
+    deployment = _deployment(ctx, action)
+    assert deployment.id is not None
+    if deployment.state is not DeploymentState.PENDING_APPROVAL:
+        return _not_pending(ctx, deployment)
+    rule = services.policy.approval_rule(deployment.kind)
+    if user == deployment.requester:
+        raise _refuse(ctx, deployment, "approval", f"You requested #{deployment.id}; someone "
+                      "else must approve it.", "no-self-approval",
+                      f"Approvers: {describe_rule(rule)}.")
+    if not services.groups.may_approve(user, rule):
+        raise _refuse(ctx, deployment, "approval",
+                      f"You may not approve {deployment.kind} deployments.", "approvers",
+                      f"Approvers: {describe_rule(rule)}.")
+    if deployment.kind is ProcedureKind.STANDARD:
+        verdict = services.windows.verdict(services.clock.now())
+        if not verdict.open:
+            when = (f" The next preferred slot opens "
+                    f"{local_time(verdict.next_open, services.policy.zone)}."
+                    if verdict.next_open else "")
+            raise _refuse(ctx, deployment, "approval", "The deployment window is closed: "
+                          f"{verdict.reason}.{when}", verdict.rule.value)
+    _refresh_plan(ctx, deployment)
+    decision = services.decisions.approve(deployment.id, user, required=rule.required)
+    run = services.views.snapshot(deployment.id)
+    if decision.outcome is Outcome.QUEUED:
+        services.reporter.run_changed(run)
+        services.reporter.event(run, f"Approved by <@{user}> "
+                                     f"({len(decision.approvers)}/{rule.required}). Starting.")
+        services.wake_worker()
+        return f"You approved #{deployment.id}; it is starting."
+    if decision.outcome is Outcome.RECORDED:
+        services.reporter.run_changed(run)
+        services.reporter.event(run, f"Approved by <@{user}> "
+                                     f"({len(decision.approvers)}/{rule.required}).")
+        return (f"Your approval of #{deployment.id} is recorded "
+                f"({len(decision.approvers)} of {rule.required}).")
+    if decision.outcome is Outcome.ALREADY_DECIDED:
+        raise ConflictError(f"You already approved #{deployment.id}.")
+    refreshed = services.deployments.get(deployment.id)
+    return _not_pending(ctx, refreshed or deployment, decided_by=decision.decided_by)
+
+
+def _refresh_plan(ctx: HandlerContext, deployment: DeploymentRecord) -> None:
+    """If what the request was judged on changed, earlier approvals stop counting."""
+    services = ctx.services
+    assert deployment.id is not None
+    old = dict(deployment.options.get("evidence") or {})
+    new = evidence_for(ctx, deployment.environment)
+    if old == new:
+        return
+    options = dict(deployment.options)
+    options["evidence"] = new
+    note = f"Approvals reset: {describe_change(old, new)} since the request."
+    options["notes"] = [*options.get("notes", []), note][-5:]
+    digest = plan_hash(deployment.kind, deployment.version, deployment.environment, options,
+                       new)
+    services.deployments.update_fields(deployment.id, options=options, plan_hash=digest)
+    services.audit.append("bot", "plan.changed", deployment_id=deployment.id,
+                          environment=deployment.environment,
+                          detail={"old": old, "new": new, "plan_hash": digest})
+    run = services.views.snapshot(deployment.id)
+    services.reporter.run_changed(run)
+    services.reporter.event(run, f":warning: {note}")
+
+
+def _not_pending(ctx: HandlerContext, deployment: DeploymentRecord,
+                 decided_by: str | None = None) -> str:
+    approvers = ctx.services.views.snapshot(deployment.id or 0).approvers
+    if deployment.state in (DeploymentState.QUEUED, DeploymentState.RUNNING,
+                            DeploymentState.SUCCEEDED) and approvers:
+        who = ", ".join(f"<@{a}>" for a in approvers)
+        raise ConflictError(f"#{deployment.id} was already approved by {who}; "
+                            f"it is {deployment.state.value.replace('_', ' ')}.")
+    by = f" by <@{decided_by}>" if decided_by else ""
+    raise ConflictError(f"#{deployment.id} is {deployment.state.value.replace('_', ' ')}"
+                        f"{by}; there is nothing to approve.")
+
+
+@action_handler(actions.REJECT)
+def reject(ctx: HandlerContext, action: dict[str, Any]) -> str | None:
+    """End a pending request (an approver, or the requester withdrawing it)."""
+    if not _first_time(ctx):
+        return None
+    services = ctx.services
+    user = ctx.request.user_id
+    deployment = _deployment(ctx, action)
+    assert deployment.id is not None
+    rule = services.policy.approval_rule(deployment.kind)
+    if user != deployment.requester and not services.groups.may_approve(user, rule):
+        raise _refuse(ctx, deployment, "rejection", f"You may not reject #{deployment.id}.",
+                      "approvers", f"Approvers: {describe_rule(rule)}, or the requester.")
+    decision = services.decisions.reject(deployment.id, user)
+    if decision.outcome is not Outcome.REJECTED:
+        return _not_pending(ctx, services.deployments.get(deployment.id) or deployment,
+                            decided_by=decision.decided_by)
+    run = services.views.snapshot(deployment.id)
+    services.reporter.run_changed(run)
+    services.reporter.event(run, f"Rejected by <@{user}>. Nothing was deployed.")
+    return f"You rejected #{deployment.id}."
+
+
+@action_handler(actions.CANCEL)
+def cancel(ctx: HandlerContext, action: dict[str, Any]) -> str | None:
+    """Stop a run and undo what it did (the requester or an approver)."""
+    if not _first_time(ctx):
+        return None
+    services = ctx.services
+    user = ctx.request.user_id
+    deployment = _deployment(ctx, action)
+    assert deployment.id is not None
+    rule = services.policy.approval_rule(deployment.kind)
+    if user != deployment.requester and not services.groups.may_approve(user, rule):
+        raise _refuse(ctx, deployment, "cancel", f"You may not cancel #{deployment.id}.",
+                      "approvers", f"The requester or {describe_rule(rule)} may.")
+    if not services.engine.request_cancel(deployment.id, user):
+        state = (services.deployments.get(deployment.id) or deployment).state
+        raise ConflictError(f"#{deployment.id} is {state.value.replace('_', ' ')}; "
+                            "there is nothing to cancel.")
+    run = services.views.snapshot(deployment.id)
+    services.reporter.run_changed(run)
+    services.reporter.event(run, f"Cancel requested by <@{user}>.", broadcast=True)
+    services.wake_worker()
+    return f"Cancelling #{deployment.id}; completed steps will be undone."
+
+
+@action_handler(actions.ROLLBACK)
+def rollback(ctx: HandlerContext, action: dict[str, Any]) -> str | None:
+    """Manual rollback belongs to ``/qlp rollback`` (a later version): say so plainly."""
     raise PolicyRefusal(
-        "This button belongs to a feature that is not available in this version of the bot; "
-        "nothing was done.",
-        rule="not-implemented",
-    )
+        "Manual rollback is not available in this version of the bot yet; nothing was done. "
+        "Automatic rollback during monitoring works.", rule="not-implemented")
 
 
-for _action_id in actions.ALL_ACTIONS:
-    action_handler(_action_id)(_not_yet)
+@action_handler(actions.CHECKLIST_TICK)
+def checklist_tick(ctx: HandlerContext, action: dict[str, Any]) -> str | None:
+    """Checklists arrive with ``/qlp checklist`` (a later version): say so plainly."""
+    raise PolicyRefusal("Checklists are not available in this version of the bot yet.",
+                        rule="not-implemented")

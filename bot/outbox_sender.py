@@ -139,12 +139,15 @@ class SlackOutboxSender:
         """Deliver what is due now (one claim of up to ``batch`` messages); True if any was
         sent, marked or tried. Never raises."""
         try:
-            claimed = self._outbox.claim_due(
-                self._clock.now(), self._batch, lease=self._lease, kinds=SLACK_KINDS
-            )
-        except Exception:  # the database is away: try again next pass
-            log.exception("slack outbox: could not claim messages")
+            return self._pass()
+        except Exception:  # the database is away, or a bug: log it, try again next pass
+            log.exception("slack outbox: delivery pass failed")
             return False
+
+    def _pass(self) -> bool:
+        claimed = self._outbox.claim_due(
+            self._clock.now(), self._batch, lease=self._lease, kinds=SLACK_KINDS
+        )
         started = self._monotonic()
         progressed = False
         for index, notification in enumerate(claimed):
@@ -157,7 +160,7 @@ class SlackOutboxSender:
                 self._deliver(notification)
             except _Done as done:
                 progressed = progressed or done.progressed
-            except Exception:  # a database error mid-way: the lease makes it come back
+            except Exception:  # e.g. a database error mid-way: its lease brings it back
                 log.exception("slack outbox: message #%s could not be handled", notification.id)
         return progressed
 
@@ -171,7 +174,7 @@ class SlackOutboxSender:
 
     # -- one message --------------------------------------------------------------------------
 
-    def _deliver(self, notification: Notification) -> None:
+    def _deliver(self, notification: Notification) -> NoReturn:
         """Handle one claimed message; always ends by raising :class:`_Done`."""
         if notification.kind == "update":
             self._update(notification)
@@ -180,7 +183,7 @@ class SlackOutboxSender:
         else:
             self._post(notification)
 
-    def _post(self, n: Notification) -> None:
+    def _post(self, n: Notification) -> NoReturn:
         payload = n.payload
         channel = n.channel
         args: dict[str, Any] = {
@@ -201,18 +204,23 @@ class SlackOutboxSender:
         card_for = payload.get("card_for")
         now = self._clock.now()
         if card_for is None:
-            self._outbox.mark_sent(self._id(n), ts, now=now)
-            raise _Done(True)
-        posted_in = str(response.get("channel") or channel)
-        # The crash window: Slack has the card; until this commit we do not know it.
-        with self._outbox.database.session() as session:
-            if self._outbox.mark_sent(self._id(n), ts, now=now, session=session):
-                self._deployments.update_fields(
-                    int(card_for), session=session, card_ts=ts, channel=posted_in
-                )
+            marked = self._outbox.mark_sent(self._id(n), ts, now=now)
+        else:
+            posted_in = str(response.get("channel") or channel)
+            # The crash window: Slack has the card; until this commit we do not know it.
+            with self._outbox.database.session() as session:
+                marked = self._outbox.mark_sent(self._id(n), ts, now=now, session=session)
+                if marked:
+                    self._deployments.update_fields(
+                        int(card_for), session=session, card_ts=ts, channel=posted_in
+                    )
+        if not marked:
+            # Its lease ran out mid-call and another sender delivered it too.
+            log.warning("slack outbox: message #%s was already marked; posted twice (ts %s)",
+                        n.id, ts)
         raise _Done(True)
 
-    def _update(self, n: Notification) -> None:
+    def _update(self, n: Notification) -> NoReturn:
         if n.deployment_id is None:
             self._dead(n, "an update without deployment_id names no card")
         newest = self._outbox.newest_pending_id(n.ordering_key, "update")
@@ -232,7 +240,7 @@ class SlackOutboxSender:
                                now=self._clock.now())
         raise _Done(True)
 
-    def _ephemeral(self, n: Notification) -> None:
+    def _ephemeral(self, n: Notification) -> NoReturn:
         payload = n.payload
         user = payload.get("user")
         if not isinstance(user, str) or not user:

@@ -23,6 +23,12 @@ class Settings(BaseSettings):
     qlp_database_url: str | None = Field(default=None, alias="QLP_DATABASE_URL")
     qlp_config: Path | None = Field(default=None, alias="QLP_CONFIG")
     qlp_log_level: str = Field(default="WARNING", alias="QLP_LOG_LEVEL")
+    # A run whose worker has not heartbeaten for this long is taken over by another worker
+    # (or by this process after a restart).
+    qlp_stale_after: float = Field(default=30.0, gt=0, alias="QLP_STALE_AFTER")
+    # The sample service of the demo: a version containing "unhealthy" stays healthy for this
+    # many health checks (enough to pass readiness and smoke tests), then fails in monitoring.
+    qlp_sample_healthy_for: int = Field(default=6, ge=0, alias="QLP_SAMPLE_HEALTHY_FOR")
 
     @property
     def database_url(self) -> str:

@@ -3,26 +3,48 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import threading
+import uuid
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from slack_sdk import WebClient
 from slack_sdk.webhook import WebhookClient
 
+from bot.membership import SlackGroups
+from bot.outbox_sender import SlackOutboxSender
+from bot.platforms import PlatformRegistry
+from bot.runner import RecoveryTask, RunQueueTask
+from bot.runs import CardReporter, RunViews
 from bot.settings import Settings
+from bot.slack_reporter import SlackReporter
 from bot.worker import Worker, WorkerTask
+from procedures.checks.http import HttpChecker
 from procedures.clock import Clock, SystemClock
+from procedures.engine import Engine
+from procedures.model import ProcedureKind
+from procedures.playbook import Playbook
+from procedures.playbooks.standard import standard_playbook
 from procedures.policy import Policy
 from procedures.windows import WindowPolicy
+from storage.approvals import ApprovalRepository
 from storage.audit import AuditLog
 from storage.audit_group import GroupCommitAuditLog
+from storage.baselines import BaselineRepository
 from storage.db import Database
+from storage.decisions import DecisionRecorder
 from storage.deployments import DeploymentRepository
 from storage.environments import EnvironmentStateRepository
 from storage.migrate import upgrade
 from storage.outbox import Outbox
+from storage.requests import ProcessedRequests
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from bot.context import Request
 
 log = logging.getLogger(__name__)
@@ -40,14 +62,25 @@ class Services:
     outbox: Outbox
     environments: EnvironmentStateRepository
     deployments: DeploymentRepository
+    approvals: ApprovalRepository
+    decisions: DecisionRecorder
+    requests: ProcessedRequests
     windows: WindowPolicy
     slack: WebClient
+    groups: SlackGroups
+    platforms: PlatformRegistry
+    playbooks: dict[ProcedureKind, Playbook]
+    engine: Engine
+    views: RunViews
+    reporter: CardReporter
     bot_token: str
+    worker_id: str
+    sleep: Callable[[float], None]
     worker: Worker | None = None
-    closers: list[object] = field(default_factory=list)
+    tasks: list[WorkerTask] = field(default_factory=list)
 
     def start_worker(self) -> None:
-        """Start the background worker (outbox delivery, queued runs)."""
+        """Start the background worker (outbox delivery, queued runs, recovery)."""
         if self.worker is None:
             self.worker = Worker(self.worker_tasks())
         self.worker.start()
@@ -55,10 +88,24 @@ class Services:
     def stop_worker(self) -> None:
         if self.worker is not None:
             self.worker.stop()
+        for task in self.tasks:
+            shutdown = getattr(task, "shutdown", None)
+            if shutdown is not None:
+                shutdown()
+
+    def wake_worker(self) -> None:
+        if self.worker is not None:
+            self.worker.wake()
 
     def worker_tasks(self) -> list[WorkerTask]:
         """The worker's tasks, in the order they run each pass."""
-        return []
+        if not self.tasks:
+            sender = SlackOutboxSender(self.outbox, self.deployments, self.slack, self.clock)
+            runs = RunQueueTask(self.engine, self.deployments, worker_id=self.worker_id)
+            recovery = RecoveryTask(self.engine, runs, stale_after=timedelta(
+                seconds=self.settings.qlp_stale_after))
+            self.tasks = [recovery, runs, sender]
+        return self.tasks
 
     def worker_health(self) -> str:
         return "stopped" if self.worker is None else self.worker.health()
@@ -73,31 +120,56 @@ class Services:
             log.warning("response_url answered %s", response.status_code)
 
     def close(self) -> None:
+        self.stop_worker()
+        self.platforms.close()
         self.database.dispose()
+
+
+def _worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
 def build_services(settings: Settings, *, policy: Policy, clock: Clock | None = None,
                    bot_token: str | None = None, migrate: bool = True,
-                   database: Database | None = None) -> Services:
-    """Build storage, policy and the Slack client; upgrade the schema first when asked."""
+                   database: Database | None = None,
+                   sleep: Callable[[float], None] | None = None) -> Services:
+    """Build storage, policy, Slack client, platforms and the engine."""
     from bot.app import make_web_client
 
     clock = clock or SystemClock()
+    sleep = sleep or threading.Event().wait
     settings.qlp_home.mkdir(parents=True, exist_ok=True)
     database = database or Database(settings.database_url)
     if migrate:
         upgrade(database)
     token = bot_token or settings.slack_bot_token or "xoxb-local"
+    slack = make_web_client(token, settings.api_url)
+    outbox = Outbox(database, clock)
+    environments = EnvironmentStateRepository(database, clock)
+    deployments = DeploymentRepository(database, clock)
+    approvals = ApprovalRepository(database, clock)
+    audit = GroupCommitAuditLog(AuditLog(database, clock), database, clock)
+    platforms = PlatformRegistry(
+        policy, settings.qlp_home / "platform", clock,
+        extra_env={"QLP_SAMPLE_HEALTHY_FOR": str(settings.qlp_sample_healthy_for)})
+    playbooks = {ProcedureKind.STANDARD: standard_playbook(http=HttpChecker(),
+                                                           monitoring=policy.monitoring)}
+    reporter = CardReporter(SlackReporter(outbox, channel=policy.channel, zone=policy.zone,
+                                          clock=clock))
+    worker_id = _worker_id()
+    engine = Engine(
+        deployments=deployments, environments=environments, audit=audit, reporter=reporter,
+        playbooks=playbooks, policy=policy, platform_for=platforms.platform_for,
+        metrics_for=platforms.metrics_for, baselines=BaselineRepository(database, clock),
+        clock=clock, sleep=sleep, worker_id=worker_id)
+    views = RunViews(engine, approvals, deployments, policy)
+    reporter.views = views
     return Services(
-        settings=settings,
-        policy=policy,
-        clock=clock,
-        database=database,
-        audit=GroupCommitAuditLog(AuditLog(database, clock), database, clock),
-        outbox=Outbox(database, clock),
-        environments=EnvironmentStateRepository(database, clock),
-        deployments=DeploymentRepository(database, clock),
-        windows=WindowPolicy(policy.windows, policy.zone),
-        slack=make_web_client(token, settings.api_url),
-        bot_token=token,
-    )
+        settings=settings, policy=policy, clock=clock, database=database, audit=audit,
+        outbox=outbox, environments=environments, deployments=deployments,
+        approvals=approvals, decisions=DecisionRecorder(database, clock),
+        requests=ProcessedRequests(database, clock), windows=WindowPolicy(policy.windows,
+                                                                          policy.zone),
+        slack=slack, groups=SlackGroups(slack), platforms=platforms, playbooks=playbooks,
+        engine=engine, views=views, reporter=reporter, bot_token=token, worker_id=worker_id,
+        sleep=sleep)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from bot.commands.deploy import deploy_text
 from bot.commands.help import help_text
 from bot.commands.status import status_text
 from bot.commands.unavailable import refuse_unavailable
@@ -17,6 +18,7 @@ HANDLERS: dict[str, Handler] = {
     "help": lambda ctx, command: help_text(command, frozenset(HANDLERS)),
     "window": window_text,
     "status": status_text,
+    "deploy": deploy_text,
 }
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import secrets
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from typing import TextIO
 
@@ -48,6 +49,7 @@ class LocalShell:
         self.secret = secrets.token_hex(16)
         self._lock = threading.Lock()
         self._buttons: dict[int, RenderedButton] = {}
+        self._shown: dict[str, str] = {}  # message ts -> the text last printed for it
         self._next_button = 1
         self._count = 0
         policy = load_configured_policy(settings, allow_demo=True)
@@ -73,6 +75,10 @@ class LocalShell:
             self._print(f"(message {item.ts} deleted)")
             return
         with self._lock:
+            unchanged = render_message(item, first_button=0, user_name=self.standin.user_name)
+            if kind == "updated" and self._shown.get(item.ts) == unchanged.text:
+                return  # an update that changes nothing is not worth a screenful
+            self._shown[item.ts] = unchanged.text
             # A message shown again (chat.update) gets fresh numbers; its old ones go stale.
             for number in [n for n, b in self._buttons.items() if b.message_ts == item.ts]:
                 del self._buttons[number]
@@ -137,10 +143,30 @@ class LocalShell:
             self.wait_idle()
         else:
             button = self._find_button(name)
+            if button is None and not self.interactive:
+                # A script presses buttons that the bot may still be posting: wait for it.
+                button = self._await_button(name)
             if button is None:
                 self._print(f"No button `{name}` on screen. Buttons look like [!1 Approve].")
                 return
             self._press(button)
+
+    def _await_button(self, name: str, timeout: float = 120) -> RenderedButton | None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.services.wake_worker()
+            button = self._find_button(name)
+            if button is not None:
+                return button
+            time.sleep(0.1)
+        return None
+
+    def settle_outbox(self, timeout: float = 30) -> None:
+        """Wait until what the bot meant to post has reached the stand-in (piped mode)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.services.outbox.pending_count() > 0:
+            self.services.wake_worker()
+            time.sleep(0.05)
 
     def _find_button(self, name: str) -> RenderedButton | None:
         with self._lock:
@@ -213,6 +239,8 @@ def run_shell(settings: Settings, *, user: str, channel: str | None, color: bool
                 print(f"> {line.strip()}", flush=True)
             if not shell.handle(line):
                 break
+            if not interactive:
+                shell.settle_outbox()
         shell.wait_idle()
     finally:
         shell.close()

@@ -1,0 +1,143 @@
+"""``/qlp deploy <version> [to <env>] [--maintenance] [--dry-run]``: request a standard
+deployment. The listener only validates, writes the request and answers; the card, the
+approvals and the run happen elsewhere (buttons, the worker)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.context import HandlerContext
+from bot.formatting import local_time, relative
+from bot.grammar import Command
+from bot.lookup import environment_of
+from bot.membership import describe_rule
+from bot.plan import plan_hash
+from procedures.durations import format_duration
+from procedures.errors import PolicyRefusal
+from procedures.model import DeploymentState, ProcedureKind, Slot
+from procedures.windows import WindowVerdict
+
+ACTIVE = (DeploymentState.PENDING_APPROVAL, DeploymentState.QUEUED, DeploymentState.RUNNING,
+          DeploymentState.ROLLING_BACK)
+
+
+def evidence_for(ctx: HandlerContext, environment: str) -> dict[str, Any]:
+    """What the request is judged on, from the bot's own state (no network on a listener)."""
+    services = ctx.services
+    state = services.environments.get(environment)
+    verdict = services.windows.verdict(services.clock.now())
+    return {
+        "live_version": state.live_version if state else None,
+        "live_slot": str(state.live_slot) if state and state.live_slot else None,
+        "window": verdict.rule.value,
+        "lock": state.lock_holder if state and state.lock_deployment_id is None else None,
+    }
+
+
+def deploy_text(ctx: HandlerContext, command: Command) -> str:
+    """Validate, refuse with the rule, or create the request and post its card."""
+    services = ctx.services
+    policy = services.policy
+    env = environment_of(policy, command.environment)
+    settings = policy.environments[env]
+    now = services.clock.now()
+    verdict = services.windows.verdict(now)
+    rule = policy.approval_rule(ProcedureKind.STANDARD)
+    if command.at is not None:
+        raise PolicyRefusal(
+            "Scheduled deployments (`at ...`) are not available in this version of the bot "
+            "yet; nothing was done.", rule="not-implemented",
+            hint=f"Deploy inside the window instead: `/qlp deploy {command.version}`.")
+    if settings.platform == "azure":
+        raise PolicyRefusal(
+            f"{env} runs on Azure, which this version of the bot cannot deploy to yet; "
+            "nothing was done.", rule="not-implemented")
+    if command.dry_run:
+        return _dry_run(ctx, command, env, verdict)
+    _refuse_outside_window(ctx, verdict)
+    _refuse_when_busy(ctx, env)
+    evidence = evidence_for(ctx, env)
+    options: dict[str, Any] = {"maintenance": command.maintenance, "evidence": evidence}
+    digest = plan_hash(ProcedureKind.STANDARD, command.version, env, options, evidence)
+    deployment, created = services.deployments.create_or_get(
+        ProcedureKind.STANDARD, command.version, env, ctx.request.user_id,
+        state=DeploymentState.PENDING_APPROVAL, options=options, plan_hash=digest,
+        channel=policy.channel, request_key=f"command:{ctx.request.request_key}"
+        if ctx.request.request_key else None)
+    assert deployment.id is not None
+    if not created:
+        return f"This request was already received: it is deployment #{deployment.id}."
+    services.audit.append(ctx.request.user_id, "deployment.requested",
+                          deployment_id=deployment.id, environment=env,
+                          detail={"version": command.version, "kind": "standard",
+                                  "options": options, "plan_hash": digest})
+    run = services.views.snapshot(deployment.id)
+    services.reporter.run_changed(run)
+    services.reporter.event(
+        run, f"<@{ctx.request.user_id}> requested {command.version} to {env}. Waiting for "
+             f"{rule.required} approval{'s' if rule.required > 1 else ''} from "
+             f"{describe_rule(rule)}.")
+    services.wake_worker()
+    return (f"Deployment #{deployment.id} requested: {command.version} to {env}. It needs "
+            f"{rule.required} approval{'s' if rule.required > 1 else ''} from "
+            f"{describe_rule(rule)} (not you). The card is in <#{policy.channel}>.")
+
+
+def _refuse_outside_window(ctx: HandlerContext, verdict: WindowVerdict) -> None:
+    if verdict.open:
+        return
+    zone = ctx.services.policy.zone
+    now = ctx.services.clock.now()
+    slot = (f"The next preferred slot opens {local_time(verdict.next_open, zone)} "
+            f"({relative(verdict.next_open, now)})." if verdict.next_open
+            else "No preferred slot opens in the next year.")
+    raise PolicyRefusal(
+        f"A standard deployment is not allowed now: {verdict.reason}.", rule=verdict.rule.value,
+        hint=f"{slot} A hotfix or an emergency follows other rules (`/qlp help`).")
+
+
+def _refuse_when_busy(ctx: HandlerContext, env: str) -> None:
+    services = ctx.services
+    state = services.environments.get(env)
+    if state is not None and state.lock_holder and state.lock_deployment_id is None:
+        raise PolicyRefusal(
+            f"{env} is locked by <@{state.lock_holder}>: {state.lock_reason or 'no reason'}.",
+            rule="environment-lock", hint="Ask them to `/qlp unlock` it when it is safe.")
+    for other in services.deployments.list_in_states(ACTIVE, environment=env):
+        raise PolicyRefusal(
+            f"Deployment #{other.id} ({other.version}, {other.state}) is already under way "
+            f"for {env}; one deployment at a time.", rule="one-at-a-time",
+            hint=f"Wait for it, or `/qlp cancel {other.id}`.")
+
+
+def _dry_run(ctx: HandlerContext, command: Command, env: str, verdict: WindowVerdict) -> str:
+    services = ctx.services
+    policy = services.policy
+    settings = policy.environments[env]
+    state = services.environments.get(env)
+    live = Slot(state.live_slot) if state and state.live_slot else None
+    target = live.other if live else Slot.BLUE
+    rule = policy.approval_rule(ProcedureKind.STANDARD)
+    playbook = services.playbooks[ProcedureKind.STANDARD]
+    window = ("open" + (f", closes {local_time(verdict.closes_at, policy.zone)}"
+                        if verdict.closes_at else "")) if verdict.open else \
+        f"*closed*: {verdict.reason} (rule: {verdict.rule.value})"
+    chosen = [step for step in playbook.steps
+              if step.name not in ("maintenance_on", "maintenance_off") or command.maintenance]
+    steps = [f"{i}. {step.title}" for i, step in enumerate(chosen, 1)]
+    monitoring = policy.monitoring
+    lines = [
+        f"*Dry run: {command.version} to {env}* (nothing was changed)",
+        f"Window: {window}",
+        f"Live: {state.live_version + ' on ' + str(live) if state and live and state.live_version else 'nothing yet'}"
+        f" → deploy to the *{target}* slot, then switch {settings.url}",
+        f"Approval: {rule.required} from {describe_rule(rule)}, not the requester",
+        f"Checks: health {', '.join(settings.health)}"
+        + (f"; smoke {', '.join(settings.smoke)}" if settings.smoke else ""),
+        f"Monitoring: {format_duration(monitoring.duration)} every "
+        f"{format_duration(monitoring.interval)}; roll back over "
+        f"{monitoring.health_failure_ratio:.0%} failed health checks, "
+        f"{monitoring.response_time_ms} ms, or {monitoring.error_threshold} errors",
+        "Steps:", *steps,
+    ]
+    return "\n".join(lines)

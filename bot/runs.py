@@ -1,0 +1,55 @@
+"""Views of runs for the card: the engine's snapshot plus approvals and notes, and a reporter
+that always renders those views (so every card shows who approved and who still must)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from procedures.engine import Engine
+from procedures.policy import Policy
+from procedures.reporting import Reporter, RunSnapshot
+from procedures.store import ApprovalStore, DeploymentStore
+
+
+class RunViews:
+    """Builds the RunSnapshot a card renders, from the database alone."""
+
+    def __init__(self, engine: Engine, approvals: ApprovalStore, deployments: DeploymentStore,
+                 policy: Policy) -> None:
+        self._engine = engine
+        self._approvals = approvals
+        self._deployments = deployments
+        self._policy = policy
+
+    def snapshot(self, deployment_id: int) -> RunSnapshot:
+        return self.enrich(self._engine.snapshot(deployment_id))
+
+    def enrich(self, run: RunSnapshot) -> RunSnapshot:
+        record = self._deployments.get(run.deployment_id)
+        plan = record.plan_hash if record is not None else None
+        approvers = tuple(a.actor for a in self._approvals.for_deployment(
+            run.deployment_id, plan or "") if a.decision == "approve")
+        options: Mapping[str, Any] = record.options if record is not None else run.options
+        notes = tuple(str(n) for n in options.get("notes", ()))
+        return dataclasses.replace(
+            run, approvers=approvers, options=options, notes=notes,
+            approvals_required=self._policy.approval_rule(run.kind).required)
+
+
+class CardReporter:
+    """A Reporter that enriches every snapshot (approvals, notes) before passing it on."""
+
+    def __init__(self, inner: Reporter) -> None:
+        self._inner = inner
+        self.views: RunViews | None = None  # set by the wiring once the engine exists
+
+    def _enrich(self, run: RunSnapshot) -> RunSnapshot:
+        return self.views.enrich(run) if self.views is not None else run
+
+    def run_changed(self, run: RunSnapshot) -> None:
+        self._inner.run_changed(self._enrich(run))
+
+    def event(self, run: RunSnapshot, text: str, *, broadcast: bool = False) -> None:
+        self._inner.event(self._enrich(run), text, broadcast=broadcast)
