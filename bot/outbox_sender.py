@@ -79,6 +79,9 @@ TRANSIENT_ERRORS = frozenset(
 )
 
 
+# Merged thread replies stay well inside Slack's 4,000-character text guidance.
+MERGED_TEXT_LIMIT = 3500
+
 class _Done(Exception):
     """Internal: this message is handled (marked or handed back); ``progressed`` for run_once."""
 
@@ -114,6 +117,7 @@ class SlackOutboxSender:
         clock: Clock,
         *,
         per_channel_interval: float = 1.0,
+        per_card_interval: float = 2.0,
         batch: int = 20,
         monotonic: Callable[[], float] = time.monotonic,
         max_attempts: int = MAX_ATTEMPTS,
@@ -125,6 +129,10 @@ class SlackOutboxSender:
         self._client = client
         self._clock = clock
         self._interval = per_channel_interval
+        # chat.update is Tier 3 (about 50 a minute per workspace): a card is updated at most
+        # this often, and updates queued meanwhile coalesce into the newest.
+        self._card_interval = per_card_interval
+        self._last_update: dict[str, float] = {}
         self._batch = batch
         self._monotonic = monotonic
         self._max_attempts = max_attempts
@@ -193,18 +201,25 @@ class SlackOutboxSender:
         }
         if payload.get("blocks"):
             args["blocks"] = payload["blocks"]
+        merged: list[int] = []
         if n.thread_of is not None:
             channel, card_ts = self._card_of(n, n.thread_of)
             args["thread_ts"] = card_ts  # always the parent's ts, as a string
             args["reply_broadcast"] = bool(payload.get("reply_broadcast", False))
         self._wait_for_channel(n, channel, paced=True)
+        if n.thread_of is not None and not payload.get("blocks"):
+            args["text"], merged = self._merge_replies(n, str(args["text"] or ""))
         response = self._call(n, channel, lambda: self._client.chat_postMessage(
             channel=channel, **args))
         ts = str(response["ts"])
         card_for = payload.get("card_for")
         now = self._clock.now()
         if card_for is None:
-            marked = self._outbox.mark_sent(self._id(n), ts, now=now)
+            with self._outbox.database.session() as session:
+                marked = self._outbox.mark_sent(self._id(n), ts, now=now, session=session)
+                for other in merged:
+                    self._outbox.mark_sent(other, ts, now=now, session=session,
+                                           note=f"merged into #{n.id}")
         else:
             posted_in = str(response.get("channel") or channel)
             # The crash window: Slack has the card; until this commit we do not know it.
@@ -220,6 +235,27 @@ class SlackOutboxSender:
                         n.id, ts)
         raise _Done(True)
 
+    def _merge_replies(self, n: Notification, text: str) -> tuple[str, list[int]]:
+        """Join the replies queued right behind ``n`` for the same thread into one post.
+
+        Slack allows about one post a second per channel; when progress comes faster, the
+        replies wait in the outbox and go out together instead of one by one.
+        """
+        broadcast = bool(n.payload.get("reply_broadcast", False))
+        now = self._clock.now()
+        merged: list[int] = []
+        for other in self._outbox.pending_after(str(n.ordering_key), self._id(n)):
+            payload = other.payload
+            if (other.kind != "post" or other.thread_of != n.thread_of
+                    or payload.get("blocks") or payload.get("card_for")
+                    or bool(payload.get("reply_broadcast", False)) != broadcast
+                    or (other.next_attempt_at is not None and other.next_attempt_at > now)
+                    or len(text) + len(str(payload.get("text") or "")) > MERGED_TEXT_LIMIT):
+                break
+            text = f"{text}\n{payload.get('text') or ''}"
+            merged.append(self._id(other))
+        return text, merged
+
     def _update(self, n: Notification) -> NoReturn:
         if n.deployment_id is None:
             self._dead(n, "an update without deployment_id names no card")
@@ -228,9 +264,25 @@ class SlackOutboxSender:
             self._outbox.mark_sent(self._id(n), now=self._clock.now(),
                                    note=f"superseded by #{newest}")
             raise _Done(True)
+        payload = n.payload
+        card_post = payload.get("card_post")
+        first = self._outbox.get(int(card_post)) if card_post is not None else None
+        if first is not None and first.state == "sent" and \
+                first.payload.get("text") == payload.get("text") and \
+                first.payload.get("blocks") == payload.get("blocks"):
+            # The card was posted with exactly this content: nothing to update.
+            self._outbox.mark_sent(self._id(n), now=self._clock.now(),
+                                   note=f"same as the card post #{card_post}")
+            raise _Done(True)
         channel, card_ts = self._card_of(n, n.deployment_id)
         self._wait_for_channel(n, channel, paced=False)
-        payload = n.payload
+        key = str(n.ordering_key)
+        mono = self._monotonic()
+        free_at = self._last_update.get(key, float("-inf")) + self._card_interval
+        if mono < free_at:
+            self._release(n, self._clock.now() + timedelta(seconds=free_at - mono), None)
+            raise _Done(False)
+        self._last_update[key] = mono
         args: dict[str, Any] = {"text": payload.get("text")}
         if "blocks" in payload:
             args["blocks"] = payload["blocks"]

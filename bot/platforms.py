@@ -25,7 +25,7 @@ class PlatformRegistry:
         self._extra_env = extra_env or {}
         self._platforms: dict[str, LocalPlatform] = {}
         self._metrics: dict[str, LocalMetrics] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # metrics_for builds the platform under the lock
 
     def platform_for(self, environment: str) -> Platform:
         return self._local(environment)
@@ -53,3 +53,8 @@ class PlatformRegistry:
     def close(self) -> None:
         for platform in self._platforms.values():
             platform.close()
+
+    def shutdown_all(self) -> None:
+        """Stop every router and slot this registry started (tests and demos)."""
+        for platform in self._platforms.values():
+            platform.shutdown_all()

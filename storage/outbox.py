@@ -217,6 +217,21 @@ class Outbox:
             newest = s.exec(statement).one()
             return None if newest is None else int(newest)
 
+    def pending_after(self, ordering_key: str, after_id: int, limit: int = 20
+                      ) -> list[Notification]:
+        """Pending messages queued behind ``after_id`` in its ordering key, in order.
+
+        They are not claimed: nobody else sends them while ``after_id`` is the key's head, so
+        the head's sender may merge them into its own delivery and mark them sent.
+        """
+        with self._db.session(read_only=True) as s:
+            return list(s.exec(
+                select(Notification)
+                .where(col(Notification.ordering_key) == ordering_key,
+                       col(Notification.state) == "pending",
+                       col(Notification.id) > after_id)
+                .order_by(col(Notification.id)).limit(limit)).all())
+
     def _set(self, id: int, *, session: Session | None = None, **values: Any) -> bool:
         with self._db.using(session) as s:
             result = s.exec(

@@ -126,11 +126,12 @@ def _dry_run(ctx: HandlerContext, command: Command, env: str, verdict: WindowVer
               if step.name not in ("maintenance_on", "maintenance_off") or command.maintenance]
     steps = [f"{i}. {step.title}" for i, step in enumerate(chosen, 1)]
     monitoring = policy.monitoring
+    current = (f"{state.live_version} on {live}" if state and live and state.live_version
+               else "nothing yet")
     lines = [
         f"*Dry run: {command.version} to {env}* (nothing was changed)",
         f"Window: {window}",
-        f"Live: {state.live_version + ' on ' + str(live) if state and live and state.live_version else 'nothing yet'}"
-        f" → deploy to the *{target}* slot, then switch {settings.url}",
+        f"Live: {current} → deploy to the *{target}* slot, then switch {settings.url}",
         f"Approval: {rule.required} from {describe_rule(rule)}, not the requester",
         f"Checks: health {', '.join(settings.health)}"
         + (f"; smoke {', '.join(settings.smoke)}" if settings.smoke else ""),

@@ -78,6 +78,7 @@ class LocalShell:
             unchanged = render_message(item, first_button=0, user_name=self.standin.user_name)
             if kind == "updated" and self._shown.get(item.ts) == unchanged.text:
                 return  # an update that changes nothing is not worth a screenful
+            previous = self._shown.get(item.ts)
             self._shown[item.ts] = unchanged.text
             # A message shown again (chat.update) gets fresh numbers; its old ones go stale.
             for number in [n for n, b in self._buttons.items() if b.message_ts == item.ts]:
@@ -87,8 +88,15 @@ class LocalShell:
             for button in view.buttons:
                 self._buttons[button.number] = button
             self._next_button = view.next_number
-        prefix = "(updated) " if kind == "updated" else ""
-        self._print(prefix + view.text)
+        if kind == "updated" and previous is not None:
+            # Show what changed, not the whole card again.
+            old = set(previous.splitlines())
+            lines = view.text.splitlines()
+            changed = [line for line in lines[1:] if line not in old and "· updated" not in line]
+            self._print(f"(card updated) {lines[0].strip('= ')}\n" + "\n".join(
+                "    " + line for line in changed))
+            return
+        self._print(view.text)
 
     # -- input --------------------------------------------------------------------------------
 

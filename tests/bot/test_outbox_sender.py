@@ -120,6 +120,11 @@ def _texts(messages: list[Any]) -> list[str]:
     return [m.text for m in messages]
 
 
+def _lines(messages: list[Any]) -> list[str]:
+    """Reply texts as lines: replies queued together are merged into one post."""
+    return [line for m in messages for line in m.text.split("\n")]
+
+
 # -- threads and order --------------------------------------------------------------------------
 
 
@@ -133,14 +138,16 @@ def test_card_then_five_replies_in_its_thread(rig: Rig, slack: SlackDouble) -> N
     assert rig.card_ts(d) == top.ts
     assert rig.deployments.get(d).channel == CHANNEL  # type: ignore[union-attr]
     assert rig.outbox.get(card).slack_ts == top.ts  # type: ignore[union-attr]
-    assert _texts(slack.thread(CHANNEL, top.ts)) == [f"phase {i}" for i in range(5)]
+    thread = slack.thread(CHANNEL, top.ts)
+    assert _lines(thread) == [f"phase {i}" for i in range(5)]
+    assert len(thread) == 1  # queued together, posted together: one call, not five
     posts = slack.calls("chat.postMessage")
-    assert [c.args.get("thread_ts") for c in posts] == [None] + [top.ts] * 5
+    assert [c.args.get("thread_ts") for c in posts] == [None, top.ts]
     assert all(isinstance(c.args["thread_ts"], str) for c in posts[1:])
     assert all(c.args["unfurl_links"] is False and c.args["unfurl_media"] is False
                for c in posts)
-    for reply_id, message in zip(replies, slack.thread(CHANNEL, top.ts), strict=True):
-        assert rig.outbox.get(reply_id).slack_ts == message.ts  # type: ignore[union-attr]
+    for reply_id in replies:
+        assert rig.outbox.get(reply_id).slack_ts == thread[0].ts  # type: ignore[union-attr]
 
 
 def test_broadcast_replies_are_shown_in_the_channel_too(rig: Rig, slack: SlackDouble) -> None:
@@ -280,7 +287,7 @@ def test_slack_down_then_up_loses_nothing_and_keeps_order(rig: Rig, slack: Slack
     rig.drain(step=1)
     (top,) = slack.messages(CHANNEL)
     assert top.text == "card v2"
-    assert _texts(slack.thread(CHANNEL, top.ts)) == [f"phase {i}" for i in range(4)]
+    assert _lines(slack.thread(CHANNEL, top.ts)) == [f"phase {i}" for i in range(4)]
     assert rig.outbox.undelivered() == []
 
 

@@ -8,6 +8,7 @@ sends requests signed as Slack signs them.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -87,7 +88,21 @@ class BotHarness:
                 return
         raise TimeoutError("the worker still had work after the timeout")
 
+    def wait_for(self, predicate: Callable[[], object], timeout: float = 60,
+                 what: str = "condition") -> object:
+        """Poll ``predicate`` (waking the worker) until it is truthy."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.services.wake_worker()
+            value = predicate()
+            if value:
+                return value
+            time.sleep(0.05)
+        raise TimeoutError(f"timed out waiting for {what}")
+
     def close(self) -> None:
         self.http.close()
         self.server.stop()
         self.services.stop_worker()
+        self.services.platforms.shutdown_all()
+        self.services.platforms.close()

@@ -1,8 +1,9 @@
 """A Platform in memory: records every call and fails named operations on demand.
 
-``FakePlatform`` implements :class:`procedures.platforms.base.Platform` for tests of the
-engine and the playbooks. Each call is appended to ``calls`` (and, if given, to a shared
-``log`` list so a test can assert the order of platform calls and its own steps together).
+``FakePlatform`` implements :class:`procedures.platforms.base.Platform` and the optional
+:class:`procedures.platforms.base.SupportsMaintenance` for tests of the engine and the
+playbooks. Each call is appended to ``calls`` (and, if given, to a shared ``log`` list so a
+test can assert the order of platform calls and its own steps together).
 ``fail("switch", times=2, retryable=True)`` makes the next two ``switch`` calls raise.
 """
 
@@ -17,7 +18,8 @@ from procedures.errors import ExternalServiceError, StepFailure
 from procedures.model import Slot
 from procedures.platforms.base import SlotStatus, TrafficState
 
-OPERATIONS = frozenset({"traffic", "deploy", "wait_ready", "switch", "stop", "slot_url"})
+OPERATIONS = frozenset({"traffic", "deploy", "wait_ready", "switch", "stop", "slot_url",
+                        "set_maintenance", "maintenance"})
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,11 @@ class Call:
 
 
 class FakePlatform:
-    """Blue-green in memory, with call recording and fault injection (thread-safe)."""
+    """Blue-green in memory, with call recording and fault injection (thread-safe).
+
+    ``in_maintenance`` is the maintenance mode (``set_maintenance`` / ``maintenance``); it
+    changes nothing else here: a test's HTTP double decides what the public URL answers.
+    """
 
     def __init__(
         self,
@@ -72,6 +78,7 @@ class FakePlatform:
         if live is not None:
             self.slots[live] = SlotStatus(live, running=True, version=live_version,
                                           url=self.slot_url_of(live))
+        self.in_maintenance = False
         self._faults: dict[str, deque[Fault]] = {}
         self._lock = threading.Lock()
 
@@ -154,3 +161,15 @@ class FakePlatform:
     def slot_url(self, slot: Slot) -> str:
         self._enter("slot_url", slot)
         return self.slot_url_of(slot)
+
+    # -- SupportsMaintenance --------------------------------------------------------------------
+
+    def set_maintenance(self, on: bool) -> None:
+        self._enter("set_maintenance", bool(on))
+        with self._lock:
+            self.in_maintenance = bool(on)
+
+    def maintenance(self) -> bool:
+        self._enter("maintenance")
+        with self._lock:
+            return self.in_maintenance
