@@ -125,6 +125,16 @@ class Services:
         self.database.dispose()
 
 
+def _interruptible_sleep() -> Callable[[float], None]:
+    """A sleep on an Event nobody sets: like time.sleep, but not held up by signals."""
+    event = threading.Event()
+
+    def sleep(seconds: float) -> None:
+        event.wait(seconds)
+
+    return sleep
+
+
 def _worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
@@ -137,7 +147,8 @@ def build_services(settings: Settings, *, policy: Policy, clock: Clock | None = 
     from bot.app import make_web_client
 
     clock = clock or SystemClock()
-    sleep = sleep or threading.Event().wait
+    if sleep is None:
+        sleep = _interruptible_sleep()
     settings.qlp_home.mkdir(parents=True, exist_ok=True)
     database = database or Database(settings.database_url)
     if migrate:
