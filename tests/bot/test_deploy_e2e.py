@@ -125,6 +125,11 @@ def test_request_refusals_approval_run_and_automatic_rollback(live_bot: BotHarne
     assert bot.services.environments.get("production").lock_holder is None
     print(f"Web API calls for the first deployment: {len(calls_for_one)}")
     assert len(calls_for_one) <= 25
+    posts = [c.at for c in slack.calls("chat.postMessage")]
+    gaps = [later - earlier for earlier, later in zip(posts, posts[1:], strict=False)]
+    print(f"chat.postMessage calls to {CHANNEL}: {len(posts)}, smallest gap "
+          f"{min(gaps):.2f} s")
+    assert min(gaps) >= 0.9  # about one post a second per channel, never a burst
 
 
 def test_two_approvers_at_once_start_the_run_once(live_bot: BotHarness) -> None:
