@@ -68,9 +68,21 @@ def run_socket(settings: Settings) -> int:
     app = create_app(services, signing_secret=None, verify_requests=False)
     services.start_worker()
     handler = SocketModeHandler(app, app_token=settings.slack_app_token)
+    stop = threading.Event()
+
+    def shutdown(*_: object) -> None:
+        stop.set()
+
+    # Not handler.start(): it blocks forever and leaves SIGTERM at its default, which kills the
+    # process without closing the socket, the worker or the database.
+    signal.signal(signal.SIGTERM, shutdown)
+    signal.signal(signal.SIGINT, shutdown)
     try:
-        handler.start()
+        handler.connect()
+        print("qlp-bot connected in Socket Mode", file=sys.stderr, flush=True)
+        stop.wait()
     finally:
+        handler.close()
         services.close()
     return 0
 
