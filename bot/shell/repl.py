@@ -160,12 +160,17 @@ class LocalShell:
             self._press(button)
 
     def _await_button(self, name: str, timeout: float = 120) -> RenderedButton | None:
+        """Wait for the button while the bot still has work that may post it."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.services.wake_worker()
             button = self._find_button(name)
             if button is not None:
                 return button
+            worker = self.services.worker
+            if self.services.outbox.pending_count() == 0 and (
+                    worker is None or not worker.busy()):
+                return self._find_button(name)
             time.sleep(0.1)
         return None
 

@@ -37,7 +37,7 @@ def test_piped_shell_prints_the_grammar_and_a_window_verdict(tmp_path: Path) -> 
     assert "/qlp deploy <version> [to <env>]" in out
     assert "/qlp window [<env>]" in out
     assert ("The standard window is *open*" in out) or ("*not allowed now*" in out)
-    assert "Preferred windows: Tue, Wed 10:00-14:00 UTC" in out
+    assert "Preferred windows: " in out
     assert "Did you mean" in out
     assert "Traceback" not in out + result.stderr
 
