@@ -30,5 +30,8 @@ def format_duration(delta: timedelta) -> str:
     days, rest = divmod(seconds, 86400)
     hours, rest = divmod(rest, 3600)
     minutes, secs = divmod(rest, 60)
-    parts = [f"{v}{u}" for v, u in ((days, "d"), (hours, "h"), (minutes, "m"), (secs, "s")) if v]
-    return " ".join(parts[:2]) or "0s"
+    units = ((days, "d"), (hours, "h"), (minutes, "m"), (secs, "s"))
+    # The largest unit and the one right after it ("1h 5m"); never "9h 22s" for 9h 0m 22s.
+    first = next((i for i, (v, _) in enumerate(units) if v), len(units) - 1)
+    parts = [f"{v}{u}" for v, u in units[first:first + 2] if v] or ["0s"]
+    return " ".join(parts[:1] if len(parts) == 2 and not units[first + 1][0] else parts)

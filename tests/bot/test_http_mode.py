@@ -46,11 +46,12 @@ def test_unknown_commands_get_a_did_you_mean(bot: BotHarness) -> None:
 
 
 def test_commands_not_built_yet_say_so_and_change_nothing(bot: BotHarness) -> None:
-    response = bot.command("lock production --reason 'testing the lock'")
+    before = len(bot.services.audit.recent(1000))
+    response = bot.command("checklist 1")
     assert response.status_code == 200
     assert "not available in this version" in response.text
-    assert bot.services.environments.get("production") is None or \
-        bot.services.environments.get("production").lock_holder is None
+    assert bot.services.deployments.list_recent() == []
+    assert len(bot.services.audit.recent(1000)) == before + 1  # the command itself, audited
 
 
 def test_window_uses_the_injected_clock(bot: BotHarness, clock: FixedClock) -> None:
