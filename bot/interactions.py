@@ -11,8 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from bot import actions
+from bot import override as break_glass
 from bot.app import action_handler
+from bot.commands.cancel import cancel_deployment
 from bot.commands.deploy import evidence_for
+from bot.commands.rollback import rollback_from_card
 from bot.context import HandlerContext
 from bot.formatting import local_time
 from bot.membership import describe_rule
@@ -58,6 +61,9 @@ def approve(ctx: HandlerContext, action: dict[str, Any]) -> str | None:
     assert deployment.id is not None
     if deployment.state is not DeploymentState.PENDING_APPROVAL:
         return _not_pending(ctx, deployment)
+    if deployment.options.get(break_glass.OPTION):
+        # A break-glass request: the click grants the override or approves, by who clicks.
+        return break_glass.approve(ctx, deployment, _refresh_plan)
     rule = services.policy.approval_rule(deployment.kind)
     if user == deployment.requester:
         raise _refuse(ctx, deployment, "approval", f"You requested #{deployment.id}; someone "
@@ -142,7 +148,8 @@ def reject(ctx: HandlerContext, action: dict[str, Any]) -> str | None:
     deployment = _deployment(ctx, action)
     assert deployment.id is not None
     rule = services.policy.approval_rule(deployment.kind)
-    if user != deployment.requester and not services.groups.may_approve(user, rule):
+    if user != deployment.requester and not services.groups.may_approve(user, rule) \
+            and not break_glass.may_refuse(services, deployment, user):
         raise _refuse(ctx, deployment, "rejection", f"You may not reject #{deployment.id}.",
                       "approvers", f"Approvers: {describe_rule(rule)}, or the requester.")
     decision = services.decisions.reject(deployment.id, user)
@@ -157,34 +164,19 @@ def reject(ctx: HandlerContext, action: dict[str, Any]) -> str | None:
 
 @action_handler(actions.CANCEL)
 def cancel(ctx: HandlerContext, action: dict[str, Any]) -> str | None:
-    """Stop a run and undo what it did (the requester or an approver)."""
+    """Stop a run and undo what it did (the requester or an approver; ``/qlp cancel`` too)."""
     if not _first_time(ctx):
         return None
-    services = ctx.services
-    user = ctx.request.user_id
-    deployment = _deployment(ctx, action)
-    assert deployment.id is not None
-    rule = services.policy.approval_rule(deployment.kind)
-    if user != deployment.requester and not services.groups.may_approve(user, rule):
-        raise _refuse(ctx, deployment, "cancel", f"You may not cancel #{deployment.id}.",
-                      "approvers", f"The requester or {describe_rule(rule)} may.")
-    if not services.engine.request_cancel(deployment.id, user):
-        state = (services.deployments.get(deployment.id) or deployment).state
-        raise ConflictError(f"#{deployment.id} is {state.value.replace('_', ' ')}; "
-                            "there is nothing to cancel.")
-    run = services.views.snapshot(deployment.id)
-    services.reporter.run_changed(run)
-    services.reporter.event(run, f"Cancel requested by <@{user}>.", broadcast=True)
-    services.wake_worker()
-    return f"Cancelling #{deployment.id}; completed steps will be undone."
+    return cancel_deployment(ctx, _deployment(ctx, action))
 
 
 @action_handler(actions.ROLLBACK)
 def rollback(ctx: HandlerContext, action: dict[str, Any]) -> str | None:
-    """Manual rollback belongs to ``/qlp rollback`` (a later version): say so plainly."""
-    raise PolicyRefusal(
-        "Manual rollback is not available in this version of the bot yet; nothing was done. "
-        "Automatic rollback during monitoring works.", rule="not-implemented")
+    """Request a manual rollback of the card's environment to the version before this one
+    (confirmed in Slack's dialog first; approved by ``approvals.rollback``, not the presser)."""
+    if not _first_time(ctx):
+        return None
+    return rollback_from_card(ctx, _deployment(ctx, action))
 
 
 @action_handler(actions.CHECKLIST_TICK)

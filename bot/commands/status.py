@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bot.context import HandlerContext
-from bot.formatting import local_time, relative
+from bot.formatting import escape, local_time, relative
 from bot.grammar import Command
 from bot.lookup import environment_of
 from procedures.model import DeploymentState
@@ -43,7 +43,7 @@ def _one(ctx: HandlerContext, env: str, state: EnvironmentRecord | None,
         since = (f" since {local_time(state.locked_since, zone)} "
                  f"({relative(state.locked_since, now)})" if state.locked_since else "")
         lines.append(f":lock: Locked by <@{state.lock_holder}>{since}: "
-                     f"{state.lock_reason or 'no reason given'}")
+                     f"{escape(state.lock_reason or 'no reason given')}")
     else:
         lines.append("Not locked.")
     if not running:

@@ -4,7 +4,7 @@ the next preferred slot opens, in the policy's time zone."""
 from __future__ import annotations
 
 from bot.context import HandlerContext
-from bot.formatting import local_time, relative
+from bot.formatting import escape, local_time, relative
 from bot.grammar import Command
 from bot.lookup import environment_of
 
@@ -35,6 +35,6 @@ def window_text(ctx: HandlerContext, command: Command) -> str:
     if state is not None and state.lock_holder:
         since = f" since {local_time(state.locked_since, zone)}" if state.locked_since else ""
         lines.append(f":lock: {env} is locked by <@{state.lock_holder}>{since}: "
-                     f"{state.lock_reason or 'no reason given'}.")
+                     f"{escape(state.lock_reason or 'no reason given')}.")
     lines.append(f"_Now: {local_time(now, zone)}._")
     return "\n".join(lines)

@@ -1,0 +1,202 @@
+"""Deployment figures for ``/qlp stats``: the seed's dashboard and the four DORA keys.
+
+Pure computation over plain records (:class:`DeploymentFacts`); the bot builds them from the
+deployment rows. Nothing here reads a clock or a database: ``now`` is passed in.
+
+Definitions (each figure is ``None`` when there is nothing to compute it over):
+
+* The period is ``[now - days, now]``; a deployment belongs to it when it was *requested* in it.
+  ``deployments`` counts every kind; ``requests`` only changes.
+* A *change* is any deployment that is not a rollback procedure; rollbacks restore, they do not
+  change. All figures but the rollback count are about changes.
+* A change is *completed* when it ran to an outcome: SUCCEEDED, or a *failure* (FAILED,
+  ROLLED_BACK, NEEDS_ATTENTION) that was not a person's cancel (NEEDS_ATTENTION always is: an
+  undo failed). Cancelled runs (CANCELLED, or undone because someone cancelled them) are
+  counted apart, as are REJECTED and EXPIRED
+  requests and those still in progress.
+* Success rate = succeeded / completed; change failure rate = failures / completed.
+* Mean duration: start to finish, over completed changes that started.
+* Rollbacks: automatic (a change ROLLED_BACK, not by a cancel) plus manual (a rollback
+  procedure that SUCCEEDED); also given per week.
+* Deployment frequency: changes that SUCCEEDED in the frequency environment (production
+  unless one is asked for), per day and per week of the period.
+* Lead time: request to success, median over succeeded changes (the bot does not see commits).
+* Time to restore: per environment, in order of finishing, an *incident* opens at the first
+  failure of a change after a success and closes at the next success of anything (a rollback
+  procedure restores too); its length is closing success's finish minus opening failure's
+  finish. The median over closed incidents; open ones are counted apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from procedures.model import DeploymentState, ProcedureKind
+
+FAILURE_STATES = frozenset({DeploymentState.FAILED, DeploymentState.ROLLED_BACK,
+                            DeploymentState.NEEDS_ATTENTION})
+NOT_RUN_STATES = frozenset({DeploymentState.REJECTED, DeploymentState.EXPIRED})
+
+
+@dataclass(frozen=True)
+class DeploymentFacts:
+    """What the figures need to know about one deployment.
+
+    ``cancelled`` is True when a person cancelled it (its error says so), whatever state the
+    cancel left it in.
+    """
+
+    id: int
+    kind: ProcedureKind
+    environment: str
+    state: DeploymentState
+    requested_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    cancelled: bool = False
+
+    @property
+    def is_change(self) -> bool:
+        return self.kind is not ProcedureKind.ROLLBACK
+
+    @property
+    def succeeded(self) -> bool:
+        return self.state is DeploymentState.SUCCEEDED
+
+    @property
+    def failed(self) -> bool:
+        if self.state is DeploymentState.NEEDS_ATTENTION:
+            return True  # an undo failed: a failure whoever started the undo
+        return self.state in FAILURE_STATES and not self.cancelled
+
+    @property
+    def was_cancelled(self) -> bool:
+        return self.state is DeploymentState.CANCELLED or (
+            self.cancelled and self.state in (DeploymentState.ROLLED_BACK,
+                                              DeploymentState.FAILED))
+
+
+@dataclass(frozen=True)
+class DeploymentStats:
+    """The figures for one period (see the module docstring for the definitions)."""
+
+    since: datetime
+    until: datetime
+    days: int
+    frequency_environment: str
+    deployments: int
+    requests: int
+    completed: int
+    succeeded: int
+    failed: int
+    cancelled: int
+    not_run: int
+    in_progress: int
+    success_rate: float | None
+    mean_duration: timedelta | None
+    automatic_rollbacks: int
+    manual_rollbacks: int
+    rollbacks_per_week: float
+    production_successes: int
+    deployments_per_day: float
+    deployments_per_week: float
+    lead_time_median: timedelta | None
+    change_failure_rate: float | None
+    restore_median: timedelta | None
+    restored_incidents: int
+    open_incidents: int
+
+    @property
+    def empty(self) -> bool:
+        return self.deployments == 0
+
+    @property
+    def rollbacks(self) -> int:
+        return self.automatic_rollbacks + self.manual_rollbacks
+
+
+def compute_stats(records: Iterable[DeploymentFacts], *, now: datetime, days: int,
+                  frequency_environment: str) -> DeploymentStats:
+    """The figures over the deployments requested in the ``days`` before ``now``."""
+    if days < 1:
+        raise ValueError("days must be at least 1")
+    since = now - timedelta(days=days)
+    period = [r for r in records if since <= r.requested_at <= now]
+    changes = [r for r in period if r.is_change]
+    succeeded = [r for r in changes if r.succeeded]
+    failed = [r for r in changes if r.failed]
+    completed = succeeded + failed
+    durations = [r.finished_at - r.started_at for r in completed
+                 if r.started_at is not None and r.finished_at is not None]
+    automatic = sum(1 for r in changes if r.state is DeploymentState.ROLLED_BACK
+                    and not r.cancelled)
+    manual = sum(1 for r in period if r.kind is ProcedureKind.ROLLBACK and r.succeeded)
+    weeks = days / 7
+    production = [r for r in succeeded if r.environment == frequency_environment]
+    lead_times = [r.finished_at - r.requested_at for r in succeeded if r.finished_at is not None]
+    restores, still_open = _restore_times(period)
+    return DeploymentStats(
+        since=since, until=now, days=days, frequency_environment=frequency_environment,
+        deployments=len(period), requests=len(changes),
+        completed=len(completed), succeeded=len(succeeded), failed=len(failed),
+        cancelled=sum(1 for r in changes if r.was_cancelled),
+        not_run=sum(1 for r in changes if r.state in NOT_RUN_STATES),
+        in_progress=sum(1 for r in changes if not r.state.terminal),
+        success_rate=_ratio(len(succeeded), len(completed)),
+        mean_duration=_mean(durations),
+        automatic_rollbacks=automatic, manual_rollbacks=manual,
+        rollbacks_per_week=(automatic + manual) / weeks,
+        production_successes=len(production),
+        deployments_per_day=len(production) / days,
+        deployments_per_week=len(production) / weeks,
+        lead_time_median=_median(lead_times),
+        change_failure_rate=_ratio(len(failed), len(completed)),
+        restore_median=_median(restores), restored_incidents=len(restores),
+        open_incidents=still_open,
+    )
+
+
+def _restore_times(period: Sequence[DeploymentFacts]) -> tuple[list[timedelta], int]:
+    """Lengths of closed incidents, and how many are still open, over every environment."""
+    restores: list[timedelta] = []
+    still_open = 0
+    environments = sorted({r.environment for r in period})
+    for environment in environments:
+        outcomes = sorted(
+            (r for r in period if r.environment == environment and r.finished_at is not None
+             and (r.succeeded or (r.is_change and r.failed))),
+            key=lambda r: (r.finished_at, r.id))
+        opened: datetime | None = None
+        for record in outcomes:
+            assert record.finished_at is not None
+            if record.succeeded:
+                if opened is not None:
+                    restores.append(record.finished_at - opened)
+                    opened = None
+            elif opened is None:
+                opened = record.finished_at
+        if opened is not None:
+            still_open += 1
+    return restores, still_open
+
+
+def _ratio(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+def _mean(values: Sequence[timedelta]) -> timedelta | None:
+    if not values:
+        return None
+    return sum(values, timedelta()) / len(values)
+
+
+def _median(values: Sequence[timedelta]) -> timedelta | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[middle]
+    return (ordered[middle - 1] + ordered[middle]) / 2
