@@ -1,0 +1,307 @@
+"""Azure Container Instances: one container group per colour (``<prefix>-blue|green``).
+
+:func:`build_group` turns the settings, a colour, a version and the resolved secrets into the
+``ContainerGroup`` to PUT: the image from the registry pulled with the user-assigned identity
+(the same identity in ``identity`` and ``imageRegistryCredentials``), CPU, memory, ports, a
+public IP with a DNS label whose scope is ``TenantReuse`` (never the SDK's default ``Unsecure``,
+which lets a released name be taken over) or a private IP in a subnet, the restart policy,
+plain and secure environment variables, and tags that record the colour and the version.
+
+:class:`ContainerGroups` creates (``begin_create_or_update``, a long-running operation polled
+to its end), reads (:class:`GroupState`, with ``None`` where Azure has not filled a field in
+yet) and deletes groups. Secure values are sent once, in the PUT body; Azure never returns
+them and nothing here logs or repeats them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from azure.core.exceptions import ResourceNotFoundError
+from azure.mgmt.containerinstance.models import (
+    Container,
+    ContainerGroup,
+    ContainerGroupIdentity,
+    ContainerGroupSubnetId,
+    ContainerPort,
+    EnvironmentVariable,
+    ImageRegistryCredential,
+    IpAddress,
+    Port,
+    ResourceRequests,
+    ResourceRequirements,
+    UserAssignedIdentities,
+)
+
+from procedures.errors import ExternalServiceError, StepFailure
+from procedures.platforms.azure.clients import AzureClients
+from procedures.platforms.azure.errors import AzureCalls
+from procedures.platforms.azure.settings import AzureSettings
+
+__all__ = ["ContainerGroups", "ContainerView", "GroupState", "build_group"]
+
+log = logging.getLogger(__name__)
+
+SERVICE = "Azure Container Instances"
+TAG_COLOUR = "qlp-colour"
+TAG_VERSION = "qlp-version"
+TAG_ENVIRONMENT = "qlp-environment"
+
+
+@dataclass(frozen=True)
+class ContainerView:
+    """One container of a group as Azure reports it (``None``: not reported yet)."""
+
+    name: str
+    image: str | None
+    state: str | None  # Running, Waiting (starting or crash-loop back-off), Terminated
+    restart_count: int
+    detail: str | None = None
+    exit_code: int | None = None
+    last_event: str | None = None
+
+
+@dataclass(frozen=True)
+class GroupState:
+    """A container group read back from Azure."""
+
+    name: str
+    provisioning_state: str | None  # Pending, Creating, Succeeded, Failed, ...
+    state: str | None  # the instance view's state: Running, Stopped, Pending, ...
+    containers: tuple[ContainerView, ...] = ()
+    fqdn: str | None = None
+    ip: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+    events: tuple[str, ...] = ()
+
+    @property
+    def version(self) -> str | None:
+        """The version the bot deployed (its tag), else the tag of the first image."""
+        tagged = self.tags.get(TAG_VERSION)
+        if tagged:
+            return tagged
+        for container in self.containers:
+            if container.image and ":" in container.image.rsplit("/", 1)[-1]:
+                return container.image.rsplit(":", 1)[-1]
+        return None
+
+    @property
+    def host(self) -> str | None:
+        """Where the group answers: its FQDN (public) or its IP (private)."""
+        return self.fqdn or self.ip
+
+    @property
+    def succeeded(self) -> bool:
+        return (self.provisioning_state or "").lower() == "succeeded"
+
+    @property
+    def failed(self) -> bool:
+        return (self.provisioning_state or "").lower() == "failed"
+
+    @property
+    def running(self) -> bool:
+        """Provisioned, the group Running and every container Running."""
+        return (self.succeeded and (self.state or "").lower() == "running"
+                and bool(self.containers)
+                and all((c.state or "").lower() == "running" for c in self.containers))
+
+    @property
+    def restarts(self) -> int:
+        return max((c.restart_count for c in self.containers), default=0)
+
+    def describe(self) -> str:
+        """One line: provisioning, state, each container's state and restarts."""
+        parts = [f"provisioning {self.provisioning_state or 'unknown'}",
+                 f"group {self.state or 'not started'}"]
+        for container in self.containers:
+            text = f"{container.name} {container.state or 'not started'}"
+            if container.detail:
+                text += f" ({container.detail})"
+            if container.restart_count:
+                text += f", {container.restart_count} restarts"
+            parts.append(text)
+        return ", ".join(parts)
+
+    def last_events(self, count: int = 3) -> list[str]:
+        """The last events of the group and its containers, newest last."""
+        events = list(self.events)
+        events.extend(c.last_event for c in self.containers if c.last_event)
+        return events[-count:]
+
+
+def build_group(settings: AzureSettings, colour: str, version: str,
+                secrets: Mapping[str, str], *, environment_name: str) -> ContainerGroup:
+    """The container group to PUT for ``colour`` running ``version``."""
+    identity_id = settings.identity_id
+    variables = [EnvironmentVariable(name=name, value=value)
+                 for name, value in settings.environment.items()]
+    variables += [
+        EnvironmentVariable(name="QLP_SLOT", value=colour),
+        EnvironmentVariable(name="SLOT_NAME", value=colour),
+        EnvironmentVariable(name="QLP_VERSION", value=version),
+    ]
+    variables += [EnvironmentVariable(name=name, secure_value=value)
+                  for name, value in secrets.items()]
+    container = Container(
+        name=settings.container,
+        image=settings.image_for(version),
+        command=list(settings.command) if settings.command else None,
+        resources=ResourceRequirements(requests=ResourceRequests(
+            cpu=settings.cpu, memory_in_gb=settings.memory_gb)),
+        ports=[ContainerPort(port=port, protocol="TCP") for port in settings.ports],
+        environment_variables=variables,
+    )
+    ports = [Port(port=port, protocol="TCP") for port in settings.ports]
+    subnet_ids = None
+    if settings.subnet_id:
+        ip_address = IpAddress(type="Private", ports=ports,
+                               auto_generated_domain_name_label_scope=settings.dns_label_scope)
+        subnet_ids = [ContainerGroupSubnetId(id=settings.subnet_id)]
+    else:
+        ip_address = IpAddress(type="Public", ports=ports,
+                               dns_name_label=settings.dns_label(colour),
+                               auto_generated_domain_name_label_scope=settings.dns_label_scope)
+    tags = {**settings.tags, TAG_COLOUR: colour, TAG_VERSION: version,
+            TAG_ENVIRONMENT: environment_name}
+    return ContainerGroup(
+        location=settings.location,
+        os_type=settings.os_type,
+        restart_policy=settings.restart_policy,
+        tags=tags,
+        identity=ContainerGroupIdentity(
+            type="UserAssigned", user_assigned_identities={identity_id: UserAssignedIdentities()}),
+        image_registry_credentials=[ImageRegistryCredential(server=settings.registry,
+                                                            identity=identity_id)],
+        containers=[container],
+        ip_address=ip_address,
+        subnet_ids=subnet_ids,
+    )
+
+
+class ContainerGroups:
+    """Create, read and delete the container groups of one environment."""
+
+    def __init__(self, clients: AzureClients, settings: AzureSettings, calls: AzureCalls) -> None:
+        self._clients = clients
+        self._settings = settings
+        self._calls = calls
+
+    @property
+    def _rg(self) -> str:
+        return self._settings.resource_group
+
+    def get(self, name: str) -> GroupState | None:
+        """The group, or None if it does not exist."""
+        operations = self._clients.container_instances.container_groups
+
+        def read() -> GroupState | None:
+            try:
+                return _state(operations.get(self._rg, name))
+            except ResourceNotFoundError:
+                return None
+
+        return self._calls.call(f"read container group {name}", read)
+
+    def create(self, name: str, group: ContainerGroup, *, timeout: timedelta) -> GroupState:
+        """PUT the group and poll the long-running operation to its end.
+
+        A failed provisioning (``InaccessibleImage``, quota...) raises ExternalServiceError with
+        Azure's code and message; still provisioning after ``timeout`` raises a retryable
+        StepFailure (the operation goes on in Azure).
+        """
+        operations = self._clients.container_instances.container_groups
+        what = f"create container group {name}"
+
+        def put_and_poll() -> ContainerGroup | None:
+            poller = operations.begin_create_or_update(self._rg, name, group)
+            result = poller.result(timeout=timeout.total_seconds())
+            if not poller.done():
+                raise _StillRunning(poller.status())
+            return result
+
+        try:
+            result = self._calls.call(what, put_and_poll)
+        except _StillRunning as running:
+            raise StepFailure(
+                f"container group {name} is still provisioning ({running.status}) after "
+                f"{timeout.total_seconds():g} s", retryable=True,
+                hint="Azure goes on provisioning it; the next attempt reads its state") from None
+        except ExternalServiceError as error:
+            if error.code and not error.retryable:
+                error.hint = self._failure_hint(name)
+            raise
+        state = _state(result) if result is not None else self.get(name)
+        if state is None:
+            raise ExternalServiceError(SERVICE, f"{what}: the group is gone after its creation",
+                                       code="ResourceNotFound")
+        log.info("container group %s provisioned: %s", name, state.describe())
+        return state
+
+    def delete(self, name: str) -> None:
+        """Delete the group and wait until it is gone; a group that is not there is fine."""
+        operations = self._clients.container_instances.container_groups
+
+        def delete_and_poll() -> None:
+            # ARM answers 204 for a group that is not there; a 404 means the same.
+            with contextlib.suppress(ResourceNotFoundError):
+                operations.begin_delete(self._rg, name).result()
+
+        self._calls.call(f"delete container group {name}", delete_and_poll)
+        log.info("container group %s deleted", name)
+
+    def _failure_hint(self, name: str) -> str | None:
+        """What the failed group's events say (pull errors name the image), best effort."""
+        try:
+            state = self.get(name)
+        except ExternalServiceError:
+            return None
+        if state is None:
+            return None
+        events = state.last_events()
+        return ("Azure's last events: " + " | ".join(events)) if events else None
+
+
+class _StillRunning(Exception):
+    def __init__(self, status: str) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+def _state(group: ContainerGroup) -> GroupState:
+    containers = []
+    for container in group.containers or []:
+        view = container.instance_view
+        current = view.current_state if view is not None else None
+        containers.append(ContainerView(
+            name=container.name,
+            image=container.image,
+            state=current.state if current is not None else None,
+            restart_count=int(view.restart_count or 0) if view is not None else 0,
+            detail=(current.detail_status or None) if current is not None else None,
+            exit_code=current.exit_code if current is not None else None,
+            last_event=_event_text(view.events[-1]) if view is not None and view.events else None,
+        ))
+    instance = group.instance_view
+    address = group.ip_address
+    return GroupState(
+        name=str(group.name),
+        provisioning_state=group.provisioning_state,
+        state=instance.state if instance is not None else None,
+        containers=tuple(containers),
+        fqdn=address.fqdn if address is not None else None,
+        ip=address.ip if address is not None else None,
+        tags=dict(group.tags or {}),
+        events=tuple(_event_text(e) for e in (instance.events or [])) if instance else (),
+    )
+
+
+def _event_text(event: Any) -> str:
+    name = getattr(event, "name", None) or getattr(event, "type", None) or "event"
+    message = " ".join(str(getattr(event, "message", "") or "").split())
+    return f"{name}: {message}"[:300] if message else str(name)
+
