@@ -40,8 +40,11 @@ Decisions worth knowing:
 * **Cancel** of a RUNNING run only moves it to ROLLING_BACK (one conditional update: exactly
   one of concurrent callers wins); the running engine notices between steps and in
   ``ctx.sleep``, interrupts the step (recorded FAILED, "interrupted: cancelled by ...") and
-  compensates. A queued run that already did something (requeued after a crash) is cancelled
-  the same way; :meth:`Engine.recover` hands it to a worker.
+  compensates. Between steps no read is needed: a step's start (its RUNNING row,
+  ``current_step`` and "step.started", one transaction) is written only while the run is
+  RUNNING and ours, so a cancel or take-over stops the next step before it acts. A queued
+  run that already did something (requeued after a crash) is cancelled the same way;
+  :meth:`Engine.recover` hands it to a worker.
 * **Take-over.** ``recover`` moves stale RUNNING runs back to QUEUED (worker cleared) and
   claims stale ROLLING_BACK ones for this worker; the takeover is noticed by the old worker at
   its next heartbeat or check (worker id no longer ours), which then stops without touching
@@ -73,12 +76,16 @@ from procedures.playbook import MetricsSource, Playbook, Step
 from procedures.policy import Policy
 from procedures.reporting import Reporter, RunSnapshot, StepSnapshot
 from procedures.store import (
+    UNCHANGED,
+    AuditEntry,
     AuditSink,
     BaselineStore,
     DeploymentRecord,
     DeploymentStore,
     EnvironmentStore,
+    NotRunning,
     StepRecord,
+    Unchanged,
 )
 
 __all__ = ["CANCELLED_BY", "Engine", "EngineContext", "RunCancelled", "RunTakenOver"]
@@ -165,21 +172,35 @@ class _View:
         )
 
 
+def _step_snapshot(step: Step, record: StepRecord | None) -> StepSnapshot:
+    if record is None:
+        return StepSnapshot(step.name, step.title, StepState.PENDING)
+    return StepSnapshot(
+        step.name, step.title, record.state, record.attempts, record.started_at,
+        record.finished_at, record.error,
+    )
+
+
+_Seen = dict[str, tuple[StepRecord | None, StepSnapshot]]
+
+
 def _snapshot(
-    view: _View, records: Mapping[str, StepRecord], playbook: Playbook | None
+    view: _View, records: Mapping[str, StepRecord], playbook: Playbook | None,
+    seen: _Seen | None = None,
 ) -> RunSnapshot:
+    """``seen`` (a run's own cache) reuses a step's snapshot while its record is the same."""
     steps: list[StepSnapshot] = []
     known: set[str] = set()
     for step in playbook.steps if playbook else ():
         known.add(step.name)
         record = records.get(step.name)
-        if record is None:
-            steps.append(StepSnapshot(step.name, step.title, StepState.PENDING))
-        else:
-            steps.append(StepSnapshot(
-                step.name, step.title, record.state, record.attempts, record.started_at,
-                record.finished_at, record.error,
-            ))
+        if seen is None:
+            steps.append(_step_snapshot(step, record))
+            continue
+        cached = seen.get(step.name)
+        if cached is None or cached[0] is not record:
+            cached = seen[step.name] = (record, _step_snapshot(step, record))
+        steps.append(cached[1])
     extra = sorted((r for name, r in records.items() if name not in known),
                    key=lambda r: r.position)
     for record in extra:  # recorded by an older playbook
@@ -401,6 +422,10 @@ class _Failure:
     error: str
 
 
+class _CancelledBeforeStart(RunCancelled):
+    """The cancel was noticed as the step was about to start: it did nothing."""
+
+
 class _Run:
     """The state of one ``Engine.run`` call; implements ``RunServices`` for the contexts."""
 
@@ -409,6 +434,7 @@ class _Run:
         self.view = view
         self.playbook: Playbook | None = engine.playbooks.get(view.kind)
         self.records: dict[str, StepRecord] = {}
+        self._seen: _Seen = {}  # step snapshots by the record they were made from
         self.last_beat = engine.clock.now()
         self.holds_lock = False
         self.cancel_noticed = False
@@ -589,8 +615,12 @@ class _Run:
             raise RunTakenOver(f"#{self.view.id} is no longer ours")
         self.last_beat = now
 
-    def checkpoint(self, *, forward: bool) -> None:
-        """Heartbeat when due; while running forward also notice cancel and take-over."""
+    def checkpoint(self, *, forward: bool, look: bool = True) -> None:
+        """Heartbeat when due; while running forward also notice cancel and take-over.
+
+        ``look=False`` skips reading the deployment: for the check before a step whose start
+        is recorded with ``running_for`` (the write itself checks, atomically).
+        """
         now = self.now()
         if now - self.last_beat >= self.e.heartbeat_every:
             self._heartbeat(now)
@@ -598,8 +628,11 @@ class _Run:
                 self.view.environment, self.e.worker_id, now
             ):
                 self._lock_lost()
-        if not forward:
-            return
+        if forward and look:
+            self._check_running()
+
+    def _check_running(self) -> None:
+        """Read the deployment: RunCancelled / RunTakenOver unless still RUNNING and ours."""
         record = self.e.deployments.get(self.view.id)
         if record is None or record.worker_id != self.e.worker_id:
             raise RunTakenOver(f"#{self.view.id} is no longer ours")
@@ -625,21 +658,27 @@ class _Run:
         """Run the steps in order; None when all are done, else why it stopped."""
         assert self.playbook is not None
         for position, step in enumerate(self.playbook.steps):
+            record = self.records.get(step.name)
+            state = record.state if record is not None else StepState.PENDING
+            # A step that starts at once (no ``when`` to ask first) is recorded RUNNING by a
+            # write that itself checks the run is still RUNNING and ours, so no read is needed
+            # here; nor for a step already done (skipped without a write: the next start or
+            # the conditional RUNNING -> SUCCEEDED notices a cancel).
+            starts_at_once = step.when is None if state is StepState.PENDING else (
+                state is StepState.RUNNING and step.rerun_on_resume)
             try:
-                self.checkpoint(forward=True)
+                self.checkpoint(forward=True, look=not (starts_at_once or state in _DONE))
             except RunCancelled as cancel:
                 return self._cancelled(step, cancel, interrupted=False)
             except StepFailure as exc:  # the lock was lost between steps
                 return self._begin_rollback(_Failure(step, describe_error(exc)))
-            record = self.records.get(step.name)
-            state = record.state if record is not None else StepState.PENDING
             if state in _DONE:
                 continue
             if state is StepState.RUNNING and not step.rerun_on_resume:
                 error = "interrupted (the worker stopped during this step; not safe to re-run)"
-                self._save(step, position, StepState.FAILED, error=error,
-                           finished_at=self.now())
-                self._audit("step.failed", {"step": step.name, "error": error})
+                self._record(step, position, StepState.FAILED, "step.failed",
+                             {"step": step.name, "error": error}, error=error,
+                             finished_at=self.now())
                 return self._begin_rollback(_Failure(step, error))
             if state not in (StepState.PENDING, StepState.RUNNING):
                 # Left FAILED (or later) by a crash before the run moved to ROLLING_BACK.
@@ -647,6 +686,8 @@ class _Run:
                                                      record.error else state.value))
             try:
                 failure = self._run_step(step, position, fresh=state is StepState.PENDING)
+            except _CancelledBeforeStart as cancel:
+                return self._cancelled(step, cancel, interrupted=False)
             except RunCancelled as cancel:
                 return self._cancelled(step, cancel, interrupted=True)
             if failure is not None:
@@ -663,12 +704,13 @@ class _Run:
             except Exception as exc:
                 return self._step_failed(step, position, attempts, self.now(), exc)
             if not applies:
-                self._save(step, position, StepState.SKIPPED, finished_at=self.now())
-                self._audit("step.skipped", {"step": step.name})
+                try:
+                    self._record(step, position, StepState.SKIPPED, "step.skipped",
+                                 {"step": step.name}, guarded=True, finished_at=self.now())
+                except RunCancelled as cancel:
+                    raise _CancelledBeforeStart(cancel.reason) from None
                 self._report_changed()
                 return None
-        self.e.deployments.update_fields(self.view.id, current_step=step.name)
-        self.view.current_step = step.name
         first_started = self.now()
         tries = 0
         while True:
@@ -677,10 +719,18 @@ class _Run:
             started = self.now()
             fields: dict[str, Any] = {"attempts": attempts, "finished_at": None}
             if tries == 1:
+                # Persisted RUNNING (with current_step and its audit row, in one transaction
+                # that checks the run is still ours and not cancelled) before the step acts.
                 fields.update(started_at=started, error=None, result=None)
-            self._save(step, position, StepState.RUNNING, **fields)
-            if tries == 1:
-                self._audit("step.started", {"step": step.name, "attempt": attempts})
+                try:
+                    self._record(step, position, StepState.RUNNING, "step.started",
+                                 {"step": step.name, "attempt": attempts}, guarded=True,
+                                 current_step=step.name, **fields)
+                except RunCancelled as cancel:
+                    raise _CancelledBeforeStart(cancel.reason) from None
+            else:
+                self._record(step, position, StepState.RUNNING, None, None, guarded=True,
+                             **fields)
             self._report_changed()
             ctx = EngineContext(self, step, started + step.timeout, undoing=False)
             try:
@@ -693,11 +743,11 @@ class _Run:
                     continue
                 return self._step_failed(step, position, attempts, first_started, exc)
             finished = self.now()
-            self._save(step, position, StepState.SUCCEEDED, result=_json_result(result),
-                       finished_at=finished, error=None)
             took = finished - first_started
-            self._audit("step.succeeded", {"step": step.name, "attempts": attempts,
-                                           "duration_s": took.total_seconds()})
+            self._record(step, position, StepState.SUCCEEDED, "step.succeeded",
+                         {"step": step.name, "attempts": attempts,
+                          "duration_s": took.total_seconds()},
+                         result=_json_result(result), finished_at=finished, error=None)
             self._report_changed()
             self.report(self.with_held(f"✓ {step.title} ({format_duration(took)})"))
             return None
@@ -708,10 +758,10 @@ class _Run:
     ) -> None:
         delay = max(step.retry.delay(tries), _retry_after(exc))
         error = describe_error(exc)
-        self._save(step, position, self.records[step.name].state,
-                   error=f"attempt {attempts} failed: {error}")
-        self._audit("step.retrying", {"step": step.name, "attempt": attempts, "error": error,
-                                      "delay_s": delay.total_seconds(), "undo": not forward})
+        self._record(step, position, self.records[step.name].state, "step.retrying",
+                     {"step": step.name, "attempt": attempts, "error": error,
+                      "delay_s": delay.total_seconds(), "undo": not forward},
+                     error=f"attempt {attempts} failed: {error}")
         what = "undo of " + step.title if not forward else step.title
         self.report(f"↻ {what}: {error}; trying again in {format_duration(delay)} "
                     f"(attempt {tries + 1} of {step.retry.attempts})")
@@ -722,19 +772,19 @@ class _Run:
     ) -> _Failure:
         error = describe_error(exc)
         finished = self.now()
-        self._save(step, position, StepState.FAILED, error=error, finished_at=finished,
-                   attempts=attempts)
-        self._audit("step.failed", {"step": step.name, "attempts": attempts, "error": error,
-                                    "duration_s": (finished - started).total_seconds()})
+        self._record(step, position, StepState.FAILED, "step.failed",
+                     {"step": step.name, "attempts": attempts, "error": error,
+                      "duration_s": (finished - started).total_seconds()},
+                     error=error, finished_at=finished, attempts=attempts)
         return _Failure(step, error)
 
     def _cancelled(self, step: Step, cancel: RunCancelled, *, interrupted: bool) -> _Failure:
         self.cancel_noticed = True
         if interrupted:
             position = self.playbook.steps.index(step) if self.playbook else 0
-            self._save(step, position, StepState.FAILED, error=f"interrupted: {cancel.reason}",
-                       finished_at=self.now())
-            self._audit("step.interrupted", {"step": step.name, "reason": cancel.reason})
+            self._record(step, position, StepState.FAILED, "step.interrupted",
+                         {"step": step.name, "reason": cancel.reason},
+                         error=f"interrupted: {cancel.reason}", finished_at=self.now())
         return _Failure(step, cancel.reason)
 
     def _begin_rollback(self, failure: _Failure) -> _Failure:
@@ -828,10 +878,8 @@ class _Run:
     def _undo_step(self, step: Step, position: int) -> str | None:
         assert step.undo is not None
         started = self.now()
-        self._save(step, position, StepState.UNDOING)
-        self._audit("step.undoing", {"step": step.name})
-        self.e.deployments.update_fields(self.view.id, current_step=step.name)
-        self.view.current_step = step.name
+        self._record(step, position, StepState.UNDOING, "step.undoing", {"step": step.name},
+                     current_step=step.name)
         self._report_changed()
         tries = 0
         while True:
@@ -844,12 +892,12 @@ class _Run:
                     self._retry_wait(step, position, tries, tries, exc, forward=False)
                     continue
                 error = describe_error(exc)
-                self._save(step, position, StepState.UNDO_FAILED, error=f"undo: {error}")
-                self._audit("step.undo_failed", {"step": step.name, "error": error})
+                self._record(step, position, StepState.UNDO_FAILED, "step.undo_failed",
+                             {"step": step.name, "error": error}, error=f"undo: {error}")
                 return error
             took = self.now() - started
-            self._save(step, position, StepState.UNDONE)
-            self._audit("step.undone", {"step": step.name, "duration_s": took.total_seconds()})
+            self._record(step, position, StepState.UNDONE, "step.undone",
+                         {"step": step.name, "duration_s": took.total_seconds()})
             self._report_changed()
             self.report(f"↩ Undid {step.title} ({format_duration(took)})")
             return None
@@ -935,6 +983,28 @@ class _Run:
             self.view.id, step.name, position, state, **fields
         )
 
+    def _record(
+        self, step: Step, position: int, state: StepState, action: str | None,
+        detail: Mapping[str, Any] | None, *, guarded: bool = False,
+        current_step: str | Unchanged | None = UNCHANGED, **fields: Any,
+    ) -> None:
+        """Save the step's row with its audit event (``action``), and ``current_step`` if
+        given, in one transaction. ``guarded``: only while the run is RUNNING and ours, else
+        nothing is written and RunCancelled / RunTakenOver is raised."""
+        entry = None if action is None else AuditEntry(
+            self.e.worker_id or "engine", action, self.view.environment, dict(detail or {}))
+        try:
+            self.records[step.name] = self.e.deployments.record_step(
+                self.view.id, step.name, position, state, audit=entry,
+                current_step=current_step,
+                running_for=self.e.worker_id if guarded else None, **fields,
+            )
+        except NotRunning:
+            self._check_running()  # raises: cancelled, or no longer ours
+            raise RunTakenOver(f"#{self.view.id} changed under the run") from None
+        if current_step is not UNCHANGED:
+            self.view.current_step = current_step
+
     def _audit(self, action: str, detail: Mapping[str, Any]) -> None:
         self.e.audit.append(
             self.e.worker_id or "engine", action, deployment_id=self.view.id,
@@ -942,7 +1012,7 @@ class _Run:
         )
 
     def snapshot(self) -> RunSnapshot:
-        return _snapshot(self.view, self.records, self.playbook)
+        return _snapshot(self.view, self.records, self.playbook, self._seen)
 
     def _report_changed(self) -> None:
         snapshot = self.snapshot()

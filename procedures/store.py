@@ -9,10 +9,13 @@ No database library is imported here (import-linter enforces it).
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
+from procedures.errors import ConflictError
 from procedures.model import DeploymentState, ProcedureKind, Slot, StepState
 
 # -- records ------------------------------------------------------------------------------------
@@ -160,6 +163,38 @@ class ApprovalRecord(Protocol):
     def created_at(self) -> datetime: ...
 
 
+# -- values passed to stores --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """An audit event to append in the same transaction as a change (``record_step``).
+
+    The deployment id is the one of the change it rides with.
+    """
+
+    actor: str
+    action: str
+    environment: str | None = None
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Unchanged(enum.Enum):
+    """The type of :data:`UNCHANGED`: "leave this column as it is" (``None`` clears it)."""
+
+    UNCHANGED = "unchanged"
+
+
+UNCHANGED: Final = Unchanged.UNCHANGED
+
+
+class NotRunning(ConflictError):
+    """``record_step(running_for=...)`` found the deployment not RUNNING for that worker.
+
+    Nothing was written: it was cancelled (ROLLING_BACK), taken over or moved on meanwhile.
+    """
+
+
 # -- stores -------------------------------------------------------------------------------------
 
 
@@ -256,6 +291,27 @@ class DeploymentStore(Protocol):
     def upsert_step(
         self, deployment_id: int, name: str, position: int, state: StepState, **fields: Any
     ) -> StepRecord: ...
+
+    def record_step(
+        self,
+        deployment_id: int,
+        name: str,
+        position: int,
+        state: StepState,
+        *,
+        audit: AuditEntry | None = None,
+        current_step: str | Unchanged | None = UNCHANGED,
+        running_for: str | None = None,
+        **fields: Any,
+    ) -> StepRecord:
+        """``upsert_step`` plus, in the SAME transaction, the deployment's ``current_step``
+        (unless ``UNCHANGED``) and the ``audit`` event (appended last): all or nothing.
+
+        With ``running_for`` (a worker id) it writes only if the deployment is RUNNING and
+        claimed by that worker, checked in the transaction; otherwise it writes nothing and
+        raises :class:`NotRunning`.
+        """
+        ...
 
     def get_step(self, deployment_id: int, name: str) -> StepRecord | None: ...
 

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, literal, update
+from sqlalchemy import Select, Table, bindparam, func, insert, literal, update
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.sql.dml import Insert, Update
 from sqlmodel import Session, col, select
 
 from procedures.clock import Clock
 from procedures.model import DeploymentState, ProcedureKind, StepState
+from procedures.store import UNCHANGED, AuditEntry, NotRunning, Unchanged
+from storage.audit import AuditLog, canonical_detail, event_hash
 from storage.db import Database
-from storage.models import Deployment, StepRun
+from storage.models import AuditEvent, AuditHead, Deployment, StepRun
 from storage.sql import insert_ignoring_conflict, upsert
 from storage.types import UTCDateTime
 
@@ -24,6 +28,43 @@ TRANSITION_FIELDS = frozenset({
     "finished_at", "current_step", "worker_id", "heartbeat_at", "error", "version",
 })
 STEP_FIELDS = frozenset({"attempts", "started_at", "finished_at", "result", "error"})
+
+_DEPLOYMENTS: Table = Deployment.__table__  # type: ignore[attr-defined]
+_STEP_RUNS: Table = StepRun.__table__  # type: ignore[attr-defined]
+_AUDIT_EVENTS: Table = AuditEvent.__table__  # type: ignore[attr-defined]
+_AUDIT_HEAD: Table = AuditHead.__table__  # type: ignore[attr-defined]
+
+
+def _step_columns(fields: frozenset[str]) -> list[str]:
+    """The columns a step upsert inserts: the key, position, state, attempts, ``fields``."""
+    return list(dict.fromkeys(
+        ["deployment_id", "name", "position", "state", "attempts", *sorted(fields)]))
+
+
+def _step_changes(fields: frozenset[str]) -> list[str]:
+    """The columns it sets on an existing row: position, state and ``fields``."""
+    return ["position", "state", *sorted(fields)]
+
+
+def _step_params(
+    deployment_id: int, name: str, position: int, state: StepState, fields: Mapping[str, Any]
+) -> dict[str, Any]:
+    return {"deployment_id": deployment_id, "name": name, "position": position,
+            "state": StepState(state), "attempts": 0, **fields}
+
+
+def _step_run(row: Any) -> StepRun:
+    """A ``StepRun`` from a row that starts with every column of ``step_runs``."""
+    return StepRun(**{c.name: row._mapping[c] for c in _STEP_RUNS.c})
+
+
+def _head_select() -> Select[Any]:
+    return select(_AUDIT_HEAD.c.last_id, _AUDIT_HEAD.c.last_hash).where(_AUDIT_HEAD.c.id == 1)
+
+
+def _not_running(deployment_id: int, worker: str | None, step: str) -> NotRunning:
+    return NotRunning(f"#{deployment_id} is not running for {worker}; step {step} was not "
+                      "recorded")
 
 
 class DeploymentRepository:
@@ -37,6 +78,10 @@ class DeploymentRepository:
     def __init__(self, database: Database, clock: Clock) -> None:
         self._db = database
         self._clock = clock
+        # Appends inside record_step's transaction; the audit_head lock keeps one chain with
+        # every other appender on the same database.
+        self._audit = AuditLog(database, clock)
+        self._statements: dict[tuple[Any, ...], Insert | Update] = {}
 
     # -- creating -----------------------------------------------------------------------------
 
@@ -310,17 +355,197 @@ class DeploymentRepository:
         unknown = set(fields) - STEP_FIELDS
         if unknown:
             raise ValueError(f"upsert_step() cannot set {sorted(unknown)}")
-        changes: dict[str, Any] = {"position": position, "state": StepState(state), **fields}
-        values: dict[str, Any] = {
-            "deployment_id": deployment_id, "name": name, "attempts": 0, **changes
-        }
+        params = _step_params(deployment_id, name, position, state, fields)
         with self._db.using(session) as s:
-            s.exec(upsert(self._db, StepRun, values, ["deployment_id", "name"], changes))
-            return s.exec(
-                select(StepRun)
-                .where(col(StepRun.deployment_id) == deployment_id, col(StepRun.name) == name)
-                .execution_options(populate_existing=True)
-            ).one()
+            row = s.connection().execute(self._step_upsert(frozenset(fields)), params).one()
+            return _step_run(row)
+
+    def record_step(
+        self,
+        deployment_id: int,
+        name: str,
+        position: int,
+        state: StepState,
+        *,
+        audit: AuditEntry | None = None,
+        current_step: str | Unchanged | None = UNCHANGED,
+        running_for: str | None = None,
+        session: Session | None = None,
+        **fields: Any,
+    ) -> StepRun:
+        """:meth:`upsert_step`, the deployment's ``current_step`` and an audit event, atomically.
+
+        One transaction (or the caller's ``session``): the deployment row (only when
+        ``current_step`` is given or ``running_for`` guards the write), the step row, then
+        the ``audit`` event, whose chain head stays locked until commit. With ``running_for``
+        the deployment must be RUNNING and claimed by that worker, or nothing is written and
+        :class:`NotRunning` is raised.
+
+        SQLite runs one statement per row. PostgreSQL, where each statement is a round trip,
+        runs two: ``WITH guard AS (UPDATE deployments ...), head AS (SELECT ... FOR UPDATE)
+        INSERT INTO step_runs SELECT ... FROM guard ...`` (no row from ``guard``, no step
+        row), then ``WITH event AS (INSERT INTO audit_events ...) UPDATE audit_head``.
+        """
+        unknown = set(fields) - STEP_FIELDS
+        if unknown:
+            raise ValueError(f"record_step() cannot set {sorted(unknown)}")
+        guarded = running_for is not None
+        set_current_step = current_step is not UNCHANGED
+        params = _step_params(deployment_id, name, position, state, fields)
+        guard = {"g_deployment": deployment_id, "g_worker": running_for,
+                 "g_now": self._clock.now(), "g_step": current_step}
+        head: tuple[int, str] | None = None
+        with self._db.using(session) as s:
+            connection = s.connection()
+            if self._db.is_postgresql:
+                statement = self._pg_step_statement(
+                    frozenset(fields), guarded or set_current_step, guarded, set_current_step,
+                    audit is not None)
+                row = connection.execute(
+                    statement, {**guard, **{f"s_{k}": v for k, v in params.items()}}
+                ).first()
+                if row is None:
+                    raise _not_running(deployment_id, running_for, name)
+                if audit is not None and row.head_id is not None:
+                    head = (row.head_id, row.head_hash)
+            else:
+                if guarded or set_current_step:
+                    changed = connection.execute(
+                        self._step_guard(guarded, set_current_step), guard).rowcount
+                    if guarded and changed != 1:
+                        raise _not_running(deployment_id, running_for, name)
+                row = connection.execute(self._step_upsert(frozenset(fields)), params).one()
+            step = _step_run(row)
+            if audit is not None:
+                self._append_audit(s, deployment_id, audit, head)
+            return step
+
+    # The statements of upsert_step/record_step are built once per shape and cached: building
+    # a statement costs more than running it (SQLAlchemy caches only the compiled SQL).
+
+    def _step_upsert(self, fields: frozenset[str]) -> Insert:
+        """``INSERT ... ON CONFLICT (deployment_id, name) DO UPDATE`` of ``fields`` (plus
+        position and state), ``RETURNING`` the row; parameters are named as the columns."""
+        statement = self._statements.get(("upsert", fields))
+        if statement is None:
+            names = _step_columns(fields)
+            values = {n: bindparam(n, type_=_STEP_RUNS.c[n].type) for n in names}
+            changes = {n: values[n] for n in _step_changes(fields)}
+            statement = upsert(
+                self._db, _STEP_RUNS, values, ["deployment_id", "name"], changes
+            ).returning(*_STEP_RUNS.c)
+            self._statements[("upsert", fields)] = statement
+        assert isinstance(statement, Insert)
+        return statement
+
+    def _step_guard(self, guarded: bool, set_current_step: bool) -> Update:
+        """The UPDATE of the deployment that goes with a step (parameters ``g_*``): set
+        ``current_step`` and/or check that it is RUNNING for worker ``g_worker``."""
+        key = ("guard", guarded, set_current_step)
+        statement = self._statements.get(key)
+        if statement is None:
+            columns = _DEPLOYMENTS.c
+            statement = update(_DEPLOYMENTS).where(columns.id == bindparam("g_deployment"))
+            if guarded:
+                statement = statement.where(
+                    columns.state == DeploymentState.RUNNING,
+                    columns.worker_id == bindparam("g_worker"),
+                )
+            values: dict[str, Any] = {
+                "updated_at": bindparam("g_now", type_=columns.updated_at.type)}
+            if set_current_step:
+                values.update(current_step=bindparam("g_step"), revision=columns.revision + 1)
+            statement = statement.values(**values)
+            self._statements[key] = statement
+        assert isinstance(statement, Update)
+        return statement
+
+    def _pg_step_statement(
+        self, fields: frozenset[str], touch: bool, guarded: bool, set_current_step: bool,
+        lock_head: bool,
+    ) -> Insert:
+        """PostgreSQL: the deployment UPDATE (if ``touch``), the audit head lock (if
+        ``lock_head``) and the step upsert in one statement; parameters ``g_*`` and ``s_*``
+        (prefixed, so that none is taken for a column value of another table)."""
+        key = ("pg", fields, touch, guarded, set_current_step, lock_head)
+        statement = self._statements.get(key)
+        if statement is None:
+            names = _step_columns(fields)
+            binds = [bindparam(f"s_{n}", type_=_STEP_RUNS.c[n].type) for n in names]
+            insert_ = postgresql.insert(_STEP_RUNS)
+            ctes = []
+            if touch:
+                guard = self._step_guard(guarded, set_current_step).returning(
+                    _DEPLOYMENTS.c.id).cte("guard")
+                ctes.append(guard)
+                insert_ = insert_.from_select(names, select(*binds).select_from(guard))
+            else:
+                insert_ = insert_.values(dict(zip(names, binds, strict=True)))
+            insert_ = insert_.on_conflict_do_update(
+                index_elements=["deployment_id", "name"],
+                set_={n: insert_.excluded[n] for n in _step_changes(fields)},
+            )
+            returning: list[Any] = list(_STEP_RUNS.c)
+            if lock_head:
+                head = _head_select().with_for_update().cte("head")
+                ctes.append(head)
+                returning += [select(head.c.last_id).scalar_subquery().label("head_id"),
+                              select(head.c.last_hash).scalar_subquery().label("head_hash")]
+            statement = insert_.add_cte(*ctes).returning(*returning)
+            self._statements[key] = statement
+        assert isinstance(statement, Insert)
+        return statement
+
+    def _append_audit(
+        self, session: Session, deployment_id: int, entry: AuditEntry,
+        head: tuple[int, str] | None,
+    ) -> None:
+        """``AuditLog.append(..., session=session)`` in Core statements (as
+        ``GroupCommitAuditLog`` writes a batch): lock the ``audit_head`` row (unless the
+        caller already did and passes ``head``), insert the next event of the chain (same id
+        rule, same :func:`event_hash`), move the head. The head stays locked until the
+        transaction ends, so this must come last in it."""
+        connection = session.connection()
+        if head is None:
+            statement = _head_select()
+            if self._db.is_postgresql:
+                statement = statement.with_for_update()
+            found = connection.execute(statement).first()
+            if found is None:  # tables created without the migration: AuditLog seeds it
+                seeded = self._audit._lock_head(session)
+                head = (seeded.last_id, seeded.last_hash)
+            else:
+                head = (found.last_id, found.last_hash)
+        last_id, last_hash = head
+        detail = canonical_detail(entry.detail)
+        at = self._clock.now().astimezone(UTC)
+        digest = event_hash(last_hash, at, entry.actor, entry.action, deployment_id,
+                            entry.environment, detail)
+        values = {
+            "e_id": last_id + 1, "e_at": at, "e_actor": entry.actor, "e_action": entry.action,
+            "e_deployment_id": deployment_id, "e_environment": entry.environment,
+            "e_detail": detail, "e_prev_hash": last_hash, "e_hash": digest,
+        }
+        for write in self._audit_statements():
+            connection.execute(write, values)
+
+    def _audit_statements(self) -> tuple[Insert | Update, ...]:
+        """Insert the event and move the head (parameters ``e_*``): on PostgreSQL one
+        statement, ``WITH event AS (INSERT INTO audit_events ...) UPDATE audit_head``."""
+        insert_ = self._statements.get(("event",))
+        move = self._statements.get(("head",))
+        if insert_ is None or move is None:
+            insert_ = insert(_AUDIT_EVENTS).values({
+                c: bindparam(f"e_{c}", type_=_AUDIT_EVENTS.c[c].type) for c in (
+                    "id", "at", "actor", "action", "deployment_id", "environment", "detail",
+                    "prev_hash", "hash")
+            })
+            move = update(_AUDIT_HEAD).where(_AUDIT_HEAD.c.id == 1).values(
+                last_id=bindparam("e_id"), last_hash=bindparam("e_hash"))
+            if self._db.is_postgresql:
+                move = move.add_cte(insert_.cte("event"))
+            self._statements[("event",)], self._statements[("head",)] = insert_, move
+        return (move,) if self._db.is_postgresql else (insert_, move)
 
     def get_step(self, deployment_id: int, name: str) -> StepRun | None:
         """The run of one step, if it was ever recorded."""
