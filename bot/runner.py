@@ -98,8 +98,12 @@ class RecoveryTask:
         taken = self._engine.recover(self._stale_after)
         for deployment_id in taken:
             # RUNNING ones went back to QUEUED (claimed again by RunQueueTask); ROLLING_BACK
-            # ones were claimed for this worker: finish compensating them.
-            self._runs.submit(deployment_id)
+            # ones were claimed for this worker: finish compensating them. Submitting a QUEUED
+            # one here would race the claim: run() refuses it ("claim it before run()"), and
+            # RunQueueTask.submit skips the claimed run while that doomed future is pending.
+            record = self._engine.deployments.get(deployment_id)
+            if record is not None and record.state is DeploymentState.ROLLING_BACK:
+                self._runs.submit(deployment_id)
         return bool(taken)
 
     def busy(self) -> bool:
