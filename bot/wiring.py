@@ -27,6 +27,10 @@ from procedures.clock import Clock, SystemClock
 from procedures.engine import Engine
 from procedures.model import ProcedureKind
 from procedures.playbook import Playbook
+from procedures.playbooks.emergency import emergency_playbook
+from procedures.playbooks.hotfix import hotfix_playbook
+from procedures.playbooks.migration import migration_playbook
+from procedures.playbooks.rollback import rollback_playbook
 from procedures.playbooks.standard import standard_playbook
 from procedures.policy import Policy
 from procedures.windows import WindowPolicy
@@ -163,8 +167,14 @@ def build_services(settings: Settings, *, policy: Policy, clock: Clock | None = 
     platforms = PlatformRegistry(
         policy, settings.qlp_home / "platform", clock,
         extra_env={"QLP_SAMPLE_HEALTHY_FOR": str(settings.qlp_sample_healthy_for)})
-    playbooks = {ProcedureKind.STANDARD: standard_playbook(http=HttpChecker(),
-                                                           monitoring=policy.monitoring)}
+    http = HttpChecker()
+    playbooks = {
+        ProcedureKind.STANDARD: standard_playbook(http=http, monitoring=policy.monitoring),
+        ProcedureKind.HOTFIX: hotfix_playbook(http=http, monitoring=policy.monitoring),
+        ProcedureKind.EMERGENCY: emergency_playbook(http=http),
+        ProcedureKind.ROLLBACK: rollback_playbook(http=http),
+        ProcedureKind.MIGRATION: migration_playbook(backups_dir=settings.qlp_home / "backups"),
+    }
     reporter = CardReporter(SlackReporter(outbox, channel=policy.channel, zone=policy.zone,
                                           clock=clock))
     worker_id = _worker_id()
@@ -172,7 +182,9 @@ def build_services(settings: Settings, *, policy: Policy, clock: Clock | None = 
         deployments=deployments, environments=environments, audit=audit, reporter=reporter,
         playbooks=playbooks, policy=policy, platform_for=platforms.platform_for,
         metrics_for=platforms.metrics_for, baselines=BaselineRepository(database, clock),
-        clock=clock, sleep=sleep, worker_id=worker_id)
+        clock=clock, sleep=sleep, worker_id=worker_id,
+        # Beat well inside the takeover threshold, whatever QLP_STALE_AFTER is.
+        heartbeat_every=timedelta(seconds=min(5.0, settings.qlp_stale_after / 4)))
     views = RunViews(engine, approvals, deployments, policy)
     reporter.views = views
     return Services(

@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -535,6 +536,32 @@ class _Run:
     # -- the run --------------------------------------------------------------------------------
 
     def execute(self) -> DeploymentState:
+        # A pulse heartbeats for as long as this run is alive, whatever its step is doing:
+        # a step that blocks (a readiness wait, a long SDK call) must not look dead to
+        # recover() on another replica.
+        stop = threading.Event()
+        pulse = threading.Thread(target=self._pulse, args=(stop,), daemon=True,
+                                 name=f"qlp-pulse-{self.view.id}")
+        pulse.start()
+        try:
+            return self._execute_guarded()
+        finally:
+            stop.set()
+            pulse.join(timeout=5)
+
+    def _pulse(self, stop: threading.Event) -> None:
+        interval = max(self.e.heartbeat_every.total_seconds(), 0.05)
+        while not stop.wait(interval):
+            try:
+                now = self.now()
+                if not self.e.deployments.heartbeat(self.view.id, self.e.worker_id, now):
+                    return  # taken over: the run notices at its next checkpoint
+                if self.holds_lock:
+                    self.e.environments.heartbeat(self.view.environment, self.e.worker_id, now)
+            except Exception:  # a missed beat is retried; the run itself reports errors
+                log.warning("heartbeat of #%s failed", self.view.id, exc_info=True)
+
+    def _execute_guarded(self) -> DeploymentState:
         try:
             return self._execute()
         except RunTakenOver:
