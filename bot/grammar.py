@@ -35,9 +35,13 @@ class CommandSpec:
 
 SPECS: tuple[CommandSpec, ...] = (
     CommandSpec("deploy", "deploy <version> [to <env>] [at <YYYY-MM-DD HH:MM>] [--maintenance] "
-                "[--dry-run]", "standard blue-green deployment, inside the window, with approval",
+                '[--dry-run] [--override "reason"]',
+                "standard blue-green deployment, inside the window, with approval "
+                "(--override: break glass past a closed window, a freeze or a lock, with a "
+                "second person's grant)",
                 ("/qlp deploy v1.2.3", "/qlp deploy v1.2.3 to staging --dry-run",
-                 "/qlp deploy v1.2.3 at 2026-12-01 10:00")),
+                 "/qlp deploy v1.2.3 at 2026-12-01 10:00",
+                 '/qlp deploy v1.2.3 --override "checkout fix cannot wait for Tuesday"')),
     CommandSpec("hotfix", 'hotfix <version> [to <env>] --reason "..."',
                 "urgent fix: allowed outside the window, not in a freeze",
                 ('/qlp hotfix v1.2.4 --reason "checkout 500s"',)),
@@ -85,6 +89,7 @@ class Command:
     migration: str | None = None
     number: int | None = None
     topic: str | None = None
+    override: str | None = None  # the reason of a break-glass override (``--override "..."``)
     flags: frozenset[str] = field(default_factory=frozenset)
 
     @property
@@ -243,9 +248,25 @@ def _parse_deploy(tokens: _Tokens) -> Command:
     version = normalise_version(version)
     environment = _environment_after(tokens, "to")
     at, zone = _at(tokens)
+    override = _override(tokens)
     tokens.done()
     return Command("deploy", version=version, environment=environment, at=at, at_zone=zone,
-                   flags=frozenset(tokens.flags))
+                   override=override, flags=frozenset(tokens.flags))
+
+
+def _override(tokens: _Tokens) -> str | None:
+    """The reason given with ``--override``: required text, like a ``--reason``."""
+    text = tokens.options.get("override")
+    if text is None:
+        return None
+    text = text.strip()
+    if len(text) < 3:
+        raise UserError("An override needs a reason.",
+                        hint='Say why the rule must be broken, e.g. `--override "checkout is '
+                             'down, fix cannot wait"`.')
+    if len(text) > 500:
+        raise UserError("The override reason is longer than 500 characters.")
+    return text
 
 
 def _parse_hotfix(tokens: _Tokens) -> Command:
@@ -349,7 +370,7 @@ def _parse_help(tokens: _Tokens) -> Command:
 
 
 _PARSERS = {
-    "deploy": (_parse_deploy, ("maintenance", "dry-run"), ()),
+    "deploy": (_parse_deploy, ("maintenance", "dry-run"), ("override",)),
     "hotfix": (_parse_hotfix, ("maintenance", "dry-run"), ("reason",)),
     "emergency": (_parse_emergency, ("dry-run",), ("reason",)),
     "migrate": (_parse_migrate, ("maintenance", "dry-run"), ()),

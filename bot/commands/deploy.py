@@ -1,24 +1,29 @@
-"""``/qlp deploy <version> [to <env>] [--maintenance] [--dry-run]``: request a standard
-deployment. The listener only validates, writes the request and answers; the card, the
-approvals and the run happen elsewhere (buttons, the worker)."""
+"""``/qlp deploy <version> [to <env>] [--maintenance] [--dry-run] [--override "why"]``: request
+a standard deployment. The listener only validates, asks the policy decision
+(``procedures.decision``), writes the request and answers; the card, the approvals and the run
+happen elsewhere (buttons, the worker). With ``--override`` a refusal that an override can lift
+(window, freeze, a person's lock) becomes a request that waits for a break-glass grant
+(``bot.override``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from bot.context import HandlerContext
-from bot.formatting import local_time, relative
+from bot.formatting import local_time
 from bot.grammar import Command
 from bot.lookup import environment_of
 from bot.membership import describe_rule
+from bot.override import UNDER_WAY, decision_facts, refusal, request_with_override
 from bot.plan import plan_hash
+from procedures.decision import Request, decide
 from procedures.durations import format_duration
 from procedures.errors import PolicyRefusal
 from procedures.model import DeploymentState, ProcedureKind, Slot
-from procedures.windows import WindowVerdict
+from procedures.windows import WindowRule, WindowVerdict
 
-ACTIVE = (DeploymentState.PENDING_APPROVAL, DeploymentState.QUEUED, DeploymentState.RUNNING,
-          DeploymentState.ROLLING_BACK)
+ACTIVE = UNDER_WAY
+_WINDOW_RULES = frozenset(rule.value for rule in WindowRule)
 
 
 def evidence_for(ctx: HandlerContext, environment: str) -> dict[str, Any]:
@@ -54,10 +59,25 @@ def deploy_text(ctx: HandlerContext, command: Command) -> str:
             "nothing was done.", rule="not-implemented")
     if command.dry_run:
         return _dry_run(ctx, command, env, verdict)
-    _refuse_outside_window(ctx, verdict)
-    _refuse_when_busy(ctx, env)
+    user = ctx.request.user_id
+    decision = decide(Request(ProcedureKind.STANDARD, user, env, now),
+                      decision_facts(services, env, at=now))
     evidence = evidence_for(ctx, env)
     options: dict[str, Any] = {"maintenance": command.maintenance, "evidence": evidence}
+    if not decision.allowed:
+        if command.override and decision.needs_override:
+            return request_with_override(
+                ctx, kind=ProcedureKind.STANDARD, version=command.version, environment=env,
+                reason=command.override, verdict=decision, options=options, evidence=evidence)
+        services.audit.append(user, "deployment.refused", environment=env,
+                              detail={"version": command.version, "rule": decision.rule,
+                                      "reason": decision.reason,
+                                      "override": command.override})
+        hint = ("A hotfix or an emergency follows other rules (`/qlp help`)."
+                if decision.rule in _WINDOW_RULES else "")
+        if command.override:
+            hint = "An override never lifts this rule."
+        raise refusal(decision, extra_hint=hint)
     digest = plan_hash(ProcedureKind.STANDARD, command.version, env, options, evidence)
     deployment, created = services.deployments.create_or_get(
         ProcedureKind.STANDARD, command.version, env, ctx.request.user_id,
@@ -78,36 +98,11 @@ def deploy_text(ctx: HandlerContext, command: Command) -> str:
              f"{rule.required} approval{'s' if rule.required > 1 else ''} from "
              f"{describe_rule(rule)}.")
     services.wake_worker()
+    unneeded = (f" No override was needed ({decision.reason}), so none was asked for."
+                if command.override else "")
     return (f"Deployment #{deployment.id} requested: {command.version} to {env}. It needs "
             f"{rule.required} approval{'s' if rule.required > 1 else ''} from "
-            f"{describe_rule(rule)} (not you). The card is in <#{policy.channel}>.")
-
-
-def _refuse_outside_window(ctx: HandlerContext, verdict: WindowVerdict) -> None:
-    if verdict.open:
-        return
-    zone = ctx.services.policy.zone
-    now = ctx.services.clock.now()
-    slot = (f"The next preferred slot opens {local_time(verdict.next_open, zone)} "
-            f"({relative(verdict.next_open, now)})." if verdict.next_open
-            else "No preferred slot opens in the next year.")
-    raise PolicyRefusal(
-        f"A standard deployment is not allowed now: {verdict.reason}.", rule=verdict.rule.value,
-        hint=f"{slot} A hotfix or an emergency follows other rules (`/qlp help`).")
-
-
-def _refuse_when_busy(ctx: HandlerContext, env: str) -> None:
-    services = ctx.services
-    state = services.environments.get(env)
-    if state is not None and state.lock_holder and state.lock_deployment_id is None:
-        raise PolicyRefusal(
-            f"{env} is locked by <@{state.lock_holder}>: {state.lock_reason or 'no reason'}.",
-            rule="environment-lock", hint="Ask them to `/qlp unlock` it when it is safe.")
-    for other in services.deployments.list_in_states(ACTIVE, environment=env):
-        raise PolicyRefusal(
-            f"Deployment #{other.id} ({other.version}, {other.state}) is already under way "
-            f"for {env}; one deployment at a time.", rule="one-at-a-time",
-            hint=f"Wait for it, or `/qlp cancel {other.id}`.")
+            f"{describe_rule(rule)} (not you). The card is in <#{policy.channel}>.{unneeded}")
 
 
 def _dry_run(ctx: HandlerContext, command: Command, env: str, verdict: WindowVerdict) -> str:

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from bot.commands.cancel import cancel_text
 from bot.commands.deploy import deploy_text
+from bot.commands.emergency import emergency_text
 from bot.commands.help import help_text
+from bot.commands.history import history_text
+from bot.commands.hotfix import hotfix_text
+from bot.commands.lock import lock_text, unlock_text
+from bot.commands.migrate import migrate_text
+from bot.commands.rollback import rollback_text
+from bot.commands.stats import stats_text
 from bot.commands.status import status_text
 from bot.commands.unavailable import refuse_unavailable
 from bot.commands.window import window_text
@@ -19,6 +27,15 @@ HANDLERS: dict[str, Handler] = {
     "window": window_text,
     "status": status_text,
     "deploy": deploy_text,
+    "hotfix": hotfix_text,
+    "emergency": emergency_text,
+    "rollback": rollback_text,
+    "lock": lock_text,
+    "unlock": unlock_text,
+    "cancel": cancel_text,
+    "history": history_text,
+    "stats": stats_text,
+    "migrate": migrate_text,
 }
 
 

@@ -1,0 +1,152 @@
+"""``/qlp emergency <security|outage|critical-bug|compliance> <version> [to <env>]
+--reason "..." [--dry-run]``: request an emergency deployment.
+
+Allowed 24/7, even in a freeze (not past a manual lock, and one deployment at a time). A
+second person in ``approvals.emergency`` presses Approve: the bot records who, so nobody types
+an approver's name as the seed's script asked. The request is broadcast to the channel, the
+on-call route is paged through the outbox (kind ``pagerduty``, delivered by its own sender),
+and the deployment carries the post-emergency review (due within 24 hours) and the seed's
+emergency checklist in its options. The run is ``procedures.playbooks.emergency``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.commands.hotfix import (
+    HOLDING,
+    approvals_needed,
+    open_request,
+    refuse_azure,
+    refuse_when_busy,
+    refuse_when_locked,
+    refused,
+    steps_listing,
+)
+from bot.context import HandlerContext
+from bot.formatting import escape, local_time
+from bot.grammar import Command
+from bot.lookup import environment_of
+from procedures.durations import format_duration
+from procedures.model import ProcedureKind
+from procedures.playbooks.emergency import (
+    BLUE_GREEN_READY,
+    FAST_TRACK_READY,
+    REVIEW_WITHIN,
+    VERIFY_WITHIN,
+    checklist_items,
+    is_fast_track,
+)
+
+ONCALL_ROUTE = "oncall"
+SUMMARY_LIMIT = 1024  # PagerDuty Events API v2: payload.summary is at most 1024 characters
+
+
+def emergency_text(ctx: HandlerContext, command: Command) -> str:
+    """Validate, refuse with the rule, or create the emergency request, page and announce."""
+    env = environment_of(ctx.services.policy, command.environment)
+    return refused(ctx, "emergency", env, lambda: _emergency(ctx, command, env))
+
+
+def _track(category: str) -> str:
+    if is_fast_track(category):
+        return (f"fast track: no smoke tests, ready within {format_duration(FAST_TRACK_READY)}, "
+                f"healthy within {format_duration(VERIFY_WITHIN)} after the switch")
+    return (f"blue-green: ready within {format_duration(BLUE_GREEN_READY)}, smoke tests, "
+            f"healthy within {format_duration(VERIFY_WITHIN)} after the switch")
+
+
+def _emergency(ctx: HandlerContext, command: Command, env: str) -> str:
+    services = ctx.services
+    policy = services.policy
+    category = command.category or ""
+    version = command.version or ""
+    refuse_azure(ctx, env)
+    if command.dry_run:
+        return _dry_run(ctx, command, env)
+    refuse_when_locked(ctx, env, "An emergency deployment")
+    refuse_when_busy(ctx, env, HOLDING)
+    user = ctx.request.user_id
+    reason = command.reason or ""
+    now = services.clock.now()
+    due = now + REVIEW_WITHIN
+    checklist = checklist_items()
+    needed = approvals_needed(ctx, ProcedureKind.EMERGENCY)
+    options: dict[str, Any] = {
+        "category": category, "fast_track": is_fast_track(category),
+        "review_due": due.isoformat(), "checklist": checklist,
+    }
+
+    def announce(deployment_id: int) -> str:
+        return (f":rotating_light: <@{user}> requested an *emergency deployment* "
+                f"({category}) of {version} to {env}: {escape(reason)}.\n"
+                f"Plan: emergency backup (snapshot), then {_track(category)}.\n"
+                f"Waiting for {needed} (not the requester). The on-call route is paged.\n"
+                f"Post-emergency review due by {local_time(due, policy.zone)} (within "
+                f"{format_duration(REVIEW_WITHIN)}). The emergency checklist "
+                f"({len(checklist)} items) is attached: `/qlp checklist {deployment_id}`.")
+
+    deployment, created = open_request(
+        ctx, kind=ProcedureKind.EMERGENCY, version=version, environment=env, reason=reason,
+        options=options, announce=announce, broadcast=True)
+    assert deployment.id is not None
+    # Paged even for a repeated request (the dedup key keeps it to one page): a crash between
+    # writing the request and the page must not leave the on-call route uninformed.
+    _page_oncall(ctx, deployment.id, category, version, env, reason, due.isoformat(),
+                 audit=created)
+    if not created:
+        return f"This request was already received: it is emergency deployment #{deployment.id}."
+    return (f"Emergency deployment #{deployment.id} requested: {version} to {env} "
+            f"({category}). It needs {needed} (not you). The on-call route is paged; the card "
+            f"is in <#{policy.channel}>.")
+
+
+def _page_oncall(ctx: HandlerContext, deployment_id: int, category: str, version: str,
+                 env: str, reason: str, review_due: str, *, audit: bool) -> None:
+    """Put the PagerDuty event (Events API v2, without the routing key, which the sender adds
+    from the policy) in the outbox. Idempotent: one page per emergency, however often asked."""
+    services = ctx.services
+    user = ctx.request.user_id
+    summary = (f"Emergency deployment #{deployment_id} ({category}) of {version} to {env} "
+               f"requested by {user}: {reason}")
+    payload = {
+        "event_action": "trigger",
+        "dedup_key": f"qlp-emergency-{deployment_id}",
+        "payload": {
+            "summary": summary[:SUMMARY_LIMIT],
+            "source": "qlp-chatops",
+            "severity": "critical" if is_fast_track(category) else "error",
+            "component": env,
+            "group": "deployments",
+            "class": f"emergency/{category}",
+            "custom_details": {
+                "deployment_id": deployment_id, "category": category, "version": version,
+                "environment": env, "requester": user, "reason": reason,
+                "review_due": review_due, "channel": services.policy.channel,
+            },
+        },
+    }
+    notification = services.outbox.enqueue(
+        ONCALL_ROUTE, "pagerduty", payload, deployment_id=deployment_id,
+        ordering_key=f"pagerduty:{ONCALL_ROUTE}:{deployment_id}",
+        dedup_key=f"emergency-page:{deployment_id}")
+    if not audit:
+        return
+    services.audit.append(user, "oncall.paged", deployment_id=deployment_id, environment=env,
+                          detail={"route": ONCALL_ROUTE, "kind": "pagerduty",
+                                  "notification": notification, "category": category})
+
+
+def _dry_run(ctx: HandlerContext, command: Command, env: str) -> str:
+    category = command.category or ""
+    skip = set() if not is_fast_track(category) else {"smoke_tests"}
+    lines = [
+        f"*Dry run: emergency ({category}) {command.version} to {env}* (nothing was changed)",
+        "Allowed now: yes (emergencies deploy 24/7, even in a freeze)",
+        f"Approval: {approvals_needed(ctx, ProcedureKind.EMERGENCY)}, not the requester",
+        f"Plan: emergency backup (snapshot), then {_track(category)}",
+        f"On request: the channel and the on-call route are notified; a post-emergency review "
+        f"is due within {format_duration(REVIEW_WITHIN)}; the emergency checklist is attached",
+        "Steps:", *steps_listing(ctx, ProcedureKind.EMERGENCY, skip),
+    ]
+    return "\n".join(lines)

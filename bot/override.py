@@ -1,0 +1,444 @@
+"""Break-glass overrides, and the facts the policy decision (``procedures.decision``) is given.
+
+The flow, for ``/qlp deploy v1.2.3 --override "why"`` when the window is closed, a freeze is
+on or a person holds the environment's lock (never past a deployment under way):
+
+1. The request is created PENDING_APPROVAL with ``options["override"] = {"reason",
+   "requested_by", "rules"}``; the card notes that a break-glass override is needed and who may
+   grant it. Without ``--override`` the same request is refused, and the refusal says
+   ``--override`` would allow it.
+2. The card's Approve button serves both roles. A click by someone in ``approvals.override``
+   (not the requester) while no override is granted *grants* it: an ``override`` row in the
+   approvals table, bound to the plan like any approval, audited (``override.granted``, with a
+   follow-up item) and broadcast to the channel. Anyone else in the kind's approval rule
+   *approves* the deployment as usual. One person plays one role: whoever granted the override
+   does not also count as an approver, and the requester is neither.
+3. The request is queued once the override is granted *and* the normal approvals are in,
+   whatever the order. Each click first records its row and then checks for completeness, and
+   the move to QUEUED is one conditional update, so of two simultaneous last clicks exactly one
+   queues it. If the override lifted a person's lock, that lock is released (audited and
+   broadcast) so the run can take the environment.
+4. The grant is valid :data:`~procedures.decision.OVERRIDE_TTL` (2 hours) for this deployment
+   only. A later approval finds it expired: the request ends EXPIRED and the thread says the
+   override expired; asking again with ``--override`` starts over.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from bot.formatting import escape, local_time
+from bot.membership import describe_rule
+from bot.plan import plan_hash
+from procedures.decision import (
+    ENVIRONMENT_LOCK,
+    OVERRIDE_KIND,
+    OVERRIDE_TTL,
+    ActiveRun,
+    Facts,
+    Lock,
+    Override,
+    Request,
+    Verdict,
+    decide,
+    may_decide,
+)
+from procedures.durations import format_duration
+from procedures.errors import ConflictError, PolicyRefusal
+from procedures.model import DeploymentState, ProcedureKind
+from procedures.policy import ApprovalRule
+from procedures.store import DeploymentRecord
+
+if TYPE_CHECKING:
+    from bot.context import HandlerContext
+    from bot.wiring import Services
+
+UNDER_WAY = (DeploymentState.PENDING_APPROVAL, DeploymentState.QUEUED, DeploymentState.RUNNING,
+             DeploymentState.ROLLING_BACK)
+"""States in which a deployment holds its environment for "one at a time"."""
+
+OPTION = "override"
+"""The key of the override request in a deployment's ``options``."""
+
+
+# -- facts ------------------------------------------------------------------------------------
+
+
+def group_members(services: Services, *rules: ApprovalRule) -> dict[str, frozenset[str]]:
+    """The members of every user group ``rules`` name (asked of Slack, cached briefly)."""
+    return {group: services.groups.members(group)
+            for rule in rules for group in rule.groups}
+
+
+def decision_facts(services: Services, environment: str, *, at: datetime,
+                   exclude: int | None = None, include_pending: bool = True,
+                   members: Mapping[str, frozenset[str]] | None = None) -> Facts:
+    """What a request for ``environment`` at ``at`` is judged on, from the bot's own state.
+
+    ``exclude`` is the deployment being decided: it is never "another deployment under way".
+    ``include_pending``: a request still waiting for approval counts as under way (a new
+    request is refused while one waits); when deciding an approval, only queued and running
+    deployments do.
+    """
+    states = UNDER_WAY if include_pending else UNDER_WAY[1:]
+    state = services.environments.get(environment)
+    lock = None
+    if state is not None and state.lock_holder:
+        holder = (services.deployments.get(state.lock_deployment_id)
+                  if state.lock_deployment_id is not None else None)
+        lock = Lock(state.lock_holder, state.lock_reason, state.lock_deployment_id,
+                    holder.state.value if holder is not None else None)
+    running = None
+    for other in services.deployments.list_in_states(states, environment=environment):
+        if other.id is not None and other.id != exclude:
+            running = ActiveRun(other.id, other.version, other.state.value)
+            break
+    return Facts(policy=services.policy, window=services.windows.verdict(at),
+                 freeze=services.windows.in_freeze(at), lock=lock, running=running,
+                 group_members=dict(members or {}))
+
+
+def refusal(verdict: Verdict, *, extra_hint: str = "") -> PolicyRefusal:
+    """The PolicyRefusal of a refused verdict: its reason, its rule, what would allow it."""
+    hint = " ".join(part for part in (verdict.what_would_allow, extra_hint) if part)
+    return PolicyRefusal(f"{verdict.reason}.", rule=verdict.rule, hint=hint or None)
+
+
+# -- requesting -------------------------------------------------------------------------------
+
+
+def request_with_override(ctx: HandlerContext, *, kind: ProcedureKind, version: str | None,
+                          environment: str, reason: str, verdict: Verdict,
+                          options: dict[str, Any], evidence: Mapping[str, Any]) -> str:
+    """Create the PENDING_APPROVAL request that waits for an override grant and approvals."""
+    services = ctx.services
+    policy = services.policy
+    user = ctx.request.user_id
+    grantors = describe_rule(policy.approval_rule(OVERRIDE_KIND))
+    rule = policy.approval_rule(kind.value)
+    note = (f"Break-glass override needed ({verdict.rule}): {_plain(verdict.reason)}. It "
+            f"must be granted by {_plain(grantors)} (not the requester), for this deployment "
+            f"only, valid {format_duration(OVERRIDE_TTL)} from the grant.")
+    options = {**options, OPTION: {"reason": reason, "requested_by": user,
+                                   "rules": [verdict.rule]},
+               "notes": [note]}
+    digest = plan_hash(kind, version, environment, options, dict(evidence))
+    deployment, created = services.deployments.create_or_get(
+        kind, version, environment, user, state=DeploymentState.PENDING_APPROVAL,
+        reason=reason, options=options, plan_hash=digest, channel=policy.channel,
+        request_key=f"command:{ctx.request.request_key}" if ctx.request.request_key else None)
+    assert deployment.id is not None
+    if not created:
+        return f"This request was already received: it is deployment #{deployment.id}."
+    services.audit.append(user, "deployment.requested", deployment_id=deployment.id,
+                          environment=environment,
+                          detail={"version": version, "kind": kind.value, "options": options,
+                                  "plan_hash": digest})
+    services.audit.append(user, "override.requested", deployment_id=deployment.id,
+                          environment=environment,
+                          detail={"reason": reason, "rule": verdict.rule,
+                                  "refusal": verdict.reason})
+    run = services.views.snapshot(deployment.id)
+    services.reporter.run_changed(run)
+    needs = _needs(rule)
+    services.reporter.event(
+        run, f":rotating_light: <@{user}> asks to break glass: {version} to {environment} "
+             f"although {verdict.reason} (rule: {verdict.rule}). Reason: {escape(reason)}. "
+             f"Needs a break-glass override from {grantors} and {needs}.")
+    return (f"Deployment #{deployment.id} requested with a break-glass override: {version} to "
+            f"{environment}. {grantors} (not you) must grant the override, and it needs "
+            f"{needs} as usual. The card is in <#{policy.channel}>.")
+
+
+def _plain(text: str) -> str:
+    """Mentions as plain ``@U123`` / ``@S123``: card notes are shown escaped, not as markup."""
+    return _MENTION.sub(lambda m: "@" + m.group(1), text)
+
+
+_MENTION = re.compile(r"<[@!](?:subteam\^)?([A-Z0-9]+)>")
+
+
+def _needs(rule: ApprovalRule) -> str:
+    plural = "s" if rule.required > 1 else ""
+    return f"{rule.required} approval{plural} from {describe_rule(rule)}"
+
+
+# -- reading an override back -------------------------------------------------------------------
+
+
+def override_of(services: Services, deployment: DeploymentRecord) -> Override | None:
+    """The deployment's override: None if it asked for none; granted once a grant row exists
+    on the current plan (a changed plan voids the grant like any approval)."""
+    asked = deployment.options.get(OPTION)
+    if not asked:
+        return None
+    reason = str(asked.get("reason") or "")
+    requested_by = str(asked.get("requested_by") or deployment.requester)
+    grant = _grant_row(services, deployment)
+    if grant is None:
+        return Override(reason, requested_by, deployment_id=deployment.id)
+    return Override.grant(reason, requested_by, grant[0], grant[1],
+                          deployment_id=deployment.id)
+
+
+def _rows(services: Services, deployment: DeploymentRecord) -> list[Any]:
+    assert deployment.id is not None
+    return services.approvals.for_deployment(deployment.id, deployment.plan_hash or "")
+
+
+def _grant_row(services: Services, deployment: DeploymentRecord) -> tuple[str, datetime] | None:
+    for row in _rows(services, deployment):
+        if row.decision == "override":
+            return row.actor, row.created_at
+    return None
+
+
+def _approvers(services: Services, deployment: DeploymentRecord,
+               granter: str | None) -> list[str]:
+    return [row.actor for row in _rows(services, deployment)
+            if row.decision == "approve" and row.actor != granter]
+
+
+def may_refuse(services: Services, deployment: DeploymentRecord, user: str) -> bool:
+    """May ``user`` reject this request as an override approver (refusing to break glass)?"""
+    if not deployment.options.get(OPTION) or user == deployment.requester:
+        return False
+    return services.groups.may_approve(user, services.policy.approval_rule(OVERRIDE_KIND))
+
+
+# -- the Approve button on a request with an override ---------------------------------------------
+
+
+def approve(ctx: HandlerContext, deployment: DeploymentRecord,
+            refresh_plan: Callable[[HandlerContext, DeploymentRecord], None]) -> str:
+    """Grant the override or approve the deployment, by who presses; queue it when complete."""
+    services = ctx.services
+    policy = services.policy
+    user = ctx.request.user_id
+    assert deployment.id is not None
+    kind_rule = policy.approval_rule(deployment.kind)
+    override_rule = policy.approval_rule(OVERRIDE_KIND)
+    if user == deployment.requester:
+        raise _refuse(ctx, deployment, f"You requested #{deployment.id}; someone else must "
+                      "grant its override and someone else must approve it.",
+                      "no-self-approval", f"Override: {describe_rule(override_rule)}. "
+                      f"Approval: {describe_rule(kind_rule)}.")
+    refresh_plan(ctx, deployment)
+    deployment = services.deployments.get(deployment.id) or deployment
+    assert deployment.id is not None
+    members = group_members(services, override_rule)
+    grant = _grant_row(services, deployment)
+    granter = grant[0] if grant else None
+    approvers = _approvers(services, deployment, granter)
+    may_grant, _ = may_decide(user, deployment.requester, override_rule, members)
+    if granter is None and may_grant:
+        if user in approvers:
+            raise _refuse(ctx, deployment, f"You approved #{deployment.id} already; the "
+                          "override must come from someone else.", "one-role",
+                          f"Override: {describe_rule(override_rule)}.")
+        return _grant(ctx, deployment, members)
+    if user == granter:
+        raise ConflictError(f"You granted the override of #{deployment.id}; another approver "
+                            f"must approve the deployment itself ({describe_rule(kind_rule)}).")
+    if user in approvers:
+        raise ConflictError(f"You already approved #{deployment.id}.")
+    if not services.groups.may_approve(user, kind_rule):
+        what = ("approve it" if granter else
+                f"approve it, and {describe_rule(override_rule)} grants its override")
+        raise _refuse(ctx, deployment, f"You may not approve #{deployment.id}.", "approvers",
+                      f"{describe_rule(kind_rule)} may {what}.")
+    return _approve(ctx, deployment, members)
+
+
+def _grant(ctx: HandlerContext, deployment: DeploymentRecord,
+           members: Mapping[str, frozenset[str]]) -> str:
+    services = ctx.services
+    user = ctx.request.user_id
+    assert deployment.id is not None
+    now = services.clock.now()
+    asked = override_of(services, deployment)
+    assert asked is not None
+    override = Override.grant(asked.reason, asked.requested_by, user, now,
+                              deployment_id=deployment.id)
+    verdict = _verdict(ctx, deployment, override, members, now)
+    if not verdict.allowed:
+        raise _refuse(ctx, deployment, f"{verdict.reason}.", verdict.rule,
+                      verdict.what_would_allow or None)
+    plan = deployment.plan_hash or ""
+    services.approvals.record(deployment.id, user, "override", plan, asked.reason)
+    first = _grant_row(services, deployment)
+    if first is not None and first[0] != user:
+        raise ConflictError(f"<@{first[0]}> granted the override of #{deployment.id} first.")
+    expires = now + OVERRIDE_TTL
+    zone = services.policy.zone
+    lifted = ", ".join(verdict.overridden) or "nothing now (no rule refuses it any more)"
+    services.audit.append(user, "override.granted", deployment_id=deployment.id,
+                          environment=deployment.environment,
+                          detail={"reason": asked.reason, "requested_by": asked.requested_by,
+                                  "lifts": list(verdict.overridden),
+                                  "expires_at": expires.isoformat(),
+                                  "plan_hash": plan,
+                                  "follow_up": f"review why #{deployment.id} needed a "
+                                               "break-glass override"})
+    _note(ctx, deployment, f"Break-glass override granted by @{user} until "
+                           f"{local_time(expires, zone)} (lifts: {lifted}).")
+    run = services.views.snapshot(deployment.id)
+    services.reporter.run_changed(run)
+    services.reporter.event(
+        run, f":rotating_light: Break-glass override of #{deployment.id} granted by <@{user}>"
+             f", requested by <@{asked.requested_by}>: {escape(asked.reason)}. It lifts "
+             f"{lifted} for this deployment only, until {local_time(expires, zone)}.",
+        broadcast=True)
+    if _queue_if_complete(ctx, deployment.id, members):
+        return f"You granted the override of #{deployment.id}; it is starting."
+    rule = services.policy.approval_rule(deployment.kind)
+    have = len(_approvers(services, deployment, user))
+    return (f"You granted the override of #{deployment.id} until {local_time(expires, zone)}. "
+            f"It still needs {rule.required - have} approval"
+            f"{'s' if rule.required - have > 1 else ''} from {describe_rule(rule)}.")
+
+
+def _approve(ctx: HandlerContext, deployment: DeploymentRecord,
+             members: Mapping[str, frozenset[str]]) -> str:
+    services = ctx.services
+    user = ctx.request.user_id
+    assert deployment.id is not None
+    now = services.clock.now()
+    override = override_of(services, deployment)
+    verdict = _verdict(ctx, deployment, override, members, now)
+    if not verdict.allowed and verdict.rule == "override-expired":
+        _expire(ctx, deployment, verdict)
+        raise _refuse(ctx, deployment, f"{verdict.reason}.", verdict.rule,
+                      verdict.what_would_allow or None)
+    if not verdict.allowed and verdict.rule != "override-pending":
+        raise _refuse(ctx, deployment, f"{verdict.reason}.", verdict.rule,
+                      verdict.what_would_allow or None)
+    plan = deployment.plan_hash or ""
+    if not services.approvals.record(deployment.id, user, "approve", plan):
+        raise ConflictError(f"You already approved #{deployment.id}.")
+    rule = services.policy.approval_rule(deployment.kind)
+    granted = override is not None and override.granted
+    count = len(_approvers(services, deployment, override.approver if override else None))
+    services.audit.append(user, "deployment.approved", deployment_id=deployment.id,
+                          environment=deployment.environment,
+                          detail={"plan_hash": plan, "count": count, "required": rule.required,
+                                  "override_granted": granted})
+    waiting = ""
+    if not verdict.allowed:  # override-pending: the grant is still missing
+        grantors = describe_rule(services.policy.approval_rule(OVERRIDE_KIND))
+        waiting = f" Waiting for the break-glass override from {grantors}."
+    if _queue_if_complete(ctx, deployment.id, members):
+        return f"You approved #{deployment.id}; it is starting."
+    run = services.views.snapshot(deployment.id)
+    services.reporter.run_changed(run)
+    services.reporter.event(run, f"Approved by <@{user}> ({count}/{rule.required}).{waiting}")
+    return (f"Your approval of #{deployment.id} is recorded ({count} of {rule.required})."
+            + waiting)
+
+
+def _queue_if_complete(ctx: HandlerContext, deployment_id: int,
+                       members: Mapping[str, frozenset[str]]) -> bool:
+    """Queue the request once the approvals are in and the decision allows it: with the
+    granted override, or without one if no rule refuses it any more. True if this call queued
+    it (a conditional update: of two racing calls exactly one wins)."""
+    services = ctx.services
+    deployment = services.deployments.get(deployment_id)
+    if deployment is None or deployment.state is not DeploymentState.PENDING_APPROVAL:
+        return False
+    override = override_of(services, deployment)
+    if override is not None and not override.granted:
+        override = None
+    approvers = _approvers(services, deployment, override.approver if override else None)
+    rule = services.policy.approval_rule(deployment.kind)
+    if len(approvers) < rule.required:
+        return False
+    verdict = _verdict(ctx, deployment, override, members, services.clock.now())
+    if not verdict.allowed:
+        if verdict.rule == "override-expired":
+            _expire(ctx, deployment, verdict)
+        return False
+    if not services.deployments.transition(deployment_id, [DeploymentState.PENDING_APPROVAL],
+                                           DeploymentState.QUEUED):
+        return False
+    who = ", ".join(f"<@{a}>" for a in approvers)
+    if override is not None and verdict.overridden:
+        services.audit.append(ctx.request.user_id, "override.used", deployment_id=deployment_id,
+                              environment=deployment.environment,
+                              detail={"override_by": override.approver, "approvers": approvers,
+                                      "lifts": list(verdict.overridden),
+                                      "follow_up": f"review the break-glass use of "
+                                                   f"#{deployment_id} after the run"})
+        if ENVIRONMENT_LOCK in verdict.overridden:
+            _lift_lock(ctx, deployment, override)
+        text = f"Approved by {who} with the break-glass override of <@{override.approver}>."
+    else:
+        text = f"Approved by {who}; no rule refuses it any more, so no override is used."
+    run = services.views.snapshot(deployment_id)
+    services.reporter.run_changed(run)
+    services.reporter.event(run, f"{text} Starting.")
+    services.wake_worker()
+    return True
+
+
+def _lift_lock(ctx: HandlerContext, deployment: DeploymentRecord, override: Override) -> None:
+    """The override lifted a person's lock: release it so the run can take the environment."""
+    services = ctx.services
+    env = deployment.environment
+    state = services.environments.get(env)
+    if state is None or not state.lock_holder or state.lock_deployment_id is not None:
+        return
+    holder, reason = state.lock_holder, state.lock_reason
+    if not services.environments.release_lock(env, None):
+        return
+    services.audit.append(override.approver or "bot", "environment.unlocked",
+                          deployment_id=deployment.id, environment=env,
+                          detail={"holder": holder, "reason": reason,
+                                  "by": f"break-glass override of #{deployment.id}"})
+    run = services.views.snapshot(deployment.id or 0)
+    services.reporter.event(run, f":unlock: The lock of <@{holder}> on {env} "
+                                 f"({escape(reason or 'no reason')}) was lifted by the "
+                                 f"break-glass override of #{deployment.id}.", broadcast=True)
+
+
+def _expire(ctx: HandlerContext, deployment: DeploymentRecord, verdict: Verdict) -> None:
+    services = ctx.services
+    assert deployment.id is not None
+    if not services.deployments.transition(deployment.id, [DeploymentState.PENDING_APPROVAL],
+                                           DeploymentState.EXPIRED, error=verdict.reason):
+        return
+    services.audit.append(ctx.request.user_id, "override.expired", deployment_id=deployment.id,
+                          environment=deployment.environment, detail={"reason": verdict.reason})
+    run = services.views.snapshot(deployment.id)
+    services.reporter.run_changed(run)
+    services.reporter.event(run, f":hourglass: #{deployment.id} will not run: "
+                                 f"{verdict.reason}. {verdict.what_would_allow}",
+                            broadcast=True)
+
+
+def _verdict(ctx: HandlerContext, deployment: DeploymentRecord, override: Override | None,
+             members: Mapping[str, frozenset[str]], now: datetime) -> Verdict:
+    services = ctx.services
+    facts = decision_facts(services, deployment.environment, at=now, exclude=deployment.id,
+                           include_pending=False, members=members)
+    return decide(Request(deployment.kind, deployment.requester, deployment.environment, now,
+                          override=override, deployment_id=deployment.id), facts)
+
+
+def _note(ctx: HandlerContext, deployment: DeploymentRecord, note: str) -> None:
+    services = ctx.services
+    assert deployment.id is not None
+    current = services.deployments.get(deployment.id) or deployment
+    options = dict(current.options)
+    options["notes"] = [*options.get("notes", []), note][-5:]
+    services.deployments.update_fields(deployment.id, options=options)
+
+
+def _refuse(ctx: HandlerContext, deployment: DeploymentRecord, message: str, rule: str,
+            hint: str | None = None) -> PolicyRefusal:
+    ctx.services.audit.append(ctx.request.user_id, "approval.refused",
+                              deployment_id=deployment.id, environment=deployment.environment,
+                              detail={"rule": rule, "message": message})
+    return PolicyRefusal(message, rule=rule, hint=hint)

@@ -1,0 +1,1 @@
+"""Tests of database migrations: files, the runner, the playbook and ``/qlp migrate``."""
