@@ -3,6 +3,7 @@ behind SLACK_API_URL, the real engine and worker, and the local platform's real 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -126,7 +127,7 @@ def test_request_refusals_approval_run_and_automatic_rollback(live_bot: BotHarne
     print(f"Web API calls for the first deployment: {len(calls_for_one)}")
     assert len(calls_for_one) <= 25
     posts = [c.at for c in slack.calls("chat.postMessage")]
-    gaps = [later - earlier for earlier, later in zip(posts, posts[1:], strict=False)]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(posts)]
     print(f"chat.postMessage calls to {CHANNEL}: {len(posts)}, smallest gap "
           f"{min(gaps):.2f} s")
     assert min(gaps) >= 0.9  # about one post a second per channel, never a burst
