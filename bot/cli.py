@@ -56,6 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings()
         logging.basicConfig(level=settings.qlp_log_level.upper(),
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.getLogger("azure").setLevel(logging.WARNING)  # azure-core logs every request
         mode = args.mode or choose_mode(settings)
         if mode == "shell":
             from bot.shell.repl import run_shell

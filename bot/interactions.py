@@ -14,6 +14,7 @@ from bot import actions
 from bot import override as break_glass
 from bot.app import action_handler
 from bot.commands.cancel import cancel_deployment
+from bot.commands.checklist import tick_checklist
 from bot.commands.deploy import evidence_for
 from bot.commands.rollback import rollback_from_card
 from bot.context import HandlerContext
@@ -181,6 +182,5 @@ def rollback(ctx: HandlerContext, action: dict[str, Any]) -> str | None:
 
 @action_handler(actions.CHECKLIST_TICK)
 def checklist_tick(ctx: HandlerContext, action: dict[str, Any]) -> str | None:
-    """Checklists arrive with ``/qlp checklist`` (a later version): say so plainly."""
-    raise PolicyRefusal("Checklists are not available in this version of the bot yet.",
-                        rule="not-implemented")
+    """A press on ``/qlp checklist``'s boxes: tick or untick items (bot.commands.checklist)."""
+    return tick_checklist(ctx, action)

@@ -77,3 +77,37 @@ def block_actions_body(*, action_id: str, value: str, user_id: str, channel_id: 
         }],
     }
     return urlencode({"payload": json.dumps(payload)})
+
+
+def checkboxes_body(*, action_id: str, block_id: str, selected: list[tuple[str, str]],
+                    user_id: str, channel_id: str, response_url: str = "",
+                    team_id: str = "T0LOCAL", action_ts: str | None = None) -> str:
+    """A ``block_actions`` interaction from a ``checkboxes`` element on an ephemeral message.
+
+    ``selected`` is every option now ticked in that element, as (value, text): Slack sends the
+    element's whole selection, not what changed.
+    """
+    options = [{"text": {"type": "plain_text", "text": text, "emoji": True}, "value": value}
+               for value, text in selected]
+    payload: dict[str, Any] = {
+        "type": "block_actions",
+        "user": {"id": user_id, "username": user_id.lower(), "name": user_id.lower(),
+                 "team_id": team_id},
+        "api_app_id": "A0QLP",
+        "token": "unused-verification-token",
+        "container": {"type": "message", "message_ts": f"{time.time():.6f}",
+                      "channel_id": channel_id, "is_ephemeral": True},
+        "trigger_id": f"{time.time_ns()}.local",
+        "team": {"id": team_id, "domain": "local"},
+        "enterprise": None,
+        "is_enterprise_install": False,
+        "channel": {"id": channel_id, "name": "deployments"},
+        "state": {"values": {block_id: {action_id: {"type": "checkboxes",
+                                                    "selected_options": options}}}},
+        "response_url": response_url,
+        "actions": [{
+            "action_id": action_id, "block_id": block_id, "type": "checkboxes",
+            "selected_options": options, "action_ts": action_ts or f"{time.time():.6f}",
+        }],
+    }
+    return urlencode({"payload": json.dumps(payload)})

@@ -44,7 +44,6 @@ def deploy_text(ctx: HandlerContext, command: Command) -> str:
     services = ctx.services
     policy = services.policy
     env = environment_of(policy, command.environment)
-    settings = policy.environments[env]
     now = services.clock.now()
     verdict = services.windows.verdict(now)
     rule = policy.approval_rule(ProcedureKind.STANDARD)
@@ -53,10 +52,6 @@ def deploy_text(ctx: HandlerContext, command: Command) -> str:
             "Scheduled deployments (`at ...`) are not available in this version of the bot "
             "yet; nothing was done.", rule="not-implemented",
             hint=f"Deploy inside the window instead: `/qlp deploy {command.version}`.")
-    if settings.platform == "azure":
-        raise PolicyRefusal(
-            f"{env} runs on Azure, which this version of the bot cannot deploy to yet; "
-            "nothing was done.", rule="not-implemented")
     if command.dry_run:
         return _dry_run(ctx, command, env, verdict)
     user = ctx.request.user_id

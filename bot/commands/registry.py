@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from bot.commands.cancel import cancel_text
+from bot.commands.checklist import checklist_text
 from bot.commands.deploy import deploy_text
 from bot.commands.emergency import emergency_text
 from bot.commands.help import help_text
@@ -33,6 +34,7 @@ HANDLERS: dict[str, Handler] = {
     "lock": lock_text,
     "unlock": unlock_text,
     "cancel": cancel_text,
+    "checklist": checklist_text,
     "history": history_text,
     "stats": stats_text,
     "migrate": migrate_text,

@@ -485,6 +485,11 @@ def ready_timeout(env: Environment) -> timedelta:
     """How long a new slot may take to get ready: the platform's setting, else 5 minutes."""
     if env.local is not None:
         return env.local.ready_timeout
+    if env.platform == "azure" and env.azure is not None:
+        # The settings model only (pydantic); the SDK stays behind procedures.platforms.azure.
+        from procedures.platforms.azure.settings import parse_azure_settings
+
+        return parse_azure_settings(env.azure).ready_timeout
     return DEFAULT_READY_TIMEOUT
 
 

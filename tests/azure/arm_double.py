@@ -9,7 +9,9 @@ installed SDKs send them, see ``../shared/research/azure.md`` §6.3):
 - Front Door Standard/Premium: route GET/PATCH (202 + ``Azure-AsyncOperation``) and origin
   GET/PATCH (200 with the updated origin: done at once);
 - Key Vault: ``GET /secrets/{name}/[{version}]``, with the 401 challenge a real vault sends to a
-  request without a token.
+  request without a token;
+- Log Analytics: ``POST /v1/workspaces/{id}/query`` and ``POST /v1{resourceId}/query`` with
+  request counts per cloud role name (``set_requests``; ``logs_failures`` injects errors).
 
 State is kept per resource, every request is recorded in ``calls`` (method, path, query, JSON
 body, whether it carried the expected bearer token), ARM requests without the token get 401,
@@ -58,6 +60,8 @@ ROUTES: list[tuple[str, re.Pattern[str]]] = [
     ("origin", re.compile(_RG + r"Microsoft\.Cdn/profiles/(?P<profile>[^/]+)/originGroups/"
                           r"(?P<group>[^/]+)/origins/(?P<origin>[^/]+)$", re.I)),
     ("secret", re.compile(r"^/secrets/(?P<name>[^/]+)/?(?P<version>[^/]*)$")),
+    ("logs", re.compile(r"^/v1/workspaces/(?P<workspace>[^/]+)/query$", re.I)),
+    ("logs", re.compile(r"^/v1(?P<resource>/subscriptions/.+)/query$", re.I)),
 ]
 
 
@@ -165,6 +169,8 @@ class ArmDouble:
         self.create_failures: list[tuple[str | None, dict[str, str]]] = []
         self.throttles: list[Throttle] = []
         self.container_overrides: dict[str, dict[str, Any]] = {}
+        self.request_counts: dict[str, tuple[int, int]] = {}  # role -> (total, failed)
+        self.logs_failures: list[int] = []  # HTTP statuses for the next Logs queries
         self._ids = itertools.count(1)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
@@ -312,6 +318,19 @@ class ArmDouble:
                     "provisioningState") == "Succeeded":
                 self._apply_running(self.groups[group])
 
+    def set_requests(self, role: str, total: int, failed: int = 0) -> None:
+        """What the Logs double answers for ``role``: ``total`` requests, ``failed`` of them
+        failed (``clear_requests`` for no rows)."""
+        with self.lock:
+            self.request_counts[role] = (total, failed)
+
+    def clear_requests(self, role: str) -> None:
+        with self.lock:
+            self.request_counts.pop(role, None)
+
+    def _logs_query(self, method: str, match: re.Match[str], body: Any) -> Answer:
+        return _logs_query(self, method, match, body)
+
     def calls_to(self, kind: str, method: str | None = None) -> list[Call]:
         with self.lock:
             return [c for c in self.calls
@@ -347,6 +366,8 @@ class ArmDouble:
                 return _error(401, "AuthenticationFailed", "missing or wrong bearer token")
             if kind == "operation":
                 return self._operation(match)
+            if kind == "logs":
+                return self._logs_query(method, match, body)
             expected = API_VERSIONS.get({"group": "aci", "frontdoor": "frontdoor",
                                          "route": "cdn", "origin": "cdn"}[kind])
             if query.get("api-version") != expected:
@@ -591,6 +612,30 @@ class ArmDouble:
         return Answer(200, {"value": versions[version],
                             "id": f"{self.url}/secrets/{match['name']}/{version}",
                             "attributes": {"enabled": True}})
+
+
+_ROLE_FILTER = re.compile(r'(?:cloud_RoleName|AppRoleName)\s*==\s*"(?P<role>[^"]*)"')
+
+
+def _logs_query(double: ArmDouble, method: str, match: re.Match[str], body: Any) -> Answer:
+    """Log Analytics ``POST /v1/workspaces/{id}/query`` (or ``/v1{resourceId}/query``).
+
+    Understands the one query shape the bot sends (a role filter, then ``summarize total,
+    failed``): one row from ``request_counts[role]``, no rows for a role without data.
+    """
+    if method != "POST" or not isinstance(body, dict) or not body.get("query"):
+        return _error(400, "BadArgumentError", "POST a JSON body with a query")
+    if double.logs_failures:
+        status = double.logs_failures.pop(0)
+        return _error(status, "ServiceError", f"the query failed ({status})")
+    found = _ROLE_FILTER.search(str(body["query"]))
+    columns = [{"name": "total", "type": "long"}, {"name": "failed", "type": "long"}]
+    rows: list[list[int]] = []
+    if found and found["role"] in double.request_counts:
+        total, failed = double.request_counts[found["role"]]
+        rows.append([total, failed])
+    return Answer(200, {"tables": [{"name": "PrimaryResult", "columns": columns,
+                                    "rows": rows}]})
 
 
 def _without_secure_values(group: dict[str, Any]) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from procedures.errors import ConfigError
 from procedures.policy import Duration
 
 __all__ = [
+    "AppInsightsSettings",
     "AzureSettings",
     "ClassicFrontDoorSettings",
     "SecretRef",
@@ -62,6 +63,9 @@ _IDENTITY_ID = re.compile(
 _SUBNET_ID = re.compile(
     r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Network/"
     r"virtualNetworks/[^/]+/subnets/[^/]+$", re.IGNORECASE)
+_INSIGHTS_ID = re.compile(
+    r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Insights/"
+    r"components/[^/]+$", re.IGNORECASE)
 _KV_REFERENCE = re.compile(r"^@Microsoft\.KeyVault\((?P<body>.*)\)$", re.IGNORECASE)
 _SECRET_NAME = re.compile(r"^[0-9a-zA-Z-]{1,127}$")
 _SECRET_VERSION = re.compile(r"^[0-9a-zA-Z]{1,64}$")
@@ -240,6 +244,62 @@ class ClassicFrontDoorSettings(_Strict):
         return name
 
 
+class AppInsightsSettings(_Strict):
+    """Where the application's request telemetry is read (``azure-monitor-query`` Logs).
+
+    Exactly one of ``workspace_id`` (a workspace-based Application Insights' Log Analytics
+    workspace GUID; table ``AppRequests``, column ``AppRoleName``) and ``resource_id`` (the
+    Application Insights component's resource ID; table ``requests``, column
+    ``cloud_RoleName``). Each colour must report its own cloud role name,
+    ``<role_name_prefix>-<colour>`` (the prefix defaults to ``container_group_prefix``), e.g.
+    ``OTEL_SERVICE_NAME=qlp-green``, so that green is measured apart from blue.
+    """
+
+    workspace_id: str | None = None
+    resource_id: str | None = None
+    role_name_prefix: str | None = None
+    endpoint: str = "https://api.loganalytics.io"
+
+    @field_validator("workspace_id")
+    @classmethod
+    def _workspace(cls, value: str | None) -> str | None:
+        if value is not None and not _UUID.match(value):
+            raise ValueError(f"{value!r} is not a Log Analytics workspace ID (a GUID)")
+        return value
+
+    @field_validator("resource_id")
+    @classmethod
+    def _component(cls, value: str | None) -> str | None:
+        if value is not None and not _INSIGHTS_ID.match(value):
+            raise ValueError(f"{value!r} is not an Application Insights resource ID "
+                             "(/subscriptions/.../providers/Microsoft.Insights/components/"
+                             "<name>)")
+        return value
+
+    @field_validator("role_name_prefix")
+    @classmethod
+    def _role_prefix(cls, value: str | None) -> str | None:
+        if value is not None and not _GROUP_PREFIX.match(value):
+            raise ValueError(f"{value!r} is not a role name prefix (lowercase letters, digits, "
+                             "single hyphens)")
+        return value
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        if not re.match(r"^https://[^\s/]+/?$", value):
+            raise ValueError(f"{value!r} is not an https base URL "
+                             "(e.g. https://api.loganalytics.io)")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> AppInsightsSettings:
+        if (self.workspace_id is None) == (self.resource_id is None):
+            raise ValueError("set exactly one of workspace_id (Log Analytics workspace GUID) "
+                             "and resource_id (Application Insights component resource ID)")
+        return self
+
+
 class AzureSettings(_Strict):
     """Blue-green on Azure Container Instances behind Front Door, for one environment.
 
@@ -278,6 +338,7 @@ class AzureSettings(_Strict):
     switch_confirm_timeout: Duration = timedelta(minutes=10)
     arm_endpoint: str = "https://management.azure.com"
     managed_identity_client_id: str | None = None
+    app_insights: AppInsightsSettings | None = None
 
     @field_validator("subscription_id")
     @classmethod
@@ -445,9 +506,17 @@ class AzureSettings(_Strict):
     def image_for(self, version: str) -> str:
         return f"{self.registry}/{self.image}:{version}"
 
+    def role_name(self, colour: str) -> str:
+        """The cloud role name a colour reports telemetry under: ``<prefix>-<colour>``."""
+        insights = self.app_insights
+        prefix = (insights.role_name_prefix if insights is not None else None) \
+            or self.container_group_prefix
+        return f"{prefix}-{colour}"
+
 
 _KNOWN_KEYS = sorted({*AzureSettings.model_fields, *StandardFrontDoorSettings.model_fields,
-                      *ClassicFrontDoorSettings.model_fields})
+                      *ClassicFrontDoorSettings.model_fields,
+                      *AppInsightsSettings.model_fields})
 
 
 def parse_azure_settings(data: Any, *, where: str = "azure") -> AzureSettings:

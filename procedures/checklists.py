@@ -1,0 +1,248 @@
+"""The seed's deployment checklists: items, which steps tick them, and who ticked the rest.
+
+The seed has two lists ("Standard Deployment Checklist", "Emergency Deployment Checklist").
+Every item has a stable key (a slug of its text). An item with ``auto_steps`` is ticked by the
+procedure itself when one of those steps SUCCEEDED; every other item is ticked by a person
+(``/qlp checklist <id>``). Emergencies get the emergency list, every other kind the standard one.
+
+Ticks are kept in the deployment's ``options["checklist"]``. Two formats are read and written
+back in the format found, so ``/qlp emergency``'s list (``procedures.playbooks.emergency``)
+keeps its length and order:
+
+* a mapping ``{item_key: {"done_by": user, "at": iso}}`` (standard and any new deployment);
+* a list ``[{"section", "item", "done_by", "at"?}]`` (what ``/qlp emergency`` attaches).
+
+Pure: no storage, no Slack.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from procedures.model import ProcedureKind, StepState
+from procedures.playbooks.emergency import EMERGENCY_CHECKLIST
+
+__all__ = [
+    "BOT",
+    "EMERGENCY_ITEMS",
+    "STANDARD_ITEMS",
+    "ChecklistItem",
+    "ItemState",
+    "StepFact",
+    "Tick",
+    "apply_selection",
+    "auto_ticks",
+    "groups",
+    "item_key",
+    "items_for",
+    "manual_ticks",
+    "states",
+    "store_ticks",
+]
+
+BOT = "qlp"
+"""``done_by`` of what the procedure ticked itself."""
+
+
+def item_key(text: str) -> str:
+    """The stable key of an item: its text, lower case, words joined by ``-``."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+@dataclass(frozen=True)
+class ChecklistItem:
+    """One line of a checklist; ``auto_steps`` tick it when one of them SUCCEEDED."""
+
+    group: str
+    text: str
+    auto_steps: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return item_key(self.text)
+
+    @property
+    def manual(self) -> bool:
+        return not self.auto_steps
+
+
+@dataclass(frozen=True)
+class Tick:
+    """Who ticked an item and when; ``step`` is set when the procedure ticked it."""
+
+    done_by: str
+    at: datetime | None = None
+    step: str | None = None
+
+
+@dataclass(frozen=True)
+class StepFact:
+    """What the checklist needs of a step run."""
+
+    name: str
+    state: StepState
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ItemState:
+    """An item and its tick (``None``: not done)."""
+
+    item: ChecklistItem
+    tick: Tick | None
+
+
+_PRE, _DURING, _POST = "Pre-Deployment", "During Deployment", "Post-Deployment"
+
+STANDARD_ITEMS: tuple[ChecklistItem, ...] = (
+    ChecklistItem(_PRE, "Code reviewed and approved"),
+    ChecklistItem(_PRE, "Tests passing (unit, integration, security)"),
+    ChecklistItem(_PRE, "Staging deployment tested"),
+    ChecklistItem(_PRE, "Database migration tested (if applicable)"),
+    ChecklistItem(_PRE, "Performance impact assessed"),
+    ChecklistItem(_PRE, "Rollback plan prepared"),
+    ChecklistItem(_PRE, "Team notification sent"),
+    ChecklistItem(_PRE, "Change request approved"),
+    ChecklistItem(_DURING, "Pre-deployment backup created", ("snapshot", "backup")),
+    ChecklistItem(_DURING, "Infrastructure validation passed", ("final_validation",)),
+    ChecklistItem(_DURING, "Application deployed successfully", ("switch_traffic",)),
+    ChecklistItem(_DURING, "Database migrations completed (if applicable)"),
+    ChecklistItem(_DURING, "Health checks passing", ("wait_healthy", "extended_health")),
+    ChecklistItem(_DURING, "Smoke tests completed", ("smoke_tests",)),
+    ChecklistItem(_DURING, "Performance monitoring active", ("monitor",)),
+    ChecklistItem(_POST, "Extended monitoring completed (30 minutes)", ("monitor",)),
+    ChecklistItem(_POST, "Performance baseline updated", ("record_baseline",)),
+    ChecklistItem(_POST, "Customer communication sent (if needed)"),
+    ChecklistItem(_POST, "Documentation updated"),
+    ChecklistItem(_POST, "Deployment retrospective scheduled"),
+    ChecklistItem(_POST, "Success metrics recorded"),
+)
+"""The seed's "Standard Deployment Checklist", in its order."""
+
+_EMERGENCY_AUTO: Mapping[str, tuple[str, ...]] = {
+    "Emergency backup created": ("snapshot",),
+    "Fast-track deployment executed": ("switch_traffic",),
+    "Critical functionality verified": ("verify",),
+}
+
+EMERGENCY_ITEMS: tuple[ChecklistItem, ...] = tuple(
+    ChecklistItem(section, text, _EMERGENCY_AUTO.get(text, ()))
+    for section, text in EMERGENCY_CHECKLIST
+)
+"""The seed's "Emergency Deployment Checklist" (the emergency playbook's list)."""
+
+
+def items_for(kind: ProcedureKind | str) -> tuple[ChecklistItem, ...]:
+    """The checklist of a deployment of ``kind``."""
+    return EMERGENCY_ITEMS if ProcedureKind(kind) is ProcedureKind.EMERGENCY else STANDARD_ITEMS
+
+
+def groups(items: Iterable[ChecklistItem]) -> list[tuple[str, list[ChecklistItem]]]:
+    """The items by group, groups and items in checklist order."""
+    by_group: dict[str, list[ChecklistItem]] = {}
+    for item in items:
+        by_group.setdefault(item.group, []).append(item)
+    return list(by_group.items())
+
+
+def auto_ticks(items: Iterable[ChecklistItem], steps: Iterable[StepFact]) -> dict[str, Tick]:
+    """The items the procedure ticked: the first of its ``auto_steps`` that SUCCEEDED."""
+    succeeded = {step.name: step for step in steps if step.state is StepState.SUCCEEDED}
+    ticks: dict[str, Tick] = {}
+    for item in items:
+        for name in item.auto_steps:
+            step = succeeded.get(name)
+            if step is not None:
+                ticks[item.key] = Tick(BOT, step.finished_at, name)
+                break
+    return ticks
+
+
+def _parse_time(value: object) -> datetime | None:
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and value:
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    return None
+
+
+def manual_ticks(stored: object, items: Iterable[ChecklistItem]) -> dict[str, Tick]:
+    """The person ticks in ``options["checklist"]`` (either format), by item key."""
+    known = {item.key for item in items if item.manual}
+    entries: list[tuple[str, Mapping[str, Any]]] = []
+    if isinstance(stored, Mapping):
+        entries = [(str(key), value) for key, value in stored.items()
+                   if isinstance(value, Mapping)]
+    elif isinstance(stored, list):
+        entries = [(item_key(str(entry.get("item") or "")), entry) for entry in stored
+                   if isinstance(entry, Mapping)]
+    ticks: dict[str, Tick] = {}
+    for key, value in entries:
+        done_by = value.get("done_by")
+        if key in known and done_by:
+            ticks[key] = Tick(str(done_by), _parse_time(value.get("at")))
+    return ticks
+
+
+def store_ticks(stored: object, items: Iterable[ChecklistItem],
+                ticks: Mapping[str, Tick]) -> object:
+    """``options["checklist"]`` with ``ticks`` as the person ticks, in the format found."""
+    if isinstance(stored, list):
+        updated: list[Any] = []
+        for entry in stored:
+            if not isinstance(entry, Mapping):
+                updated.append(entry)
+                continue
+            new = dict(entry)
+            tick = ticks.get(item_key(str(entry.get("item") or "")))
+            new["done_by"] = tick.done_by if tick else None
+            new.pop("at", None)
+            if tick and tick.at:
+                new["at"] = tick.at.isoformat()
+            updated.append(new)
+        return updated
+    stored_ticks: dict[str, Any] = {}
+    for item in items:
+        tick = ticks.get(item.key)
+        if tick is not None:
+            stored_ticks[item.key] = {"done_by": tick.done_by,
+                                      "at": tick.at.isoformat() if tick.at else None}
+    return stored_ticks
+
+
+def apply_selection(items: Iterable[ChecklistItem], offered: Collection[str],
+                    selected: Collection[str], ticks: Mapping[str, Tick], *, user: str,
+                    now: datetime) -> tuple[dict[str, Tick], list[str], list[str]]:
+    """Diff a checkboxes element's ``selected`` keys against ``ticks``.
+
+    Only the manual items ``offered`` in that element change. Returns the new ticks and the
+    keys newly ticked and unticked, in checklist order.
+    """
+    new = dict(ticks)
+    ticked: list[str] = []
+    unticked: list[str] = []
+    for item in items:
+        if not item.manual or item.key not in offered:
+            continue
+        if item.key in selected and item.key not in new:
+            new[item.key] = Tick(user, now)
+            ticked.append(item.key)
+        elif item.key not in selected and item.key in new:
+            del new[item.key]
+            unticked.append(item.key)
+    return new, ticked, unticked
+
+
+def states(items: Iterable[ChecklistItem], stored: object,
+           steps: Iterable[StepFact]) -> list[ItemState]:
+    """Every item with its tick: the procedure's for auto items, a person's for the rest."""
+    items = tuple(items)
+    ticks = {**manual_ticks(stored, items), **auto_ticks(items, steps)}
+    return [ItemState(item, ticks.get(item.key)) for item in items]
