@@ -57,6 +57,9 @@ def _migrate(ctx: HandlerContext, command: Command, env: str) -> str:
         "migration": migration.name, "checksum": up.checksum,
         "maintenance": command.maintenance, "outside_transaction": up.outside_transaction,
         "down": migration.down is not None, "staging_first": staging, "requested_by": user,
+        # Without a down script the schema change cannot be undone: a rollback of the code
+        # across it is refused (roll forward instead), see bot/commands/rollback.py.
+        "irreversible": migration.down is None,
         # A migration is not rolled back by a button: its down script is a person's call.
         "rollback_available": False,
     }

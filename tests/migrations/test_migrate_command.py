@@ -132,6 +132,7 @@ def test_request_posts_the_card_and_approval_runs_it(
         assert deployment.version == NAME
         assert deployment.options["outside_transaction"] == "CREATE INDEX CONCURRENTLY"
         assert len(deployment.options["checksum"]) == 64
+        assert deployment.options["irreversible"] is False  # it has a down script
 
         def card() -> Any:
             return next((m for m in slack.messages(CHANNEL)
