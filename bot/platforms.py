@@ -6,11 +6,10 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from procedures.clock import Clock
 from procedures.errors import PolicyRefusal
-from procedures.platforms.azure import AzureClients, AzurePlatform
-from procedures.platforms.azure.monitoring import AzureMetrics
 from procedures.platforms.azure.settings import AzureSettings, parse_azure_settings
 from procedures.platforms.base import Platform
 from procedures.platforms.local.metrics import LocalMetrics
@@ -18,9 +17,13 @@ from procedures.platforms.local.platform import LocalPlatform
 from procedures.playbook import MetricsSource
 from procedures.policy import Environment, Policy
 
+if TYPE_CHECKING:
+    from procedures.platforms.azure.monitoring import AzureMetrics
+    from procedures.platforms.azure.platform import AzurePlatform
+
 log = logging.getLogger(__name__)
 
-AzureParts = tuple[AzurePlatform, AzureMetrics]
+AzureParts = tuple["AzurePlatform", "AzureMetrics"]
 AzureFactory = Callable[[str, Environment, AzureSettings, Clock], AzureParts]
 
 
@@ -28,6 +31,11 @@ def production_azure(name: str, env: Environment, settings: AzureSettings,
                      clock: Clock) -> AzureParts:
     """The real thing: DefaultAzureCredential (built on first use), ARM and Logs endpoints
     from the settings."""
+    # Imported here: the Azure SDKs load only when an Azure environment is first used.
+    from procedures.platforms.azure.clients import AzureClients
+    from procedures.platforms.azure.monitoring import AzureMetrics
+    from procedures.platforms.azure.platform import AzurePlatform
+
     clients = AzureClients.for_settings(settings)
     platform = AzurePlatform(name, env, clients=clients, clock=clock)
     return platform, AzureMetrics(settings, credential=clients.credential, clock=clock)

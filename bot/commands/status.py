@@ -9,6 +9,7 @@ from bot.lookup import environment_of
 from procedures.model import DeploymentState
 from procedures.store import DeploymentRecord as Deployment
 from procedures.store import EnvironmentRecord
+from storage.status import StatusReader
 
 ACTIVE_STATES = (DeploymentState.QUEUED, DeploymentState.RUNNING, DeploymentState.ROLLING_BACK)
 
@@ -19,9 +20,10 @@ def status_text(ctx: HandlerContext, command: Command) -> str:
     names = [environment_of(policy, command.environment)] if command.environment else list(
         policy.environments)
     # Two queries whatever the number of environments: status is typed often, under load.
-    states = {row.environment: row for row in ctx.services.environments.all()}
+    snapshot = StatusReader(ctx.services.database).snapshot(ACTIVE_STATES)
+    states: dict[str, EnvironmentRecord] = dict(snapshot.environments)
     running: dict[str, list[Deployment]] = {}
-    for deployment in ctx.services.deployments.list_in_states(ACTIVE_STATES):
+    for deployment in snapshot.deployments:
         running.setdefault(deployment.environment, []).append(deployment)
     return "\n\n".join(_one(ctx, name, states.get(name), running.get(name, []))
                        for name in names)

@@ -6,8 +6,28 @@ so). ``AzurePlatform`` implements ``procedures.platforms.base.Platform``; the en
 ``azure:`` policy section is validated by ``parse_azure_settings``.
 """
 
-from procedures.platforms.azure.clients import AzureClients
-from procedures.platforms.azure.platform import AzurePlatform
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from procedures.platforms.azure.settings import AzureSettings, parse_azure_settings
 
+if TYPE_CHECKING:
+    from procedures.platforms.azure.clients import AzureClients
+    from procedures.platforms.azure.platform import AzurePlatform
+
 __all__ = ["AzureClients", "AzurePlatform", "AzureSettings", "parse_azure_settings"]
+
+
+def __getattr__(name: str) -> Any:
+    # The Azure SDKs are heavy (tens of MB): load them only when an Azure environment is used,
+    # so validating an `azure:` policy section or running locally does not pay for them.
+    if name == "AzureClients":
+        from procedures.platforms.azure.clients import AzureClients
+
+        return AzureClients
+    if name == "AzurePlatform":
+        from procedures.platforms.azure.platform import AzurePlatform
+
+        return AzurePlatform
+    raise AttributeError(name)
