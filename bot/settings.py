@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     # The sample service of the demo: a version containing "unhealthy" stays healthy for this
     # many health checks (enough to pass readiness and smoke tests), then fails in monitoring.
     qlp_sample_healthy_for: int = Field(default=6, ge=0, alias="QLP_SAMPLE_HEALTHY_FOR")
+    # GitHub token for final_validation's CI status check (an environment's `ci:` section names
+    # it with `token_env: GITHUB_TOKEN`); optional for public repositories.
+    github_token: str | None = Field(default=None, alias="GITHUB_TOKEN")
 
     @property
     def database_url(self) -> str:

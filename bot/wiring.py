@@ -31,7 +31,7 @@ from procedures.playbooks.emergency import emergency_playbook
 from procedures.playbooks.hotfix import hotfix_playbook
 from procedures.playbooks.migration import migration_playbook
 from procedures.playbooks.rollback import rollback_playbook
-from procedures.playbooks.standard import standard_playbook
+from procedures.playbooks.standard import FinalChecks, standard_playbook
 from procedures.policy import Policy
 from procedures.windows import WindowPolicy
 from storage.approvals import ApprovalRepository
@@ -126,6 +126,7 @@ class Services:
     def close(self) -> None:
         self.stop_worker()
         self.platforms.close()
+        self.audit.close()
         self.database.dispose()
 
 
@@ -169,7 +170,10 @@ def build_services(settings: Settings, *, policy: Policy, clock: Clock | None = 
         extra_env={"QLP_SAMPLE_HEALTHY_FOR": str(settings.qlp_sample_healthy_for)})
     http = HttpChecker()
     playbooks = {
-        ProcedureKind.STANDARD: standard_playbook(http=http, monitoring=policy.monitoring),
+        ProcedureKind.STANDARD: standard_playbook(
+            http=http, monitoring=policy.monitoring,
+            checks=FinalChecks(tokens={"GITHUB_TOKEN": settings.github_token}
+                               if settings.github_token else {})),
         ProcedureKind.HOTFIX: hotfix_playbook(http=http, monitoring=policy.monitoring),
         ProcedureKind.EMERGENCY: emergency_playbook(http=http),
         ProcedureKind.ROLLBACK: rollback_playbook(http=http),

@@ -99,6 +99,56 @@ class LocalPlatformSettings(_Strict):
         return slots
 
 
+class CiSettings(_Strict):
+    """Where ``final_validation`` reads the CI status: a GitHub Actions workflow on a branch.
+
+    ``token_env`` names the token the bot's settings hold (``GITHUB_TOKEN``); the token itself
+    never lives in the policy file.
+    """
+
+    repository: str
+    workflow: str
+    branch: str = "main"
+    token_env: str = "GITHUB_TOKEN"  # noqa: S105 (a variable name, not a secret)
+    api_url: str = "https://api.github.com"
+
+    @field_validator("repository")
+    @classmethod
+    def _repository(cls, value: str) -> str:
+        from procedures.checks.ci_status import validate_repository
+
+        validate_repository(value)
+        return value
+
+    @field_validator("workflow", mode="before")
+    @classmethod
+    def _workflow(cls, value: Any) -> str:
+        from procedures.checks.ci_status import validate_workflow
+
+        return validate_workflow(str(value))
+
+    @field_validator("branch")
+    @classmethod
+    def _branch(cls, value: str) -> str:
+        from procedures.checks.ci_status import validate_branch
+
+        return validate_branch(value)
+
+    @field_validator("token_env")
+    @classmethod
+    def _token_env(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Z_][A-Z0-9_]*", value):
+            raise ValueError(f"{value!r} is not an environment variable name (e.g. GITHUB_TOKEN)")
+        return value
+
+    @field_validator("api_url")
+    @classmethod
+    def _api_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value.rstrip("/")
+
+
 class Environment(_Strict):
     """One deployment target."""
 
@@ -110,6 +160,8 @@ class Environment(_Strict):
     smoke: list[str] = Field(default_factory=list)
     database_url: str | None = None
     migrations_dir: str | None = None
+    ci: CiSettings | None = None
+    slow_query_ms: float | None = Field(default=None, gt=0)
 
     @field_validator("url")
     @classmethod
@@ -132,6 +184,8 @@ class Environment(_Strict):
             raise ValueError("platform local needs a 'local:' section (command, slots)")
         if self.platform == "azure" and self.azure is None:
             raise ValueError("platform azure needs an 'azure:' section")
+        if self.slow_query_ms is not None and not self.database_url:
+            raise ValueError("slow_query_ms needs the environment's database_url")
         return self
 
 

@@ -9,10 +9,12 @@ returns before their row is committed, so nothing is lost; the chain stays in ar
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import insert, update
@@ -23,12 +25,17 @@ from storage.audit import AuditLog, VerifyResult, canonical_detail, event_hash
 from storage.db import Database
 from storage.models import AuditEvent, AuditHead
 
+log = logging.getLogger(__name__)
+MAX_QUEUED = 10_000
+
 
 @dataclass
 class _Pending:
     actor: str
     action: str
     kwargs: dict[str, Any]
+    at: datetime | None = None
+    waited: bool = True  # False: nobody waits (record()); a failure is retried, not raised
     done: bool = False
     result: AuditEvent | None = None
     error: BaseException | None = None
@@ -48,6 +55,77 @@ class GroupCommitAuditLog:
         self._cond = threading.Condition()
         self._queue: list[_Pending] = []
         self._writing = False
+        self._flusher: threading.Thread | None = None
+        self._closing = False
+
+    def record(self, actor: str, action: str, *, deployment_id: int | None = None,
+               environment: str | None = None, detail: Mapping[str, Any] | None = None) -> None:
+        """Queue an event and return at once; a background flusher commits it (in order).
+
+        For what only reads (``/qlp status``, ``help``): the command is answered without
+        waiting for the disk. Such rows are committed within milliseconds; a process killed in
+        that moment loses them. Decisions and changes use :meth:`append`, which waits, or join
+        the transaction of the change itself.
+        """
+        kwargs: dict[str, Any] = {"deployment_id": deployment_id, "environment": environment,
+                                  "detail": detail}
+        item = _Pending(actor, action, kwargs, at=self._clock.now(), waited=False)
+        with self._cond:
+            if len(self._queue) >= MAX_QUEUED:
+                log.error("audit queue full (%d): dropping %s by %s", MAX_QUEUED, action, actor)
+                return
+            self._queue.append(item)
+            if self._flusher is None:
+                self._flusher = threading.Thread(target=self._flush_loop, daemon=True,
+                                                 name="qlp-audit-flusher")
+                self._flusher.start()
+            self._cond.notify_all()
+
+    def _flush_loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue or self._writing:
+                    if self._closing and not self._queue:
+                        return
+                    self._cond.wait(0.5)
+                self._writing = True
+                batch, self._queue = self._queue, []
+            failed = False
+            try:
+                self._write(batch)
+            except Exception as error:
+                failed = True
+                log.warning("audit flush of %d rows failed; retrying: %s", len(batch), error)
+            finally:
+                with self._cond:
+                    if failed:  # nobody waits for these: keep them, in order, and retry
+                        self._queue = [p for p in batch if not p.waited] + self._queue
+                        for pending in batch:
+                            if pending.waited:
+                                pending.error = RuntimeError("audit write failed")
+                    for pending in batch:
+                        pending.done = pending.waited or not failed
+                    self._writing = False
+                    self._cond.notify_all()
+            if failed:
+                time.sleep(1.0)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything queued so far is committed (reads see this process's rows)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._cond.notify_all()
+            while (self._queue or self._writing) and time.monotonic() < deadline:
+                self._cond.wait(0.05)
+            return not self._queue and not self._writing
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Flush what :meth:`record` queued, then stop the flusher."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if self._flusher is not None:
+            self._flusher.join(timeout)
 
     def append(self, actor: str, action: str, *, deployment_id: int | None = None,
                environment: str | None = None, detail: Mapping[str, Any] | None = None,
@@ -89,7 +167,7 @@ class GroupCommitAuditLog:
             for pending in batch:
                 kwargs = pending.kwargs
                 detail = canonical_detail(kwargs["detail"])
-                at = self._clock.now().astimezone(UTC)
+                at = (pending.at or self._clock.now()).astimezone(UTC)
                 digest = event_hash(last_hash, at, pending.actor, pending.action,
                                     kwargs["deployment_id"], kwargs["environment"], detail)
                 last_id += 1
@@ -112,7 +190,9 @@ class GroupCommitAuditLog:
         return item.result
 
     def recent(self, limit: int = 20, deployment_id: int | None = None) -> list[AuditEvent]:
+        self.flush()
         return self._audit.recent(limit, deployment_id)
 
     def verify(self) -> VerifyResult:
+        self.flush()
         return self._audit.verify()

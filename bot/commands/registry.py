@@ -41,11 +41,20 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
+# Commands that only read. Everything that requests, decides or changes is audited before it
+# is answered (and the change itself carries its own audit row in the same transaction).
+READ_ONLY = frozenset({"help", "status", "window", "history", "stats", "checklist"})
+
+
 def run_command(ctx: HandlerContext, text: str) -> str:
     """Run one command and return the reply text. Raises the project's errors on refusal."""
     command = parse(text)
-    ctx.services.audit.append(ctx.request.user_id, f"command.{command.name}",
-                              detail={"text": text[:500], "channel": ctx.request.channel_id})
+    detail = {"text": text[:500], "channel": ctx.request.channel_id}
+    if command.name in READ_ONLY:
+        # Queued, committed in the background: a read answers without waiting for the disk.
+        ctx.services.audit.record(ctx.request.user_id, f"command.{command.name}", detail=detail)
+    else:
+        ctx.services.audit.append(ctx.request.user_id, f"command.{command.name}", detail=detail)
     handler = HANDLERS.get(command.name)
     if handler is None:
         return refuse_unavailable(command)

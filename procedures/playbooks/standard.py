@@ -34,9 +34,12 @@ What the steps do differently from the seed, on purpose:
 - The live colour and version come from the platform (``traffic()``) and are recorded with
   ``ctx.record_switch``, not in ``/tmp/current-slot``; the baseline becomes a row
   (``ctx.record_baseline``), not a git commit.
-- CI status, database slow queries and staging runs (2.1 items 3-4, 2.2) are not this
-  playbook's business: a staging run is this playbook on the staging environment, and database
-  migrations have their own playbook.
+- CI status and database slow queries (2.1 items 3-4) are optional parts of
+  ``final_validation``, run when the environment configures ``ci:`` or ``slow_query_ms``
+  (:class:`FinalChecks` says how each gates); on Azure it also reports the live container
+  group's CPU and memory as evidence. Staging runs (2.2) are not this playbook's business: a
+  staging run is this playbook on the staging environment, and database migrations have their
+  own playbook.
 
 The playbook works on any :class:`~procedures.platforms.base.Platform`: it uses only that
 protocol, the optional :class:`~procedures.platforms.base.SupportsMaintenance`, the context's
@@ -48,10 +51,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
+import httpx
+
+from procedures.checks.ci_status import GitHubActionsStatus
 from procedures.checks.http import HttpChecker, Probe
 from procedures.checks.monitoring import (
     MonitoringThresholds,
@@ -60,18 +66,20 @@ from procedures.checks.monitoring import (
     evaluate,
     summarize,
 )
+from procedures.checks.slow_queries import SlowQueryCheck
 from procedures.durations import format_duration
-from procedures.errors import QlpError, StepFailure
+from procedures.errors import ExternalServiceError, QlpError, StepFailure
 from procedures.model import ProcedureKind, Slot
 from procedures.platforms.base import SupportsMaintenance
 from procedures.playbook import Playbook, RetryPolicy, Step, StepContext, StepResult
-from procedures.policy import Environment, Monitoring
+from procedures.policy import CiSettings, Environment, Monitoring
 
 __all__ = [
     "DEFAULT_READY_TIMEOUT",
     "EXTENDED_HEALTH_MAX_ROUNDS",
     "EXTENDED_HEALTH_STREAK",
     "PRE_DEPLOY_ERROR_WINDOW",
+    "FinalChecks",
     "ProvidesBaseline",
     "StandardSteps",
     "standard_playbook",
@@ -120,11 +128,48 @@ class _Plan:
         return f"{self.live_version or 'an unknown version'} on {self.live}"
 
 
-class StandardSteps:
-    """The step functions of the standard playbook, sharing one :class:`HttpChecker`."""
+@dataclass(frozen=True)
+class FinalChecks:
+    """What ``final_validation``'s optional checks need from outside the policy file.
 
-    def __init__(self, http: HttpChecker) -> None:
+    ``tokens`` maps a CI section's ``token_env`` (``GITHUB_TOKEN``) to the token the bot's
+    settings hold (the policy names the token, never holds it); ``ci_transport`` replaces the
+    network of the CI check in tests; ``slow_query_relation`` is the view the slow-query check
+    reads (tests point it at a stand-in, see ``procedures.checks.slow_queries``).
+
+    How each check gates the step (decided here, documented once):
+
+    - **CI status** (environment ``ci:``): the newest run of the workflow on the branch must
+      have completed successfully. A failed, cancelled or still running run, or no run at all,
+      fails the step with the run as evidence. A CI check that cannot answer (network error,
+      no permission, rate limit, unknown workflow) fails the step as **inconclusive** (retryable
+      when GitHub said so): a deployment never starts on an unknown CI state.
+    - **Slow queries** (environment ``slow_query_ms`` and ``database_url``): statements whose
+      mean time exceeds ``slow_query_ms`` fail the step, listed as evidence. When the database
+      cannot answer (``pg_stat_statements`` not installed or not preloaded, no permission,
+      unreachable) the reason is reported ("...: slow queries not checked") and the step goes
+      on: many databases run without the extension, and the health and error checks already
+      cover a database the application cannot use. The report line keeps the gap visible.
+    - **Container CPU/memory** (Azure environments): evidence only, never a gate; no data or an
+      Azure Monitor error is reported as inconclusive (see
+      ``procedures.platforms.azure.platform_metrics``).
+    """
+
+    tokens: Mapping[str, str] = field(default_factory=dict)
+    ci_transport: httpx.BaseTransport | None = None
+    slow_query_relation: str = "pg_stat_statements"
+
+
+class StandardSteps:
+    """The step functions of the standard playbook, sharing one :class:`HttpChecker`.
+
+    ``checks`` configures ``final_validation``'s optional CI, slow-query and platform-usage
+    checks (:class:`FinalChecks`); they run only for environments that configure them.
+    """
+
+    def __init__(self, http: HttpChecker, checks: FinalChecks | None = None) -> None:
         self.http = http
+        self.checks = checks or FinalChecks()
 
     # -- Phase 2: final validation -----------------------------------------------------------
 
@@ -135,7 +180,7 @@ class StandardSteps:
         if traffic.live is None:
             ctx.report(f"Nothing is live on {ctx.environment_name} ({env.url}) yet: first "
                        "deployment, nothing to validate.")
-            return {"live": None, "live_version": None}
+            return {"live": None, "live_version": None, **self._optional_checks(ctx, None)}
         live, live_version = traffic.live, traffic.live_version
         probes = self.http.check_paths(env.url, env.health)
         _report_probes(ctx, f"Health of {env.url} ({live_version} on {live})", probes)
@@ -163,7 +208,70 @@ class StandardSteps:
             )
         ctx.report(f"Live {live} ({live_version}): {errors} errors in the last {window} "
                    f"(threshold {threshold}).")
-        return {"live": live.value, "live_version": live_version, "errors": errors}
+        return {"live": live.value, "live_version": live_version, "errors": errors,
+                **self._optional_checks(ctx, live)}
+
+    def _optional_checks(self, ctx: StepContext, live: Slot | None) -> dict[str, Any]:
+        """CI status, slow queries and container usage, each when configured (see
+        :class:`FinalChecks` for how each one gates)."""
+        result: dict[str, Any] = {}
+        env = ctx.environment
+        if env.ci is not None:
+            result["ci"] = self._ci_status(ctx, env.ci)
+        if env.slow_query_ms is not None and env.database_url:
+            result["slow_queries"] = self._slow_queries(ctx, env.database_url,
+                                                        env.slow_query_ms)
+        if env.platform == "azure" and live is not None:
+            result["usage"] = _platform_usage(ctx, live)
+        return result
+
+    def _ci_status(self, ctx: StepContext, ci: CiSettings) -> dict[str, Any]:
+        token = self.checks.tokens.get(ci.token_env) or None
+        try:
+            with GitHubActionsStatus(ci.api_url, token, self.checks.ci_transport) as github:
+                run = github.latest(ci.repository, ci.workflow, ci.branch)
+        except (ExternalServiceError, ValueError) as exc:
+            reason = exc.message if isinstance(exc, ExternalServiceError) else str(exc)
+            ctx.report(f"CI status of {ci.repository} {ci.workflow} on {ci.branch}: "
+                       f"inconclusive ({reason}).")
+            raise StepFailure(
+                f"the CI status of {ci.repository} {ci.workflow} on {ci.branch} is "
+                f"inconclusive: {reason}",
+                retryable=isinstance(exc, ExternalServiceError) and exc.retryable,
+                hint=f"check the workflow and the bot's {ci.token_env}, then ask again; a "
+                     "deployment never starts on an unknown CI state",
+            ) from exc
+        ctx.report(run.describe())
+        evidence = {"conclusion": run.conclusion, "status": run.status,
+                    "run_url": run.run_url, "head_sha": run.head_sha}
+        if not run.green:
+            state = ("no run" if run.status == "none" else
+                     run.conclusion if run.finished and run.conclusion else run.status)
+            raise StepFailure(
+                f"CI is not green: {run.describe()}",
+                retryable=not run.finished and run.status != "none",
+                hint=f"deploy once the newest {ci.workflow} run on {ci.branch} succeeded "
+                     f"(it is {state})",
+            )
+        return evidence
+
+    def _slow_queries(self, ctx: StepContext, database_url: str,
+                      threshold_ms: float) -> dict[str, Any]:
+        check = SlowQueryCheck(database_url, relation=self.checks.slow_query_relation)
+        found = check.check(threshold_ms)
+        ctx.report(found.describe())
+        if not found.available:
+            return {"checked": False, "reason": found.reason}
+        if found.slow:
+            raise StepFailure(
+                f"{len(found.queries)} database quer"
+                f"{'y averages' if len(found.queries) == 1 else 'ies average'} more than "
+                f"{threshold_ms:g} ms: "
+                + "; ".join(query.describe() for query in found.queries),
+                hint="fix or index the slow queries first (or raise slow_query_ms in the "
+                     "policy if they are expected)",
+            )
+        return {"checked": True, "slow": 0}
 
     # -- Phase 3: deployment -----------------------------------------------------------------
 
@@ -431,13 +539,15 @@ class StandardSteps:
         return {"stopped": plan.live.value, "version": plan.live_version}
 
 
-def standard_playbook(*, http: HttpChecker, monitoring: Monitoring | None = None) -> Playbook:
+def standard_playbook(*, http: HttpChecker, monitoring: Monitoring | None = None,
+                      checks: FinalChecks | None = None) -> Playbook:
     """The standard deployment (``ProcedureKind.STANDARD``); see the module docstring.
 
     ``monitoring`` (the policy's section) only sizes the monitor step's timeout (its duration
     plus two minutes); the thresholds themselves are read from ``ctx.policy`` when it runs.
+    ``checks`` configures final_validation's optional checks (:class:`FinalChecks`).
     """
-    steps = StandardSteps(http)
+    steps = StandardSteps(http, checks)
     watch = (monitoring or Monitoring()).duration
     maintenance = _maintenance_requested
     return Playbook(
@@ -494,6 +604,24 @@ def ready_timeout(env: Environment) -> timedelta:
 
 
 # -- helpers ----------------------------------------------------------------------------------
+
+
+def _platform_usage(ctx: StepContext, live: Slot) -> dict[str, Any]:
+    """The live colour's container CPU/memory on Azure, reported as evidence (never a gate)."""
+    # The reader lives with the Azure platform (it needs the SDK); imported only here.
+    from procedures.platforms.azure.platform_metrics import live_usage
+
+    try:
+        usage = live_usage(ctx.platform, live, ctx.now())
+    except QlpError as exc:
+        ctx.report(f"Container CPU/memory of the live {live} slot: inconclusive "
+                   f"({exc.message}).")
+        return {"inconclusive": True}
+    if usage is None:
+        return {}
+    ctx.report(usage.describe())
+    return {"inconclusive": usage.inconclusive, "cpu_millicores_avg": usage.cpu_avg,
+            "memory_bytes_avg": usage.memory_avg, "near_limit": usage.near_limit}
 
 
 def _maintenance_requested(ctx: StepContext) -> bool:

@@ -684,3 +684,80 @@ def iter_bodies(double: ArmDouble, kind: str, method: str) -> Iterator[Any]:
     """The JSON bodies of the recorded ``method`` requests of ``kind``."""
     for call in double.calls_to(kind, method):
         yield call.body
+
+
+# -- Azure Monitor platform metrics (appended: GET {resourceId}/providers/Microsoft.Insights/
+# metrics, as azure-mgmt-monitor 7 sends it with api-version 2024-02-01) -------------------------
+
+METRICS_API_VERSION = "2024-02-01"
+_METRICS_ROUTE = re.compile(r"^(?P<resource>/subscriptions/.+?)/providers/Microsoft\.Insights/"
+                            r"metrics$", re.I)
+MetricPoints = dict[str, dict[str, list[tuple[str, float | None, float | None]]]]
+_handle_without_metrics = ArmDouble.handle
+
+
+def set_metrics(double: ArmDouble, resource_id: str, metric: str,
+                points: list[tuple[str, float | None, float | None]]) -> None:
+    """What the metrics endpoint answers for ``metric`` of ``resource_id``: one time series of
+    ``(timeStamp, average, maximum)`` points (an empty list: a metric with no time series)."""
+    with double.lock:
+        _metric_points(double).setdefault(resource_id.lower(), {})[metric] = list(points)
+
+
+def _metric_points(double: ArmDouble) -> MetricPoints:
+    """The double's metrics: resource id (lower case) -> metric -> [(time, avg, max)]."""
+    points: MetricPoints | None = getattr(double, "metric_points", None)
+    if points is None:
+        points = {}
+        double.metric_points = points  # type: ignore[attr-defined]
+    return points
+
+
+def _handle_with_metrics(self: ArmDouble, method: str, raw_path: str,
+                         headers: dict[str, str], body: Any) -> Answer:
+    parts = urlsplit(raw_path)
+    match = _METRICS_ROUTE.match(parts.path)
+    if match is None:
+        return _handle_without_metrics(self, method, raw_path, headers, body)
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    authorized = headers.get("authorization") == f"Bearer {TOKEN}"
+    with self.lock:
+        self.calls.append(Call(method, parts.path, query, body, authorized, "metrics"))
+        for throttle in self.throttles:
+            if (throttle.times > 0 and throttle.method == method
+                    and throttle.path_contains in parts.path):
+                throttle.times -= 1
+                return _error(429, "TooManyRequests", "The request is being throttled.",
+                              **{"Retry-After": throttle.retry_after})
+        if not authorized:
+            return _error(401, "AuthenticationFailed", "missing or wrong bearer token")
+        if method != "GET":
+            return _error(405, "MethodNotAllowed", f"{method} metrics")
+        if query.get("api-version") != METRICS_API_VERSION:
+            return _error(400, "InvalidApiVersionParameter",
+                          f"api-version {query.get('api-version')} is not "
+                          f"{METRICS_API_VERSION}")
+        resource = match["resource"]
+        known = _metric_points(self).get(resource.lower(), {})
+        value = []
+        for name in (query.get("metricnames") or "").split(","):
+            if not name:
+                continue
+            data = [{"timeStamp": at, **({"average": avg} if avg is not None else {}),
+                     **({"maximum": top} if top is not None else {})}
+                    for at, avg, top in known.get(name, [])]
+            unit = "Bytes" if name == "MemoryUsage" else "Count"
+            value.append({
+                "id": f"{resource}/providers/Microsoft.Insights/metrics/{name}",
+                "type": "Microsoft.Insights/metrics",
+                "name": {"value": name, "localizedValue": name},
+                "unit": unit, "errorCode": "Success",
+                "timeseries": [{"metadatavalues": [], "data": data}] if data else [],
+            })
+        return Answer(200, {"cost": 0, "timespan": query.get("timespan", ""),
+                            "interval": query.get("interval", "PT1M"),
+                            "namespace": query.get("metricnamespace", ""),
+                            "resourceregion": "eastus", "value": value})
+
+
+ArmDouble.handle = _handle_with_metrics  # type: ignore[method-assign]

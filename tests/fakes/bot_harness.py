@@ -106,3 +106,4 @@ class BotHarness:
         self.services.stop_worker()
         self.services.platforms.shutdown_all()
         self.services.platforms.close()
+        self.services.audit.close()

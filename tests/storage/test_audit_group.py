@@ -46,3 +46,16 @@ def test_a_failed_batch_raises_to_its_callers_and_writes_nothing(
         raise AssertionError("a row that cannot be stored must fail its append")
     assert [e.action for e in group.recent(10)] == ["ok"]
     assert group.verify().ok
+
+
+def test_recorded_events_are_flushed_in_order_without_waiting(
+        database: Database, audit: AuditLog, clock: FixedClock) -> None:
+    group = GroupCommitAuditLog(audit, database, clock)
+    for i in range(50):
+        group.record("U1", "command.status", detail={"i": i})
+    group.append("U2", "deployment.requested")  # a waited append goes after them, in order
+    group.close()
+    events = list(reversed(group.recent(100)))
+    assert [e.detail.get("i") for e in events[:50]] == list(range(50))
+    assert events[-1].action == "deployment.requested"
+    assert group.verify().ok and group.verify().checked == 51

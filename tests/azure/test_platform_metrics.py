@@ -1,0 +1,151 @@
+"""Container group CPU/memory with the real MonitorManagementClient against the ARM double.
+
+The double answers ``GET {group}/providers/Microsoft.Insights/metrics`` (api-version
+2024-02-01) with the points ``set_metrics`` gave it, in the response shape of azure.md §3.2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from procedures.errors import ExternalServiceError
+from procedures.model import Slot
+from procedures.platforms.azure import AzureClients, AzurePlatform
+from procedures.platforms.azure.platform_metrics import (
+    ContainerGroupMetrics,
+    ContainerUsage,
+    live_usage,
+    monitor_client,
+)
+from procedures.policy import Environment
+from tests.azure.arm_double import SUBSCRIPTION, ArmDouble, make_certificate, set_metrics
+from tests.azure.test_azure_platform import RG, StaticTokenCredential, azure_section
+
+pytestmark = pytest.mark.slow  # starts an HTTPS server
+
+NOW = datetime(2026, 12, 1, 11, 0, tzinfo=UTC)
+GIB = 1024 ** 3
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return make_certificate(tmp_path_factory.mktemp("metrics-double"))
+
+
+@pytest.fixture
+def double(certificate: tuple[Path, Path]) -> Iterator[ArmDouble]:
+    arm = ArmDouble(*certificate).start()
+    yield arm
+    arm.stop()
+
+
+@pytest.fixture
+def make_platform(double: ArmDouble, certificate: tuple[Path, Path]
+                  ) -> Iterator[Callable[..., AzurePlatform]]:
+    made: list[AzurePlatform] = []
+
+    def make(**changes: Any) -> AzurePlatform:
+        env = Environment.model_validate({
+            "platform": "azure", "url": "https://api.qlp-hq.com",
+            "azure": azure_section(double, **changes)})
+        clients = AzureClients(StaticTokenCredential(), SUBSCRIPTION, base_url=double.url,
+                               client_kwargs={"connection_verify": str(certificate[0]),
+                                              "retry_total": 0})
+        platform = AzurePlatform("production", env, clients=clients)
+        made.append(platform)
+        return platform
+
+    yield make
+    for platform in made:
+        platform.close()
+
+
+def group_id(name: str) -> str:
+    return (f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RG}/providers/"
+            f"Microsoft.ContainerInstance/containerGroups/{name}")
+
+
+def test_cpu_and_memory_of_the_live_group(make_platform: Callable[..., AzurePlatform],
+                                          double: ArmDouble) -> None:
+    platform = make_platform()
+    set_metrics(double, group_id("qlp-blue"), "CpuUsage",
+                [("2026-12-01T10:50:00Z", 200.0, 300.0), ("2026-12-01T10:51:00Z", 400.0, 900.0),
+                 ("2026-12-01T10:52:00Z", None, None)])
+    set_metrics(double, group_id("qlp-blue"), "MemoryUsage",
+                [("2026-12-01T10:50:00Z", 2.0 * GIB, 2.5 * GIB),
+                 ("2026-12-01T10:51:00Z", 4.0 * GIB, 4.5 * GIB)])
+
+    usage = live_usage(platform, Slot.BLUE, NOW)
+
+    assert usage is not None and not usage.inconclusive
+    assert usage.group == "qlp-blue"
+    assert (usage.cpu_avg, usage.cpu_max) == (300.0, 900.0)
+    assert (usage.memory_avg, usage.memory_max) == (3.0 * GIB, 4.5 * GIB)
+    assert usage.cpu_share == pytest.approx(0.15)  # 300 millicores of 2 cores
+    assert usage.memory_share == pytest.approx(3 / 8)
+    assert not usage.near_limit
+    assert usage.describe() == (
+        "qlp-blue over the last 15 min: CPU 300 millicores avg (15% of 2 cores), max 900; "
+        "memory 3072 MiB avg (38% of 8 GB), max 4608 MiB")
+    [call] = double.calls_to("metrics", "GET")
+    assert call.authorized
+    assert call.path == group_id("qlp-blue") + "/providers/Microsoft.Insights/metrics"
+    assert call.query["metricnames"] == "CpuUsage,MemoryUsage"
+    assert call.query["interval"] == "PT1M"
+    assert call.query["aggregation"] == "Average,Maximum"
+    assert call.query["timespan"] == "2026-12-01T10:45:00Z/2026-12-01T11:00:00Z"
+    assert call.query["metricnamespace"] == "Microsoft.ContainerInstance/containerGroups"
+
+
+def test_no_rows_is_inconclusive_not_zero(make_platform: Callable[..., AzurePlatform],
+                                          double: ArmDouble) -> None:
+    platform = make_platform()
+    set_metrics(double, group_id("qlp-green"), "CpuUsage", [])
+    usage = live_usage(platform, Slot.GREEN, NOW)
+    assert usage is not None and usage.inconclusive
+    assert usage.cpu_avg is None and usage.memory_avg is None and usage.points == 0
+    assert usage.describe() == ("qlp-green over the last 15 min: no CPU or memory data from "
+                                "Azure Monitor (inconclusive)")
+
+
+def test_only_memory_data_and_a_group_near_its_limit(make_platform: Callable[..., AzurePlatform],
+                                                     double: ArmDouble) -> None:
+    platform = make_platform(memory_gb=1)
+    set_metrics(double, group_id("qlp-blue"), "MemoryUsage",
+                [("2026-12-01T10:55:00Z", 0.95 * GIB, 0.99 * GIB)])
+    usage = live_usage(platform, Slot.BLUE, NOW)
+    assert usage is not None and not usage.inconclusive and usage.near_limit
+    assert usage.describe().startswith("qlp-blue over the last 15 min: CPU: no data; memory")
+    assert usage.describe().endswith("(warning: at or above 90% of the allocation)")
+
+
+def test_throttling_becomes_a_retryable_error(make_platform: Callable[..., AzurePlatform],
+                                              double: ArmDouble) -> None:
+    platform = make_platform()
+    double.throttle("GET", "/providers/Microsoft.Insights/metrics", retry_after="7")
+    with pytest.raises(ExternalServiceError) as caught:
+        live_usage(platform, Slot.BLUE, NOW)
+    assert caught.value.retryable and caught.value.retry_after == 7.0
+    assert caught.value.service == "Azure Monitor metrics"
+
+
+def test_the_reader_on_its_own_and_a_non_azure_platform(make_platform: Callable[..., AzurePlatform],
+                                                        double: ArmDouble) -> None:
+    platform = make_platform()
+    set_metrics(double, group_id("qlp-green"), "CpuUsage",
+                [("2026-12-01T10:59:00Z", 1000.0, 1000.0)])
+    client = monitor_client(platform._clients)
+    try:
+        reader = ContainerGroupMetrics(platform.settings, client)
+        usage = reader.usage("green", NOW, timedelta(minutes=5))
+    finally:
+        client.close()
+    assert isinstance(usage, ContainerUsage)
+    assert usage.cpu_avg == 1000.0 and usage.memory_avg is None
+    assert usage.describe().startswith("qlp-green over the last 5 min: CPU 1000 millicores")
+    assert live_usage(object(), Slot.BLUE, NOW) is None
