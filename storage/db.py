@@ -49,6 +49,10 @@ def _enable_wal(cursor: Any) -> None:
             time.sleep(0.05 + random.random() * 0.05)
 
 
+# Connections per process: 16 HTTP threads, the worker's runs and its tasks, with room.
+POOL_SIZE = 20
+POOL_OVERFLOW = 10
+
 class Database:
     """An engine plus a transactional ``session()``; SQLite or PostgreSQL (psycopg 3).
 
@@ -74,7 +78,8 @@ class Database:
                     "use postgresql+psycopg://",
                     key="QLP_DATABASE_URL",
                 )
-            self._engine = create_engine(self.url, pool_pre_ping=True, echo=echo)
+            self._engine = create_engine(self.url, pool_pre_ping=True, echo=echo,
+                                         pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
         else:
             raise ConfigError(
                 f"unsupported database {backend!r}: use sqlite:///path or "
@@ -99,6 +104,9 @@ class Database:
             # One shared connection, or every pooled connection would see its own empty db.
             kwargs["poolclass"] = StaticPool
         else:
+            # Enough connections for every HTTP thread and the worker's runs at once: a
+            # listener must never queue for a connection behind Slack's 3 s ack.
+            kwargs.update(pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(self.url, **kwargs)
 
