@@ -41,12 +41,12 @@ from tests.azure.test_azure_platform import (
 from tests.fakes.bot_harness import BOT_TOKEN, BotHarness
 from tests.fakes.policies import BASE, make_policy
 from tests.fakes.slack_double import SlackDouble
+from tests.fakes.slack_views import ALWAYS_OPEN
+from tests.fakes.slack_views import card as _card
+from tests.fakes.slack_views import thread_text as _thread_text
 
 pytestmark = pytest.mark.slow  # HTTPS double, HTTP stand-in, the bot and its worker
 
-ALWAYS_OPEN = {"preferred": [{"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
-                              "start": "00:00", "end": "24:00"}]}
-CHANNEL = "C0DEPLOY"
 RG = "prod-qlp-rg"
 WORKSPACE = "11111111-2222-3333-4444-555555555555"
 ROUTE = ("qlp-frontdoor", "qlp-endpoint", "default-route")
@@ -141,18 +141,6 @@ def azure_bot(database: Database, slack: SlackDouble, tmp_path: Path,
     harness.services.platforms.azure_factory = world.factory
     yield harness
     harness.close()
-
-
-def _card(slack: SlackDouble, deployment_id: int) -> Any:
-    for message in slack.messages(CHANNEL):
-        if f"Deployment #{deployment_id}" in message.text:
-            return message
-    return None
-
-
-def _thread_text(slack: SlackDouble, deployment_id: int) -> str:
-    card = _card(slack, deployment_id)
-    return "\n".join(m.text for m in slack.thread(CHANNEL, card.ts)) if card else ""
 
 
 def _request_and_approve(bot: BotHarness, version: str, approver: str) -> int:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -17,10 +16,11 @@ from storage.db import Database
 from tests.fakes.bot_harness import BotHarness
 from tests.fakes.policies import make_policy
 from tests.fakes.slack_double import SlackDouble
-
-ALWAYS_OPEN = {"preferred": [{"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
-                              "start": "00:00", "end": "24:00"}]}
-CHANNEL = "C0DEPLOY"
+from tests.fakes.slack_views import ALWAYS_OPEN, CHANNEL
+from tests.fakes.slack_views import button_ids as _button_ids
+from tests.fakes.slack_views import card as _card
+from tests.fakes.slack_views import ephemeral_for as _ephemeral_for
+from tests.fakes.slack_views import thread_text as _thread_text
 
 
 @pytest.fixture
@@ -31,27 +31,6 @@ def live_bot(database: Database, slack: SlackDouble, tmp_path: Path) -> Iterator
                          home=tmp_path / "home", slack=slack, start_worker=True)
     yield harness
     harness.close()
-
-
-def _card(slack: SlackDouble, deployment_id: int) -> Any:
-    for message in slack.messages(CHANNEL):
-        if f"Deployment #{deployment_id}" in message.text:
-            return message
-    return None
-
-
-def _thread_text(slack: SlackDouble, deployment_id: int) -> str:
-    card = _card(slack, deployment_id)
-    return "\n".join(m.text for m in slack.thread(CHANNEL, card.ts)) if card else ""
-
-
-def _ephemeral_for(slack: SlackDouble, user: str) -> str:
-    return "\n".join(m.text for m in slack.ephemerals(user))
-
-
-def _button_ids(message: Any) -> list[str]:
-    return [element["action_id"] for block in message.blocks if block["type"] == "actions"
-            for element in block["elements"]]
 
 
 def _live_version(bot: BotHarness) -> str:

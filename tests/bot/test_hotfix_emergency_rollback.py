@@ -24,10 +24,13 @@ from storage.models import Notification
 from tests.fakes.bot_harness import BotHarness
 from tests.fakes.policies import make_policy
 from tests.fakes.slack_double import SlackDouble
+from tests.fakes.slack_views import ALWAYS_OPEN, CHANNEL
+from tests.fakes.slack_views import card as _card
+from tests.fakes.slack_views import ephemeral_for as _ephemeral_for
+from tests.fakes.slack_views import thread_text as _thread_text
 
 S = DeploymentState
 ENV = "production"
-CHANNEL = "C0DEPLOY"
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -68,10 +71,6 @@ def _history(bot: BotHarness, clock: FixedClock) -> None:
     bot.services.environments.record_switch(ENV, Slot.BLUE, "v1.0.0")
     _finished(bot, clock, ProcedureKind.STANDARD, "v1.1.0")
     bot.services.environments.record_switch(ENV, Slot.GREEN, "v1.1.0")
-
-
-def _ephemeral_for(slack: SlackDouble, user: str) -> str:
-    return "\n".join(m.text for m in slack.ephemerals(user))
 
 
 def _refused(text: str, rule: str) -> None:
@@ -376,9 +375,6 @@ def test_the_roll_back_button_requests_a_rollback(
 
 # -- end to end on the real local platform ------------------------------------------------------
 
-ALWAYS_OPEN = {"preferred": [{"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
-                              "start": "00:00", "end": "24:00"}]}
-
 
 @pytest.fixture
 def live_bot(database: Database, slack: SlackDouble, tmp_path: Path) -> Iterator[BotHarness]:
@@ -388,18 +384,6 @@ def live_bot(database: Database, slack: SlackDouble, tmp_path: Path) -> Iterator
                          home=tmp_path / "home", slack=slack, start_worker=True)
     yield harness
     harness.close()
-
-
-def _card(slack: SlackDouble, deployment_id: int) -> Any:
-    for message in slack.messages(CHANNEL):
-        if f"#{deployment_id}:" in message.text:
-            return message
-    return None
-
-
-def _thread_text(slack: SlackDouble, deployment_id: int) -> str:
-    card = _card(slack, deployment_id)
-    return "\n".join(m.text for m in slack.thread(CHANNEL, card.ts)) if card else ""
 
 
 def _served(bot: BotHarness) -> str:
