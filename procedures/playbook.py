@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from procedures.model import ProcedureKind, Slot
 from procedures.platforms.base import Platform
@@ -43,6 +43,20 @@ class MetricsSource(Protocol):
     def error_count(self, slot: Slot, since: datetime) -> int | None: ...
 
     def request_count(self, slot: Slot, since: datetime) -> int | None: ...
+
+
+@runtime_checkable
+class ProvidesLatency(Protocol):
+    """Optional on a :class:`MetricsSource`: the slot's request duration as the platform saw it.
+
+    ``duration_p95_ms`` is the 95th percentile duration (milliseconds) of the requests ``slot``
+    served since ``since``; ``None`` means no data (inconclusive for that figure, never a pass).
+    A source may also have a ``latency_source`` string naming where the figure comes from
+    ("Application Insights"), used in reports. Not every platform has it (the local one does
+    not): the ``monitor`` step checks with ``isinstance``.
+    """
+
+    def duration_p95_ms(self, slot: Slot, since: datetime) -> float | None: ...
 
 
 class StepContext(Protocol):

@@ -43,7 +43,8 @@ What the steps do differently from the seed, on purpose:
 
 The playbook works on any :class:`~procedures.platforms.base.Platform`: it uses only that
 protocol, the optional :class:`~procedures.platforms.base.SupportsMaintenance`, the context's
-:class:`~procedures.playbook.MetricsSource`, an :class:`~procedures.checks.http.HttpChecker` and
+:class:`~procedures.playbook.MetricsSource` (and, when it has it, the optional
+:class:`~procedures.playbook.ProvidesLatency`), an :class:`~procedures.checks.http.HttpChecker` and
 the environment and policy data. It imports no SDK.
 """
 
@@ -71,13 +72,21 @@ from procedures.durations import format_duration
 from procedures.errors import ExternalServiceError, QlpError, StepFailure
 from procedures.model import ProcedureKind, Slot
 from procedures.platforms.base import SupportsMaintenance
-from procedures.playbook import Playbook, RetryPolicy, Step, StepContext, StepResult
+from procedures.playbook import (
+    Playbook,
+    ProvidesLatency,
+    RetryPolicy,
+    Step,
+    StepContext,
+    StepResult,
+)
 from procedures.policy import CiSettings, Environment, Monitoring
 
 __all__ = [
     "DEFAULT_READY_TIMEOUT",
     "EXTENDED_HEALTH_MAX_ROUNDS",
     "EXTENDED_HEALTH_STREAK",
+    "MIN_LATENCY_REQUESTS",
     "PRE_DEPLOY_ERROR_WINDOW",
     "FinalChecks",
     "ProvidesBaseline",
@@ -90,6 +99,7 @@ PRE_DEPLOY_ERROR_WINDOW = timedelta(minutes=5)
 EXTENDED_HEALTH_STREAK = 3
 EXTENDED_HEALTH_MAX_ROUNDS = 10
 MONITOR_GRACE = timedelta(minutes=2)
+MIN_LATENCY_REQUESTS = 20  # a platform p95 over fewer requests is a maximum, not a p95
 
 
 @runtime_checkable
@@ -153,6 +163,12 @@ class FinalChecks:
     - **Container CPU/memory** (Azure environments): evidence only, never a gate; no data or an
       Azure Monitor error is reported as inconclusive (see
       ``procedures.platforms.azure.platform_metrics``).
+    - **Database backups** (Azure environments whose ``azure:`` names ``postgres_server``): the
+      newest completed backup of the flexible server must be at most ``max_backup_age`` old
+      (26h by default); a stale backup or none at all fails the step with the figures. An
+      Azure error (no permission, unknown server, throttling) fails it as **inconclusive**,
+      retryable when Azure said so: a deployment never starts without a known recent backup.
+      Checked on a first deployment too (see ``procedures.platforms.azure.backups``).
     """
 
     tokens: Mapping[str, str] = field(default_factory=dict)
@@ -223,6 +239,10 @@ class StandardSteps:
                                                         env.slow_query_ms)
         if env.platform == "azure" and live is not None:
             result["usage"] = _platform_usage(ctx, live)
+        if env.platform == "azure":
+            backup = _backup_age(ctx)
+            if backup:
+                result["backup"] = backup
         return result
 
     def _ci_status(self, ctx: StepContext, ci: CiSettings) -> dict[str, Any]:
@@ -447,10 +467,21 @@ class StandardSteps:
     # -- Phase 4: monitoring, baseline, cleanup ----------------------------------------------
 
     def monitor(self, ctx: StepContext) -> StepResult:
-        """Watch the new version for ``monitoring.duration``; raise to roll back."""
+        """Watch the new version for ``monitoring.duration``; raise to roll back.
+
+        The rules are :func:`~procedures.checks.monitoring.evaluate`'s. When ``ctx.metrics``
+        also :class:`~procedures.playbook.ProvidesLatency` (Application Insights on Azure), each
+        check also reads the platform's p95 request duration of the new slot since the switch
+        (kept per check in the result as evidence) and rolls back when it exceeds
+        ``monitoring.response_time_ms``, once ``MIN_LATENCY_REQUESTS`` requests were counted
+        (or the source counts none). No p95 (``None``, or the source failing) is reported as
+        inconclusive for that figure and never fails the step on its own: health and errors
+        remain the gates.
+        """
         plan, version, env = _Plan.of(ctx), _version(ctx), ctx.environment
         thresholds = MonitoringThresholds.from_policy(ctx.policy.monitoring)
         baseline = ctx.baseline() if isinstance(ctx, ProvidesBaseline) else None
+        latency = _PlatformLatency.of(ctx)
         switched_at = _parse_time(ctx.result_of("switch_traffic").get("switched_at"))
         since = switched_at or ctx.now()
         url = env.url + env.health[0]
@@ -462,7 +493,8 @@ class StandardSteps:
             f"{thresholds.health_failure_ratio:.0%} of health checks fail, the median of 3 "
             f"response times exceeds {thresholds.response_time_ms} ms or errors exceed "
             f"{thresholds.error_threshold}"
-            f"{_ratio_rules(thresholds, baseline)}."
+            f"{_ratio_rules(thresholds, baseline)}"
+            f"{latency.rule() if latency else ''}."
         )
         started = ctx.now()
         samples: list[Sample] = []
@@ -478,25 +510,34 @@ class StandardSteps:
                 errors=_metric(ctx.metrics.error_count, plan.target, since),
                 requests=_metric(ctx.metrics.request_count, plan.target, since),
             ))
+            if latency is not None:
+                latency.read_now(plan.target, since)
             if not probe.ok:
                 ctx.report(f"Check {number}/{total}: {probe.describe()}")
             verdict = evaluate(samples, thresholds, baseline)
             elapsed = format_duration(ctx.now() - started)
-            if verdict.rollback:
-                ctx.report(f"Rolling back {version} after {elapsed} of monitoring: "
-                           f"{verdict.reason}.")
+            slow = latency.breach(samples[-1].requests) if latency else None
+            if verdict.rollback or slow:
+                reason = "; ".join(r for r in (
+                    verdict.reason if verdict.rollback else None, slow) if r)
+                ctx.report(f"Rolling back {version} after {elapsed} of monitoring: {reason}.")
                 raise StepFailure(
-                    f"monitoring {plan.target} ({version}): {verdict.reason}",
+                    f"monitoring {plan.target} ({version}): {reason}",
                     hint=f"traffic goes back to {plan.previous}, which is still running",
                 )
             if verdict.inconclusive and not said_inconclusive:
                 said_inconclusive = True
                 ctx.report(f"Check {number}/{total}: {verdict.reason}.")
+            if latency is not None and latency.readings[-1] is None and not latency.said_missing:
+                latency.said_missing = True
+                ctx.report(f"Check {number}/{total}: no p95 from {latency.source} yet: that "
+                           "figure is inconclusive (health and errors still decide).")
             if number / total >= next_progress and number < total:
                 while next_progress <= number / total:
                     next_progress += 0.25
                 ctx.report(f"Monitoring {plan.target} ({version}): {elapsed} of "
-                           f"{format_duration(duration)}, {summarize(samples).describe()}.")
+                           f"{format_duration(duration)}, {summarize(samples).describe()}"
+                           f"{latency.describe() if latency else ''}.")
         summary = summarize(samples)
         final = evaluate(samples, thresholds, baseline)
         if not final.ok:
@@ -505,8 +546,12 @@ class StandardSteps:
                 hint="the bot never passes a version on missing data; check the platform's "
                      "metrics",
             )
-        ctx.report(f"Monitored {format_duration(duration)}: {summary.describe()}.")
-        return _summary_result(summary, plan.target, version, ctx.now() - started)
+        ctx.report(f"Monitored {format_duration(duration)}: {summary.describe()}"
+                   f"{latency.describe() if latency else ''}.")
+        result = _summary_result(summary, plan.target, version, ctx.now() - started)
+        if latency is not None:
+            result.update(latency.result())
+        return result
 
     def record_baseline(self, ctx: StepContext) -> StepResult:
         """Store the monitoring figures as the environment's new performance baseline."""
@@ -624,6 +669,49 @@ def _platform_usage(ctx: StepContext, live: Slot) -> dict[str, Any]:
             "memory_bytes_avg": usage.memory_avg, "near_limit": usage.near_limit}
 
 
+def _backup_age(ctx: StepContext) -> dict[str, Any]:
+    """The newest backup of the environment's PostgreSQL flexible server: fresh, or a failure
+    (see :class:`FinalChecks`); {} when the environment names no server."""
+    # The reader lives with the Azure platform (it needs the SDK); imported only here.
+    from procedures.platforms.azure.backups import latest_backup
+
+    try:
+        found = latest_backup(ctx.platform, ctx.now())
+    except ExternalServiceError as exc:
+        ctx.report(f"Database backups: inconclusive ({exc.message}).")
+        raise StepFailure(
+            f"the latest database backup of {ctx.environment_name} is unknown: {exc.message}",
+            retryable=exc.retryable,
+            hint="give the bot's identity Microsoft.DBforPostgreSQL/flexibleServers/backups/"
+                 "read on the server (or fix postgres_server), then ask again; a deployment "
+                 "never starts without a known recent backup",
+        ) from exc
+    if found is None:
+        return {}
+    ctx.report(found.describe())
+    limit = format_duration(found.max_age)
+    if found.latest is None or found.age is None:
+        raise StepFailure(
+            f"PostgreSQL server {found.server} of {ctx.environment_name} has no completed "
+            f"backup; at most {limit} old is required",
+            hint="check the server's backup settings in Azure (or take an on-demand backup), "
+                 "then deploy",
+        )
+    evidence = {"server": found.server, "latest": found.latest.completed.isoformat(),
+                "type": found.latest.backup_type, "name": found.latest.name,
+                "age_s": round(found.age.total_seconds()),
+                "max_age_s": round(found.max_age.total_seconds())}
+    if not found.fresh:
+        raise StepFailure(
+            f"the latest backup of PostgreSQL server {found.server} completed "
+            f"{found.latest.describe()}, {format_duration(found.age)} ago: older than the "
+            f"{limit} allowed (max_backup_age)",
+            hint="find out why the automatic backup is late, or take an on-demand backup "
+                 "(az postgres flexible-server backup create), then deploy",
+        )
+    return evidence
+
+
 def _maintenance_requested(ctx: StepContext) -> bool:
     return bool(ctx.options.get("maintenance"))
 
@@ -636,6 +724,65 @@ def _version(ctx: StepContext) -> str:
 
 def _unique(paths: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(paths))
+
+
+@dataclass
+class _PlatformLatency:
+    """The monitor step's platform p95 figure, when ``ctx.metrics`` provides one."""
+
+    read: Callable[[Slot, datetime], float | None]
+    source: str
+    limit_ms: int
+    readings: list[float | None] = field(default_factory=list)
+    said_missing: bool = False
+
+    @classmethod
+    def of(cls, ctx: StepContext) -> _PlatformLatency | None:
+        metrics = ctx.metrics
+        if not isinstance(metrics, ProvidesLatency):
+            return None
+        source = getattr(metrics, "latency_source", None)
+        return cls(metrics.duration_p95_ms,
+                   source if isinstance(source, str) and source else "the platform's monitoring",
+                   ctx.policy.monitoring.response_time_ms)
+
+    def read_now(self, slot: Slot, since: datetime) -> float | None:
+        """Read the p95 now (a failing source counts as no data) and keep it as evidence."""
+        try:
+            value = self.read(slot, since)
+        except QlpError:
+            value = None
+        if value is not None and (not isinstance(value, int | float) or math.isnan(value)):
+            value = None
+        self.readings.append(None if value is None else float(value))
+        return self.readings[-1]
+
+    @property
+    def latest(self) -> float | None:
+        return next((value for value in reversed(self.readings) if value is not None), None)
+
+    def breach(self, requests: int | None) -> str | None:
+        """Why the newest reading rolls back (None: it does not, or there is none)."""
+        value = self.readings[-1] if self.readings else None
+        if value is None or value <= self.limit_ms:
+            return None
+        if requests is not None and requests < MIN_LATENCY_REQUESTS:
+            return None  # too few requests for a p95
+        return f"p95 {value:.0f} ms from {self.source} > {self.limit_ms} ms"
+
+    def rule(self) -> str:
+        return (f", or the p95 from {self.source} exceeds {self.limit_ms} ms (once "
+                f"{MIN_LATENCY_REQUESTS} requests were counted)")
+
+    def describe(self) -> str:
+        latest = self.latest
+        if latest is None:
+            return f", no p95 from {self.source} (inconclusive)"
+        return f", p95 {latest:.0f} ms from {self.source}"
+
+    def result(self) -> dict[str, Any]:
+        return {"platform_p95_ms": self.latest, "platform_p95_source": self.source,
+                "platform_p95_readings": list(self.readings)}
 
 
 def _report_probes(ctx: StepContext, heading: str, probes: Sequence[Probe]) -> None:

@@ -761,3 +761,136 @@ def _handle_with_metrics(self: ArmDouble, method: str, raw_path: str,
 
 
 ArmDouble.handle = _handle_with_metrics  # type: ignore[method-assign]
+
+
+# -- Application Insights request duration (appended: ``set_requests(..., p95_ms=)`` and a
+# ``p95_ms`` column when the KQL asks for a percentile) ------------------------------------------
+
+_set_requests_counts_only = ArmDouble.set_requests
+_logs_query_counts_only = ArmDouble._logs_query
+
+
+def _set_requests_with_p95(self: ArmDouble, role: str, total: int, failed: int = 0,
+                           p95_ms: float | None = None) -> None:
+    """What the Logs double answers for ``role``: ``total`` requests, ``failed`` of them
+    failed and, when the query asks for a percentile, ``p95_ms`` (None: a null duration)."""
+    with self.lock:
+        _set_requests_counts_only(self, role, total, failed)
+        _request_p95(self)[role] = p95_ms
+
+
+def _request_p95(double: ArmDouble) -> dict[str, float | None]:
+    """The double's p95 durations: role -> milliseconds (None answers a null)."""
+    durations: dict[str, float | None] | None = getattr(double, "request_p95", None)
+    if durations is None:
+        durations = {}
+        double.request_p95 = durations  # type: ignore[attr-defined]
+    return durations
+
+
+def _logs_query_with_p95(self: ArmDouble, method: str, match: re.Match[str],
+                         body: Any) -> Answer:
+    answer = _logs_query_counts_only(self, method, match, body)
+    query = str(body.get("query", "")) if isinstance(body, dict) else ""
+    if answer.status != 200 or not isinstance(answer.body, dict) or "percentile" not in query:
+        return answer
+    found = _ROLE_FILTER.search(query)
+    p95 = _request_p95(self).get(found["role"]) if found else None
+    for table in answer.body.get("tables", []):
+        table["columns"].append({"name": "p95_ms", "type": "real"})
+        for row in table["rows"]:
+            row.append(p95)
+    return answer
+
+
+ArmDouble.set_requests = _set_requests_with_p95  # type: ignore[method-assign]
+ArmDouble._logs_query = _logs_query_with_p95  # type: ignore[method-assign]
+
+
+# -- PostgreSQL flexible server backups (appended: GET .../Microsoft.DBforPostgreSQL/
+# flexibleServers/{name}/backups?api-version=2024-08-01, Backups Automatic and On Demand - List
+# By Server; pages of BACKUPS_PAGE_SIZE entries joined by an absolute nextLink) ------------------
+
+BACKUPS_API_VERSION = "2024-08-01"
+BACKUPS_PAGE_SIZE = 2
+_BACKUPS_ROUTE = re.compile(_RG + r"Microsoft\.DBforPostgreSQL/flexibleServers/(?P<name>[^/]+)/"
+                            r"backups$", re.I)
+_handle_without_backups = ArmDouble.handle
+
+
+def set_backups(double: ArmDouble, server: str,
+                backups: list[tuple[str, str, str | None]]) -> None:
+    """The backups of ``server``: ``(name, backupType, completedTime or None)``; a server never
+    given any is unknown (404 ResourceNotFound)."""
+    with double.lock:
+        _backup_lists(double)[server.lower()] = list(backups)
+
+
+def fail_backups(double: ArmDouble, status: int, code: str, message: str) -> None:
+    """Answer the next backups list with this ARM error."""
+    with double.lock:
+        failures: list[tuple[int, str, str]] = getattr(double, "backup_failures", [])
+        failures.append((status, code, message))
+        double.backup_failures = failures  # type: ignore[attr-defined]
+
+
+def _backup_lists(double: ArmDouble) -> dict[str, list[tuple[str, str, str | None]]]:
+    lists: dict[str, list[tuple[str, str, str | None]]] | None = getattr(
+        double, "backup_lists", None)
+    if lists is None:
+        lists = {}
+        double.backup_lists = lists  # type: ignore[attr-defined]
+    return lists
+
+
+def _handle_with_backups(self: ArmDouble, method: str, raw_path: str,
+                         headers: dict[str, str], body: Any) -> Answer:
+    parts = urlsplit(raw_path)
+    match = _BACKUPS_ROUTE.match(parts.path)
+    if match is None:
+        return _handle_without_backups(self, method, raw_path, headers, body)
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    authorized = headers.get("authorization") == f"Bearer {TOKEN}"
+    with self.lock:
+        self.calls.append(Call(method, parts.path, query, body, authorized, "backups"))
+        for throttle in self.throttles:
+            if (throttle.times > 0 and throttle.method == method
+                    and throttle.path_contains in parts.path):
+                throttle.times -= 1
+                return _error(429, "TooManyRequests", "The request is being throttled.",
+                              **{"Retry-After": throttle.retry_after})
+        failures: list[tuple[int, str, str]] = getattr(self, "backup_failures", [])
+        if failures:
+            status, code, message = failures.pop(0)
+            return _error(status, code, message)
+        if not authorized:
+            return _error(401, "AuthenticationFailed", "missing or wrong bearer token")
+        if method != "GET":
+            return _error(405, "MethodNotAllowed", f"{method} backups")
+        if query.get("api-version") != BACKUPS_API_VERSION:
+            return _error(400, "InvalidApiVersionParameter",
+                          f"api-version {query.get('api-version')} is not "
+                          f"{BACKUPS_API_VERSION}")
+        server = match["name"]
+        known = _backup_lists(self).get(server.lower())
+        if known is None:
+            return _error(404, "ResourceNotFound",
+                          f"The Resource 'Microsoft.DBforPostgreSQL/flexibleServers/{server}' "
+                          f"under resource group '{match['rg']}' was not found.")
+        start = int(query.get("$skipToken") or 0)
+        page = known[start:start + BACKUPS_PAGE_SIZE]
+        value = [{
+            "id": f"{parts.path}/{name}", "name": name,
+            "type": "Microsoft.DBforPostgreSQL/flexibleServers/backups",
+            "properties": {"backupType": kind,
+                           "source": "Automatic" if kind == "Full" else "On-Demand",
+                           **({"completedTime": done} if done else {})},
+        } for name, kind, done in page]
+        answer: dict[str, Any] = {"value": value}
+        if start + BACKUPS_PAGE_SIZE < len(known):
+            answer["nextLink"] = (f"{self.url}{parts.path}?api-version={BACKUPS_API_VERSION}"
+                                  f"&$skipToken={start + BACKUPS_PAGE_SIZE}")
+        return Answer(200, answer)
+
+
+ArmDouble.handle = _handle_with_backups  # type: ignore[method-assign]

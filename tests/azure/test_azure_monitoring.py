@@ -2,26 +2,35 @@
 
 The client trusts the double's self-signed certificate and gets a static token; the double
 answers ``POST /v1/workspaces/{id}/query`` (and ``/v1{resourceId}/query``) from the request
-counts each cloud role name was given.
+counts and p95 duration each cloud role name was given. The last tests run the standard
+playbook's ``monitor`` step (``StepRunner`` from the step tests, HTTP checks over a mock
+transport) with a metrics source that also ``ProvidesLatency``.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import httpx
 import pytest
 
+from procedures.checks.http import HttpChecker
 from procedures.clock import FixedClock
-from procedures.errors import ConfigError
+from procedures.errors import ConfigError, ExternalServiceError, StepFailure
 from procedures.model import Slot
 from procedures.platforms.azure.monitoring import AzureMetrics, request_counts_query
 from procedures.platforms.azure.settings import AzureSettings, parse_azure_settings
-from procedures.playbook import MetricsSource
+from procedures.platforms.base import Platform
+from procedures.playbook import MetricsSource, ProvidesLatency
+from procedures.playbooks import standard_playbook
+from procedures.playbooks.standard import MIN_LATENCY_REQUESTS
 from tests.azure.arm_double import SUBSCRIPTION, ArmDouble, make_certificate
 from tests.azure.test_azure_platform import StaticTokenCredential
+from tests.playbooks.test_standard_steps import StepRunner, step_policy
 
 pytestmark = pytest.mark.slow  # starts an HTTPS server
 
@@ -142,3 +151,165 @@ def test_app_insights_settings_are_checked(double: ArmDouble) -> None:
     assert custom.role_name("green") == "api-green"
     assert custom.app_insights is not None
     assert 'AppRoleName == "api-blue"' in request_counts_query(custom.app_insights, "api-blue")
+
+
+# -- the p95 duration ----------------------------------------------------------------------
+
+
+def test_p95_duration_per_colour_comes_with_the_counts(double: ArmDouble,
+                                                       certificate: tuple[Path, Path]) -> None:
+    clock = FixedClock(NOW)
+    source = metrics(double, certificate, clock)
+    assert isinstance(source, ProvidesLatency) and source.latency_source == "Application Insights"
+    double.set_requests("qlp-green", total=240, failed=3, p95_ms=2400.5)
+    double.set_requests("qlp-blue", total=500, failed=0, p95_ms=180.0)
+    since = NOW - timedelta(minutes=5)
+
+    assert source.duration_p95_ms(Slot.GREEN, since) == pytest.approx(2400.5)
+    assert source.error_count(Slot.GREEN, since) == 3
+    assert source.request_count(Slot.GREEN, since) == 240
+    assert source.duration_p95_ms(Slot.BLUE, since) == pytest.approx(180.0)
+    calls = double.calls_to("logs", "POST")
+    assert len(calls) == 2  # one query per slot answers all three figures
+    assert "percentilew(DurationMs, ItemCount, 95)" in calls[0].body["query"]
+
+    # The classic component: the requests table's duration column.
+    component = metrics(double, certificate, clock, resource_id=COMPONENT)
+    assert component.duration_p95_ms(Slot.GREEN, since) == pytest.approx(2400.5)
+    assert "percentilew(duration, itemCount, 95)" in double.calls_to("logs", "POST")[-1] \
+        .body["query"]
+    source.close()
+    component.close()
+
+
+def test_no_p95_is_none(double: ArmDouble, certificate: tuple[Path, Path]) -> None:
+    clock = FixedClock(NOW)
+    source = metrics(double, certificate, clock)
+    since = NOW - timedelta(minutes=5)
+
+    # No rows: no figures at all.
+    assert source.duration_p95_ms(Slot.GREEN, since) is None
+    # Counts but a null duration: the counts stand, the p95 is None.
+    clock.advance(timedelta(seconds=10))
+    double.set_requests("qlp-green", total=50, failed=1, p95_ms=None)
+    assert source.duration_p95_ms(Slot.GREEN, since) is None
+    assert source.error_count(Slot.GREEN, since) == 1
+    # No requests at all: None even with a duration.
+    clock.advance(timedelta(seconds=10))
+    double.set_requests("qlp-green", total=0, failed=0, p95_ms=900.0)
+    assert source.duration_p95_ms(Slot.GREEN, since) is None
+    # The query fails: None, no exception.
+    clock.advance(timedelta(seconds=10))
+    double.set_requests("qlp-green", total=50, failed=0, p95_ms=900.0)
+    double.logs_failures.append(500)
+    assert source.duration_p95_ms(Slot.GREEN, since) is None
+    clock.advance(timedelta(seconds=10))
+    assert source.duration_p95_ms(Slot.GREEN, since) == pytest.approx(900.0)
+    # Without app_insights: None, no query.
+    plain = AzureMetrics(settings(double).model_copy(update={"app_insights": None}),
+                         clock=clock)
+    before = len(double.calls_to("logs"))
+    assert plain.duration_p95_ms(Slot.GREEN, since) is None
+    assert len(double.calls_to("logs")) == before
+    source.close()
+
+
+# -- the monitor step with a platform p95 ------------------------------------------------------
+
+
+class Latency:
+    """A metrics source with counts and a p95 duration, as Application Insights gives them."""
+
+    latency_source = "Application Insights"
+
+    def __init__(self, p95: float | None, *, requests: int = 1000, errors: int = 0,
+                 failing: bool = False) -> None:
+        self.p95, self.requests, self.errors, self.failing = p95, requests, errors, failing
+        self.asked: list[tuple[Slot, datetime]] = []
+
+    def error_count(self, slot: Slot, since: datetime) -> int | None:
+        return self.errors
+
+    def request_count(self, slot: Slot, since: datetime) -> int | None:
+        return self.requests
+
+    def duration_p95_ms(self, slot: Slot, since: datetime) -> float | None:
+        self.asked.append((slot, since))
+        if self.failing:
+            raise ExternalServiceError("Azure Monitor Logs", "Logs is down")
+        return self.p95
+
+
+SWITCHED = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def monitored() -> Iterator[tuple[StepRunner, Any]]:
+    """A runner just after ``switch_traffic`` (green live since SWITCHED), health checks
+    answered 200 by a mock transport; 10 s of monitoring at 1 s, response_time_ms 2000."""
+    http = HttpChecker(transport=httpx.MockTransport(lambda request: httpx.Response(200)))
+    clock = FixedClock(SWITCHED)
+    ctx = StepRunner(cast(Platform, None), Latency(None), step_policy(), clock, "v1.1.0")
+    ctx.results["snapshot"] = {"live_slot": "blue", "live_version": "v1.0.0",
+                               "target_slot": "green"}
+    ctx.results["switch_traffic"] = {"switched_at": SWITCHED.isoformat()}
+    try:
+        yield ctx, standard_playbook(http=http, monitoring=ctx.policy.monitoring)
+    finally:
+        http.close()
+
+
+def test_monitor_rolls_back_on_a_high_platform_p95(
+        monitored: tuple[StepRunner, Any]) -> None:
+    ctx, playbook = monitored
+    source = Latency(2400.0)
+    ctx.metrics = source
+    with pytest.raises(StepFailure) as failure:
+        ctx.run(playbook, "monitor")
+    assert failure.value.message == ("monitoring green (v1.1.0): p95 2400 ms from Application "
+                                     "Insights > 2000 ms")
+    assert "blue" in (failure.value.hint or "")
+    assert source.asked == [(Slot.GREEN, SWITCHED)]  # the first check already rolls back
+    assert "Rolling back v1.1.0 after 1s of monitoring: p95 2400 ms from Application " \
+           "Insights > 2000 ms." in ctx.reports
+    assert "the p95 from Application Insights exceeds 2000 ms" in ctx.reports[0]
+
+
+def test_monitor_passes_with_a_low_p95_and_keeps_it_as_evidence(
+        monitored: tuple[StepRunner, Any]) -> None:
+    ctx, playbook = monitored
+    ctx.metrics = Latency(180.0)
+    result = ctx.run(playbook, "monitor")
+    assert result is not None
+    assert result["platform_p95_ms"] == 180.0
+    assert result["platform_p95_source"] == "Application Insights"
+    assert result["platform_p95_readings"] == [180.0] * 10
+    assert any(re.fullmatch(r"Monitored 10s: 10 checks, 0 failed, p95 \d+ ms, 0 errors, "
+                            r"p95 180 ms from Application Insights\.", r) for r in ctx.reports)
+
+
+def test_no_platform_p95_is_inconclusive_but_not_a_failure(
+        monitored: tuple[StepRunner, Any]) -> None:
+    ctx, playbook = monitored
+    for source in (Latency(None), Latency(5000.0, failing=True)):
+        ctx.reports.clear()
+        ctx.metrics = source
+        result = ctx.run(playbook, "monitor")
+        assert result is not None
+        assert result["platform_p95_ms"] is None
+        assert result["platform_p95_readings"] == [None] * 10
+        said = [r for r in ctx.reports if "no p95 from Application Insights yet" in r]
+        assert len(said) == 1 and "inconclusive" in said[0]
+        assert ctx.reports[-1].endswith("no p95 from Application Insights (inconclusive).")
+
+
+def test_a_p95_over_too_few_requests_does_not_roll_back(
+        monitored: tuple[StepRunner, Any]) -> None:
+    ctx, playbook = monitored
+    ctx.metrics = Latency(2400.0, requests=MIN_LATENCY_REQUESTS - 1)
+    result = ctx.run(playbook, "monitor")
+    assert result is not None and result["platform_p95_ms"] == 2400.0
+    # Errors still gate when the p95 has no data.
+    ctx.metrics = Latency(None, errors=50)
+    with pytest.raises(StepFailure, match=r"50 errors since the switch \(> 10 allowed\)"):
+        ctx.run(playbook, "monitor")

@@ -1,15 +1,23 @@
-"""Request and failure counts per colour from Application Insights (the ``MetricsSource``).
+"""Request counts, failures and p95 duration per colour from Application Insights.
 
-:class:`AzureMetrics` asks Logs (``azure-monitor-query``'s ``LogsQueryClient``, KQL) how many
-requests the colour served since a moment and how many of them failed, filtered on the cloud
+:class:`AzureMetrics` (the ``MetricsSource``, and ``ProvidesLatency``) asks Logs
+(``azure-monitor-query``'s ``LogsQueryClient``, KQL) how many requests the colour served since a
+moment, how many of them failed and the 95th percentile of their duration, filtered on the cloud
 role name each colour reports (``<prefix>-<colour>``, see ``AppInsightsSettings``), so the new
-colour is measured apart from the old one:
+colour is measured apart from the old one. One query answers all three figures:
 
-- ``app_insights.resource_id`` (the component): ``requests`` filtered on ``cloud_RoleName``;
-- ``app_insights.workspace_id`` (workspace-based): ``AppRequests`` filtered on ``AppRoleName``.
+- ``app_insights.resource_id`` (the component): ``requests`` filtered on ``cloud_RoleName``,
+  duration in ``duration`` (milliseconds);
+- ``app_insights.workspace_id`` (workspace-based): ``AppRequests`` filtered on ``AppRoleName``,
+  duration in ``DurationMs``.
+
+The percentile is ``percentilew(duration, itemCount, 95)``: weighted by each row's item count,
+so a sampled telemetry stream (one row standing for ``itemCount`` requests) gives the same p95
+as the full one, just as the counts use ``sum(itemCount)`` rather than ``count()``.
 
 No rows, no requests at all, a partial result or any error gives ``None``: no data, which the
-playbook treats as inconclusive, never as a pass. Telemetry reaches Logs with a delay of a
+playbook treats as inconclusive, never as a pass (a row with counts but no duration gives the
+counts and a ``None`` p95). Telemetry reaches Logs with a delay of a
 minute or more, so a short monitoring window right after a switch may well see no data yet;
 that is reported as inconclusive rather than read as "zero errors".
 """
@@ -17,6 +25,7 @@ that is reported as inconclusive rather than read as "zero errors".
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -34,43 +43,53 @@ if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
     from azure.monitor.query import LogsQueryClient
 
-__all__ = ["AzureMetrics", "RequestCounts", "request_counts_query"]
+__all__ = ["LATENCY_SOURCE", "AzureMetrics", "RequestCounts", "request_counts_query"]
 
 log = logging.getLogger(__name__)
 
 SERVICE = "Azure Monitor Logs"
+LATENCY_SOURCE = "Application Insights"
 
 
 @dataclass(frozen=True)
 class RequestCounts:
-    """Requests a colour served in a window, and how many of them failed."""
+    """Requests a colour served in a window, how many of them failed and their p95 duration
+    (milliseconds; None when the result had no duration)."""
 
     total: int
     failed: int
+    p95_ms: float | None = None
 
 
 def request_counts_query(insights: AppInsightsSettings, role_name: str) -> str:
-    """The KQL that sums a role's requests and failed requests (one row: total, failed)."""
+    """The KQL that sums a role's requests and failed requests and takes the p95 of their
+    duration in milliseconds (one row: total, failed, p95_ms)."""
     if insights.workspace_id is not None:
-        table, role, count, success = "AppRequests", "AppRoleName", "ItemCount", "Success"
+        table, role, count, success, duration = (
+            "AppRequests", "AppRoleName", "ItemCount", "Success", "DurationMs")
     else:
-        table, role, count, success = "requests", "cloud_RoleName", "itemCount", "success"
+        table, role, count, success, duration = (
+            "requests", "cloud_RoleName", "itemCount", "success", "duration")
     # Role names are validated settings (lowercase letters, digits, hyphens); quoted anyway.
     literal = '"' + role_name.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return (f"{table}\n"
             f"| where {role} == {literal}\n"
-            f"| summarize total = sum({count}), failed = sumif({count}, {success} == false)")
+            f"| summarize total = sum({count}), failed = sumif({count}, {success} == false), "
+            f"p95_ms = percentilew({duration}, {count}, 95)")
 
 
 class AzureMetrics:
-    """``MetricsSource`` for an Azure environment: Application Insights through Logs.
+    """``MetricsSource`` and ``ProvidesLatency`` for an Azure environment: Application
+    Insights through Logs.
 
     ``client`` is a ``LogsQueryClient`` (built lazily from ``credential``, the settings'
     ``endpoint`` and ``client_kwargs`` when not given). Without an ``app_insights`` section
     every reading is ``None`` (and the thread says there is no error data). One query answers
-    both ``error_count`` and ``request_count`` of the same slot and moment: the result is kept
-    for ``reuse_for``.
+    ``error_count``, ``request_count`` and ``duration_p95_ms`` of the same slot and moment: the
+    result is kept for ``reuse_for``.
     """
+
+    latency_source = LATENCY_SOURCE
 
     def __init__(
         self,
@@ -104,10 +123,18 @@ class AzureMetrics:
         counts = self.counts(slot, since)
         return counts.total if counts is not None else None
 
-    # -- beyond the protocol ---------------------------------------------------------------
+    # -- ProvidesLatency -------------------------------------------------------------------
+
+    def duration_p95_ms(self, slot: Slot, since: datetime) -> float | None:
+        """The 95th percentile duration (ms) of ``slot``'s requests since ``since``; None when
+        there is no data."""
+        counts = self.counts(slot, since)
+        return counts.p95_ms if counts is not None else None
+
+    # -- beyond the protocols --------------------------------------------------------------
 
     def counts(self, slot: Slot, since: datetime) -> RequestCounts | None:
-        """Both figures from one query (reused for ``reuse_for``); None: no data."""
+        """All three figures from one query (reused for ``reuse_for``); None: no data."""
         slot = Slot(slot)
         now = self._clock.now()
         key = (slot, since)
@@ -192,4 +219,18 @@ def _counts_of(result: Any, role: str) -> RequestCounts | None:
         return None
     if total_n <= 0:
         return None  # no requests at all: no data, not "no errors"
-    return RequestCounts(total=total_n, failed=max(failed_n, 0))
+    return RequestCounts(total=total_n, failed=max(failed_n, 0),
+                         p95_ms=_milliseconds(values.get("p95_ms")))
+
+
+def _milliseconds(value: Any) -> float | None:
+    """A duration column as float milliseconds; None when missing, NaN or negative."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    if math.isnan(number) or math.isinf(number) or number < 0:
+        return None
+    return number

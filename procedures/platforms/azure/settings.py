@@ -56,6 +56,7 @@ _ACR_NAME = re.compile(r"^[a-zA-Z0-9]{5,50}$")
 _LOGIN_SERVER = re.compile(r"^[a-z0-9][a-z0-9.-]{3,250}[a-z0-9]$")
 _REPOSITORY = re.compile(r"^[a-z0-9]+(?:[._/-][a-z0-9]+)*$")
 _ARM_NAME = re.compile(r"^[A-Za-z0-9][-A-Za-z0-9_.]{0,88}[A-Za-z0-9_]?$")
+_PG_SERVER = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(?:-[a-z0-9]+)*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 _IDENTITY_ID = re.compile(
     r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/"
@@ -339,6 +340,8 @@ class AzureSettings(_Strict):
     arm_endpoint: str = "https://management.azure.com"
     managed_identity_client_id: str | None = None
     app_insights: AppInsightsSettings | None = None
+    postgres_server: str | None = None
+    max_backup_age: Duration = timedelta(hours=26)
 
     @field_validator("subscription_id")
     @classmethod
@@ -459,6 +462,14 @@ class AzureSettings(_Strict):
                                  f"do not set {', '.join(sorted(RESERVED_ENV))}")
         return values
 
+    @field_validator("postgres_server")
+    @classmethod
+    def _postgres_server(cls, value: str | None) -> str | None:
+        if value is not None and not _PG_SERVER.match(value):
+            raise ValueError(f"{value!r} is not a PostgreSQL flexible server name (3-63 "
+                             "lowercase letters, digits and single hyphens)")
+        return value
+
     @field_validator("arm_endpoint")
     @classmethod
     def _arm_endpoint(cls, value: str) -> str:
@@ -478,6 +489,8 @@ class AzureSettings(_Strict):
             raise ValueError(f"{', '.join(sorted(both))} is in both environment and secrets")
         if self.poll_interval <= timedelta(0):
             raise ValueError("poll_interval must be positive")
+        if self.max_backup_age <= timedelta(0):
+            raise ValueError("max_backup_age must be positive (e.g. 26h)")
         return self
 
     # -- derived names ---------------------------------------------------------------------
