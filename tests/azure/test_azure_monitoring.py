@@ -28,7 +28,7 @@ from procedures.platforms.base import Platform
 from procedures.playbook import MetricsSource, ProvidesLatency
 from procedures.playbooks import standard_playbook
 from procedures.playbooks.standard import MIN_LATENCY_REQUESTS
-from tests.azure.arm_double import SUBSCRIPTION, ArmDouble, make_certificate
+from tests.azure.arm_double import SUBSCRIPTION, ArmDouble
 from tests.azure.test_azure_platform import StaticTokenCredential
 from tests.playbooks.test_standard_steps import StepRunner, step_policy
 
@@ -39,10 +39,6 @@ COMPONENT = (f"/subscriptions/{SUBSCRIPTION}/resourceGroups/prod-qlp-rg/provider
              "Microsoft.Insights/components/qlp-ai")
 NOW = datetime(2026, 12, 1, 11, 0, tzinfo=UTC)
 
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return make_certificate(tmp_path_factory.mktemp("logs-double"))
 
 
 @pytest.fixture

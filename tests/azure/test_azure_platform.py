@@ -38,7 +38,7 @@ from procedures.platforms.azure.errors import AzureCalls, translate
 from procedures.platforms.azure.settings import parse_secret_ref
 from procedures.platforms.base import Platform
 from procedures.policy import Environment
-from tests.azure.arm_double import SUBSCRIPTION, TOKEN, ArmDouble, make_certificate
+from tests.azure.arm_double import SUBSCRIPTION, TOKEN, ArmDouble
 
 pytestmark = pytest.mark.slow  # starts HTTPS and HTTP servers
 
@@ -139,10 +139,6 @@ class AppStandIn:
 
         return Handler
 
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return make_certificate(tmp_path_factory.mktemp("arm-double"))
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import pytest
 from procedures.checks.http import HttpChecker
 from procedures.clock import FixedClock
 from procedures.errors import ConfigError, ExternalServiceError, StepFailure
-from procedures.platforms.azure import AzureClients, AzurePlatform
+from procedures.platforms.azure import AzurePlatform
 from procedures.platforms.azure.backups import (
     FlexibleServerBackups,
     arm_pipeline,
@@ -26,15 +26,13 @@ from procedures.platforms.azure.backups import (
 )
 from procedures.platforms.azure.settings import parse_azure_settings
 from procedures.playbooks.standard import StandardSteps
-from procedures.policy import Environment
 from tests.azure.arm_double import (
     SUBSCRIPTION,
     ArmDouble,
     fail_backups,
-    make_certificate,
     set_backups,
 )
-from tests.azure.test_azure_platform import RG, StaticTokenCredential, azure_section
+from tests.azure.test_azure_platform import RG, azure_section
 from tests.fakes.policies import make_policy
 from tests.playbooks.test_standard_failures import ZeroErrors
 from tests.playbooks.test_standard_steps import StepRunner
@@ -46,10 +44,6 @@ SERVER = "qlp-prod-db"
 BACKUPS_PATH = (f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RG}/providers/"
                 f"Microsoft.DBforPostgreSQL/flexibleServers/{SERVER}/backups")
 
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return make_certificate(tmp_path_factory.mktemp("backups-double"))
 
 
 @pytest.fixture
@@ -65,24 +59,9 @@ def section(double: ArmDouble, **changes: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def make_platform(double: ArmDouble, certificate: tuple[Path, Path]
-                  ) -> Iterator[Callable[..., AzurePlatform]]:
-    made: list[AzurePlatform] = []
-
-    def make(**changes: Any) -> AzurePlatform:
-        env = Environment.model_validate({
-            "platform": "azure", "url": "https://api.qlp-hq.com",
-            "azure": section(double, **changes)})
-        clients = AzureClients(StaticTokenCredential(), SUBSCRIPTION, base_url=double.url,
-                               client_kwargs={"connection_verify": str(certificate[0]),
-                                              "retry_total": 0})
-        platform = AzurePlatform("production", env, clients=clients)
-        made.append(platform)
-        return platform
-
-    yield make
-    for platform in made:
-        platform.close()
+def make_platform(make_platform: Callable[..., AzurePlatform]) -> Callable[..., AzurePlatform]:
+    """The shared factory, with this module's flexible server configured."""
+    return lambda **changes: make_platform(**{"postgres_server": SERVER, **changes})
 
 
 NIGHTLY = [

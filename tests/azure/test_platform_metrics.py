@@ -9,32 +9,26 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from procedures.errors import ExternalServiceError
 from procedures.model import Slot
-from procedures.platforms.azure import AzureClients, AzurePlatform
+from procedures.platforms.azure import AzurePlatform
 from procedures.platforms.azure.platform_metrics import (
     ContainerGroupMetrics,
     ContainerUsage,
     live_usage,
     monitor_client,
 )
-from procedures.policy import Environment
-from tests.azure.arm_double import SUBSCRIPTION, ArmDouble, make_certificate, set_metrics
-from tests.azure.test_azure_platform import RG, StaticTokenCredential, azure_section
+from tests.azure.arm_double import SUBSCRIPTION, ArmDouble, set_metrics
+from tests.azure.test_azure_platform import RG
 
 pytestmark = pytest.mark.slow  # starts an HTTPS server
 
 NOW = datetime(2026, 12, 1, 11, 0, tzinfo=UTC)
 GIB = 1024 ** 3
 
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return make_certificate(tmp_path_factory.mktemp("metrics-double"))
 
 
 @pytest.fixture
@@ -43,26 +37,6 @@ def double(certificate: tuple[Path, Path]) -> Iterator[ArmDouble]:
     yield arm
     arm.stop()
 
-
-@pytest.fixture
-def make_platform(double: ArmDouble, certificate: tuple[Path, Path]
-                  ) -> Iterator[Callable[..., AzurePlatform]]:
-    made: list[AzurePlatform] = []
-
-    def make(**changes: Any) -> AzurePlatform:
-        env = Environment.model_validate({
-            "platform": "azure", "url": "https://api.qlp-hq.com",
-            "azure": azure_section(double, **changes)})
-        clients = AzureClients(StaticTokenCredential(), SUBSCRIPTION, base_url=double.url,
-                               client_kwargs={"connection_verify": str(certificate[0]),
-                                              "retry_total": 0})
-        platform = AzurePlatform("production", env, clients=clients)
-        made.append(platform)
-        return platform
-
-    yield make
-    for platform in made:
-        platform.close()
 
 
 def group_id(name: str) -> str:
