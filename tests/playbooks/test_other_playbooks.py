@@ -43,7 +43,7 @@ from tests.conftest import _Factory
 from tests.engine.conftest import ENV, REQUESTER, START, Harness
 from tests.fakes.platform import FakePlatform
 from tests.fakes.policies import make_policy
-from tests.playbooks.test_standard_failures import Web, ZeroErrors
+from tests.playbooks.test_standard_failures import Web, ZeroErrors, expected_step_states
 
 S = DeploymentState
 OLD = "1.0.0"  # live on blue before every run
@@ -493,18 +493,8 @@ def test_failure_at_each_step_is_compensated(world: World, expect: Expect) -> No
     assert [str(call) for call in platform.calls[marks[0]:]] == expect.undo_calls
     assert [d["step"] for d in h.audit_details("step.undone")] == list(expect.undone)
 
-    order = ORDERS[expect.kind]
-    failed_at = order.index(expect.failed)
-    expected_states = {}
-    for index, name in enumerate(order):
-        if index < failed_at:
-            expected_states[name] = (StepState.UNDONE if name in expect.undone
-                                     else StepState.SUCCEEDED)
-        elif index == failed_at:
-            expected_states[name] = StepState.FAILED
-        else:
-            expected_states[name] = StepState.PENDING
-    assert world.step_states(engine, deployment_id) == expected_states
+    assert world.step_states(engine, deployment_id) == expected_step_states(
+        ORDERS[expect.kind], expect.failed, expect.undone)
 
     record = h.deployments.get(deployment_id)
     assert record is not None

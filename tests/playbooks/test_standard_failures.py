@@ -19,7 +19,7 @@ switch to green had happened (and so was switched back) and whether a baseline w
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -120,6 +120,16 @@ HAPPY_CALLS = [
     "set_maintenance(False)",  # maintenance_off
     "traffic()", "stop(blue)",  # stop_old_slot
 ]
+
+
+def expected_step_states(order: Sequence[str], failed: str,
+                         undone: Collection[str]) -> dict[str, StepState]:
+    """Each step's final state after an injected failure at ``failed``: earlier steps UNDONE
+    (those with an undo) or SUCCEEDED, the failed one FAILED, the later ones never ran."""
+    failed_at = order.index(failed)
+    return {name: (StepState.UNDONE if name in undone else StepState.SUCCEEDED)
+            if index < failed_at else StepState.FAILED if index == failed_at
+            else StepState.PENDING for index, name in enumerate(order)}
 
 
 def test_the_table_covers_every_step() -> None:
@@ -259,17 +269,8 @@ def test_failure_at_each_step_is_compensated(world: World, expect: Expect) -> No
 
     # Every step's final state: before the failure UNDONE (with an undo) or SUCCEEDED
     # (without one), the failed step FAILED, the rest never ran.
-    failed_at = ORDER.index(expect.failed)
-    expected_states = {}
-    for index, name in enumerate(ORDER):
-        if index < failed_at:
-            expected_states[name] = (StepState.UNDONE if name in expect.undone
-                                     else StepState.SUCCEEDED)
-        elif index == failed_at:
-            expected_states[name] = StepState.FAILED
-        else:
-            expected_states[name] = StepState.PENDING
-    assert world.step_states(engine, deployment_id) == expected_states
+    assert world.step_states(engine, deployment_id) == expected_step_states(
+        ORDER, expect.failed, expect.undone)
 
     record = h.deployments.get(deployment_id)
     assert record is not None
