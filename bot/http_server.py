@@ -132,8 +132,18 @@ class HttpServer:
         if self._thread is not None and self._thread.is_alive():
             # Close from inside waitress's loop (a trigger thunk), which also wakes its select
             # at once instead of at the 1 s timeout.
-            self._server.trigger.pull_trigger(self._server.close)  # type: ignore[union-attr]
+            try:
+                self._server.trigger.pull_trigger(self._server.close)  # type: ignore[union-attr]
+            except OSError:
+                # The loop closed the trigger meanwhile (it is ending): close directly.
+                self._close_quietly()
         else:
-            self._server.close()
+            self._close_quietly()
         if self._thread:
             self._thread.join(timeout=5)
+
+    def _close_quietly(self) -> None:
+        try:
+            self._server.close()
+        except OSError:  # already closed by waitress's own loop
+            log.debug("waitress server already closed")
