@@ -1,0 +1,1 @@
+"""Timed work: the leased scheduler, window and lock reminders, scheduled deployments."""
