@@ -56,6 +56,30 @@ class WindowVerdict:
     next_open: datetime | None = None
 
 
+@dataclass(frozen=True)
+class WindowOccurrence:
+    """One preferred window on one local date, and whether standard deployments may use it.
+
+    ``opens`` and ``closes`` are real instants in the policy zone (a contiguous stretch of
+    overlapping or touching preferred windows is one occurrence). ``verdict`` is
+    :meth:`WindowPolicy.verdict` at ``opens``: PREFERRED when the occurrence is allowed,
+    otherwise the rule that blocks it (FREEZE with its ``freeze``, HOLIDAY_WEEK with the
+    ``holiday`` names, AVOIDED_DAY) and its ``next_open``.
+    """
+
+    opens: datetime
+    closes: datetime
+    verdict: WindowVerdict
+
+    @property
+    def allowed(self) -> bool:
+        return self.verdict.open
+
+    @property
+    def rule(self) -> WindowRule:
+        return self.verdict.rule
+
+
 def _hhmm(value: time) -> str:
     return "24:00" if value == _END_OF_DAY else value.strftime("%H:%M")
 
@@ -184,6 +208,34 @@ class WindowPolicy:
                     return local
                 return opens
         return None
+
+    def occurrences(self, start: datetime, end: datetime) -> list[WindowOccurrence]:
+        """The preferred-window occurrences that overlap ``[start, end)``, in time order.
+
+        Every occurrence on the local dates concerned is listed, allowed or not; each carries
+        the verdict at its opening (the same rules as :meth:`verdict`, so a blocked occurrence
+        names its freeze, holiday week or avoided day). A window whose wall-clock span falls
+        entirely into a spring-forward gap does not occur that day.
+        """
+        first = self._local(start)
+        last = self._local(end)
+        begin, stop = first.astimezone(UTC), last.astimezone(UTC)
+        found: list[WindowOccurrence] = []
+        # One day either side: a window listed on a local date may reach past midnight (24:00).
+        day = first.date() - timedelta(days=1)
+        while day <= last.date():
+            for start_at, end_at in self._intervals[day.weekday()]:
+                opens = self._wall(day, start_at)
+                closes = self._wall(day, end_at, end=True)
+                if closes <= opens or closes.astimezone(UTC) <= begin \
+                        or opens.astimezone(UTC) >= stop:
+                    continue
+                verdict = self.verdict(opens)
+                if verdict.rule is WindowRule.OUTSIDE_HOURS:
+                    continue  # normalised out of its own hours by a DST gap
+                found.append(WindowOccurrence(opens, closes, verdict))
+            day += timedelta(days=1)
+        return found
 
     def in_freeze(self, at: datetime) -> Freeze | None:
         """The freeze covering ``at``'s local date (the first listed, if several), else None."""

@@ -403,3 +403,68 @@ def test_a_year_of_verdicts_is_consistent(standard: WindowPolicy) -> None:
         else:
             assert verdict.closes_at is not None and verdict.closes_at > moment
         moment += timedelta(hours=1)
+
+
+# -- occurrences (what the window reminders walk) ----------------------------------------------
+
+
+def test_occurrences_list_each_window_with_what_blocks_it(standard: WindowPolicy) -> None:
+    # Thanksgiving week (Tue 24th, Wed 25th blocked), then an ordinary week (Tue 1st, Wed 2nd).
+    found = standard.occurrences(utc(2026, 11, 23), utc(2026, 12, 3))
+    assert [(o.opens, o.closes) for o in found] == [
+        (utc(2026, 11, 24, 10), utc(2026, 11, 24, 14)),
+        (utc(2026, 11, 25, 10), utc(2026, 11, 25, 14)),
+        (utc(2026, 12, 1, 10), utc(2026, 12, 1, 14)),
+        (utc(2026, 12, 2, 10), utc(2026, 12, 2, 14)),
+    ]
+    assert [o.allowed for o in found] == [False, False, True, True]
+    assert found[0].rule is WindowRule.HOLIDAY_WEEK
+    assert found[0].verdict.holiday == "Thanksgiving Day"
+    assert found[0].verdict.next_open == utc(2026, 12, 1, 10)
+    assert found[2].rule is WindowRule.PREFERRED
+    assert found[2].verdict.closes_at == utc(2026, 12, 1, 14)
+
+
+def test_occurrences_overlap_the_interval(standard: WindowPolicy) -> None:
+    # A window already open at the start counts; one opening exactly at the end does not.
+    found = standard.occurrences(utc(2026, 12, 1, 13, 59), utc(2026, 12, 2, 10))
+    assert [o.opens for o in found] == [utc(2026, 12, 1, 10)]
+    assert standard.occurrences(utc(2026, 12, 1, 14), utc(2026, 12, 2, 10)) == []
+
+
+def test_occurrences_name_the_freeze_and_the_avoided_day() -> None:
+    policy = policy_from({
+        "preferred": [{"days": ["mon", "tue"], "start": "10:00", "end": "14:00"}],
+        "avoid_days": ["mon"],
+        "freezes": [{"start": "2026-12-08", "end": "2026-12-08", "reason": "audit"}],
+    })
+    found = policy.occurrences(utc(2026, 12, 7), utc(2026, 12, 9))
+    assert [o.rule for o in found] == [WindowRule.AVOIDED_DAY, WindowRule.FREEZE]
+    assert found[1].verdict.freeze is not None
+    assert found[1].verdict.freeze.reason == "audit"
+    assert found[1].verdict.next_open == utc(2026, 12, 15, 10)
+
+
+def test_occurrences_follow_the_wall_clock_across_a_dst_change() -> None:
+    policy = policy_from({"preferred": [{"days": ["tue"], "start": "10:00", "end": "14:00"}]},
+                         timezone="Europe/Berlin")
+    found = policy.occurrences(utc(2026, 10, 19), utc(2026, 10, 28))
+    assert [o.opens.astimezone(UTC) for o in found] == [utc(2026, 10, 20, 8),
+                                                       utc(2026, 10, 27, 9)]
+    assert all(o.opens.tzinfo == BERLIN and o.opens.hour == 10 for o in found)
+
+
+def test_occurrences_merge_touching_windows_and_reach_midnight() -> None:
+    policy = policy_from({"preferred": [
+        {"days": ["tue"], "start": "10:00", "end": "14:00"},
+        {"days": ["tue"], "start": "14:00", "end": "24:00"},
+    ]})
+    found = policy.occurrences(utc(2026, 12, 1, 23), utc(2026, 12, 2, 1))
+    assert [(o.opens, o.closes) for o in found] == [(utc(2026, 12, 1, 10), utc(2026, 12, 2))]
+
+
+def test_a_window_inside_the_skipped_hour_does_not_occur() -> None:
+    policy = policy_from({"preferred": [{"days": ["sun"], "start": "02:00", "end": "02:45"}]},
+                         timezone="Europe/Berlin")
+    assert policy.occurrences(utc(2026, 3, 28), utc(2026, 3, 30)) == []
+    assert len(policy.occurrences(utc(2026, 3, 21), utc(2026, 3, 23))) == 1
