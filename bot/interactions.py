@@ -75,7 +75,11 @@ def approve(ctx: HandlerContext, action: dict[str, Any]) -> str | None:
                       f"You may not approve {deployment.kind} deployments.", "approvers",
                       f"Approvers: {describe_rule(rule)}.")
     if deployment.kind is ProcedureKind.STANDARD:
-        verdict = services.windows.verdict(services.clock.now())
+        # A scheduled deployment is approved ahead of time: judged at its moment.
+        now = services.clock.now()
+        at = deployment.scheduled_at if deployment.scheduled_at and \
+            deployment.scheduled_at > now else now
+        verdict = services.windows.verdict(at)
         if not verdict.open:
             when = (f" The next preferred slot opens "
                     f"{local_time(verdict.next_open, services.policy.zone)}."
@@ -85,6 +89,14 @@ def approve(ctx: HandlerContext, action: dict[str, Any]) -> str | None:
     _refresh_plan(ctx, deployment)
     decision = services.decisions.approve(deployment.id, user, required=rule.required)
     run = services.views.snapshot(deployment.id)
+    if decision.outcome is Outcome.SCHEDULED:
+        assert deployment.scheduled_at is not None
+        when = local_time(deployment.scheduled_at, services.policy.zone)
+        services.reporter.run_changed(run)
+        services.reporter.event(run, f"Approved by <@{user}> "
+                                     f"({len(decision.approvers)}/{rule.required}). "
+                                     f"It starts at {when}.")
+        return f"You approved #{deployment.id}; it starts at {when}."
     if decision.outcome is Outcome.QUEUED:
         services.reporter.run_changed(run)
         services.reporter.event(run, f"Approved by <@{user}> "
@@ -108,7 +120,7 @@ def _refresh_plan(ctx: HandlerContext, deployment: DeploymentRecord) -> None:
     services = ctx.services
     assert deployment.id is not None
     old = dict(deployment.options.get("evidence") or {})
-    new = evidence_for(ctx, deployment.environment)
+    new = evidence_for(ctx, deployment.environment, at=deployment.scheduled_at)
     if old == new:
         return
     options = dict(deployment.options)

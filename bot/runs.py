@@ -7,6 +7,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from bot.slack_reporter import SlackReporter
 from procedures.engine import Engine
 from procedures.policy import Policy
 from procedures.reporting import Reporter, RunSnapshot
@@ -51,5 +52,12 @@ class CardReporter:
     def run_changed(self, run: RunSnapshot) -> None:
         self._inner.run_changed(self._enrich(run))
 
-    def event(self, run: RunSnapshot, text: str, *, broadcast: bool = False) -> None:
-        self._inner.event(self._enrich(run), text, broadcast=broadcast)
+    def event(self, run: RunSnapshot, text: str, *, broadcast: bool = False,
+              dedup_key: str | None = None) -> None:
+        if dedup_key is None:
+            self._inner.event(self._enrich(run), text, broadcast=broadcast)
+        elif isinstance(self._inner, SlackReporter):
+            self._inner.event(self._enrich(run), text, broadcast=broadcast,
+                              dedup_key=dedup_key)
+        else:  # a reporter without dedup (tests): at most once is the caller's business
+            self._inner.event(self._enrich(run), text, broadcast=broadcast)

@@ -80,11 +80,13 @@ class SlackReporter:
             ordering_key=card_key(run.deployment_id),
         )
 
-    def event(self, run: RunSnapshot, text: str, *, broadcast: bool = False) -> None:
+    def event(self, run: RunSnapshot, text: str, *, broadcast: bool = False,
+              dedup_key: str | None = None) -> None:
         """One reply in the card's thread (also shown in the channel when ``broadcast``).
 
         ``text`` is Slack mrkdwn, written by the engine: it is sent as it is. The card post is
-        ensured first, so a reply is never enqueued before its card.
+        ensured first, so a reply is never enqueued before its card. With ``dedup_key`` the
+        reply is enqueued at most once, however often it is asked for (timed phases).
         """
         card_text, blocks = self._render(run)
         post_id = self._ensure_card(run, card_text, blocks)
@@ -94,6 +96,7 @@ class SlackReporter:
             {"text": text, "reply_broadcast": bool(broadcast), "card_post": post_id},
             thread_of=run.deployment_id,
             ordering_key=channel_key(self._channel),
+            dedup_key=dedup_key,
         )
 
     def _render(self, run: RunSnapshot) -> tuple[str, list[dict[str, Any]]]:

@@ -28,6 +28,7 @@ class Outcome(StrEnum):
 
     RECORDED = "recorded"  # counted; more approvals are needed
     QUEUED = "queued"  # this approval completed the count: the run is queued
+    SCHEDULED = "scheduled"  # completed the count of a deployment whose time is still ahead
     REJECTED = "rejected"  # this rejection ended the request
     ALREADY_DECIDED = "already_decided"  # this person already approved this plan
     NOT_PENDING = "not_pending"  # the deployment is no longer waiting for decisions
@@ -49,6 +50,7 @@ class DecisionRecorder:
 
     def __init__(self, database: Database, clock: Clock) -> None:
         self._db = database
+        self._clock = clock
         self._deployments = DeploymentRepository(database, clock)
         self._approvals = ApprovalRepository(database, clock)
         self._audit = AuditLog(database, clock)
@@ -96,18 +98,23 @@ class DecisionRecorder:
                                     actor)
                 approvers = (*approvers, actor)
                 queued = len(approvers) >= required
+                # A scheduled deployment approved ahead of its time waits for the scheduler.
+                later = deployment.scheduled_at is not None and \
+                    deployment.scheduled_at > self._clock.now()
+                target = DeploymentState.SCHEDULED if later else DeploymentState.QUEUED
                 if queued:
                     self._deployments.transition(
-                        deployment_id, [DeploymentState.PENDING_APPROVAL],
-                        DeploymentState.QUEUED, session=s)
+                        deployment_id, [DeploymentState.PENDING_APPROVAL], target, session=s)
                 self._audit.append(actor, "deployment.approved", session=s,
                                    deployment_id=deployment_id,
                                    environment=deployment.environment,
                                    detail={**detail, "count": len(approvers),
                                            "required": required, "queued": queued})
-                return Decision(Outcome.QUEUED if queued else Outcome.RECORDED,
-                                DeploymentState.QUEUED if queued else
-                                DeploymentState.PENDING_APPROVAL, approvers, actor)
+                if not queued:
+                    return Decision(Outcome.RECORDED, DeploymentState.PENDING_APPROVAL,
+                                    approvers, actor)
+                return Decision(Outcome.SCHEDULED if later else Outcome.QUEUED, target,
+                                approvers, actor)
         raise RuntimeError(f"deployment #{deployment_id}: could not record the decision")
 
     @staticmethod

@@ -6,7 +6,7 @@ from collections.abc import Collection, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, Table, bindparam, func, insert, literal, update
+from sqlalchemy import Select, Table, bindparam, func, insert, literal, or_, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.dml import Insert, Update
 from sqlmodel import Session, col, select
@@ -204,6 +204,18 @@ class DeploymentRepository:
                     .order_by(col(Deployment.scheduled_at), col(Deployment.id))
                 ).all()
             )
+
+    def with_schedule(self, finished_since: datetime) -> list[Deployment]:
+        """Deployments with a ``scheduled_at`` that are not over, or ended after
+        ``finished_since`` (the scheduler still owes them a summary), by time then id."""
+        terminal = [state for state in DeploymentState if state.terminal]
+        with self._db.session(read_only=True) as s:
+            return list(s.exec(
+                select(Deployment)
+                .where(col(Deployment.scheduled_at).is_not(None),
+                       or_(col(Deployment.state).not_in(terminal),
+                           col(Deployment.finished_at) >= finished_since))
+                .order_by(col(Deployment.scheduled_at), col(Deployment.id))).all())
 
     def stale(self, max_age: timedelta, now: datetime | None = None) -> list[Deployment]:
         """Running or rolling-back deployments whose worker stopped beating (to resume)."""

@@ -242,6 +242,12 @@ class Outbox:
             )
             return result.rowcount == 1
 
+    def has(self, dedup_key: str) -> bool:
+        """Whether a message with ``dedup_key`` was ever enqueued (whatever became of it)."""
+        with self._db.session(read_only=True) as s:
+            return s.exec(select(Notification.id).where(
+                col(Notification.dedup_key) == dedup_key)).first() is not None
+
     def get(self, id: int) -> Notification | None:
         """One message by id."""
         with self._db.session(read_only=True) as s:

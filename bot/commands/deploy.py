@@ -7,8 +7,10 @@ happen elsewhere (buttons, the worker). With ``--override`` a refusal that an ov
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
+from bot.commands.schedule_request import schedule_text, scheduled_moment
 from bot.context import HandlerContext
 from bot.formatting import local_time
 from bot.grammar import Command
@@ -18,7 +20,6 @@ from bot.override import UNDER_WAY, decision_facts, refusal, request_with_overri
 from bot.plan import plan_hash
 from procedures.decision import Request, decide
 from procedures.durations import format_duration
-from procedures.errors import PolicyRefusal
 from procedures.model import DeploymentState, ProcedureKind, Slot
 from procedures.windows import WindowRule, WindowVerdict
 
@@ -26,11 +27,17 @@ ACTIVE = UNDER_WAY
 _WINDOW_RULES = frozenset(rule.value for rule in WindowRule)
 
 
-def evidence_for(ctx: HandlerContext, environment: str) -> dict[str, Any]:
-    """What the request is judged on, from the bot's own state (no network on a listener)."""
+def evidence_for(ctx: HandlerContext, environment: str, *,
+                 at: datetime | None = None) -> dict[str, Any]:
+    """What the request is judged on, from the bot's own state (no network on a listener).
+
+    The window is judged at ``at`` (a scheduled deployment's moment) when it is still ahead,
+    else now.
+    """
     services = ctx.services
     state = services.environments.get(environment)
-    verdict = services.windows.verdict(services.clock.now())
+    now = services.clock.now()
+    verdict = services.windows.verdict(at if at is not None and at > now else now)
     return {
         "live_version": state.live_version if state else None,
         "live_slot": str(state.live_slot) if state and state.live_slot else None,
@@ -47,12 +54,11 @@ def deploy_text(ctx: HandlerContext, command: Command) -> str:
     now = services.clock.now()
     verdict = services.windows.verdict(now)
     rule = policy.approval_rule(ProcedureKind.STANDARD)
-    if command.at is not None:
-        raise PolicyRefusal(
-            "Scheduled deployments (`at ...`) are not available in this version of the bot "
-            "yet; nothing was done.", rule="not-implemented",
-            hint=f"Deploy inside the window instead: `/qlp deploy {command.version}`.")
+    if command.at is not None and not command.dry_run:
+        return schedule_text(ctx, command, env, evidence_for)
     if command.dry_run:
+        if command.at is not None:
+            verdict = services.windows.verdict(scheduled_moment(command, policy.zone)[0])
         return _dry_run(ctx, command, env, verdict)
     user = ctx.request.user_id
     decision = decide(Request(ProcedureKind.STANDARD, user, env, now),

@@ -12,6 +12,7 @@ from procedures.store import EnvironmentRecord
 from storage.status import StatusReader
 
 ACTIVE_STATES = (DeploymentState.QUEUED, DeploymentState.RUNNING, DeploymentState.ROLLING_BACK)
+WAITING_STATES = (DeploymentState.PENDING_APPROVAL, DeploymentState.SCHEDULED)
 
 
 def status_text(ctx: HandlerContext, command: Command) -> str:
@@ -20,13 +21,34 @@ def status_text(ctx: HandlerContext, command: Command) -> str:
     names = [environment_of(policy, command.environment)] if command.environment else list(
         policy.environments)
     # Two queries whatever the number of environments: status is typed often, under load.
-    snapshot = StatusReader(ctx.services.database).snapshot(ACTIVE_STATES)
+    snapshot = StatusReader(ctx.services.database).snapshot(ACTIVE_STATES + WAITING_STATES)
     states: dict[str, EnvironmentRecord] = dict(snapshot.environments)
     running: dict[str, list[Deployment]] = {}
+    scheduled: dict[str, list[Deployment]] = {}
     for deployment in snapshot.deployments:
-        running.setdefault(deployment.environment, []).append(deployment)
+        if deployment.state in ACTIVE_STATES:
+            running.setdefault(deployment.environment, []).append(deployment)
+        elif deployment.scheduled_at is not None:
+            scheduled.setdefault(deployment.environment, []).append(deployment)
     return "\n\n".join(_one(ctx, name, states.get(name), running.get(name, []))
+                       + _scheduled(ctx, scheduled.get(name, []))
                        for name in names)
+
+
+def _scheduled(ctx: HandlerContext, waiting: list[Deployment]) -> str:
+    """``Scheduled: #12 v1.2.3 Tue 2026-12-01 10:00 UTC (in 2d 1h), approved`` lines."""
+    zone = ctx.services.policy.zone
+    now = ctx.services.clock.now()
+    lines = []
+    for deployment in sorted(waiting, key=lambda d: (d.scheduled_at, d.id)):
+        assert deployment.scheduled_at is not None
+        approval = ("approved" if deployment.state is DeploymentState.SCHEDULED
+                    else "waiting for approval")
+        lines.append(f"\n:calendar: Scheduled: #{deployment.id} {deployment.version} at "
+                     f"{local_time(deployment.scheduled_at, zone)} "
+                     f"({relative(deployment.scheduled_at, now)}) by "
+                     f"<@{deployment.requester}>, {approval}")
+    return "".join(lines)
 
 
 def _one(ctx: HandlerContext, env: str, state: EnvironmentRecord | None,

@@ -11,6 +11,12 @@ if TYPE_CHECKING:
 
 def build_due_works(services: Services) -> list[DueWork]:
     """Every kind of timed work, in the order a tick runs them."""
-    del services
-    works: list[DueWork] = []
+    from bot.schedule.scheduled_deployments import ScheduledDeployments
+
+    works: list[DueWork] = [ScheduledDeployments(services)]
+    from bot.schedule.review_reminders import ReviewReminders
+    from bot.schedule.window_reminders import WindowReminders
+
+    works.append(WindowReminders.from_services(services))
+    works.append(ReviewReminders.from_services(services))
     return works

@@ -45,16 +45,6 @@ def test_unknown_commands_get_a_did_you_mean(bot: BotHarness) -> None:
     assert "`status`" in response.text.split("\n")[0]
 
 
-def test_commands_not_built_yet_say_so_and_change_nothing(bot: BotHarness) -> None:
-    # Every command of the grammar runs now; scheduling (`at ...`, issue 6) is what is left.
-    before = len(bot.services.audit.recent(1000))
-    response = bot.command("deploy v1.2.3 at 2026-12-01 10:00")
-    assert response.status_code == 200
-    assert "not available in this version" in response.text
-    assert bot.services.deployments.list_recent() == []
-    assert len(bot.services.audit.recent(1000)) == before + 1  # the command itself, audited
-
-
 def test_window_uses_the_injected_clock(bot: BotHarness, clock: FixedClock) -> None:
     assert "*open*" in bot.command("window").text
     clock.set(datetime(2026, 12, 4, 11, 0, tzinfo=UTC))  # a Friday
