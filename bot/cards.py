@@ -14,7 +14,7 @@ number of blocks is bounded by construction; :func:`card_problems` re-checks a r
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -100,6 +100,7 @@ STEP_ICON: dict[StepState, str] = {
 # Which buttons each state offers; every other state (terminal, or in between) has none.
 _BUTTONS_BY_STATE: dict[DeploymentState, tuple[str, ...]] = {
     DeploymentState.PENDING_APPROVAL: (actions.APPROVE, actions.REJECT),
+    DeploymentState.SCHEDULED: (actions.CANCEL,),
     DeploymentState.QUEUED: (actions.CANCEL,),
     DeploymentState.RUNNING: (actions.CANCEL,),
     DeploymentState.SUCCEEDED: (actions.ROLLBACK,),
@@ -188,6 +189,9 @@ def _fields(run: RunSnapshot, state: str, zone: ZoneInfo, now: datetime) -> list
         ("State", state),
         ("Created", local_time(run.created_at, zone)),
     ]
+    scheduled = _scheduled_for(run)
+    if scheduled is not None and run.started_at is None:
+        pairs.append(("Scheduled for", f"{local_time(scheduled, zone)}"))
     if run.started_at is not None:
         pairs.append(("Started", local_time(run.started_at, zone)))
     if run.finished_at is not None:
@@ -197,6 +201,16 @@ def _fields(run: RunSnapshot, state: str, zone: ZoneInfo, now: datetime) -> list
         label = "Duration" if run.finished_at is not None else "Running for"
         pairs.append((label, format_duration(max(end - run.started_at, timedelta(0)))))
     return [_mrkdwn(truncate(f"*{label}*\n{value}", FIELD_LIMIT)) for label, value in pairs[:10]]
+
+
+def _scheduled_for(run: RunSnapshot) -> datetime | None:
+    """A scheduled deployment's moment (``options["schedule"]["at"]``), if it has one."""
+    schedule = run.options.get("schedule")
+    raw = schedule.get("at") if isinstance(schedule, Mapping) else None
+    try:
+        return datetime.fromisoformat(raw) if isinstance(raw, str) else None
+    except ValueError:
+        return None
 
 
 def _approvals(run: RunSnapshot) -> str:
