@@ -160,7 +160,7 @@ class GroupCommitAuditLog:
 
     def _write(self, batch: list[_Pending]) -> None:
         """One transaction: lock the chain head once, insert every row, move the head once."""
-        with self._db.session() as session:
+        with self._db.session(bookkeeping=True) as session:
             head = self._audit._lock_head(session)
             last_id, last_hash = head.last_id, head.last_hash
             rows: list[dict[str, Any]] = []

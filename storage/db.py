@@ -26,6 +26,7 @@ DEFAULT_URL = "sqlite:///.qlp/qlp.db"
 SQLITE_BUSY_TIMEOUT_MS = 5000
 
 _READ_ONLY = "qlp_read_only"
+_BOOKKEEPING = "qlp_bookkeeping"  # writes no read cache depends on (audit rows)
 _WAL_ATTEMPTS = 50
 
 
@@ -87,6 +88,19 @@ class Database:
                 key="QLP_DATABASE_URL",
             )
         self._read_engine = self._engine.execution_options(**{_READ_ONLY: True})
+        self._bookkeeping_engine = self._engine.execution_options(**{_BOOKKEEPING: True})
+        self._write_generation = 0
+        event.listen(self._engine, "commit", self._on_commit)
+
+    def _on_commit(self, connection: Connection) -> None:
+        options = connection.get_execution_options()
+        if not options.get(_READ_ONLY) and not options.get(_BOOKKEEPING):
+            self._write_generation += 1  # an int bump under the GIL: no lock needed
+
+    @property
+    def write_generation(self) -> int:
+        """Goes up with every write transaction this process commits (read caches compare it)."""
+        return self._write_generation
 
     # -- construction -------------------------------------------------------------------------
 
@@ -150,13 +164,17 @@ class Database:
         return self.dialect == "postgresql"
 
     @contextmanager
-    def session(self, *, read_only: bool = False) -> Iterator[Session]:
+    def session(self, *, read_only: bool = False,
+                bookkeeping: bool = False) -> Iterator[Session]:
         """A unit of work: commits when the block ends, rolls back if it raises.
 
         Objects stay usable after the block (``expire_on_commit=False``); they are detached.
         ``read_only=True`` lets SQLite readers run beside a writer (no ``BEGIN IMMEDIATE``).
+        ``bookkeeping=True`` marks a write that no read cache depends on (the audit flusher's):
+        it does not advance :attr:`write_generation`.
         """
-        bind = self._read_engine if read_only else self._engine
+        bind = self._read_engine if read_only else \
+            self._bookkeeping_engine if bookkeeping else self._engine
         with Session(bind, expire_on_commit=False) as session:
             try:
                 yield session

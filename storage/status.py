@@ -6,7 +6,9 @@ and the active deployments in one session halves its database round trips.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import threading
+import time
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from sqlmodel import select
@@ -43,3 +45,35 @@ class StatusReader:
                 .order_by(deployments.c.id)).all()
             return StatusSnapshot({row.environment: row for row in rows},  # type: ignore[misc]
                                   list(active))  # type: ignore[arg-type]
+
+
+class CachedStatusReader:
+    """A :class:`StatusReader` that serves a burst of ``/qlp status`` from one read.
+
+    During an incident people type status over and over, dozens at once; each answer is the
+    same few rows. A snapshot is reused while it is younger than ``max_age`` *and* this process
+    has committed no write since it was read (``Database.write_generation``), so this process's
+    own changes show at once; another replica's show within ``max_age``.
+    """
+
+    def __init__(self, database: Database, *, max_age: float = 0.25,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._db = database
+        self._reader = StatusReader(database)
+        self._max_age = max_age
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._cached: dict[frozenset[DeploymentState], tuple[int, float, StatusSnapshot]] = {}
+
+    def snapshot(self, states: Collection[DeploymentState]) -> StatusSnapshot:
+        key = frozenset(states)
+        generation = self._db.write_generation  # before the read: a write during it voids it
+        now = self._monotonic()
+        with self._lock:
+            hit = self._cached.get(key)
+        if hit is not None and hit[0] == generation and now - hit[1] < self._max_age:
+            return hit[2]
+        snapshot = self._reader.snapshot(states)
+        with self._lock:
+            self._cached[key] = (generation, now, snapshot)
+        return snapshot

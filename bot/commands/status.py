@@ -21,7 +21,8 @@ def status_text(ctx: HandlerContext, command: Command) -> str:
     names = [environment_of(policy, command.environment)] if command.environment else list(
         policy.environments)
     # Two queries whatever the number of environments: status is typed often, under load.
-    snapshot = StatusReader(ctx.services.database).snapshot(ACTIVE_STATES + WAITING_STATES)
+    reader = ctx.services.status_reader or StatusReader(ctx.services.database)
+    snapshot = reader.snapshot(ACTIVE_STATES + WAITING_STATES)
     states: dict[str, EnvironmentRecord] = dict(snapshot.environments)
     running: dict[str, list[Deployment]] = {}
     scheduled: dict[str, list[Deployment]] = {}

@@ -1,0 +1,78 @@
+"""``CachedStatusReader``: a burst of status reads costs one query; a local write shows at once,
+another replica's within ``max_age``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from procedures.clock import FixedClock
+from procedures.model import DeploymentState
+from storage.db import Database
+from storage.environments import EnvironmentStateRepository
+from storage.status import CachedStatusReader
+
+STATES = (DeploymentState.QUEUED, DeploymentState.RUNNING)
+
+
+class Ticker:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_burst_is_served_from_one_read_until_a_write_or_max_age(database: Database) -> None:
+    ticker = Ticker()
+    reader = CachedStatusReader(database, max_age=0.25, monotonic=ticker)
+    first = reader.snapshot(STATES)
+    assert reader.snapshot(STATES) is first
+    ticker.now += 0.1
+    assert reader.snapshot(list(reversed(STATES))) is first  # the same states, any order
+
+    # A write in this process shows at once.
+    environments = EnvironmentStateRepository(database, FixedClock(datetime(2026, 12, 1,
+                                                                             tzinfo=UTC)))
+    assert environments.acquire_lock("production", "U0OPS", "maintenance", None, None)
+    after_write = reader.snapshot(STATES)
+    assert after_write is not first
+    assert after_write.environments["production"].lock_holder == "U0OPS"
+
+    # Reads do not void the cache; age does.
+    assert reader.snapshot(STATES) is after_write
+    ticker.now += 0.3
+    assert reader.snapshot(STATES) is not after_write
+
+
+def test_a_write_from_elsewhere_shows_within_max_age(database: Database) -> None:
+    ticker = Ticker()
+    reader = CachedStatusReader(database, max_age=0.25, monotonic=ticker)
+    assert "production" not in reader.snapshot(STATES).environments
+    other = Database(database.url)  # another replica: its commits do not reach our counter
+    try:
+        EnvironmentStateRepository(other, FixedClock(datetime(2026, 12, 1, tzinfo=UTC))) \
+            .acquire_lock("production", "U0OPS", "maintenance", None, None)
+    finally:
+        other.dispose()
+    assert "production" not in reader.snapshot(STATES).environments  # still fresh enough
+    ticker.now += 0.25
+    assert reader.snapshot(STATES).environments["production"].lock_holder == "U0OPS"
+
+
+def test_audit_rows_do_not_void_the_cache(database: Database) -> None:
+    from storage.audit import AuditLog
+    from storage.audit_group import GroupCommitAuditLog
+
+    clock = FixedClock(datetime(2026, 12, 1, tzinfo=UTC))
+    audit = GroupCommitAuditLog(AuditLog(database, clock), database, clock)
+    try:
+        before = database.write_generation
+        audit.append("U0DEV", "command.status", detail={"text": "status"})
+        assert database.write_generation == before  # status's own audit row keeps it warm
+        EnvironmentStateRepository(database, clock).acquire_lock(
+            "production", "U0OPS", "maintenance", None, None)
+        assert database.write_generation == before + 1
+    finally:
+        audit.close()
