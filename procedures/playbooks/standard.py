@@ -37,9 +37,11 @@ What the steps do differently from the seed, on purpose:
 - CI status and database slow queries (2.1 items 3-4) are optional parts of
   ``final_validation``, run when the environment configures ``ci:`` or ``slow_query_ms``
   (:class:`FinalChecks` says how each gates); on Azure it also reports the live container
-  group's CPU and memory as evidence. Staging runs (2.2) are not this playbook's business: a
-  staging run is this playbook on the staging environment, and database migrations have their
-  own playbook.
+  group's CPU and memory as evidence. The checks live in
+  ``procedures.playbooks.final_validation`` (:class:`FinalValidation`), so the bot can run
+  them before approval too (its preflight) with the same code. Staging runs (2.2) are not
+  this playbook's business: a staging run is this playbook on the staging environment, and
+  database migrations have their own playbook.
 
 The playbook works on any :class:`~procedures.platforms.base.Platform`: it uses only that
 protocol, the optional :class:`~procedures.platforms.base.SupportsMaintenance`, the context's
@@ -56,9 +58,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
-import httpx
-
-from procedures.checks.ci_status import GitHubActionsStatus
 from procedures.checks.http import HttpChecker, Probe
 from procedures.checks.monitoring import (
     MonitoringThresholds,
@@ -67,9 +66,8 @@ from procedures.checks.monitoring import (
     evaluate,
     summarize,
 )
-from procedures.checks.slow_queries import SlowQueryCheck
 from procedures.durations import format_duration
-from procedures.errors import ExternalServiceError, QlpError, StepFailure
+from procedures.errors import QlpError, StepFailure
 from procedures.model import ProcedureKind, Slot
 from procedures.platforms.base import SupportsMaintenance
 from procedures.playbook import (
@@ -80,7 +78,13 @@ from procedures.playbook import (
     StepContext,
     StepResult,
 )
-from procedures.policy import CiSettings, Environment, Monitoring
+from procedures.playbooks.final_validation import (
+    PRE_DEPLOY_ERROR_WINDOW,
+    FinalChecks,
+    FinalValidation,
+    report_probes,
+)
+from procedures.policy import Environment, Monitoring
 
 __all__ = [
     "DEFAULT_READY_TIMEOUT",
@@ -89,13 +93,13 @@ __all__ = [
     "MIN_LATENCY_REQUESTS",
     "PRE_DEPLOY_ERROR_WINDOW",
     "FinalChecks",
+    "FinalValidation",
     "ProvidesBaseline",
     "StandardSteps",
     "standard_playbook",
 ]
 
 DEFAULT_READY_TIMEOUT = timedelta(minutes=5)  # platforms without a ready_timeout setting
-PRE_DEPLOY_ERROR_WINDOW = timedelta(minutes=5)
 EXTENDED_HEALTH_STREAK = 3
 EXTENDED_HEALTH_MAX_ROUNDS = 10
 MONITOR_GRACE = timedelta(minutes=2)
@@ -138,160 +142,35 @@ class _Plan:
         return f"{self.live_version or 'an unknown version'} on {self.live}"
 
 
-@dataclass(frozen=True)
-class FinalChecks:
-    """What ``final_validation``'s optional checks need from outside the policy file.
-
-    ``tokens`` maps a CI section's ``token_env`` (``GITHUB_TOKEN``) to the token the bot's
-    settings hold (the policy names the token, never holds it); ``ci_transport`` replaces the
-    network of the CI check in tests; ``slow_query_relation`` is the view the slow-query check
-    reads (tests point it at a stand-in, see ``procedures.checks.slow_queries``).
-
-    How each check gates the step (decided here, documented once):
-
-    - **CI status** (environment ``ci:``): the newest run of the workflow on the branch must
-      have completed successfully. A failed, cancelled or still running run, or no run at all,
-      fails the step with the run as evidence. A CI check that cannot answer (network error,
-      no permission, rate limit, unknown workflow) fails the step as **inconclusive** (retryable
-      when GitHub said so): a deployment never starts on an unknown CI state.
-    - **Slow queries** (environment ``slow_query_ms`` and ``database_url``): statements whose
-      mean time exceeds ``slow_query_ms`` fail the step, listed as evidence. When the database
-      cannot answer (``pg_stat_statements`` not installed or not preloaded, no permission,
-      unreachable) the reason is reported ("...: slow queries not checked") and the step goes
-      on: many databases run without the extension, and the health and error checks already
-      cover a database the application cannot use. The report line keeps the gap visible.
-    - **Container CPU/memory** (Azure environments): evidence only, never a gate; no data or an
-      Azure Monitor error is reported as inconclusive (see
-      ``procedures.platforms.azure.platform_metrics``).
-    - **Database backups** (Azure environments whose ``azure:`` names ``postgres_server``): the
-      newest completed backup of the flexible server must be at most ``max_backup_age`` old
-      (26h by default); a stale backup or none at all fails the step with the figures. An
-      Azure error (no permission, unknown server, throttling) fails it as **inconclusive**,
-      retryable when Azure said so: a deployment never starts without a known recent backup.
-      Checked on a first deployment too (see ``procedures.platforms.azure.backups``).
-    """
-
-    tokens: Mapping[str, str] = field(default_factory=dict)
-    ci_transport: httpx.BaseTransport | None = None
-    slow_query_relation: str = "pg_stat_statements"
-
-
 class StandardSteps:
     """The step functions of the standard playbook, sharing one :class:`HttpChecker`.
 
     ``checks`` configures ``final_validation``'s optional CI, slow-query and platform-usage
-    checks (:class:`FinalChecks`); they run only for environments that configure them.
+    checks (:class:`FinalChecks`); they run only for environments that configure them. The
+    checks themselves are :class:`FinalValidation`'s (``validation``), which the bot's
+    preflight runs too.
     """
 
     def __init__(self, http: HttpChecker, checks: FinalChecks | None = None) -> None:
         self.http = http
         self.checks = checks or FinalChecks()
+        self.validation = FinalValidation(http, self.checks)
 
     # -- Phase 2: final validation -----------------------------------------------------------
 
     def final_validation(self, ctx: StepContext) -> StepResult:
-        """The live URL is healthy and the live slot had few errors lately."""
-        env = ctx.environment
+        """The live URL is healthy, the live slot had few errors lately, and the optional
+        checks pass (:class:`FinalChecks`); the checks are :class:`FinalValidation`'s."""
         traffic = ctx.platform.traffic()
         if traffic.live is None:
-            ctx.report(f"Nothing is live on {ctx.environment_name} ({env.url}) yet: first "
-                       "deployment, nothing to validate.")
-            return {"live": None, "live_version": None, **self._optional_checks(ctx, None)}
-        live, live_version = traffic.live, traffic.live_version
-        probes = self.http.check_paths(env.url, env.health)
-        _report_probes(ctx, f"Health of {env.url} ({live_version} on {live})", probes)
-        _fail_unless_ok(probes, f"{ctx.environment_name} is not healthy before the deployment",
-                        hint="fix or roll back the live version first: deploying on top of an "
-                             "unhealthy system hides what broke", retryable=True)
-        threshold = ctx.policy.monitoring.error_threshold
-        window = format_duration(PRE_DEPLOY_ERROR_WINDOW)
-        errors = ctx.metrics.error_count(live, ctx.now() - PRE_DEPLOY_ERROR_WINDOW)
-        if errors is None:
-            ctx.report(f"No error data for the live {live} slot over the last {window}: "
-                       "inconclusive.")
-            raise StepFailure(
-                f"no error data for the live {live} slot of {ctx.environment_name} over the "
-                f"last {window}: inconclusive, and a deployment never starts on no data",
-                retryable=True,
-                hint="check the platform's monitoring, then ask again",
-            )
-        if errors > threshold:
-            raise StepFailure(
-                f"the live {live} slot ({live_version}) had {errors} errors in the last "
-                f"{window}, more than the {threshold} allowed",
-                hint="investigate the errors before deploying; a new version would be blamed "
-                     "for them",
-            )
-        ctx.report(f"Live {live} ({live_version}): {errors} errors in the last {window} "
-                   f"(threshold {threshold}).")
-        return {"live": live.value, "live_version": live_version, "errors": errors,
-                **self._optional_checks(ctx, live)}
-
-    def _optional_checks(self, ctx: StepContext, live: Slot | None) -> dict[str, Any]:
-        """CI status, slow queries and container usage, each when configured (see
-        :class:`FinalChecks` for how each one gates)."""
-        result: dict[str, Any] = {}
-        env = ctx.environment
-        if env.ci is not None:
-            result["ci"] = self._ci_status(ctx, env.ci)
-        if env.slow_query_ms is not None and env.database_url:
-            result["slow_queries"] = self._slow_queries(ctx, env.database_url,
-                                                        env.slow_query_ms)
-        if env.platform == "azure" and live is not None:
-            result["usage"] = _platform_usage(ctx, live)
-        if env.platform == "azure":
-            backup = _backup_age(ctx)
-            if backup:
-                result["backup"] = backup
-        return result
-
-    def _ci_status(self, ctx: StepContext, ci: CiSettings) -> dict[str, Any]:
-        token = self.checks.tokens.get(ci.token_env) or None
-        try:
-            with GitHubActionsStatus(ci.api_url, token, self.checks.ci_transport) as github:
-                run = github.latest(ci.repository, ci.workflow, ci.branch)
-        except (ExternalServiceError, ValueError) as exc:
-            reason = exc.message if isinstance(exc, ExternalServiceError) else str(exc)
-            ctx.report(f"CI status of {ci.repository} {ci.workflow} on {ci.branch}: "
-                       f"inconclusive ({reason}).")
-            raise StepFailure(
-                f"the CI status of {ci.repository} {ci.workflow} on {ci.branch} is "
-                f"inconclusive: {reason}",
-                retryable=isinstance(exc, ExternalServiceError) and exc.retryable,
-                hint=f"check the workflow and the bot's {ci.token_env}, then ask again; a "
-                     "deployment never starts on an unknown CI state",
-            ) from exc
-        ctx.report(run.describe())
-        evidence = {"conclusion": run.conclusion, "status": run.status,
-                    "run_url": run.run_url, "head_sha": run.head_sha}
-        if not run.green:
-            state = ("no run" if run.status == "none" else
-                     run.conclusion if run.finished and run.conclusion else run.status)
-            raise StepFailure(
-                f"CI is not green: {run.describe()}",
-                retryable=not run.finished and run.status != "none",
-                hint=f"deploy once the newest {ci.workflow} run on {ci.branch} succeeded "
-                     f"(it is {state})",
-            )
-        return evidence
-
-    def _slow_queries(self, ctx: StepContext, database_url: str,
-                      threshold_ms: float) -> dict[str, Any]:
-        check = SlowQueryCheck(database_url, relation=self.checks.slow_query_relation)
-        found = check.check(threshold_ms)
-        ctx.report(found.describe())
-        if not found.available:
-            return {"checked": False, "reason": found.reason}
-        if found.slow:
-            raise StepFailure(
-                f"{len(found.queries)} database quer"
-                f"{'y averages' if len(found.queries) == 1 else 'ies average'} more than "
-                f"{threshold_ms:g} ms: "
-                + "; ".join(query.describe() for query in found.queries),
-                hint="fix or index the slow queries first (or raise slow_query_ms in the "
-                     "policy if they are expected)",
-            )
-        return {"checked": True, "slow": 0}
+            ctx.report(f"Nothing is live on {ctx.environment_name} ({ctx.environment.url}) "
+                       "yet: first deployment, nothing to validate.")
+        validation = self.validation.run(ctx, traffic.live, traffic.live_version)
+        if validation.failure is not None:
+            raise validation.failure
+        live = traffic.live.value if traffic.live is not None else None
+        return {"live": live, "live_version": traffic.live_version if live else None,
+                **validation.result}
 
     # -- Phase 3: deployment -----------------------------------------------------------------
 
@@ -379,7 +258,7 @@ class StandardSteps:
         plan, env = _Plan.of(ctx), ctx.environment
         base = ctx.platform.slot_url(plan.target)
         probes = self.http.check_paths(base, _unique([*env.health, *env.smoke]))
-        _report_probes(ctx, f"Smoke tests on {plan.target} ({base})", probes)
+        report_probes(ctx, f"Smoke tests on {plan.target} ({base})", probes)
         _fail_unless_ok(probes, f"smoke tests failed on the {plan.target} slot",
                         hint="the live slot is untouched; the new slot will be stopped",
                         retryable=True)
@@ -459,7 +338,7 @@ class StandardSteps:
             paths = env.health
             ctx.report("No smoke paths are configured; checking the health paths instead.")
         probes = self.http.check_paths(env.url, paths)
-        _report_probes(ctx, f"Post-deployment tests on {env.url}", probes)
+        report_probes(ctx, f"Post-deployment tests on {env.url}", probes)
         _fail_unless_ok(probes, f"post-deployment tests failed on {env.url}",
                         hint="traffic goes back to the previous slot", retryable=True)
         return {"url": env.url, "checks": _probe_rows(probes)}
@@ -651,67 +530,6 @@ def ready_timeout(env: Environment) -> timedelta:
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def _platform_usage(ctx: StepContext, live: Slot) -> dict[str, Any]:
-    """The live colour's container CPU/memory on Azure, reported as evidence (never a gate)."""
-    # The reader lives with the Azure platform (it needs the SDK); imported only here.
-    from procedures.platforms.azure.platform_metrics import live_usage
-
-    try:
-        usage = live_usage(ctx.platform, live, ctx.now())
-    except QlpError as exc:
-        ctx.report(f"Container CPU/memory of the live {live} slot: inconclusive "
-                   f"({exc.message}).")
-        return {"inconclusive": True}
-    if usage is None:
-        return {}
-    ctx.report(usage.describe())
-    return {"inconclusive": usage.inconclusive, "cpu_millicores_avg": usage.cpu_avg,
-            "memory_bytes_avg": usage.memory_avg, "near_limit": usage.near_limit}
-
-
-def _backup_age(ctx: StepContext) -> dict[str, Any]:
-    """The newest backup of the environment's PostgreSQL flexible server: fresh, or a failure
-    (see :class:`FinalChecks`); {} when the environment names no server."""
-    # The reader lives with the Azure platform (it needs the SDK); imported only here.
-    from procedures.platforms.azure.backups import latest_backup
-
-    try:
-        found = latest_backup(ctx.platform, ctx.now())
-    except ExternalServiceError as exc:
-        ctx.report(f"Database backups: inconclusive ({exc.message}).")
-        raise StepFailure(
-            f"the latest database backup of {ctx.environment_name} is unknown: {exc.message}",
-            retryable=exc.retryable,
-            hint="give the bot's identity Microsoft.DBforPostgreSQL/flexibleServers/backups/"
-                 "read on the server (or fix postgres_server), then ask again; a deployment "
-                 "never starts without a known recent backup",
-        ) from exc
-    if found is None:
-        return {}
-    ctx.report(found.describe())
-    limit = format_duration(found.max_age)
-    if found.latest is None or found.age is None:
-        raise StepFailure(
-            f"PostgreSQL server {found.server} of {ctx.environment_name} has no completed "
-            f"backup; at most {limit} old is required",
-            hint="check the server's backup settings in Azure (or take an on-demand backup), "
-                 "then deploy",
-        )
-    evidence = {"server": found.server, "latest": found.latest.completed.isoformat(),
-                "type": found.latest.backup_type, "name": found.latest.name,
-                "age_s": round(found.age.total_seconds()),
-                "max_age_s": round(found.max_age.total_seconds())}
-    if not found.fresh:
-        raise StepFailure(
-            f"the latest backup of PostgreSQL server {found.server} completed "
-            f"{found.latest.describe()}, {format_duration(found.age)} ago: older than the "
-            f"{limit} allowed (max_backup_age)",
-            hint="find out why the automatic backup is late, or take an on-demand backup "
-                 "(az postgres flexible-server backup create), then deploy",
-        )
-    return evidence
-
-
 def _maintenance_requested(ctx: StepContext) -> bool:
     return bool(ctx.options.get("maintenance"))
 
@@ -783,11 +601,6 @@ class _PlatformLatency:
     def result(self) -> dict[str, Any]:
         return {"platform_p95_ms": self.latest, "platform_p95_source": self.source,
                 "platform_p95_readings": list(self.readings)}
-
-
-def _report_probes(ctx: StepContext, heading: str, probes: Sequence[Probe]) -> None:
-    lines = "\n".join(f"• {probe.describe()}" for probe in probes)
-    ctx.report(f"{heading}:\n{lines}" if lines else f"{heading}: no paths to check.")
 
 
 def _fail_unless_ok(probes: Sequence[Probe], message: str, *, hint: str,
