@@ -10,7 +10,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, Index, Integer, Text, UniqueConstraint
+from sqlalchemy import (
+    CheckConstraint,
+    Column,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    Table,
+    Text,
+    Unicode,
+    UniqueConstraint,
+)
 from sqlmodel import Field, SQLModel
 
 from procedures.model import DeploymentState, ProcedureKind, Slot, StepState
@@ -219,6 +230,37 @@ class ProcessedRequest(SQLModel, table=True):
     key: str = Field(primary_key=True, max_length=255)
     created_at: datetime = Field(sa_type=UTCDateTime, nullable=False, index=True)
     outcome: str | None = Field(default=None, sa_type=Text)
+
+
+class SchedulerLease(SQLModel, table=True):
+    """Which bot process runs timed work: the holder until ``expires_at``, renewed while alive.
+
+    One row per lease name. A process takes the lease when there is no row, when the row has
+    expired (its holder died or stopped renewing), or renews it when it is already the holder;
+    each is one conditional statement (see :mod:`storage.leases`). ``term`` counts holders.
+    """
+
+    __tablename__ = "scheduler_leases"
+
+    name: str = Field(primary_key=True, max_length=64)
+    holder: str = Field(max_length=128)
+    term: int = Field(default=1, nullable=False)
+    acquired_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    renewed_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    expires_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+
+
+APSCHEDULER_JOBS = Table(
+    "apscheduler_jobs",
+    SQLModel.metadata,
+    # Exactly the table apscheduler.jobstores.sqlalchemy (3.x) defines, so that its job store
+    # finds it ready (created by our migration, not by APScheduler at start). 191 and 25 are
+    # APScheduler's own choices (MySQL key length; a precision that maps to an 8-byte float).
+    Column("id", Unicode(191), primary_key=True),
+    Column("next_run_time", Float(25), index=True),
+    Column("job_state", LargeBinary, nullable=False),
+)
+"""APScheduler's job store table (rows are pickled jobs, written only by APScheduler)."""
 
 
 metadata = SQLModel.metadata
