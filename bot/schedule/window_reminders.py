@@ -12,6 +12,10 @@ closes    closes - 30 min        until the window closes          what is still 
 digest    closes                 for an hour after it closed      what missed the window
 ========  =====================  ===============================  ==========================
 
+Allowed windows that follow one another without a gap (``00:00-24:00`` on consecutive days)
+are one window: nothing is said at the midnights in between, and an all-day, every-day window
+(the demo policy's) is never announced at all.
+
 A bot that was down through a moment sends a reminder late only while it is still true ("opens
 in 12 minutes"); once the window has opened, its opens reminder is skipped, and so on. (The
 closes reminder of a window shorter than the lead time falls due when the window opens.)
@@ -63,6 +67,7 @@ MAX_LINES = 15
 """Deployments listed per section of a message; the rest are counted."""
 
 _EN_DASH = "\N{EN DASH}"
+_INSTANT = timedelta(microseconds=1)
 _RETAIN = timedelta(days=400)  # how long run_due remembers what it sent (freezes can be long)
 _USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
 
@@ -115,8 +120,14 @@ def blocked_key(occurrence: WindowOccurrence) -> str | None:
 
 
 def reminders_for(occurrence: WindowOccurrence, *, lead: timedelta = REMIND_BEFORE,
-                  digest_grace: timedelta = DIGEST_GRACE) -> list[WindowReminder]:
-    """The reminders one occurrence gets (none on an avoided day), in time order."""
+                  digest_grace: timedelta = DIGEST_GRACE, open_before: bool = False,
+                  open_after: bool = False) -> list[WindowReminder]:
+    """The reminders one occurrence gets (none on an avoided day), in time order.
+
+    ``open_before`` / ``open_after``: the standard window is open right before it opens /
+    right after it closes (a 00:00-24:00 window on consecutive days). Then it does not really
+    open / close there, and the opens reminder / the closes reminder and digest are left out.
+    """
     opens, closes = occurrence.opens, occurrence.closes
     if not occurrence.allowed:
         key = blocked_key(occurrence)
@@ -124,14 +135,18 @@ def reminders_for(occurrence: WindowOccurrence, *, lead: timedelta = REMIND_BEFO
             return []
         return [WindowReminder(ReminderKind.BLOCKED, occurrence, opens - lead, closes, key)]
     stamp = _stamp(opens)
-    return [
-        WindowReminder(ReminderKind.OPENS, occurrence, opens - lead, opens,
-                       f"window:opens:{stamp}"),
-        WindowReminder(ReminderKind.CLOSES, occurrence, max(closes - lead, opens), closes,
-                       f"window:closes:{stamp}"),
-        WindowReminder(ReminderKind.DIGEST, occurrence, closes, closes + digest_grace,
-                       f"window:digest:{stamp}"),
-    ]
+    found: list[WindowReminder] = []
+    if not open_before:
+        found.append(WindowReminder(ReminderKind.OPENS, occurrence, opens - lead, opens,
+                                    f"window:opens:{stamp}"))
+    if not open_after:
+        found += [
+            WindowReminder(ReminderKind.CLOSES, occurrence, max(closes - lead, opens), closes,
+                           f"window:closes:{stamp}"),
+            WindowReminder(ReminderKind.DIGEST, occurrence, closes, closes + digest_grace,
+                           f"window:digest:{stamp}"),
+        ]
+    return found
 
 
 def _in(delta: timedelta) -> str:
@@ -188,9 +203,14 @@ class WindowReminders:
         """Every reminder of the occurrences near ``[start, end)``, in time order."""
         occurrences = self._windows.occurrences(
             start - self._digest_grace, end + self._lead + timedelta(minutes=1))
-        found = [reminder for occurrence in occurrences
-                 for reminder in reminders_for(occurrence, lead=self._lead,
-                                               digest_grace=self._digest_grace)]
+        found: list[WindowReminder] = []
+        for occurrence in occurrences:
+            open_before = open_after = False
+            if occurrence.allowed:
+                open_before = self._windows.verdict(occurrence.opens - _INSTANT).open
+                open_after = self._windows.verdict(occurrence.closes).open
+            found += reminders_for(occurrence, lead=self._lead, digest_grace=self._digest_grace,
+                                   open_before=open_before, open_after=open_after)
         return sorted(found, key=lambda reminder: reminder.at)
 
     def run_due(self, now: datetime) -> int:

@@ -352,3 +352,25 @@ def test_lock_holders_are_mentioned_or_escaped(sqlite_database: Database, holder
     assert rig.environments.acquire_lock("staging", holder, None, None, None)
     rig.reminders().run_due(rig.clock.now())
     assert f"• staging: locked by {shown} since Tue 2026-12-01 09:30 UTC" in rig.posts()[0]
+
+
+def test_back_to_back_windows_are_one_window(sqlite_database: Database) -> None:
+    # Mon-Fri all day: announced Sunday 23:30, closing Friday 23:30; silent at the midnights.
+    weekdays = {"preferred": [{"days": ["mon", "tue", "wed", "thu", "fri"]}]}
+    rig = make_rig(sqlite_database, utc(2026, 12, 5, 0, 0), windows=weekdays)
+    work = rig.reminders()
+    assert tick_through(rig, work, utc(2026, 12, 13, 0, 0)) == [
+        utc(2026, 12, 6, 23, 30), utc(2026, 12, 11, 23, 30), utc(2026, 12, 12, 0, 0)]
+    assert rig.posts()[0].splitlines()[0] == (
+        ":calendar: The standard window opens in 30 minutes (Mon 00:00\u201324:00 UTC).")
+
+
+def test_an_always_open_window_is_never_announced(sqlite_database: Database) -> None:
+    always = {"preferred": [{"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+                             "start": "00:00", "end": "24:00"}]}
+    rig = make_rig(sqlite_database, utc(2026, 12, 1, 0, 0), windows=always)
+    work = rig.reminders()
+    assert work.upcoming(rig.clock.now(), timedelta(days=14)) == []
+    rig.clock.set(utc(2026, 12, 1, 23, 45))
+    assert work.run_due(rig.clock.now()) == 0
+    assert rig.posts() == []
