@@ -15,6 +15,7 @@ import pytest
 
 from bot import actions
 from bot.outbox_sender import SlackOutboxSender
+from bot.schedule.registry import build_due_works
 from bot.schedule.review_reminders import (
     REVIEW_ITEM,
     ReviewMoment,
@@ -248,3 +249,17 @@ def test_a_run_started_near_the_due_time_is_first_reminded_four_hours_in() -> No
     started = REQUESTED + timedelta(hours=22)
     moments = list(islice(review_moments(started, REQUESTED + timedelta(hours=24)), 2))
     assert moments == [ReviewMoment(utc(2, 15, 0), True), ReviewMoment(utc(2, 19, 0), True)]
+
+
+# -- the registry ------------------------------------------------------------------------------
+
+
+def test_both_reminders_are_registered_with_the_bots_services(bot: BotHarness,
+                                                              clock: FixedClock) -> None:
+    works = {work.name: work for work in build_due_works(bot.services)}
+    assert {"window-reminders", "review-reminders"} <= set(works)
+    # The registered window reminders use the bot's policy channel, windows and outbox.
+    clock.set(datetime(2026, 12, 1, 9, 30, tzinfo=UTC))
+    assert works["window-reminders"].run_due(clock.now()) == 1
+    [notice] = [n for n in bot.services.outbox.undelivered() if n.channel == CHANNEL]
+    assert notice.dedup_key == "window:opens:2026-12-01T10:00Z"
