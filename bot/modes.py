@@ -22,7 +22,7 @@ def health_report(services: Services) -> dict[str, Any]:
     worker = services.worker_health()
     status = "ok" if database == "ok" and worker in ("ok", "idle") else "degraded"
     return {"status": status, "database": database, "worker": worker,
-            "scheduler": "not configured"}
+            "scheduler": services.scheduler_health()}
 
 
 def _require(settings: Settings, *names: str) -> None:
@@ -42,6 +42,7 @@ def run_serve(settings: Settings, *, host: str, port: int, threads: int) -> int:
     server = HttpServer(SlackWsgiApp(app, lambda: health_report(services), metrics),
                         host, port, threads=threads)
     services.start_worker()
+    services.start_scheduler()
     stop = threading.Event()
 
     def shutdown(*_: object) -> None:
@@ -67,6 +68,7 @@ def run_socket(settings: Settings) -> int:
     services = build_services(settings, policy=policy)
     app = create_app(services, signing_secret=None, verify_requests=False)
     services.start_worker()
+    services.start_scheduler()
     handler = SocketModeHandler(app, app_token=settings.slack_app_token)
     stop = threading.Event()
 

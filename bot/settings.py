@@ -32,6 +32,11 @@ class Settings(BaseSettings):
     # GitHub token for final_validation's CI status check (an environment's `ci:` section names
     # it with `token_env: GITHUB_TOKEN`); optional for public repositories.
     github_token: str | None = Field(default=None, alias="GITHUB_TOKEN")
+    # The scheduler (reminders, scheduled deployments): a tick every this many seconds, run by
+    # the one process holding the scheduler lease, which lives this many seconds unless renewed
+    # (a standby takes over within about that long after the holder dies).
+    qlp_scheduler_tick: float = Field(default=30.0, gt=0, alias="QLP_SCHEDULER_TICK")
+    qlp_scheduler_lease: float = Field(default=30.0, gt=0, alias="QLP_SCHEDULER_LEASE")
 
     @property
     def database_url(self) -> str:

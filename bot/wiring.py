@@ -19,6 +19,8 @@ from bot.outbox_sender import SlackOutboxSender
 from bot.platforms import PlatformRegistry
 from bot.runner import RecoveryTask, RunQueueTask
 from bot.runs import CardReporter, RunViews
+from bot.schedule.registry import build_due_works
+from bot.schedule.scheduler import LeasedScheduler
 from bot.settings import Settings
 from bot.slack_reporter import SlackReporter
 from bot.worker import Worker, WorkerTask
@@ -82,6 +84,7 @@ class Services:
     sleep: Callable[[float], None]
     worker: Worker | None = None
     tasks: list[WorkerTask] = field(default_factory=list)
+    scheduler: LeasedScheduler | None = None
 
     def start_worker(self) -> None:
         """Start the background worker (outbox delivery, queued runs, recovery)."""
@@ -96,6 +99,20 @@ class Services:
             shutdown = getattr(task, "shutdown", None)
             if shutdown is not None:
                 shutdown()
+
+    def start_scheduler(self) -> None:
+        """Start the leased scheduler: it runs timed work while this process holds the lease."""
+        if self.scheduler is not None:
+            self.scheduler.start()
+
+    def stop_scheduler(self) -> None:
+        """Stop it and release the lease (a standby takes over at once, not after expiry)."""
+        if self.scheduler is not None:
+            self.scheduler.stop()
+
+    def scheduler_health(self) -> str:
+        """``leader``, ``standby`` or ``stopped`` (for ``/healthz``)."""
+        return "stopped" if self.scheduler is None else self.scheduler.health()
 
     def wake_worker(self) -> None:
         if self.worker is not None:
@@ -124,6 +141,7 @@ class Services:
             log.warning("response_url answered %s", response.status_code)
 
     def close(self) -> None:
+        self.stop_scheduler()  # first: no tick runs while the worker and the database close
         self.stop_worker()
         self.platforms.close()
         self.audit.close()
@@ -191,7 +209,7 @@ def build_services(settings: Settings, *, policy: Policy, clock: Clock | None = 
         heartbeat_every=timedelta(seconds=min(5.0, settings.qlp_stale_after / 4)))
     views = RunViews(engine, approvals, deployments, policy)
     reporter.views = views
-    return Services(
+    services = Services(
         settings=settings, policy=policy, clock=clock, database=database, audit=audit,
         outbox=outbox, environments=environments, deployments=deployments,
         approvals=approvals, decisions=DecisionRecorder(database, clock),
@@ -200,3 +218,9 @@ def build_services(settings: Settings, *, policy: Policy, clock: Clock | None = 
         slack=slack, groups=SlackGroups(slack), platforms=platforms, playbooks=playbooks,
         engine=engine, views=views, reporter=reporter, bot_token=token, worker_id=worker_id,
         sleep=sleep)
+    # Built now, started by the modes (start_scheduler): the works may use any service above.
+    services.scheduler = LeasedScheduler(
+        database=database, works=build_due_works(services), clock=clock, holder=worker_id,
+        tick=timedelta(seconds=settings.qlp_scheduler_tick),
+        lease=timedelta(seconds=settings.qlp_scheduler_lease))
+    return services

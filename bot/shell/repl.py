@@ -60,6 +60,8 @@ class LocalShell:
         self.app: App = create_app(self.services, signing_secret=self.secret)
         self._unsubscribe = self.standin.subscribe(self._on_event)
         self.services.start_worker()
+        # Daemon threads: the scheduler never keeps a piped shell from exiting.
+        self.services.start_scheduler()
 
     # -- output -------------------------------------------------------------------------------
 
@@ -223,6 +225,7 @@ class LocalShell:
 
     def close(self) -> None:
         self._unsubscribe()
+        self.services.stop_scheduler()
         self.services.stop_worker()
         self.services.close()
         self.standin.stop()

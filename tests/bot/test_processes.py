@@ -109,7 +109,7 @@ def test_serve_answers_signed_help_and_refuses_bad_signatures(
         assert old.status_code == 401
         health = httpx.get(url + "/healthz").json()
         assert health == {"status": "ok", "database": "ok", "worker": "ok",
-                          "scheduler": "not configured"}
+                          "scheduler": "leader"}  # the only replica holds the lease
     finally:
         process.terminate()
         process.wait(timeout=10)
