@@ -19,4 +19,7 @@ def build_due_works(services: Services) -> list[DueWork]:
 
     works.append(WindowReminders.from_services(services))
     works.append(ReviewReminders.from_services(services))
+    from bot.schedule.lock_reminders import LockReminders
+
+    works.append(LockReminders(services.environments, services.outbox, services.policy))
     return works
