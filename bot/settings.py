@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     # (a standby takes over within about that long after the holder dies).
     qlp_scheduler_tick: float = Field(default=30.0, gt=0, alias="QLP_SCHEDULER_TICK")
     qlp_scheduler_lease: float = Field(default=30.0, gt=0, alias="QLP_SCHEDULER_LEASE")
+    # The SMTP password for `notifications.email.username` in the policy (never in the file).
+    smtp_password: str | None = Field(default=None, alias="SMTP_PASSWORD", repr=False)
 
     @property
     def database_url(self) -> str:

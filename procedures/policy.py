@@ -295,12 +295,112 @@ class Monitoring(_Strict):
         return self
 
 
+_ROUTING_KEY = re.compile(r"^[A-Za-z0-9]{32}$")
+_HOST = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                   r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+
+
+def _address(value: str) -> str:
+    from procedures.notifiers.email import validate_address
+
+    return validate_address(value)
+
+
+class PagerDutyRoute(_Strict):
+    """Where pages go: one PagerDuty service's Events API v2 integration.
+
+    The routing key is added to each event when it is sent, never stored with it.
+    """
+
+    routing_key: str
+    events_url: str = "https://events.pagerduty.com/v2/enqueue"
+
+    @field_validator("routing_key")
+    @classmethod
+    def _routing_key(cls, value: str) -> str:
+        if not _ROUTING_KEY.match(value):
+            # The key is a secret of sorts: say what is wrong, not what it is.
+            raise ValueError(
+                f"is not an Events API v2 integration key ({len(value)} characters); it is "
+                "32 letters and digits, from the service's Integrations tab in PagerDuty")
+        return value
+
+    @field_validator("events_url")
+    @classmethod
+    def _events_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value
+
+
+class EmailRoute(_Strict):
+    """Where e-mail goes: one SMTP server, incident recipients and audience lists.
+
+    ``to`` receives a copy of every page (trigger and resolve); ``audiences`` maps an audience
+    (the names of ``notifications.audiences``, or others) to its addresses. The password is
+    the bot's ``SMTP_PASSWORD`` setting, never a key of this file.
+    """
+
+    host: str
+    port: int = Field(default=587, ge=1, le=65535)
+    from_: str = Field(alias="from")
+    starttls: bool = True
+    username: str | None = None
+    to: list[str] = Field(default_factory=list)
+    audiences: dict[str, list[str]] = Field(default_factory=dict)
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        if not _HOST.match(value):
+            raise ValueError(f"{value!r} is not a host name (e.g. smtp.example.com)")
+        return value
+
+    @field_validator("from_")
+    @classmethod
+    def _from(cls, value: str) -> str:
+        return _address(value)
+
+    @field_validator("to")
+    @classmethod
+    def _to(cls, addresses: list[str]) -> list[str]:
+        return [_address(a) for a in addresses]
+
+    @field_validator("audiences")
+    @classmethod
+    def _audience_addresses(cls, audiences: dict[str, list[str]]) -> dict[str, list[str]]:
+        for name, addresses in audiences.items():
+            if not addresses:
+                raise ValueError(f"{name}: list at least one address (or leave {name} out)")
+            for address in addresses:
+                try:
+                    _address(address)
+                except ValueError as exc:
+                    raise ValueError(f"{name}: {exc}") from None
+        return audiences
+
+    @model_validator(mode="after")
+    def _no_clear_text_password(self) -> EmailRoute:
+        if self.username and not self.starttls:
+            raise ValueError("username needs starttls: true (the password never travels in "
+                             "clear text)")
+        return self
+
+
 class Notifications(_Strict):
     """Where notices go: audiences to Slack channels, PagerDuty, e-mail."""
 
     audiences: dict[str, str] = Field(default_factory=dict)
-    pagerduty_routing_key: str | None = None
-    email: dict[str, Any] | None = None
+    pagerduty: PagerDutyRoute | None = None
+    email: EmailRoute | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "pagerduty_routing_key" in data:
+            raise ValueError("pagerduty_routing_key is now written "
+                             "pagerduty: {routing_key: ...} (with an optional events_url)")
+        return data
 
     @field_validator("audiences")
     @classmethod
@@ -427,9 +527,10 @@ def _did_you_mean(
 def _all_field_names() -> dict[str, type[BaseModel] | None]:
     names: dict[str, type[BaseModel] | None] = {}
     for model in (Policy, Environment, LocalPlatformSettings, PreferredWindow, HolidayCalendar,
-                  Freeze, Windows, ApprovalRule, Monitoring, Notifications):
-        for field in model.model_fields:
-            names.setdefault(field, None)
+                  Freeze, Windows, ApprovalRule, Monitoring, Notifications, PagerDutyRoute,
+                  EmailRoute):
+        for field, info in model.model_fields.items():
+            names.setdefault(info.alias or field, None)
     return names
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -101,3 +102,75 @@ def test_unquoted_times_are_read_as_clock_times() -> None:
     policy = parse_policy(data)
     assert policy.windows.preferred[0].start.hour == 10
     assert policy.windows.preferred[0].end.hour == 14
+
+
+# -- notifications ------------------------------------------------------------------------------
+
+PAGERDUTY = {"routing_key": "R0123456789ABCDEF0123456789ABCDE"}
+EMAIL = {"host": "smtp.example.com", "from": "qlp-bot@example.com", "to": ["ops@example.com"],
+         "audiences": {"leadership": ["cto@example.com"]}}
+
+
+def test_the_commented_notification_routes_of_the_example_are_valid() -> None:
+    """Uncomment the example's pagerduty and email blocks: they must load as documented."""
+    lines = (ROOT / "qlp.example.yml").read_text().splitlines()
+    start = lines.index("notifications:")
+    end = next(i for i in range(start + 1, len(lines)) if lines[i] and lines[i][0] != " ")
+    # A commented key ("  #   port: 587") loses its "# "; prose comments stay comments.
+    block = [re.sub(r"^  # (?=\s*[a-z_]+:(\s|$))", "  ", line) for line in lines[start:end]]
+    data = copy.deepcopy(EXAMPLE)
+    data["notifications"] = yaml.safe_load("\n".join(block))["notifications"]
+    notifications = parse_policy(data).notifications
+    assert notifications.pagerduty is not None
+    assert notifications.pagerduty.events_url == "https://events.pagerduty.com/v2/enqueue"
+    email = notifications.email
+    assert email is not None and email.from_ == "qlp-bot@example.com" and email.port == 587
+    assert email.starttls and email.username == "qlp-bot"
+    assert email.audiences == {"leadership": ["cto@example.com", "vp-eng@example.com"]}
+
+
+@pytest.mark.parametrize(("change", "key", "words"), [
+    ({"notifications.pagerduty": {"routing_key": "short"}}, "notifications.pagerduty.routing_key",
+     "not an Events API v2 integration key (5 characters); it is 32 letters and digits"),
+    ({"notifications.pagerduty": {**PAGERDUTY, "events_url": "events.pagerduty.com"}},
+     "notifications.pagerduty.events_url", "not an http(s) URL"),
+    ({"notifications.pagerduty": {}}, "notifications.pagerduty.routing_key", "missing"),
+    ({"notifications.pagerduty_routing_key": PAGERDUTY["routing_key"]},
+     "notifications", "pagerduty_routing_key is now written pagerduty: {routing_key: ...}"),
+    ({"notifications.email": {**EMAIL, "from": "bot"}}, "notifications.email.from",
+     "'bot' is not an e-mail address"),
+    ({"notifications.email": {**EMAIL, "to": ["ops@example.com", "Ops Team"]}},
+     "notifications.email.to", "'Ops Team' is not an e-mail address"),
+    ({"notifications.email": {**EMAIL, "audiences": {"leadership": ["cto"]}}},
+     "notifications.email.audiences", "leadership: 'cto' is not an e-mail address"),
+    ({"notifications.email": {**EMAIL, "audiences": {"leadership": []}}},
+     "notifications.email.audiences", "leadership: list at least one address"),
+    ({"notifications.email": {**EMAIL, "host": "smtp example.com"}},
+     "notifications.email.host", "not a host name"),
+    ({"notifications.email": {**EMAIL, "port": 70000}}, "notifications.email.port",
+     "less than or equal to 65535"),
+    ({"notifications.email": {**EMAIL, "password": "hunter2"}},
+     "notifications.email.password", "unknown key"),
+    ({"notifications.email": {**EMAIL, "username": "bot", "starttls": False}},
+     "notifications.email", "username needs starttls: true"),
+    ({"notifications.email": {k: v for k, v in EMAIL.items() if k != "from"}},
+     "notifications.email.from", "missing"),
+])
+def test_a_bad_notification_route_is_named(change: dict[str, object], key: str,
+                                           words: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_policy(_broken(change), source="qlp.yml")
+    message = caught.value.message
+    assert f"qlp.yml: {key}" in message, message
+    assert words.lower() in message.lower(), message
+    assert "hunter2" not in message and "R0123456789" not in message
+
+
+def test_notification_routes_load() -> None:
+    policy = parse_policy(_broken({"notifications.pagerduty": PAGERDUTY,
+                                   "notifications.email": {**EMAIL, "port": 25,
+                                                           "starttls": False}}))
+    assert policy.notifications.pagerduty is not None
+    assert policy.notifications.pagerduty.routing_key == PAGERDUTY["routing_key"]
+    assert policy.notifications.email is not None
+    assert (policy.notifications.email.port, policy.notifications.email.starttls) == (25, False)
