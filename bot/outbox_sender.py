@@ -57,6 +57,8 @@ from typing import Any, NoReturn
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from bot.delivery_retry import MAX_ATTEMPTS, MAX_BACKOFF, RetryPolicy, retry_or_give_up
+from bot.delivery_retry import backoff as backoff  # re-exported: the tests read it here
 from procedures.clock import Clock
 from storage.deployments import DeploymentRepository
 from storage.models import Notification
@@ -67,8 +69,6 @@ log = logging.getLogger(__name__)
 SLACK_KINDS = ("post", "update", "ephemeral")
 """The outbox kinds this sender delivers."""
 
-MAX_ATTEMPTS = 20
-MAX_BACKOFF = 60.0
 DEFAULT_RETRY_AFTER = 1.0
 CARD_RETRY = timedelta(seconds=1)
 DEFAULT_CARD_WAIT = timedelta(hours=6)
@@ -135,7 +135,7 @@ class SlackOutboxSender:
         self._last_update: dict[str, float] = {}
         self._batch = batch
         self._monotonic = monotonic
-        self._max_attempts = max_attempts
+        self._retry = RetryPolicy(max_attempts, MAX_BACKOFF)
         self._lease = lease
         self._card_wait = card_wait
         self._last_post: dict[str, float] = {}  # channel -> monotonic time of the last post
@@ -365,15 +365,12 @@ class SlackOutboxSender:
                         channel, failure.retry_after, n.id)
             self._release(n, now + timedelta(seconds=failure.retry_after), failure.detail)
         elif failure.kind == "transient":
-            if n.attempts >= self._max_attempts:
-                self._outbox.mark_dead(self._id(n), f"gave up after {n.attempts} attempts: "
-                                                    f"{failure.detail}")
+            delay = retry_or_give_up(self._outbox, n, failure.detail, now=now,
+                                     policy=self._retry)
+            if delay is None:
                 log.error("slack outbox: gave up on message #%s (%s to %s) after %s attempts: %s",
                           n.id, n.kind, channel, n.attempts, failure.detail)
             else:
-                delay = backoff(n.attempts)
-                self._outbox.mark_failed(self._id(n), failure.detail,
-                                         now + timedelta(seconds=delay), now=now)
                 log.info("slack outbox: message #%s failed (%s); retry in %.0fs",
                          n.id, failure.detail, delay)
         else:
@@ -397,11 +394,6 @@ class SlackOutboxSender:
     def _id(n: Notification) -> int:
         assert n.id is not None  # claimed rows always have one
         return n.id
-
-
-def backoff(attempts: int) -> float:
-    """Seconds to wait after the ``attempts``-th failed try: 1, 2, 4 ... at most 60."""
-    return float(min(MAX_BACKOFF, 2.0 ** max(attempts - 1, 0)))
 
 
 def _classify(error: Exception) -> _Failure:
