@@ -212,6 +212,10 @@ class ScheduledDeployments:
                        closes: datetime) -> int:
         services = self._services
         assert deployment.id is not None
+        # Read again: an earlier phase of this tick (the validation) may have written to it.
+        deployment = services.deployments.get(deployment.id) or deployment
+        if deployment.state not in _WAITING:
+            return 0
         verdict = services.windows.verdict(now)
         if now >= closes or not verdict.open:
             return self._expire(deployment, now, verdict.reason if not verdict.open and
