@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 
 from bot import actions
 from bot.formatting import escape, local_time
+from procedures.checks.findings import CheckVerdict, Evidence, Finding
 from procedures.durations import format_duration
 from procedures.model import DeploymentState, ProcedureKind, StepState
 from procedures.reporting import RunSnapshot, StepSnapshot
@@ -46,6 +47,8 @@ STEP_ERROR_LIMIT = 160
 ERROR_LIMIT = 1500
 NOTES_LIMIT = 1000
 REASON_LIMIT = 500
+EVIDENCE_LINE_LIMIT = 320  # one finding: verdict, title, time and its evidence line
+MAX_FINDINGS = 8  # final validation has six checks; the rest would be noise
 ELLIPSIS = "…"
 
 STATE_EMOJI: dict[DeploymentState, str] = {
@@ -84,6 +87,14 @@ KIND_LABEL: dict[ProcedureKind, str] = {
     ProcedureKind.EMERGENCY: "Emergency deployment",
     ProcedureKind.ROLLBACK: "Rollback",
     ProcedureKind.MIGRATION: "Database migration",
+}
+
+# Only ok is green: inconclusive is never shown as passing.
+VERDICT_EMOJI: dict[CheckVerdict, str] = {
+    CheckVerdict.OK: ":large_green_circle:",
+    CheckVerdict.FAILED: ":red_circle:",
+    CheckVerdict.INCONCLUSIVE: ":grey_question:",
+    CheckVerdict.SKIPPED: ":white_circle:",
 }
 
 STEP_ICON: dict[StepState, str] = {
@@ -158,6 +169,8 @@ def render_card(run: RunSnapshot, *, zone: ZoneInfo, now: datetime) -> tuple[str
     if run.reason:
         blocks.append(_section("card-reason", "*Reason:* " + escape(
             truncate(run.reason, REASON_LIMIT))))
+    if run.evidence is not None:
+        blocks += _evidence_blocks(run.evidence, zone)
     for index, text in enumerate(_progress_sections(run.steps, now)):
         blocks.append(_section(f"card-steps-{index}", text))
     if run.notes:
@@ -227,6 +240,46 @@ def _mention(user: str) -> str:
     if user.isalnum() and user.upper() == user:
         return f"<@{user}>"
     return escape(user)
+
+
+# -- evidence (the preflight's findings) ---------------------------------------------------------
+
+
+def _evidence_blocks(evidence: Evidence, zone: ZoneInfo) -> list[Block]:
+    """The "Evidence" section: each final-validation check with its verdict and evidence line,
+    or "checking…" before the checks ran for the present plan; and, when one failed or was
+    inconclusive, a note that the run checks again."""
+    if evidence.pending:
+        why = " (the plan changed since the last check)" if evidence.stale else ""
+        return [_section("card-evidence",
+                         f"*Evidence*\n:hourglass_flowing_sand: checking…{why}")]
+    assert evidence.checked_at is not None
+    heading = f"*Evidence* (checked {local_time(evidence.checked_at, zone)})"
+    lines = [heading, *(_finding_line(finding, zone)
+                        for finding in evidence.findings[:MAX_FINDINGS])]
+    if not evidence.findings:
+        lines.append("No checks are configured for this environment.")
+    blocks = [_section("card-evidence", "\n".join(lines))]
+    problems = evidence.problems
+    if problems:
+        failed = sum(1 for f in problems if f.verdict is CheckVerdict.FAILED)
+        unknown = len(problems) - failed
+        said = [f"{failed} failed" if failed else "",
+                f"{unknown} inconclusive" if unknown else ""]
+        blocks.append({"type": "context", "block_id": "card-evidence-note", "elements": [
+            _mrkdwn(f":warning: {', '.join(x for x in said if x)}: the run's final "
+                    "validation checks again at start.")]})
+    return blocks
+
+
+def _finding_line(finding: Finding, zone: ZoneInfo) -> str:
+    """``:red_circle: *CI status* (failed, 11:00:02): CI acme/shop deploy.yml on main: ...``."""
+    taken = finding.at.astimezone(zone)
+    verdict = finding.verdict
+    head = (f"{VERDICT_EMOJI[verdict]} *{escape(truncate(finding.title, 60))}* "
+            f"({verdict.value}, {taken:%H:%M:%S}): ")
+    # Cut before escaping, so an entity (&amp;) is never cut in half.
+    return head + escape(truncate(finding.evidence, max(EVIDENCE_LINE_LIMIT - len(head), 40)))
 
 
 # -- steps --------------------------------------------------------------------------------------

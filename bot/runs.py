@@ -1,5 +1,6 @@
-"""Views of runs for the card: the engine's snapshot plus approvals and notes, and a reporter
-that always renders those views (so every card shows who approved and who still must)."""
+"""Views of runs for the card: the engine's snapshot plus approvals, notes and the preflight's
+evidence, and a reporter that always renders those views (so every card shows who approved and
+who still must, and what the checks found before approval)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from bot.preflight import evidence_of
 from bot.slack_reporter import SlackReporter
 from procedures.engine import Engine
 from procedures.policy import Policy
@@ -36,7 +38,8 @@ class RunViews:
         notes = tuple(str(n) for n in options.get("notes", ()))
         return dataclasses.replace(
             run, approvers=approvers, options=options, notes=notes,
-            approvals_required=self._policy.approval_rule(run.kind).required)
+            approvals_required=self._policy.approval_rule(run.kind).required,
+            evidence=evidence_of(record) if record is not None else None)
 
 
 class CardReporter:

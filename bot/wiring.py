@@ -17,6 +17,7 @@ from slack_sdk.webhook import WebhookClient
 from bot.membership import SlackGroups
 from bot.outbox_sender import SlackOutboxSender
 from bot.platforms import PlatformRegistry
+from bot.preflight import PreflightTask, final_checks
 from bot.runner import RecoveryTask, RunQueueTask
 from bot.runs import CardReporter, RunViews
 from bot.schedule.registry import build_due_works
@@ -33,7 +34,7 @@ from procedures.playbooks.emergency import emergency_playbook
 from procedures.playbooks.hotfix import hotfix_playbook
 from procedures.playbooks.migration import migration_playbook
 from procedures.playbooks.rollback import rollback_playbook
-from procedures.playbooks.standard import FinalChecks, standard_playbook
+from procedures.playbooks.standard import standard_playbook
 from procedures.policy import Policy
 from procedures.windows import WindowPolicy
 from storage.approvals import ApprovalRepository
@@ -125,7 +126,9 @@ class Services:
             runs = RunQueueTask(self.engine, self.deployments, worker_id=self.worker_id)
             recovery = RecoveryTask(self.engine, runs, stale_after=timedelta(
                 seconds=self.settings.qlp_stale_after))
-            self.tasks = [recovery, runs, sender]
+            # Preflights (bot.preflight) before the sender: their card updates go out this pass.
+            preflight = PreflightTask(self)
+            self.tasks = [recovery, runs, preflight, sender]
         return self.tasks
 
     def worker_health(self) -> str:
@@ -190,8 +193,7 @@ def build_services(settings: Settings, *, policy: Policy, clock: Clock | None = 
     playbooks = {
         ProcedureKind.STANDARD: standard_playbook(
             http=http, monitoring=policy.monitoring,
-            checks=FinalChecks(tokens={"GITHUB_TOKEN": settings.github_token}
-                               if settings.github_token else {})),
+            checks=final_checks(settings)),
         ProcedureKind.HOTFIX: hotfix_playbook(http=http, monitoring=policy.monitoring),
         ProcedureKind.EMERGENCY: emergency_playbook(http=http),
         ProcedureKind.ROLLBACK: rollback_playbook(http=http),

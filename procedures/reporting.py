@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from procedures.checks.findings import Evidence
 from procedures.model import DeploymentState, ProcedureKind, StepState
 
 
@@ -54,6 +55,8 @@ class RunSnapshot:
     approvals_required: int = 0
     options: Mapping[str, Any] = field(default_factory=dict)
     notes: tuple[str, ...] = ()  # short lines the card shows (e.g. "approval reset: plan changed")
+    # The final-validation checks run before approval (bot.preflight), while it waits; else None.
+    evidence: Evidence | None = None
 
 
 class Reporter(Protocol):
