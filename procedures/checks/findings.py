@@ -31,10 +31,10 @@ class CheckVerdict(StrEnum):
 
 @dataclass(frozen=True)
 class Finding:
-    """One check's verdict: ``check`` is its stable name (``ci``), ``title`` its label
+    """One check's verdict: ``name`` is the check's stable name (``ci``), ``title`` its label
     (``CI status``), ``evidence`` one line of what it saw, ``at`` when it was taken."""
 
-    check: str
+    name: str
     title: str
     verdict: CheckVerdict
     evidence: str
@@ -50,7 +50,7 @@ class Finding:
         return self.verdict in (CheckVerdict.FAILED, CheckVerdict.INCONCLUSIVE)
 
     def to_json(self) -> dict[str, str]:
-        return {"check": self.check, "title": self.title, "verdict": self.verdict.value,
+        return {"name": self.name, "title": self.title, "verdict": self.verdict.value,
                 "evidence": self.evidence, "at": self.at.isoformat()}
 
     @classmethod
@@ -59,7 +59,7 @@ class Finding:
         if not isinstance(data, Mapping):
             return None
         try:
-            return cls(str(data["check"]), str(data.get("title") or data["check"]),
+            return cls(str(data["name"]), str(data.get("title") or data["name"]),
                        CheckVerdict(data["verdict"]), str(data.get("evidence") or ""),
                        datetime.fromisoformat(str(data["at"])))
         except (KeyError, ValueError, TypeError):
