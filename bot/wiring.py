@@ -15,7 +15,9 @@ from slack_sdk import WebClient
 from slack_sdk.webhook import WebhookClient
 
 from bot.membership import SlackGroups
+from bot.notification_sender import NotificationSender
 from bot.outbox_sender import SlackOutboxSender
+from bot.paging import PagingReporter
 from bot.platforms import PlatformRegistry
 from bot.preflight import PreflightTask, final_checks
 from bot.runner import RecoveryTask, RunQueueTask
@@ -29,6 +31,7 @@ from procedures.checks.http import HttpChecker
 from procedures.clock import Clock, SystemClock
 from procedures.engine import Engine
 from procedures.model import ProcedureKind
+from procedures.notifiers.routes import notifiers_for
 from procedures.playbook import Playbook
 from procedures.playbooks.emergency import emergency_playbook
 from procedures.playbooks.hotfix import hotfix_playbook
@@ -128,7 +131,10 @@ class Services:
                 seconds=self.settings.qlp_stale_after))
             # Preflights (bot.preflight) before the sender: their card updates go out this pass.
             preflight = PreflightTask(self)
-            self.tasks = [recovery, runs, preflight, sender]
+            notifications = NotificationSender(self.outbox, notifiers_for(
+                self.policy.notifications, smtp_password=self.settings.smtp_password,
+                clock=self.clock), self.clock, audit=self.audit)
+            self.tasks = [recovery, runs, preflight, notifications, sender]
         return self.tasks
 
     def worker_health(self) -> str:
@@ -203,7 +209,8 @@ def build_services(settings: Settings, *, policy: Policy, clock: Clock | None = 
                                           clock=clock))
     worker_id = _worker_id()
     engine = Engine(
-        deployments=deployments, environments=environments, audit=audit, reporter=reporter,
+        deployments=deployments, environments=environments, audit=audit,
+        reporter=PagingReporter(reporter, outbox, policy),  # pages on rollbacks, resolves
         playbooks=playbooks, policy=policy, platform_for=platforms.platform_for,
         metrics_for=platforms.metrics_for, baselines=BaselineRepository(database, clock),
         clock=clock, sleep=sleep, worker_id=worker_id,

@@ -4,7 +4,8 @@
 Allowed 24/7, even in a freeze (not past a manual lock, and one deployment at a time). A
 second person in ``approvals.emergency`` presses Approve: the bot records who, so nobody types
 an approver's name as the seed's script asked. The request is broadcast to the channel, the
-on-call route is paged through the outbox (kind ``pagerduty``, delivered by its own sender),
+on-call route is paged through the outbox (``bot.paging``: kind ``pagerduty``, delivered by
+``bot.notification_sender``),
 and the deployment carries the post-emergency review (due within 24 hours) and the seed's
 emergency checklist in its options. The run is ``procedures.playbooks.emergency``.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bot import paging
 from bot.commands.hotfix import (
     HOLDING,
     approvals_needed,
@@ -37,9 +39,6 @@ from procedures.playbooks.emergency import (
     checklist_items,
     is_fast_track,
 )
-
-ONCALL_ROUTE = "oncall"
-SUMMARY_LIMIT = 1024  # PagerDuty Events API v2: payload.summary is at most 1024 characters
 
 
 def emergency_text(ctx: HandlerContext, command: Command) -> str:
@@ -103,37 +102,23 @@ def _emergency(ctx: HandlerContext, command: Command, env: str) -> str:
 
 def _page_oncall(ctx: HandlerContext, deployment_id: int, category: str, version: str,
                  env: str, reason: str, review_due: str, *, audit: bool) -> None:
-    """Put the PagerDuty event (Events API v2, without the routing key, which the sender adds
-    from the policy) in the outbox. Idempotent: one page per emergency, however often asked."""
+    """Page the on-call route (``bot.paging``: the deployment's PagerDuty alert, whose routing
+    key the sender adds from the policy). Idempotent: one page per emergency, however often
+    asked."""
     services = ctx.services
     user = ctx.request.user_id
     summary = (f"Emergency deployment #{deployment_id} ({category}) of {version} to {env} "
                f"requested by {user}: {reason}")
-    payload = {
-        "event_action": "trigger",
-        "dedup_key": f"qlp-emergency-{deployment_id}",
-        "payload": {
-            "summary": summary[:SUMMARY_LIMIT],
-            "source": "qlp-chatops",
-            "severity": "critical" if is_fast_track(category) else "error",
-            "component": env,
-            "group": "deployments",
-            "class": f"emergency/{category}",
-            "custom_details": {
-                "deployment_id": deployment_id, "category": category, "version": version,
-                "environment": env, "requester": user, "reason": reason,
-                "review_due": review_due, "channel": services.policy.channel,
-            },
-        },
-    }
-    notification = services.outbox.enqueue(
-        ONCALL_ROUTE, "pagerduty", payload, deployment_id=deployment_id,
-        ordering_key=f"pagerduty:{ONCALL_ROUTE}:{deployment_id}",
-        dedup_key=f"emergency-page:{deployment_id}")
+    notification = paging.trigger(
+        services.outbox, services.policy, deployment_id=deployment_id, reason="emergency",
+        summary=summary, severity="critical" if is_fast_track(category) else "error",
+        component=env, event_class=f"emergency/{category}",
+        details={"category": category, "version": version, "environment": env,
+                 "requester": user, "reason": reason, "review_due": review_due})
     if not audit:
         return
     services.audit.append(user, "oncall.paged", deployment_id=deployment_id, environment=env,
-                          detail={"route": ONCALL_ROUTE, "kind": "pagerduty",
+                          detail={"route": paging.ONCALL_ROUTE, "kind": "pagerduty",
                                   "notification": notification, "category": category})
 
 

@@ -6,6 +6,7 @@ from bot.context import HandlerContext
 from bot.formatting import escape, local_time, relative
 from bot.grammar import Command
 from bot.lookup import environment_of
+from bot.undelivered import undelivered_lines
 from procedures.model import DeploymentState
 from procedures.store import DeploymentRecord as Deployment
 from procedures.store import EnvironmentRecord
@@ -31,9 +32,10 @@ def status_text(ctx: HandlerContext, command: Command) -> str:
             running.setdefault(deployment.environment, []).append(deployment)
         elif deployment.scheduled_at is not None:
             scheduled.setdefault(deployment.environment, []).append(deployment)
-    return "\n\n".join(_one(ctx, name, states.get(name), running.get(name, []))
-                       + _scheduled(ctx, scheduled.get(name, []))
-                       for name in names)
+    sections = [_one(ctx, name, states.get(name), running.get(name, []))
+                + _scheduled(ctx, scheduled.get(name, [])) for name in names]
+    stuck = undelivered_lines(ctx.services.database, ctx.services.clock.now())
+    return "\n\n".join([*sections, *(["\n".join(stuck)] if stuck else [])])
 
 
 def _scheduled(ctx: HandlerContext, waiting: list[Deployment]) -> str:

@@ -439,7 +439,9 @@ def test_manual_rollback_and_emergency_end_to_end(live_bot: BotHarness) -> None:
     emergency_id = _approve_and_finish(bot, reply, "U0LEAD1")
     assert _served(bot) == "v1.2.0"
     pages = [n for n in bot.services.outbox.undelivered(limit=1000) if n.kind == "pagerduty"]
-    assert [(p.channel, p.deployment_id) for p in pages] == [("oncall", emergency_id)]
+    # Paged on request, resolved once it succeeded (the test policy has no PagerDuty route).
+    assert [(p.channel, p.deployment_id, p.payload["event_action"]) for p in pages] == [
+        ("oncall", emergency_id, "trigger"), ("oncall", emergency_id, "resolve")]
     bot.wait_for(lambda: "Deployed v1.2.0 to production" in _thread_text(slack, emergency_id),
                  what="the emergency's final reply")
     thread = _thread_text(slack, emergency_id)
