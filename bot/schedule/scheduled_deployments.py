@@ -183,7 +183,7 @@ class ScheduledDeployments:
             return 0
         result = run_preflight(services, deployment.id, force=True)
         red = [f for f in result.findings if f.verdict in ("failed", "inconclusive")]
-        lines = [f"{_ICON.get(f.verdict, ':grey_question:')} *{f.name}*: {f.evidence}"
+        lines = [f"{_ICON.get(f.verdict, ':grey_question:')} *{f.title}*: {f.evidence}"
                  for f in result.findings] or ["No checks are configured for this "
                                                "environment."]
         rule = services.policy.approval_rule(ProcedureKind.STANDARD)

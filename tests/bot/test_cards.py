@@ -25,7 +25,7 @@ NOW = datetime(2026, 12, 1, 10, 30, tzinfo=UTC)
 
 EXPECTED_BUTTONS: dict[DeploymentState, tuple[str, ...]] = {
     DeploymentState.PENDING_APPROVAL: (actions.APPROVE, actions.REJECT),
-    DeploymentState.SCHEDULED: (),
+    DeploymentState.SCHEDULED: (actions.CANCEL,),
     DeploymentState.QUEUED: (actions.CANCEL,),
     DeploymentState.RUNNING: (actions.CANCEL,),
     DeploymentState.ROLLING_BACK: (),
