@@ -51,6 +51,7 @@ from storage.environments import EnvironmentStateRepository
 from storage.migrate import upgrade
 from storage.outbox import Outbox
 from storage.requests import ProcessedRequests
+from storage.status import CachedStatusReader
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -89,6 +90,7 @@ class Services:
     worker: Worker | None = None
     tasks: list[WorkerTask] = field(default_factory=list)
     scheduler: LeasedScheduler | None = None
+    status_reader: CachedStatusReader | None = None
 
     def start_worker(self) -> None:
         """Start the background worker (outbox delivery, queued runs, recovery)."""
@@ -227,6 +229,7 @@ def build_services(settings: Settings, *, policy: Policy, clock: Clock | None = 
         slack=slack, groups=SlackGroups(slack), platforms=platforms, playbooks=playbooks,
         engine=engine, views=views, reporter=reporter, bot_token=token, worker_id=worker_id,
         sleep=sleep)
+    services.status_reader = CachedStatusReader(database)
     # Built now, started by the modes (start_scheduler): the works may use any service above.
     services.scheduler = LeasedScheduler(
         database=database, works=build_due_works(services), clock=clock, holder=worker_id,
