@@ -214,6 +214,7 @@ class ScheduledDeployments:
         assert deployment.id is not None
         # Read again: an earlier phase of this tick (the validation) may have written to it.
         deployment = services.deployments.get(deployment.id) or deployment
+        assert deployment.id is not None
         if deployment.state not in _WAITING:
             return 0
         verdict = services.windows.verdict(now)
