@@ -13,6 +13,9 @@ When the bot pages (``bot.notification_sender`` delivers; the routing key is add
   (not a cancel): trigger, reason ``rollback``;
 - a run that needs attention (an undo failed; the environment stays locked): trigger,
   reason ``needs-attention``, severity critical;
+- a failed rollback (a ``/qlp rollback`` run that FAILED or was undone): trigger, reason
+  ``rollback-failed``, severity critical, never resolved by the bot (the version it was to
+  replace still serves);
 - healthy again: resolve when an emergency deployment SUCCEEDED, or when an automatic rollback
   finished (ROLLED_BACK: the earlier version serves again). A rolled-back *emergency* stays
   open: the old version serving is what the emergency was meant to fix.
@@ -142,6 +145,10 @@ class PagingReporter:
         state = run.state
         automatic = not (run.error or "").startswith(CANCELLED_BY)
         changed = any(step.state in _CHANGED for step in run.steps)
+        if run.kind is ProcedureKind.ROLLBACK and automatic and state in (
+                DeploymentState.FAILED, DeploymentState.ROLLED_BACK):
+            # A manual rollback that failed: the version people wanted gone still serves.
+            return [self._failed_rollback(run)]
         if state is DeploymentState.ROLLING_BACK and automatic and changed:
             return [self._rollback(run)]
         if state is DeploymentState.NEEDS_ATTENTION:
@@ -167,6 +174,16 @@ class PagingReporter:
             summary=f"Automatic rollback of #{run.deployment_id} ({_what(run)}): "
                     f"{run.error or 'a step failed'}",
             severity="error", component=run.environment, event_class=f"rollback/{run.kind}",
+            details=_details(run))
+
+    def _failed_rollback(self, run: RunSnapshot) -> int:
+        return trigger(
+            self._outbox, self._policy, deployment_id=run.deployment_id,
+            reason="rollback-failed",
+            summary=f"Rollback #{run.deployment_id} failed ({_what(run)}): "
+                    f"{run.error or 'a step failed'}. The version it was to replace still "
+                    f"serves {run.environment}.",
+            severity="critical", component=run.environment, event_class="rollback-failed",
             details=_details(run))
 
     def _needs_attention(self, run: RunSnapshot) -> int:

@@ -187,3 +187,25 @@ def test_pages_are_mailed_to_the_incident_recipients(
     assert smtp.messages[0].rcpt_tos == ["oncall@example.com"]
     assert f"error: {MONITORING}" in smtp.messages[0].body
     assert [e["event_action"] for e in pagerduty.events] == ["trigger", "resolve"]
+
+
+def test_a_failed_manual_rollback_pages_critical_and_stays_open(rig: Rig) -> None:
+    reporter = PagingReporter(RecordingReporter(), rig.outbox, rig.policy)
+    failed, undone, cancelled = rig.deployment(), rig.deployment(), rig.deployment()
+    error = "Deploy v1.2.2 to the idle slot: image not found"
+    reporter.run_changed(_run(failed, S.FAILED, kind=ProcedureKind.ROLLBACK, error=error,
+                              steps=(StepState.FAILED,)))
+    reporter.run_changed(_run(undone, S.ROLLING_BACK, kind=ProcedureKind.ROLLBACK, error=error,
+                              steps=FAILED_AFTER_SWITCH))
+    reporter.run_changed(_run(undone, S.ROLLED_BACK, kind=ProcedureKind.ROLLBACK, error=error,
+                              steps=UNDONE))
+    reporter.run_changed(_run(cancelled, S.ROLLED_BACK, kind=ProcedureKind.ROLLBACK,
+                              error=f"{CANCELLED_BY}<@U0LEAD1>", steps=UNDONE))
+    [first] = _pages(rig, failed)
+    assert first.dedup_key == f"page:rollback-failed:{failed}"
+    assert first.payload["payload"]["severity"] == "critical"
+    assert first.payload["payload"]["summary"].startswith(f"Rollback #{failed} failed")
+    pages = _pages(rig, undone)
+    assert [p.payload["event_action"] for p in pages] == ["trigger", "trigger"]  # no resolve
+    assert pages[-1].dedup_key == f"page:rollback-failed:{undone}"
+    assert _pages(rig, cancelled) == []
