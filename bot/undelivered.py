@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from bot.formatting import escape, relative
 from storage.db import Database
 from storage.models import Notification
-from storage.undelivered import read_undelivered
+from storage.undelivered import Undelivered, read_undelivered
 
 DEAD_WINDOW = timedelta(days=7)
 SHOWN = 5
@@ -22,7 +22,12 @@ ERROR_LIMIT = 200
 
 def undelivered_lines(database: Database, now: datetime, *, shown: int = SHOWN) -> list[str]:
     """A heading and the oldest ``shown`` stuck messages; no lines when all is delivered."""
-    report = read_undelivered(database, dead_since=now - DEAD_WINDOW, limit=shown)
+    return report_lines(read_undelivered(database, dead_since=now - DEAD_WINDOW, limit=shown),
+                        now)
+
+
+def report_lines(report: Undelivered, now: datetime) -> list[str]:
+    """:func:`undelivered_lines` of a report already read (status reads it with the rest)."""
     if not report.retrying and not report.dead:
         return []
     counts = []

@@ -10,12 +10,14 @@ import threading
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlmodel import select
 
 from procedures.model import DeploymentState
 from storage.db import Database
 from storage.models import Deployment, EnvironmentStateRow
+from storage.undelivered import Undelivered, read_undelivered_in
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,7 @@ class StatusSnapshot:
 
     environments: dict[str, EnvironmentStateRow]
     deployments: list[Deployment]
+    undelivered: Undelivered | None = None  # read when ``dead_since`` was given
 
 
 class StatusReader:
@@ -32,7 +35,10 @@ class StatusReader:
     def __init__(self, database: Database) -> None:
         self._db = database
 
-    def snapshot(self, states: Collection[DeploymentState]) -> StatusSnapshot:
+    def snapshot(self, states: Collection[DeploymentState], *,
+                 dead_since: datetime | None = None) -> StatusSnapshot:
+        """With ``dead_since``, also the notifications not getting through
+        (:func:`storage.undelivered.read_undelivered_in`), in the same transaction."""
         # Core rows, not ORM objects: status only reads attributes, and skipping the identity
         # map halves its CPU (it is typed often, and Slack's 3 s ack shares the CPU).
         environments = EnvironmentStateRow.__table__  # type: ignore[attr-defined]
@@ -43,8 +49,10 @@ class StatusReader:
             active = connection.execute(
                 select(deployments).where(deployments.c.state.in_(list(states)))
                 .order_by(deployments.c.id)).all()
+            undelivered = (read_undelivered_in(s, dead_since=dead_since)
+                           if dead_since is not None else None)
             return StatusSnapshot({row.environment: row for row in rows},  # type: ignore[misc]
-                                  list(active))  # type: ignore[arg-type]
+                                  list(active), undelivered)  # type: ignore[arg-type]
 
 
 class CachedStatusReader:
@@ -63,17 +71,19 @@ class CachedStatusReader:
         self._max_age = max_age
         self._monotonic = monotonic
         self._lock = threading.Lock()
-        self._cached: dict[frozenset[DeploymentState], tuple[int, float, StatusSnapshot]] = {}
+        self._cached: dict[tuple[frozenset[DeploymentState], bool],
+                           tuple[int, float, StatusSnapshot]] = {}
 
-    def snapshot(self, states: Collection[DeploymentState]) -> StatusSnapshot:
-        key = frozenset(states)
+    def snapshot(self, states: Collection[DeploymentState], *,
+                 dead_since: datetime | None = None) -> StatusSnapshot:
+        key = (frozenset(states), dead_since is not None)
         generation = self._db.write_generation  # before the read: a write during it voids it
         now = self._monotonic()
         with self._lock:
             hit = self._cached.get(key)
         if hit is not None and hit[0] == generation and now - hit[1] < self._max_age:
             return hit[2]
-        snapshot = self._reader.snapshot(states)
+        snapshot = self._reader.snapshot(states, dead_since=dead_since)
         with self._lock:
             self._cached[key] = (generation, now, snapshot)
         return snapshot

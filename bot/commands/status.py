@@ -6,7 +6,7 @@ from bot.context import HandlerContext
 from bot.formatting import escape, local_time, relative
 from bot.grammar import Command
 from bot.lookup import environment_of
-from bot.undelivered import undelivered_lines
+from bot.undelivered import DEAD_WINDOW, report_lines
 from procedures.model import DeploymentState
 from procedures.store import DeploymentRecord as Deployment
 from procedures.store import EnvironmentRecord
@@ -21,9 +21,11 @@ def status_text(ctx: HandlerContext, command: Command) -> str:
     policy = ctx.services.policy
     names = [environment_of(policy, command.environment)] if command.environment else list(
         policy.environments)
-    # Two queries whatever the number of environments: status is typed often, under load.
+    # One read-only transaction whatever the number of environments, shared by a burst of
+    # status commands (CachedStatusReader): status is typed often, under load.
     reader = ctx.services.status_reader or StatusReader(ctx.services.database)
-    snapshot = reader.snapshot(ACTIVE_STATES + WAITING_STATES)
+    now = ctx.services.clock.now()
+    snapshot = reader.snapshot(ACTIVE_STATES + WAITING_STATES, dead_since=now - DEAD_WINDOW)
     states: dict[str, EnvironmentRecord] = dict(snapshot.environments)
     running: dict[str, list[Deployment]] = {}
     scheduled: dict[str, list[Deployment]] = {}
@@ -34,7 +36,7 @@ def status_text(ctx: HandlerContext, command: Command) -> str:
             scheduled.setdefault(deployment.environment, []).append(deployment)
     sections = [_one(ctx, name, states.get(name), running.get(name, []))
                 + _scheduled(ctx, scheduled.get(name, [])) for name in names]
-    stuck = undelivered_lines(ctx.services.database, ctx.services.clock.now())
+    stuck = report_lines(snapshot.undelivered, now) if snapshot.undelivered else []
     return "\n\n".join([*sections, *(["\n".join(stuck)] if stuck else [])])
 
 
