@@ -73,17 +73,31 @@ class CachedStatusReader:
         self._lock = threading.Lock()
         self._cached: dict[tuple[frozenset[DeploymentState], bool],
                            tuple[int, float, StatusSnapshot]] = {}
+        self._reading: dict[tuple[frozenset[DeploymentState], bool], threading.Event] = {}
 
     def snapshot(self, states: Collection[DeploymentState], *,
                  dead_since: datetime | None = None) -> StatusSnapshot:
         key = (frozenset(states), dead_since is not None)
-        generation = self._db.write_generation  # before the read: a write during it voids it
-        now = self._monotonic()
-        with self._lock:
-            hit = self._cached.get(key)
-        if hit is not None and hit[0] == generation and now - hit[1] < self._max_age:
-            return hit[2]
-        snapshot = self._reader.snapshot(states, dead_since=dead_since)
-        with self._lock:
-            self._cached[key] = (generation, now, snapshot)
-        return snapshot
+        while True:
+            generation = self._db.write_generation  # before the read: a write voids it
+            now = self._monotonic()
+            with self._lock:
+                hit = self._cached.get(key)
+                if hit is not None and hit[0] == generation and now - hit[1] < self._max_age:
+                    return hit[2]
+                # One read per key at a time: a burst that finds the snapshot stale waits for
+                # the one read under way instead of running fifty identical ones.
+                pending = self._reading.get(key)
+                if pending is None:
+                    pending = self._reading[key] = threading.Event()
+                    break
+            pending.wait(self._max_age)
+        try:
+            snapshot = self._reader.snapshot(states, dead_since=dead_since)
+            with self._lock:
+                self._cached[key] = (generation, now, snapshot)
+            return snapshot
+        finally:
+            with self._lock:
+                del self._reading[key]
+            pending.set()

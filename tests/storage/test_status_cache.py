@@ -76,3 +76,36 @@ def test_audit_rows_do_not_void_the_cache(database: Database) -> None:
         assert database.write_generation == before + 1
     finally:
         audit.close()
+
+
+def test_a_burst_that_finds_it_stale_reads_once(database: Database) -> None:
+    import threading
+
+    from storage.status import StatusReader
+
+    class CountingReader(StatusReader):
+        """The real reader, counting its reads and holding each one until told."""
+
+        def __init__(self) -> None:
+            super().__init__(database)
+            self.reads = 0
+            self.release = threading.Event()
+
+        def snapshot(self, states, *, dead_since=None):  # type: ignore[no-untyped-def]
+            self.reads += 1
+            self.release.wait(5)
+            return super().snapshot(states, dead_since=dead_since)
+
+    reader = CachedStatusReader(database, max_age=60)
+    counting = CountingReader()
+    reader._reader = counting
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(reader.snapshot(STATES)))
+               for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    counting.release.set()
+    for thread in threads:
+        thread.join(10)
+    assert counting.reads == 1
+    assert len(results) == 8 and all(result is results[0] for result in results)
