@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
 
 from procedures.model import Slot
@@ -83,4 +83,31 @@ class SupportsMaintenance(Protocol):
 
     def maintenance(self) -> bool:
         """Whether the public URL is in maintenance mode now, read from the platform."""
+        ...
+
+
+class BackupReport(Protocol):
+    """The newest backup of an environment's database, as a platform reports it."""
+
+    @property
+    def fresh(self) -> bool:
+        """Whether it is recent enough by the platform's own limit (False: none at all)."""
+        ...
+
+    def describe(self) -> str:
+        """One line for a thread: which database, when its newest backup completed, how old."""
+        ...
+
+
+@runtime_checkable
+class SupportsBackupAge(Protocol):
+    """A platform that can tell how old the newest backup of the environment's database is
+    (optional capability). It only reads: it takes no backup. Playbooks test for it with
+    ``isinstance(platform, SupportsBackupAge)``.
+    """
+
+    def newest_backup(self, now: datetime) -> BackupReport | None:
+        """The newest backup as seen at ``now``; None when the environment names no database
+        whose backups the platform can read. Raises ``ExternalServiceError`` when the
+        platform cannot answer."""
         ...

@@ -20,6 +20,13 @@ at any step is compensated as in the standard playbook (the switch is undone fir
 new slot is stopped). The previous slot keeps running after a success, so going back is one
 ``/qlp rollback`` away; the post-emergency review decides when it goes.
 
+The emergency backup is the snapshot of the live slot and version (that slot keeps running, so
+the previous version stays one switch away). No database backup is taken. On a platform that
+can read the age of the database's newest backup (``SupportsBackupAge`` in
+``procedures.platforms.base``: Azure, for the PostgreSQL flexible server named by
+``postgres_server``) the step reports that age and says plainly that no backup was taken; a
+stale, missing or unknown backup is broadcast, and the emergency goes on without waiting for one.
+
 What the seed wrote to ``emergency-deployments.log`` is the deployment row and the audit log;
 the notification of the on-call route, the review due within 24 hours and the checklist are
 written by the ``/qlp emergency`` command (``bot.commands.emergency``) when the request is made,
@@ -32,8 +39,9 @@ from datetime import datetime, timedelta
 
 from procedures.checks.http import HttpChecker
 from procedures.durations import format_duration
-from procedures.errors import StepFailure
+from procedures.errors import ExternalServiceError, StepFailure
 from procedures.model import ProcedureKind, Slot
+from procedures.platforms.base import SupportsBackupAge
 from procedures.playbook import Playbook, RetryPolicy, Step, StepContext, StepResult
 from procedures.playbooks.standard import StandardSteps
 
@@ -173,7 +181,17 @@ class EmergencySteps:
 
     def __init__(self, http: HttpChecker) -> None:
         self.http = http
+        self.standard = StandardSteps(http)
         self.verify = PublicHealthVerification(http)
+
+    def snapshot(self, ctx: StepContext) -> StepResult:
+        """The standard snapshot, then what the platform can tell about the database's newest
+        backup (never a backup taken: see the module docstring)."""
+        result = dict(self.standard.snapshot(ctx) or {})
+        backup = _database_backup(ctx)
+        if backup is not None:
+            result["database_backup"] = backup
+        return result
 
     def wait_healthy(self, ctx: StepContext) -> StepResult:
         """Wait for the new slot: 60 s on the fast track, 5 minutes for a blue-green one."""
@@ -206,6 +224,34 @@ class EmergencySteps:
         return {"review_due": due.isoformat(), "checklist_items": len(checklist)}
 
 
+def _database_backup(ctx: StepContext) -> dict[str, object] | None:
+    """Report the newest database backup where the platform can read it; never fails the step:
+    an emergency does not wait for a backup, but the thread says plainly what is known."""
+    platform = ctx.platform
+    if not isinstance(platform, SupportsBackupAge):
+        return None
+    env = ctx.environment_name
+    none_taken = (f"No database backup was taken: on {env} the bot can read the database's "
+                  "backups but cannot take one.")
+    goes_on = "The emergency goes on without waiting for a backup."
+    try:
+        found = platform.newest_backup(ctx.now())
+    except ExternalServiceError as error:
+        ctx.report(f"{none_taken} Its newest backup is unknown: {error.message}. {goes_on}",
+                   broadcast=True)
+        return {"taken": False, "checked": False, "error": error.message}
+    if found is None:
+        ctx.report(f"No database backup was taken or checked: the platform settings of {env} "
+                   "name no database whose backups the bot can read.")
+        return {"taken": False, "checked": False, "error": None}
+    if found.fresh:
+        ctx.report(f"{none_taken} Newest: {found.describe()}.")
+    else:
+        ctx.report(f"{none_taken} Newest: {found.describe()}. {goes_on}", broadcast=True)
+    return {"taken": False, "checked": True, "fresh": found.fresh,
+            "detail": found.describe()}
+
+
 def _parse(value: object) -> datetime | None:
     if isinstance(value, datetime):
         return value
@@ -219,14 +265,14 @@ def _parse(value: object) -> datetime | None:
 
 def emergency_playbook(*, http: HttpChecker) -> Playbook:
     """The emergency deployment (``ProcedureKind.EMERGENCY``); see the module docstring."""
-    standard = StandardSteps(http)
     emergency = EmergencySteps(http)
+    standard = emergency.standard
     return Playbook(
         kind=ProcedureKind.EMERGENCY,
         title="Emergency deployment",
         steps=(
             Step("snapshot", "Emergency backup: snapshot of the live slot and version",
-                 standard.snapshot, timeout=timedelta(minutes=1),
+                 emergency.snapshot, timeout=timedelta(minutes=1),
                  retry=RetryPolicy(attempts=3)),
             Step("deploy_idle_slot", "Deploy the new version to the idle slot",
                  standard.deploy_idle_slot, undo=standard.undo_deploy_idle_slot,

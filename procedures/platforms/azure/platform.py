@@ -14,6 +14,9 @@
   three answers in a row from the new version (``switch_confirm``), since Front Door takes
   minutes to reach every edge.
 - ``stop(slot)``: the colour's group deleted (never the live one).
+- ``newest_backup(now)`` (the optional ``SupportsBackupAge``): the age of the newest backup of
+  the PostgreSQL flexible server named by ``postgres_server`` (read only: the bot takes no
+  on-demand backup on Azure).
 
 Time goes through an injected clock and ``sleep``; where the group's FQDN and the public URL
 are reached is injectable (``slot_base``, ``public_url``) so tests can use local servers.
@@ -25,13 +28,14 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import httpx
 
 from procedures.clock import Clock, SystemClock
 from procedures.errors import ConfigError, ExternalServiceError, StepFailure
 from procedures.model import Slot
+from procedures.platforms.azure.backups import BackupAge, latest_backup
 from procedures.platforms.azure.clients import AzureClients
 from procedures.platforms.azure.container_groups import ContainerGroups, GroupState, build_group
 from procedures.platforms.azure.errors import AzureCalls
@@ -225,6 +229,15 @@ class AzurePlatform:
         return self._base(slot, state)
 
     # -- beyond the protocol ---------------------------------------------------------------
+
+    def newest_backup(self, now: datetime) -> BackupAge | None:
+        """The newest completed backup of the environment's PostgreSQL flexible server
+        (``postgres_server``) and its age at ``now``; None when the section names no server.
+
+        It only reads the server's backups (automatic and on-demand alike): the bot takes no
+        backup on Azure. Raises ExternalServiceError when Azure cannot answer.
+        """
+        return latest_backup(self, now)
 
     @property
     def ready_timeout(self) -> timedelta:
