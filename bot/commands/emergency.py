@@ -19,7 +19,6 @@ from bot.commands.hotfix import (
     HOLDING,
     approvals_needed,
     open_request,
-    refuse_azure,
     refuse_when_busy,
     refuse_when_locked,
     refused,
@@ -60,7 +59,6 @@ def _emergency(ctx: HandlerContext, command: Command, env: str) -> str:
     policy = services.policy
     category = command.category or ""
     version = command.version or ""
-    refuse_azure(ctx, env)
     if command.dry_run:
         return _dry_run(ctx, command, env)
     refuse_when_locked(ctx, env, "An emergency deployment")

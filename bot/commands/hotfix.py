@@ -1,7 +1,9 @@
 """``/qlp hotfix <version> [to <env>] --reason "..." [--maintenance] [--dry-run]``: request an
 urgent fix. Allowed outside the preferred window, never in a freeze and never past a manual
 lock; approved by ``approvals.hotfix`` (not the requester); runs the hotfix playbook (the
-standard steps without the long comparison phases, ``procedures.playbooks.hotfix``).
+standard steps without the long comparison phases, ``procedures.playbooks.hotfix``). It runs
+on every platform; ``--maintenance`` is refused for an Azure environment, whose platform has
+no maintenance mode.
 
 This module also holds what the three out-of-window commands (hotfix, emergency, rollback)
 share: the lock and one-at-a-time refusals and the writing of a request (:func:`open_request`).
@@ -47,14 +49,6 @@ def refused(ctx: HandlerContext, what: str, environment: str | None,
                                   environment=environment,
                                   detail={"rule": refusal.rule, "message": refusal.message})
         raise
-
-
-def refuse_azure(ctx: HandlerContext, env: str) -> None:
-    """This version of the bot deploys to the local platform only."""
-    if ctx.services.policy.environments[env].platform == "azure":
-        raise PolicyRefusal(
-            f"{env} runs on Azure, which this version of the bot cannot deploy to yet; "
-            "nothing was done.", rule="not-implemented")
 
 
 def refuse_when_locked(ctx: HandlerContext, env: str, what: str) -> None:
@@ -154,7 +148,8 @@ def _hotfix(ctx: HandlerContext, command: Command, env: str) -> str:
     services = ctx.services
     policy = services.policy
     assert command.version is not None
-    refuse_azure(ctx, env)
+    if command.maintenance:
+        _refuse_maintenance_on_azure(ctx, command, env)
     if command.dry_run:
         return _dry_run(ctx, command, env)
     _refuse_in_freeze(ctx, command)
@@ -179,6 +174,19 @@ def _hotfix(ctx: HandlerContext, command: Command, env: str) -> str:
         return f"This request was already received: it is hotfix #{deployment.id}."
     return (f"Hotfix #{deployment.id} requested: {command.version} to {env}. It needs "
             f"{needed} (not you). The card is in <#{policy.channel}>.")
+
+
+def _refuse_maintenance_on_azure(ctx: HandlerContext, command: Command, env: str) -> None:
+    """The Azure platform has no maintenance mode (nothing makes Front Door answer 503), so
+    the hotfix's maintenance steps could only fail after approval: refuse now."""
+    if ctx.services.policy.environments[env].platform != "azure":
+        return
+    raise PolicyRefusal(
+        f"Maintenance mode is not available on {env}: it runs on Azure, where the bot cannot "
+        "make Front Door answer 503 while the hotfix deploys. Nothing was done.",
+        rule="not-implemented",
+        hint=f"Hotfix without `--maintenance`: `/qlp hotfix {command.version} to {env} "
+             "--reason \"...\"` (the live version keeps serving until the switch).")
 
 
 def _refuse_in_freeze(ctx: HandlerContext, command: Command) -> None:

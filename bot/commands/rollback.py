@@ -23,7 +23,6 @@ from bot.commands.hotfix import (
     HOLDING,
     approvals_needed,
     open_request,
-    refuse_azure,
     refuse_when_busy,
     refuse_when_locked,
     refused,
@@ -170,7 +169,6 @@ def request_rollback(ctx: HandlerContext, env: str, version: str | None, reason:
     """Plan, refuse or create the rollback request; the reply text."""
     services = ctx.services
     policy = services.policy
-    refuse_azure(ctx, env)
     plan = plan_rollback(ctx, env, version)
     if dry_run:
         return _dry_run(ctx, plan)
