@@ -107,7 +107,9 @@ STANDARD_ITEMS: tuple[ChecklistItem, ...] = (
     ChecklistItem(_PRE, "Rollback plan prepared"),
     ChecklistItem(_PRE, "Team notification sent"),
     ChecklistItem(_PRE, "Change request approved"),
-    ChecklistItem(_DURING, "Pre-deployment backup created", ("snapshot", "backup")),
+    # Only a real backup ticks it (the migration's pg_dump step); the deployment's
+    # ``snapshot`` records the live colour and version, which is no database backup.
+    ChecklistItem(_DURING, "Pre-deployment backup created", ("backup",)),
     ChecklistItem(_DURING, "Infrastructure validation passed", ("final_validation",)),
     ChecklistItem(_DURING, "Application deployed successfully", ("switch_traffic",)),
     ChecklistItem(_DURING, "Database migrations completed (if applicable)"),
@@ -123,8 +125,9 @@ STANDARD_ITEMS: tuple[ChecklistItem, ...] = (
 )
 """The seed's "Standard Deployment Checklist", in its order."""
 
+# "Emergency backup created" is a person's tick: the emergency's first step snapshots the live
+# colour and reports the newest database backup's age, but takes no backup itself.
 _EMERGENCY_AUTO: Mapping[str, tuple[str, ...]] = {
-    "Emergency backup created": ("snapshot",),
     "Fast-track deployment executed": ("switch_traffic",),
     "Critical functionality verified": ("verify",),
 }

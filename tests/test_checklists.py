@@ -54,22 +54,23 @@ def test_auto_items_name_the_steps_that_tick_them() -> None:
     assert auto["application-deployed-successfully"] == ("switch_traffic",)
     assert auto["extended-monitoring-completed-30-minutes"] == ("monitor",)
     assert auto["performance-baseline-updated"] == ("record_baseline",)
-    assert auto["pre-deployment-backup-created"][0] == "snapshot"
+    # A real backup ticks it (the migration's pg_dump), never a deployment's snapshot.
+    assert auto["pre-deployment-backup-created"] == ("backup",)
     emergency = {item.key: item for item in EMERGENCY_ITEMS}
     assert emergency["post-emergency-review-scheduled"].manual
-    assert emergency["emergency-backup-created"].auto_steps == ("snapshot",)
+    assert emergency["emergency-backup-created"].manual  # the bot takes no database backup
     assert emergency["critical-functionality-verified"].auto_steps == ("verify",)
 
 
 def test_only_succeeded_steps_tick() -> None:
-    steps = [StepFact("snapshot", StepState.SUCCEEDED, T1),
+    steps = [StepFact("backup", StepState.SUCCEEDED, T1),
              StepFact("wait_healthy", StepState.FAILED, T1),
              StepFact("extended_health", StepState.SUCCEEDED, T2),
              StepFact("switch_traffic", StepState.UNDONE, T1),
              StepFact("monitor", StepState.RUNNING)]
     ticks = auto_ticks(STANDARD_ITEMS, steps)
     assert ticks == {
-        "pre-deployment-backup-created": Tick(BOT, T1, "snapshot"),
+        "pre-deployment-backup-created": Tick(BOT, T1, "backup"),
         "health-checks-passing": Tick(BOT, T2, "extended_health"),
     }
 

@@ -20,6 +20,7 @@ from bot.override import UNDER_WAY, decision_facts, refusal, request_with_overri
 from bot.plan import plan_hash
 from procedures.decision import Request, decide
 from procedures.durations import format_duration
+from procedures.errors import PolicyRefusal
 from procedures.model import DeploymentState, ProcedureKind, Slot
 from procedures.windows import WindowRule, WindowVerdict
 
@@ -46,6 +47,17 @@ def evidence_for(ctx: HandlerContext, environment: str, *,
     }
 
 
+def refuse_maintenance_on_azure(ctx: HandlerContext, env: str, what: str, instead: str) -> None:
+    """The Azure platform has no maintenance mode (nothing makes Front Door answer 503), so
+    ``--maintenance`` could only fail after approval, at its step: refuse it now."""
+    if ctx.services.policy.environments[env].platform != "azure":
+        return
+    raise PolicyRefusal(
+        f"Maintenance mode is not available on {env}: it runs on Azure, where the bot cannot "
+        f"make Front Door answer 503 while {what} deploys. Nothing was done.",
+        rule="not-implemented", hint=f"Without `--maintenance`: {instead}.")
+
+
 def deploy_text(ctx: HandlerContext, command: Command) -> str:
     """Validate, refuse with the rule, or create the request and post its card."""
     services = ctx.services
@@ -54,6 +66,9 @@ def deploy_text(ctx: HandlerContext, command: Command) -> str:
     now = services.clock.now()
     verdict = services.windows.verdict(now)
     rule = policy.approval_rule(ProcedureKind.STANDARD)
+    if command.maintenance:
+        refuse_maintenance_on_azure(ctx, env, "the deployment",
+                                    f"`/qlp deploy {command.version} to {env}`")
     if command.at is not None and not command.dry_run:
         return schedule_text(ctx, command, env, evidence_for)
     if command.dry_run:

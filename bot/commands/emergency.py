@@ -77,7 +77,8 @@ def _emergency(ctx: HandlerContext, command: Command, env: str) -> str:
     def announce(deployment_id: int) -> str:
         return (f":rotating_light: <@{user}> requested an *emergency deployment* "
                 f"({category}) of {version} to {env}: {escape(reason)}.\n"
-                f"Plan: emergency backup (snapshot), then {_track(category)}.\n"
+                f"Plan: snapshot of the live version (and the newest database backup's age "
+                f"where the platform knows it), then {_track(category)}.\n"
                 f"Waiting for {needed} (not the requester). The on-call route is paged.\n"
                 f"Post-emergency review due by {local_time(due, policy.zone)} (within "
                 f"{format_duration(REVIEW_WITHIN)}). The emergency checklist "
@@ -127,7 +128,8 @@ def _dry_run(ctx: HandlerContext, command: Command, env: str) -> str:
         f"*Dry run: emergency ({category}) {command.version} to {env}* (nothing was changed)",
         "Allowed now: yes (emergencies deploy 24/7, even in a freeze)",
         f"Approval: {approvals_needed(ctx, ProcedureKind.EMERGENCY)}, not the requester",
-        f"Plan: emergency backup (snapshot), then {_track(category)}",
+        f"Plan: snapshot of the live version (and the newest database backup's age where "
+        f"the platform knows it), then {_track(category)}",
         f"On request: the channel and the on-call route are notified; a post-emergency review "
         f"is due within {format_duration(REVIEW_WITHIN)}; the emergency checklist is attached",
         "Steps:", *steps_listing(ctx, ProcedureKind.EMERGENCY, skip),

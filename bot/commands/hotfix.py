@@ -17,7 +17,7 @@ from collections.abc import Callable, Collection, Mapping
 from datetime import datetime, time, timedelta
 from typing import Any
 
-from bot.commands.deploy import evidence_for
+from bot.commands.deploy import evidence_for, refuse_maintenance_on_azure
 from bot.context import HandlerContext
 from bot.formatting import escape, local_time
 from bot.grammar import Command
@@ -149,7 +149,10 @@ def _hotfix(ctx: HandlerContext, command: Command, env: str) -> str:
     policy = services.policy
     assert command.version is not None
     if command.maintenance:
-        _refuse_maintenance_on_azure(ctx, command, env)
+        refuse_maintenance_on_azure(
+            ctx, env, "the hotfix",
+            f"`/qlp hotfix {command.version} to {env} --reason \"...\"` (the live version "
+            "keeps serving until the switch)")
     if command.dry_run:
         return _dry_run(ctx, command, env)
     _refuse_in_freeze(ctx, command)
@@ -174,19 +177,6 @@ def _hotfix(ctx: HandlerContext, command: Command, env: str) -> str:
         return f"This request was already received: it is hotfix #{deployment.id}."
     return (f"Hotfix #{deployment.id} requested: {command.version} to {env}. It needs "
             f"{needed} (not you). The card is in <#{policy.channel}>.")
-
-
-def _refuse_maintenance_on_azure(ctx: HandlerContext, command: Command, env: str) -> None:
-    """The Azure platform has no maintenance mode (nothing makes Front Door answer 503), so
-    the hotfix's maintenance steps could only fail after approval: refuse now."""
-    if ctx.services.policy.environments[env].platform != "azure":
-        return
-    raise PolicyRefusal(
-        f"Maintenance mode is not available on {env}: it runs on Azure, where the bot cannot "
-        "make Front Door answer 503 while the hotfix deploys. Nothing was done.",
-        rule="not-implemented",
-        hint=f"Hotfix without `--maintenance`: `/qlp hotfix {command.version} to {env} "
-             "--reason \"...\"` (the live version keeps serving until the switch).")
 
 
 def _refuse_in_freeze(ctx: HandlerContext, command: Command) -> None:

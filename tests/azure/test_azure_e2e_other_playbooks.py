@@ -69,7 +69,10 @@ def test_hotfix_on_azure(azure_bot_sqlite: BotHarness, world: AzureWorld) -> Non
     refused = bot.command('hotfix v1.0.1 --maintenance --reason "checkout 500s"').text
     _contains_all(refused, ":no_entry:", "Maintenance mode is not available on production",
                   "runs on Azure", "(rule: not-implemented)",
-                  "Hotfix without `--maintenance`")
+                  "Without `--maintenance`: `/qlp hotfix v1.0.1 to production")
+    refused = bot.command("deploy v1.0.1 --maintenance").text  # a standard one, the same
+    _contains_all(refused, "Maintenance mode is not available on production",
+                  "Without `--maintenance`: `/qlp deploy v1.0.1 to production`")
     assert bot.services.deployments.list_recent() == []
 
     hotfix = request_and_approve(bot, 'hotfix v1.0.1 --reason "checkout 500s"', "U0LEAD1")
