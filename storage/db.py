@@ -27,6 +27,7 @@ SQLITE_BUSY_TIMEOUT_MS = 5000
 
 _READ_ONLY = "qlp_read_only"
 _BOOKKEEPING = "qlp_bookkeeping"  # writes no read cache depends on (audit rows)
+_WROTE = "qlp_wrote"  # connection.info: this transaction changed rows
 _WAL_ATTEMPTS = 50
 
 
@@ -90,16 +91,32 @@ class Database:
         self._read_engine = self._engine.execution_options(**{_READ_ONLY: True})
         self._bookkeeping_engine = self._engine.execution_options(**{_BOOKKEEPING: True})
         self._write_generation = 0
+        event.listen(self._engine, "after_cursor_execute", self._on_execute)
         event.listen(self._engine, "commit", self._on_commit)
+        event.listen(self._engine, "rollback", self._on_rollback)
+
+    @staticmethod
+    def _on_execute(connection: Connection, _cursor: Any, _statement: str, _parameters: Any,
+                    context: Any, _many: bool) -> None:
+        # Only a transaction that changed rows advances the generation: the worker's idle
+        # polls (a claim that found nothing) leave read caches warm.
+        if context is not None and (context.isinsert or context.isupdate or context.isdelete):
+            connection.info[_WROTE] = True
 
     def _on_commit(self, connection: Connection) -> None:
+        wrote = connection.info.pop(_WROTE, False)
         options = connection.get_execution_options()
-        if not options.get(_READ_ONLY) and not options.get(_BOOKKEEPING):
+        if wrote and not options.get(_READ_ONLY) and not options.get(_BOOKKEEPING):
             self._write_generation += 1  # an int bump under the GIL: no lock needed
+
+    @staticmethod
+    def _on_rollback(connection: Connection) -> None:
+        connection.info.pop(_WROTE, None)
 
     @property
     def write_generation(self) -> int:
-        """Goes up with every write transaction this process commits (read caches compare it)."""
+        """Goes up with every transaction this process commits that changed rows (read caches
+        compare it); audit-only transactions (``bookkeeping``) do not count."""
         return self._write_generation
 
     # -- construction -------------------------------------------------------------------------
