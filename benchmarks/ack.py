@@ -53,6 +53,12 @@ def _rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` so far (``/proc/<pid>/stat``), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _one(client: httpx.Client, url: str, text: str) -> tuple[float, bool]:
     body = slash_command_body(text, user_id="U0BENCH", channel_id="C0DEPLOY")
     started = time.perf_counter()
@@ -103,26 +109,33 @@ def main() -> None:
         print(f"idle qlp-bot serve RSS: {idle_rss:.1f} MB (target < 150 MB)")
         print(f"median of {args.rounds} interleaved rounds per row")
         print(f"{'server':<10} {'command':<8} {'conc':>4} {'n':>5} {'p50 ms':>8} "
-              f"{'p99 ms':>8} {'max ms':>8} {'errors':>6}")
+              f"{'p99 ms':>8} {'max ms':>8} {'errors':>6} {'cpu ms':>8}")
+        print("(cpu ms: the server process's CPU time per request, median round; background "
+              "work included)")
         figures: dict[tuple[str, str, int], float] = {}
         for text in ("help", "status"):
             for concurrency in (1, 50):
                 rounds: dict[str, list[tuple[float, float, float, int, int]]] = {
                     "bare-bolt": [], "qlp-bot": []}
+                cpu: dict[str, list[float]] = {"bare-bolt": [], "qlp-bot": []}
                 # Interleave the two servers round by round, so a burst of load elsewhere on
                 # the machine hits both alike; report each server's median round.
                 for _ in range(args.rounds):
-                    for name, port in (("bare-bolt", bare_port), ("qlp-bot", qlp_port)):
+                    for name, port, pid in (("bare-bolt", bare_port, bare.pid),
+                                            ("qlp-bot", qlp_port, qlp.pid)):
                         url = f"http://127.0.0.1:{port}/slack/events"
                         _load(url, text, 50, min(concurrency, 10))  # warm-up
+                        before = _cpu_seconds(pid)
                         times, errors = _load(url, text, args.requests, concurrency)
+                        cpu[name].append((_cpu_seconds(pid) - before) / len(times) * 1000)
                         rounds[name].append((_pct(times, 99), _pct(times, 50),
                                              max(times) * 1000, errors, len(times)))
                 for name in ("bare-bolt", "qlp-bot"):
                     p99, p50, worst, errors, count = sorted(rounds[name])[len(rounds[name]) // 2]
                     figures[(name, text, concurrency)] = p99
                     print(f"{name:<10} {text:<8} {concurrency:>4} {count:>5} {p50:>8.2f} "
-                          f"{p99:>8.2f} {worst:>8.2f} {errors:>6}")
+                          f"{p99:>8.2f} {worst:>8.2f} {errors:>6} "
+                          f"{statistics.median(cpu[name]):>8.2f}")
         for text in ("help", "status"):
             for concurrency in (1, 50):
                 ratio = figures[("qlp-bot", text, concurrency)] / figures[

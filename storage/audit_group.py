@@ -27,6 +27,9 @@ from storage.models import AuditEvent, AuditHead
 
 log = logging.getLogger(__name__)
 MAX_QUEUED = 10_000
+LINGER = 0.02
+"""Seconds the flusher waits for company when only unwaited rows (``record``) are queued."""
+LINGER_BATCH = 200
 
 
 @dataclass
@@ -88,6 +91,11 @@ class GroupCommitAuditLog:
                     if self._closing and not self._queue:
                         return
                     self._cond.wait(0.5)
+                if not self._closing and len(self._queue) < LINGER_BATCH and \
+                        not any(p.waited for p in self._queue):
+                    # Nobody waits for these rows (read-only commands): linger a moment so a
+                    # burst shares one transaction instead of paying one each.
+                    self._cond.wait(LINGER)
                 self._writing = True
                 batch, self._queue = self._queue, []
             failed = False

@@ -61,7 +61,7 @@ class CachedStatusReader:
     During an incident people type status over and over, dozens at once; each answer is the
     same few rows. A snapshot is reused while it is younger than ``max_age`` *and* this process
     has committed no write since it was read (``Database.write_generation``), so this process's
-    own changes show at once; another replica's show within ``max_age``.
+    own changes show at once; another replica's show within ``max_age`` plus one read.
     """
 
     def __init__(self, database: Database, *, max_age: float = 0.25,
@@ -86,11 +86,15 @@ class CachedStatusReader:
                 if hit is not None and hit[0] == generation and now - hit[1] < self._max_age:
                     return hit[2]
                 # One read per key at a time: a burst that finds the snapshot stale waits for
-                # the one read under way instead of running fifty identical ones.
+                # the one read under way instead of running fifty identical ones, or, when only
+                # its age is against it (nothing written here since), is answered with it
+                # while that read runs.
                 pending = self._reading.get(key)
                 if pending is None:
                     pending = self._reading[key] = threading.Event()
                     break
+                if hit is not None and hit[0] == generation:
+                    return hit[2]
             pending.wait(self._max_age)
         try:
             snapshot = self._reader.snapshot(states, dead_since=dead_since)

@@ -109,3 +109,43 @@ def test_a_burst_that_finds_it_stale_reads_once(database: Database) -> None:
         thread.join(10)
     assert counting.reads == 1
     assert len(results) == 8 and all(result is results[0] for result in results)
+
+
+def test_while_a_read_refreshes_an_aged_snapshot_others_get_the_aged_one(
+        database: Database) -> None:
+    import threading
+    import time
+
+    from storage.status import StatusReader
+
+    class GatedReader(StatusReader):
+        """The real reader; each read after the first waits for ``release``."""
+
+        def __init__(self) -> None:
+            super().__init__(database)
+            self.reads = 0
+            self.release = threading.Event()
+
+        def snapshot(self, states, *, dead_since=None):  # type: ignore[no-untyped-def]
+            self.reads += 1
+            if self.reads > 1:
+                self.release.wait(5)
+            return super().snapshot(states, dead_since=dead_since)
+
+    ticker = Ticker()
+    reader = CachedStatusReader(database, max_age=0.25, monotonic=ticker)
+    gated = GatedReader()
+    reader._reader = gated
+    aged = reader.snapshot(STATES)
+    ticker.now += 1.0
+    refreshing = threading.Thread(target=reader.snapshot, args=(STATES,))
+    refreshing.start()
+    deadline = time.monotonic() + 5
+    while gated.reads < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert gated.reads == 2  # the refresh is under way, held
+    assert reader.snapshot(STATES) is aged  # answered at once, not held behind it
+    gated.release.set()
+    refreshing.join(5)
+    fresh = reader.snapshot(STATES)
+    assert fresh is not aged and gated.reads == 2
