@@ -82,7 +82,10 @@ class GroupCommitAuditLog:
                 self._flusher = threading.Thread(target=self._flush_loop, daemon=True,
                                                  name="qlp-audit-flusher")
                 self._flusher.start()
-            self._cond.notify_all()
+            if len(self._queue) == 1 or len(self._queue) >= LINGER_BATCH:
+                # Only the first row wakes the flusher (and a full batch ends its linger):
+                # waking it for every row of a burst costs every listener the GIL.
+                self._cond.notify_all()
 
     def _flush_loop(self) -> None:
         while True:
@@ -91,11 +94,16 @@ class GroupCommitAuditLog:
                     if self._closing and not self._queue:
                         return
                     self._cond.wait(0.5)
-                if not self._closing and len(self._queue) < LINGER_BATCH and \
+                # Nobody waits for these rows (read-only commands): linger a moment so a
+                # burst shares one transaction instead of paying one each. A waiter (append)
+                # or a full batch ends the linger at once.
+                deadline = time.monotonic() + LINGER
+                while not self._closing and len(self._queue) < LINGER_BATCH and \
                         not any(p.waited for p in self._queue):
-                    # Nobody waits for these rows (read-only commands): linger a moment so a
-                    # burst shares one transaction instead of paying one each.
-                    self._cond.wait(LINGER)
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
                 self._writing = True
                 batch, self._queue = self._queue, []
             failed = False
@@ -184,7 +192,8 @@ class GroupCommitAuditLog:
                        "environment": kwargs["environment"], "detail": detail,
                        "prev_hash": last_hash, "hash": digest}
                 rows.append(row)
-                pending.result = AuditEvent(**row)
+                if pending.waited:  # only a waiter reads the row back
+                    pending.result = AuditEvent(**row)
                 last_hash = digest
             session.execute(insert(AuditEvent), rows)
             session.execute(update(AuditHead).where(col(AuditHead.id) == 1)
