@@ -26,6 +26,8 @@ from psycopg import sql
 
 from storage.db import Database
 from storage.migrate import upgrade
+from tests.fakes.bot_harness import BOT_TOKEN
+from tests.fakes.slack_double import SlackDouble
 
 POSTGRES_URL = os.environ.get(
     "QLP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -196,3 +198,13 @@ def sqlite_database(tmp_path: Path) -> Iterator[Database]:
         yield database
     finally:
         database.dispose()
+
+
+@pytest.fixture
+def slack() -> Iterator[SlackDouble]:
+    """The Slack Web API double, with the release group and three named users."""
+    double = SlackDouble(token=BOT_TOKEN, groups={"S0RELEASE": ["U0LEAD2"]},
+                         users={"U0DEV": "dev", "U0LEAD1": "lead1", "U0LEAD2": "lead2"})
+    double.start()
+    yield double
+    double.stop()

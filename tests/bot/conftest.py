@@ -10,7 +10,7 @@ import pytest
 
 from procedures.clock import FixedClock
 from storage.db import Database
-from tests.fakes.bot_harness import BOT_TOKEN, BotHarness
+from tests.fakes.bot_harness import BotHarness
 from tests.fakes.policies import make_policy
 from tests.fakes.slack_double import SlackDouble
 
@@ -21,15 +21,6 @@ OPEN_WINDOW = datetime(2026, 12, 1, 11, 0, tzinfo=UTC)
 @pytest.fixture
 def clock() -> FixedClock:
     return FixedClock(OPEN_WINDOW)
-
-
-@pytest.fixture
-def slack() -> Iterator[SlackDouble]:
-    double = SlackDouble(token=BOT_TOKEN, groups={"S0RELEASE": ["U0LEAD2"]},
-                         users={"U0DEV": "dev", "U0LEAD1": "lead1", "U0LEAD2": "lead2"})
-    double.start()
-    yield double
-    double.stop()
 
 
 @pytest.fixture

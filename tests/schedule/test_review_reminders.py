@@ -28,7 +28,7 @@ from procedures.model import DeploymentState, ProcedureKind
 from procedures.playbooks.emergency import checklist_items
 from storage.db import Database
 from storage.models import Notification
-from tests.fakes.bot_harness import BOT_TOKEN, BotHarness
+from tests.fakes.bot_harness import BotHarness
 from tests.fakes.policies import make_policy
 from tests.fakes.slack_double import SlackDouble
 
@@ -44,15 +44,6 @@ def utc(day: int, hour: int, minute: int = 0) -> datetime:
 @pytest.fixture
 def clock() -> FixedClock:
     return FixedClock(REQUESTED)
-
-
-@pytest.fixture
-def slack() -> Iterator[SlackDouble]:
-    double = SlackDouble(token=BOT_TOKEN, groups={"S0RELEASE": ["U0LEAD2"]},
-                         users={"U0DEV": "dev", "U0LEAD1": "lead1"})
-    double.start()
-    yield double
-    double.stop()
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from procedures.clock import FixedClock
 from procedures.model import DeploymentState
 from storage.db import Database
 from storage.models import Notification
-from tests.fakes.bot_harness import BOT_TOKEN, BotHarness
+from tests.fakes.bot_harness import BotHarness
 from tests.fakes.policies import BASE, make_policy
 from tests.fakes.slack_double import SlackDouble
 from tests.fakes.slack_views import ephemeral_for
@@ -35,14 +35,6 @@ AUDIENCES = {"engineering": "C0ENGINEER", "customer-success": "C0CUSTSUC",
 @pytest.fixture
 def clock() -> FixedClock:
     return FixedClock(MONDAY)
-
-
-@pytest.fixture
-def slack() -> Iterator[SlackDouble]:
-    double = SlackDouble(token=BOT_TOKEN, groups={"S0RELEASE": ["U0LEAD2"]})
-    double.start()
-    yield double
-    double.stop()
 
 
 @pytest.fixture
