@@ -177,12 +177,15 @@ class DeploymentRepository:
             return list(s.exec(statement).all())
 
     def list_in_states(
-        self, states: Collection[DeploymentState], environment: str | None = None
+        self, states: Collection[DeploymentState], environment: str | None = None, *,
+        kind: ProcedureKind | None = None,
     ) -> list[Deployment]:
-        """Deployments in any of ``states``, oldest first."""
+        """Deployments in any of ``states`` (of ``kind``), oldest first."""
         statement = select(Deployment).where(col(Deployment.state).in_(list(states)))
         if environment is not None:
             statement = statement.where(col(Deployment.environment) == environment)
+        if kind is not None:
+            statement = statement.where(col(Deployment.kind) == ProcedureKind(kind))
         with self._db.session(read_only=True) as s:
             return list(s.exec(statement.order_by(col(Deployment.id))).all())
 

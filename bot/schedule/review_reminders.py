@@ -146,8 +146,9 @@ class ReviewReminders:
     def owing(self) -> list[tuple[Deployment, datetime]]:
         """Emergencies that ran and whose review is not ticked, with their due time."""
         found: list[tuple[Deployment, datetime]] = []
-        for deployment in self._deployments.list_in_states(_MAYBE_STARTED):
-            if deployment.kind is not ProcedureKind.EMERGENCY or review_ticked(deployment):
+        for deployment in self._deployments.list_in_states(_MAYBE_STARTED,
+                                                           kind=ProcedureKind.EMERGENCY):
+            if review_ticked(deployment):
                 continue
             due = review_due(deployment)
             if due is not None:
