@@ -245,9 +245,15 @@ def test_cancel_during_apply_cancels_the_statement_and_rolls_back(
     runner.start()
     try:
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not query(
+
+        def applying() -> bool:
+            # The validation runs the same statement (for an instant: `go` is still empty then),
+            # so wait for the apply step itself to be running with its statement active.
+            return h.step_states(deployment_id).get("apply") == "running" and bool(query(
                 app_db, "SELECT 1 FROM pg_stat_activity WHERE query LIKE '%pg_sleep(CASE%' "
-                        "AND state = 'active' AND application_name LIKE 'qlp-migrate%'"):
+                        "AND state = 'active' AND application_name LIKE 'qlp-migrate%'"))
+
+        while time.monotonic() < deadline and not applying():
             time.sleep(0.05)
         assert h.step_states(deployment_id)["apply"] == "running"
         assert engine.request_cancel(deployment_id, "U0LEAD1")
