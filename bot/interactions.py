@@ -20,7 +20,7 @@ from bot.commands.rollback import rollback_from_card
 from bot.context import HandlerContext
 from bot.formatting import local_time
 from bot.membership import describe_rule
-from bot.plan import describe_change, plan_hash
+from bot.plan import describe_change, reset_plan
 from procedures.errors import ConflictError, PolicyRefusal, UserError
 from procedures.model import DeploymentState, ProcedureKind
 from procedures.store import DeploymentRecord
@@ -123,12 +123,9 @@ def _refresh_plan(ctx: HandlerContext, deployment: DeploymentRecord) -> None:
     new = evidence_for(ctx, deployment.environment, at=deployment.scheduled_at)
     if old == new:
         return
-    options = dict(deployment.options)
-    options["evidence"] = new
     note = f"Approvals reset: {describe_change(old, new)} since the request."
-    options["notes"] = [*options.get("notes", []), note][-5:]
-    digest = plan_hash(deployment.kind, deployment.version, deployment.environment, options,
-                       new)
+    options, digest = reset_plan(deployment.kind, deployment.version, deployment.environment,
+                                 deployment.options, new, note)
     services.deployments.update_fields(deployment.id, options=options, plan_hash=digest)
     services.audit.append("bot", "plan.changed", deployment_id=deployment.id,
                           environment=deployment.environment,

@@ -29,3 +29,13 @@ def describe_change(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
     changes = [f"{key.replace('_', ' ')} {old.get(key) or 'none'} → {new.get(key) or 'none'}"
                for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
     return ", ".join(changes) or "the plan changed"
+
+
+def reset_plan(kind: str, version: str | None, environment: str, options: Mapping[str, Any],
+               evidence: Mapping[str, Any], note: str) -> tuple[dict[str, Any], str]:
+    """The options of a plan judged on new ``evidence`` (with ``note`` kept for the card, the
+    last five), and their hash: approvals given to the old hash stop counting."""
+    changed = dict(options)
+    changed["evidence"] = dict(evidence)
+    changed["notes"] = [*changed.get("notes", []), note][-5:]
+    return changed, plan_hash(kind, version, environment, changed, evidence)

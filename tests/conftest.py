@@ -24,9 +24,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from procedures.clock import FixedClock
 from storage.db import Database
 from storage.migrate import upgrade
-from tests.fakes.bot_harness import BOT_TOKEN
+from tests.fakes.bot_harness import BOT_TOKEN, BotHarness
+from tests.fakes.policies import make_policy
 from tests.fakes.slack_double import SlackDouble
 
 POSTGRES_URL = os.environ.get(
@@ -208,3 +210,13 @@ def slack() -> Iterator[SlackDouble]:
     double.start()
     yield double
     double.stop()
+
+
+@pytest.fixture
+def bot(database: Database, clock: FixedClock, slack: SlackDouble,
+        tmp_path: Path) -> Iterator[BotHarness]:
+    """The real bot over HTTP with the test policy; each test module supplies ``clock``."""
+    harness = BotHarness(database=database, policy=make_policy(), clock=clock,
+                         home=tmp_path / "home", slack=slack)
+    yield harness
+    harness.close()

@@ -8,7 +8,7 @@ happen elsewhere (buttons, the worker). With ``--override`` a refusal that an ov
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.commands.schedule_request import schedule_text, scheduled_moment
 from bot.context import HandlerContext
@@ -24,18 +24,26 @@ from procedures.errors import PolicyRefusal
 from procedures.model import DeploymentState, ProcedureKind, Slot
 from procedures.windows import WindowRule, WindowVerdict
 
+if TYPE_CHECKING:
+    from bot.wiring import Services
+
 ACTIVE = UNDER_WAY
 _WINDOW_RULES = frozenset(rule.value for rule in WindowRule)
 
 
 def evidence_for(ctx: HandlerContext, environment: str, *,
                  at: datetime | None = None) -> dict[str, Any]:
+    """:func:`evidence_of` for a listener."""
+    return evidence_of(ctx.services, environment, at=at)
+
+
+def evidence_of(services: Services, environment: str, *,
+                at: datetime | None = None) -> dict[str, Any]:
     """What the request is judged on, from the bot's own state (no network on a listener).
 
     The window is judged at ``at`` (a scheduled deployment's moment) when it is still ahead,
     else now.
     """
-    services = ctx.services
     state = services.environments.get(environment)
     now = services.clock.now()
     verdict = services.windows.verdict(at if at is not None and at > now else now)

@@ -250,26 +250,19 @@ class ScheduledDeployments:
 
     def _plan_changed(self, deployment: DeploymentRecord) -> bool:
         """At T-0, re-judge the plan: if what was approved changed, approvals reset."""
-        from bot.plan import describe_change, plan_hash
+        from bot.commands.deploy import evidence_of
+        from bot.plan import describe_change, reset_plan
 
         services = self._services
         assert deployment.id is not None
         old = dict(deployment.options.get("evidence") or {})
-        state = services.environments.get(deployment.environment)
-        new = {
-            "live_version": state.live_version if state else None,
-            "live_slot": str(state.live_slot) if state and state.live_slot else None,
-            "window": old.get("window"),  # judged on its moment, which is now
-            "lock": state.lock_holder if state and state.lock_deployment_id is None else None,
-        }
+        # Judged now, its moment (the caller checked that the window is open).
+        new = evidence_of(services, deployment.environment)
         if old == new:
             return False
-        options = dict(deployment.options)
-        options["evidence"] = new
         note = f"Approvals reset at the scheduled time: {describe_change(old, new)}."
-        options["notes"] = [*options.get("notes", []), note][-5:]
-        digest = plan_hash(deployment.kind, deployment.version, deployment.environment,
-                           options, new)
+        options, digest = reset_plan(deployment.kind, deployment.version,
+                                     deployment.environment, deployment.options, new, note)
         if not services.deployments.transition(
                 deployment.id, [_S.SCHEDULED], _S.PENDING_APPROVAL,
                 expected_revision=deployment.revision, options=options, plan_hash=digest):

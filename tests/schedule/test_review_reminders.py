@@ -5,7 +5,6 @@ and every 4 h after, until "Post-emergency review scheduled" is ticked (through 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 from pathlib import Path
@@ -44,15 +43,6 @@ def utc(day: int, hour: int, minute: int = 0) -> datetime:
 @pytest.fixture
 def clock() -> FixedClock:
     return FixedClock(REQUESTED)
-
-
-@pytest.fixture
-def bot(database: Database, clock: FixedClock, slack: SlackDouble,
-        tmp_path: Path) -> Iterator[BotHarness]:
-    harness = BotHarness(database=database, policy=make_policy(), clock=clock,
-                         home=tmp_path / "home", slack=slack)
-    yield harness
-    harness.close()
 
 
 def emergency(bot: BotHarness, clock: FixedClock, *,
