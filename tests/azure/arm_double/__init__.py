@@ -1,0 +1,52 @@
+"""A local Azure Resource Manager, Key Vault and Log Analytics double, over HTTPS with a
+self-signed certificate.
+
+It implements the endpoints the platform's SDK calls use (paths and api-versions as the
+installed SDKs send them, see ``../shared/research/azure.md`` §6.3), one module per service:
+``aci`` (container groups), ``frontdoor`` (classic and Standard/Premium), ``keyvault``,
+``logs`` (Log Analytics queries), ``metrics`` (Azure Monitor platform metrics) and ``backups``
+(PostgreSQL flexible server backups); ``core`` has the server, dispatch and long-running
+operations.
+
+State is kept per resource, every request is recorded in ``calls`` (method, path, query, JSON
+body, whether it carried the expected bearer token), ARM requests without the token get 401,
+and failures are injected on demand (``fail_next_create``, ``throttle``, ``set_container``...).
+"""
+
+from __future__ import annotations
+
+from tests.azure.arm_double.aci import AciMixin
+from tests.azure.arm_double.backups import (
+    BACKUPS_API_VERSION,
+    BACKUPS_PAGE_SIZE,
+    BackupsMixin,
+    fail_backups,
+    set_backups,
+)
+from tests.azure.arm_double.core import (
+    API_VERSIONS,
+    SUBSCRIPTION,
+    TOKEN,
+    Answer,
+    ArmCore,
+    Call,
+    Request,
+    Route,
+    iter_bodies,
+    make_certificate,
+)
+from tests.azure.arm_double.frontdoor import FrontDoorMixin
+from tests.azure.arm_double.keyvault import KeyVaultMixin
+from tests.azure.arm_double.logs import LogsMixin
+from tests.azure.arm_double.metrics import METRICS_API_VERSION, MetricsMixin, set_metrics
+
+__all__ = [
+    "API_VERSIONS", "BACKUPS_API_VERSION", "BACKUPS_PAGE_SIZE", "METRICS_API_VERSION",
+    "SUBSCRIPTION", "TOKEN", "Answer", "ArmDouble", "Call", "Request", "Route", "fail_backups",
+    "iter_bodies", "make_certificate", "set_backups", "set_metrics",
+]
+
+
+class ArmDouble(AciMixin, FrontDoorMixin, KeyVaultMixin, LogsMixin, MetricsMixin, BackupsMixin,
+                ArmCore):
+    """The double: ``url`` is its base URL, ``cert_path`` the certificate to trust."""
