@@ -19,7 +19,8 @@ import json
 import re
 import ssl
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -162,9 +163,13 @@ class ArmCore:
 
     ROUTES: tuple[Route, ...] = (OPERATION_ROUTE,)
 
-    def __init__(self, cert_path: Path, key_path: Path, *, polls: int = 2) -> None:
+    def __init__(self, cert_path: Path, key_path: Path, *, polls: int = 2,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.cert_path = cert_path
         self.polls = polls  # InProgress answers before an operation finishes
+        # Model time in seconds: what provisioning and propagation durations are measured on.
+        # Tests share one clock with the platform they drive (a fake or a scaled clock).
+        self.clock = clock
         self.lock = threading.RLock()
         self.calls: list[Call] = []
         self.operations: dict[str, Operation] = {}
@@ -214,6 +219,13 @@ class ArmCore:
                  retry_after: str = "7") -> None:
         with self.lock:
             self.throttles.append(Throttle(method.upper(), path_contains, times, retry_after))
+
+    def check_access(self, action: str, scope: str) -> Answer | None:
+        """ARM's authorization: None when the caller may perform ``action`` (e.g.
+        ``Microsoft.ContainerInstance/containerGroups/write``) at ``scope`` (a resource ID),
+        else the 403 answer. Everything is allowed here; the authorization mixin narrows it to
+        the role assignments the test world grants."""
+        return None
 
     def calls_to(self, kind: str, method: str | None = None) -> list[Call]:
         with self.lock:
