@@ -76,3 +76,29 @@ class ConfigError(QlpError):
     def __init__(self, message: str, *, key: str | None = None) -> None:
         super().__init__(message)
         self.key = key
+
+
+class MetricsUnavailable(ExternalServiceError):
+    """The platform's monitoring could not be read: a failure, not "no data". ``code`` is
+    Azure's (``SemanticError``, ``AuthorizationFailed``, ``PartialError``...), ``detail`` Azure's
+    own message, ``fix`` what to do about it. ``reason`` puts them in that order (code and fix
+    first, so a one-line finding cut to length keeps them) and ``message`` is ``<service>:
+    <reason>``, so any caller that shows the message shows the fix too. Checks show it as
+    inconclusive with that reason, never as a pass."""
+
+    def __init__(
+        self,
+        service: str,
+        detail: str,
+        *,
+        code: str,
+        fix: str | None = None,
+        retryable: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
+        reason = f"{code} ({fix}): {detail}" if fix else f"{code}: {detail}"
+        super().__init__(service, reason, retryable=retryable, retry_after=retry_after,
+                         code=code)
+        self.reason = reason
+        self.detail = detail
+        self.fix = fix

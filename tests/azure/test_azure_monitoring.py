@@ -20,7 +20,7 @@ import pytest
 
 from procedures.checks.http import HttpChecker
 from procedures.clock import FixedClock
-from procedures.errors import ConfigError, ExternalServiceError, StepFailure
+from procedures.errors import ConfigError, ExternalServiceError, MetricsUnavailable, StepFailure
 from procedures.model import Slot
 from procedures.platforms.azure.monitoring import AzureMetrics, request_counts_query
 from procedures.platforms.azure.settings import AzureSettings, parse_azure_settings
@@ -96,8 +96,8 @@ def test_counts_per_colour_from_a_workspace_query(double: ArmDouble,
     source.close()
 
 
-def test_no_rows_no_requests_and_failures_are_no_data(double: ArmDouble,
-                                                      certificate: tuple[Path, Path]) -> None:
+def test_no_rows_and_no_requests_are_no_data_a_failure_raises(
+        double: ArmDouble, certificate: tuple[Path, Path]) -> None:
     clock = FixedClock(NOW)
     source = metrics(double, certificate, clock, resource_id=COMPONENT)
     since = NOW - timedelta(minutes=5)
@@ -108,17 +108,25 @@ def test_no_rows_no_requests_and_failures_are_no_data(double: ArmDouble,
     call = double.calls_to("logs", "POST")[-1]
     assert call.path == f"/v1{COMPONENT}/query"
     assert 'cloud_RoleName == "qlp-green"' in call.body["query"]
+    assert "sumif(itemCount, tobool(success) == false)" in call.body["query"]
 
     # A row saying no requests at all: still no data.
     clock.advance(timedelta(seconds=10))
     double.set_requests("qlp-green", total=0, failed=0)
     assert source.error_count(Slot.GREEN, since) is None
 
-    # The query fails: no data, no exception.
+    # The query fails: not "no data" but a failure with Azure's code (kept while fresh).
     clock.advance(timedelta(seconds=10))
     double.set_requests("qlp-green", total=100, failed=2)
     double.logs_failures.append(400)
-    assert source.error_count(Slot.GREEN, since) is None
+    with pytest.raises(MetricsUnavailable) as caught:
+        source.error_count(Slot.GREEN, since)
+    assert caught.value.code == "ServiceError" and not caught.value.retryable
+    assert caught.value.reason == ("ServiceError (the query is the bot's: report it): the "
+                                   "query failed (400)")
+    with pytest.raises(MetricsUnavailable):
+        source.request_count(Slot.GREEN, since)
+    assert len(double.calls_to("logs", "POST")) == 3  # the failure is reused while fresh
     clock.advance(timedelta(seconds=10))
     assert source.error_count(Slot.GREEN, since) == 2
     source.close()
@@ -134,9 +142,13 @@ def test_without_app_insights_every_reading_is_none(double: ArmDouble) -> None:
 
 def test_app_insights_settings_are_checked(double: ArmDouble) -> None:
     with pytest.raises(ConfigError) as caught:
-        settings(double, workspace_id=WORKSPACE, resource_id=COMPONENT)
+        settings(double, role_name_prefix="api")
     assert caught.value.key == "environments.production.azure.app_insights"
-    assert "exactly one of workspace_id" in str(caught.value)
+    assert "set workspace_id" in str(caught.value)
+    both = settings(double, workspace_id=WORKSPACE, resource_id=COMPONENT)
+    assert both.app_insights is not None
+    assert f'| where _ResourceId =~ "{COMPONENT.lower()}"' in request_counts_query(
+        both.app_insights, "qlp-blue")
     with pytest.raises(ConfigError) as caught:
         settings(double, workspace_id="not-a-guid")
     assert caught.value.key == "environments.production.azure.app_insights.workspace_id"
@@ -194,11 +206,13 @@ def test_no_p95_is_none(double: ArmDouble, certificate: tuple[Path, Path]) -> No
     clock.advance(timedelta(seconds=10))
     double.set_requests("qlp-green", total=0, failed=0, p95_ms=900.0)
     assert source.duration_p95_ms(Slot.GREEN, since) is None
-    # The query fails: None, no exception.
+    # The query fails: MetricsUnavailable (the monitor step reads it as no p95).
     clock.advance(timedelta(seconds=10))
     double.set_requests("qlp-green", total=50, failed=0, p95_ms=900.0)
     double.logs_failures.append(500)
-    assert source.duration_p95_ms(Slot.GREEN, since) is None
+    with pytest.raises(MetricsUnavailable) as caught:
+        source.duration_p95_ms(Slot.GREEN, since)
+    assert caught.value.retryable
     clock.advance(timedelta(seconds=10))
     assert source.duration_p95_ms(Slot.GREEN, since) == pytest.approx(900.0)
     # Without app_insights: None, no query.

@@ -248,12 +248,30 @@ class ClassicFrontDoorSettings(_Strict):
 class AppInsightsSettings(_Strict):
     """Where the application's request telemetry is read (``azure-monitor-query`` Logs).
 
-    Exactly one of ``workspace_id`` (a workspace-based Application Insights' Log Analytics
-    workspace GUID; table ``AppRequests``, column ``AppRoleName``) and ``resource_id`` (the
-    Application Insights component's resource ID; table ``requests``, column
-    ``cloud_RoleName``). Each colour must report its own cloud role name,
-    ``<role_name_prefix>-<colour>`` (the prefix defaults to ``container_group_prefix``), e.g.
-    ``OTEL_SERVICE_NAME=qlp-green``, so that green is measured apart from blue.
+    Three forms:
+
+    - **both** ``workspace_id`` and ``resource_id`` (recommended): the workspace-based
+      component's Log Analytics workspace GUID is queried (table ``AppRequests``, column
+      ``AppRoleName``) and the rows are kept to that component (``_ResourceId =~
+      "<resource_id>"``), so another environment or application sending to the same
+      workspace is never counted;
+    - ``workspace_id`` only: the workspace is queried without that filter. Accepted, but a
+      workspace shared by several components (one per subscription is common) mixes their
+      requests: staging's ``qlp-green`` counts with production's;
+    - ``resource_id`` only: a resource-centric query of the component (its classic
+      ``requests`` table, column ``cloud_RoleName``, where ``success`` is a string read with
+      ``tobool()``).
+
+    Each colour reports its own cloud role name, ``AzureSettings.role_name(colour)``:
+    ``<role_name_prefix>-<colour>`` (the prefix defaults to ``container_group_prefix``).
+    The bot injects it into each colour's container group as ``OTEL_SERVICE_NAME``, so that
+    green is measured apart from blue. An OpenTelemetry ``service.namespace`` resource
+    attribute makes the role name ``<namespace>.<name>``: leave it unset (or set
+    ``role_name_prefix`` to match).
+
+    The identity the bot runs as needs Log Analytics Reader on the workspace (or Reader on the
+    component for a ``resource_id``-only setting); without it every reading fails with
+    ``AuthorizationFailed``, which the checks show as such, never as "no data".
     """
 
     workspace_id: str | None = None
@@ -295,9 +313,9 @@ class AppInsightsSettings(_Strict):
 
     @model_validator(mode="after")
     def _one_target(self) -> AppInsightsSettings:
-        if (self.workspace_id is None) == (self.resource_id is None):
-            raise ValueError("set exactly one of workspace_id (Log Analytics workspace GUID) "
-                             "and resource_id (Application Insights component resource ID)")
+        if self.workspace_id is None and self.resource_id is None:
+            raise ValueError("set workspace_id (Log Analytics workspace GUID) and resource_id "
+                             "(Application Insights component resource ID), or one of them")
         return self
 
 
@@ -520,7 +538,11 @@ class AzureSettings(_Strict):
         return f"{self.registry}/{self.image}:{version}"
 
     def role_name(self, colour: str) -> str:
-        """The cloud role name a colour reports telemetry under: ``<prefix>-<colour>``."""
+        """The cloud role name a colour reports telemetry under: ``<prefix>-<colour>``.
+
+        The one owner of that name: the Logs queries filter on it, and the bot injects it into
+        the colour's container group as ``OTEL_SERVICE_NAME`` (a reserved variable), which the
+        OpenTelemetry exporters report as the cloud role name."""
         insights = self.app_insights
         prefix = (insights.role_name_prefix if insights is not None else None) \
             or self.container_group_prefix
