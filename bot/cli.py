@@ -7,6 +7,7 @@
     qlp-bot shell [--user U123]
     qlp-bot db upgrade
     qlp-bot audit verify
+    qlp-bot doctor [env]    check what a deployment needs; exit 0 only when one can run
 """
 
 from __future__ import annotations
@@ -38,6 +39,11 @@ def _parser() -> argparse.ArgumentParser:
     db.add_argument("action", choices=["upgrade", "current"])
     audit = sub.add_parser("audit", help="the audit log")
     audit.add_argument("action", choices=["verify"])
+    doctor = sub.add_parser("doctor", help="check the policy, database, Slack and each "
+                                           "environment's platform; exit 0 when a deployment "
+                                           "can run")
+    doctor.add_argument("environment", nargs="?", default=None,
+                        help="one environment (default: all)")
     return parser
 
 
@@ -78,6 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bot.modes import run_db
 
             return run_db(settings, args.action)
+        if mode == "doctor":
+            from bot.doctor import main_doctor
+
+            return main_doctor(settings, args.environment)
         if mode == "audit":
             from bot.modes import run_audit_verify
 

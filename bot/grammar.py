@@ -70,6 +70,9 @@ SPECS: tuple[CommandSpec, ...] = (
                 ("/qlp checklist 12",)),
     CommandSpec("stats", "stats [<env>] [<days>]", "success rate, durations, DORA figures",
                 ("/qlp stats", "/qlp stats production 30")),
+    CommandSpec("doctor", "doctor [<env>]",
+                "check everything a deployment needs: policy, database, Slack, platform "
+                "(approvers)", ("/qlp doctor", "/qlp doctor staging")),
     CommandSpec("help", "help [<command>]", "this help", ("/qlp help deploy",)),
 )
 SPEC_BY_NAME = {spec.name: spec for spec in SPECS}
@@ -383,6 +386,7 @@ _PARSERS = {
     "unlock": (_parse_lock, (), ("reason",)),
     "cancel": (_parse_id, (), ()),
     "checklist": (_parse_id, (), ()),
+    "doctor": (_parse_env_only, (), ()),
     "help": (_parse_help, (), ()),
 }
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from bot.commands.cancel import cancel_text
 from bot.commands.checklist import checklist_text
 from bot.commands.deploy import deploy_text
+from bot.commands.doctor import doctor_text
 from bot.commands.emergency import emergency_text
 from bot.commands.help import help_text
 from bot.commands.history import history_text
@@ -38,6 +39,7 @@ HANDLERS: dict[str, Handler] = {
     "history": history_text,
     "stats": stats_text,
     "migrate": migrate_text,
+    "doctor": doctor_text,
 }
 
 
