@@ -16,6 +16,7 @@ and failures are injected on demand (``fail_next_create``, ``throttle``, ``set_c
 from __future__ import annotations
 
 from tests.azure.arm_double.aci import AciMixin
+from tests.azure.arm_double.authz import ROLES, AuthzMixin
 from tests.azure.arm_double.backups import (
     BACKUPS_API_VERSION,
     BACKUPS_PAGE_SIZE,
@@ -42,11 +43,11 @@ from tests.azure.arm_double.metrics import METRICS_API_VERSION, MetricsMixin, se
 
 __all__ = [
     "API_VERSIONS", "BACKUPS_API_VERSION", "BACKUPS_PAGE_SIZE", "METRICS_API_VERSION",
-    "SUBSCRIPTION", "TOKEN", "Answer", "ArmDouble", "Call", "Request", "Route", "fail_backups",
-    "iter_bodies", "make_certificate", "set_backups", "set_metrics",
+    "ROLES", "SUBSCRIPTION", "TOKEN", "Answer", "ArmDouble", "Call", "Request", "Route",
+    "fail_backups", "iter_bodies", "make_certificate", "set_backups", "set_metrics",
 ]
 
 
 class ArmDouble(AciMixin, FrontDoorMixin, KeyVaultMixin, LogsMixin, MetricsMixin, BackupsMixin,
-                ArmCore):
+                AuthzMixin, ArmCore):
     """The double: ``url`` is its base URL, ``cert_path`` the certificate to trust."""

@@ -7,7 +7,11 @@ Each Azure service the bot calls lives in its own module of this package as a mi
 A :class:`Route` with an ``api_version`` is an ARM resource: the core checks the bearer token and
 the api-version, then calls ``_<kind>_<method>(match, body)``. A route without one (data planes:
 Key Vault, Logs; and ARM paths with their own rules) is handed whole to ``_<kind>_request(req)``.
-Throttles (``throttle``) are applied before anything else, to every route.
+Throttles (``throttle``) and injected conflicts (``conflict_next``) are applied before anything
+else, to every route.
+
+A long-running operation is ``InProgress`` for ``polls`` polls and, when it has a ``ready_at``
+(model seconds on ``clock``), until the clock reaches it: provisioning that takes time.
 """
 
 from __future__ import annotations
@@ -143,6 +147,22 @@ class Operation:
     done: bool = False
     status: str = "InProgress"
     extra: dict[str, Any] = field(default_factory=dict)
+    started_at: float = 0.0  # model time of the request that started it
+    ready_at: float | None = None  # not done before this model time (None: polls only)
+
+
+@dataclass
+class Conflict:
+    """Answer the next ``times`` matching requests with 409 ``Conflict``."""
+
+    method: str
+    path_contains: str
+    times: int
+
+
+CONFLICT_MESSAGE = ("The request failed due to conflict with a concurrent request. To resolve it, "
+                    "please refer to https://aka.ms/activitylog to get more details on the "
+                    "conflicting requests.")
 
 
 @dataclass
@@ -164,7 +184,7 @@ class ArmCore:
     ROUTES: tuple[Route, ...] = (OPERATION_ROUTE,)
 
     def __init__(self, cert_path: Path, key_path: Path, *, polls: int = 2,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, roles: str = "bot") -> None:
         self.cert_path = cert_path
         self.polls = polls  # InProgress answers before an operation finishes
         # Model time in seconds: what provisioning and propagation durations are measured on.
@@ -174,6 +194,10 @@ class ArmCore:
         self.calls: list[Call] = []
         self.operations: dict[str, Operation] = {}
         self.throttles: list[Throttle] = []
+        self.conflicts: list[Conflict] = []
+        # Role assignments to start with: "bot" (what a correctly set-up bot has, see the
+        # authorization mixin's grant_bot_roles) or "none".
+        self.roles_preset = roles
         self._ids = itertools.count(1)
         self._setup()
         self._routes = self._collect_routes()
@@ -220,11 +244,22 @@ class ArmCore:
         with self.lock:
             self.throttles.append(Throttle(method.upper(), path_contains, times, retry_after))
 
+    def conflict_next(self, method: str, path_contains: str, *, times: int = 1) -> None:
+        """Answer the next ``times`` ``method`` requests whose path contains ``path_contains``
+        with ARM's 409 ``Conflict`` (a concurrent request on the resource)."""
+        with self.lock:
+            self.conflicts.append(Conflict(method.upper(), path_contains, times))
+
     def check_access(self, action: str, scope: str) -> Answer | None:
         """ARM's authorization: None when the caller may perform ``action`` (e.g.
         ``Microsoft.ContainerInstance/containerGroups/write``) at ``scope`` (a resource ID),
         else the 403 answer. Everything is allowed here; the authorization mixin narrows it to
         the role assignments the test world grants."""
+        return None
+
+    def data_access(self, action: str, resource: str, *, vault: str) -> Answer | None:
+        """A data-plane authorization check (Key Vault): None when allowed, else the 403
+        answer. Everything is allowed here; the authorization mixin narrows it."""
         return None
 
     def calls_to(self, kind: str, method: str | None = None) -> list[Call]:
@@ -255,6 +290,11 @@ class ArmCore:
                     return _error(429, "TooManyRequests",
                                   "The request is being throttled.",
                                   **{"Retry-After": throttle.retry_after})
+            for conflict in self.conflicts:
+                if (conflict.times > 0 and conflict.method == method
+                        and conflict.path_contains in path):
+                    conflict.times -= 1
+                    return _error(409, "Conflict", CONFLICT_MESSAGE)
             if route is None or match is None:
                 return _error(404, "NotFound", f"no route for {method} {path}")
             if route.api_version is None:
@@ -279,7 +319,7 @@ class ArmCore:
                        *, header: str = "Azure-AsyncOperation",
                        error: dict[str, str] | None = None) -> tuple[Operation, dict[str, str]]:
         op = Operation(id=f"op-{next(self._ids)}", kind=kind, target=target, polls=self.polls,
-                       error=error)
+                       error=error, started_at=self.clock())
         self.operations[op.id] = op
         segment = "operations" if header == "Azure-AsyncOperation" else "operationResults"
         api = {"Microsoft.ContainerInstance": "aci", "Microsoft.Network": "frontdoor",
@@ -287,6 +327,20 @@ class ArmCore:
         url = (f"{self.url}/subscriptions/{SUBSCRIPTION}/providers/{provider}/locations/"
                f"{location}/{segment}/{op.id}?api-version={API_VERSIONS[api]}")
         return op, {header: url, "Retry-After": "0"}
+
+    def time_has_come(self, op: Operation) -> bool:
+        """Whether ``op``'s model time is over (always, for an operation without a ready_at)."""
+        return op.ready_at is None or self.clock() >= op.ready_at
+
+    def settle(self, op: Operation) -> None:
+        """End ``op`` (Succeeded, or Failed with its error) and apply its outcome, once."""
+        if op.done:
+            return
+        op.done, op.polls = True, 0
+        op.status = "Failed" if op.error else "Succeeded"
+        finish = getattr(self, f"_finish_{op.kind}", None)
+        if finish is not None:
+            finish(op)
 
     def _operation_request(self, request: Request) -> Answer:
         if not request.authorized:
@@ -296,8 +350,8 @@ class ArmCore:
         if op is None:
             return _error(404, "OperationNotFound", match["id"])
         location_style = match["kind"].lower() == "operationresults"
-        if not op.done and op.polls > 0:
-            op.polls -= 1
+        if not op.done and (op.polls > 0 or not self.time_has_come(op)):
+            op.polls = max(op.polls - 1, 0)
             progress = getattr(self, f"_progress_{op.kind}", None)
             if progress is not None:
                 progress(op)
@@ -306,12 +360,7 @@ class ArmCore:
                                           "Retry-After": "0"})
             return Answer(200, {"id": op.id, "name": op.id, "status": "InProgress",
                                 "startTime": "2026-12-01T11:00:00Z"}, {"Retry-After": "0"})
-        if not op.done:
-            op.done = True
-            op.status = "Failed" if op.error else "Succeeded"
-            finish = getattr(self, f"_finish_{op.kind}", None)
-            if finish is not None:
-                finish(op)
+        self.settle(op)
         if location_style:
             return Answer(204)
         body: dict[str, Any] = {"id": op.id, "name": op.id, "status": op.status}

@@ -1,5 +1,8 @@
 """Key Vault in the double: ``GET /secrets/{name}/[{version}]``, with the 401 challenge a real
-vault sends to a request without a token."""
+vault sends to a request without a token, and Azure RBAC: reading a secret is the data action
+``Microsoft.KeyVault/vaults/secrets/getSecret/action`` on ``<vault_id>/secrets/<name>`` (the vault
+is ``double.vault_id``, a fixed resource ID), refused with 403 ``Forbidden`` /
+``ForbiddenByRbac`` without Key Vault Secrets User (see ``authz``)."""
 
 from __future__ import annotations
 
@@ -35,6 +38,12 @@ class KeyVaultMixin(ArmCore):
             return _error(401, "Unauthorized", "wrong token")
         if method != "GET" or not query.get("api-version"):
             return _error(400, "BadParameter", "GET with an api-version only")
+        vault_id: str = getattr(self, "vault_id", "")
+        denied = self.data_access("Microsoft.KeyVault/vaults/secrets/getSecret/action",
+                                  f"{vault_id}/secrets/{match['name']}",
+                                  vault=vault_id.rsplit("/", 1)[-1])
+        if denied is not None:
+            return denied
         versions = self.secrets.get(match["name"])
         if not versions:
             return _error(404, "SecretNotFound",
