@@ -29,6 +29,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal, Self
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
+from bot.doctor import MANIFEST_BOT_SCOPES
+
 __all__ = [
     "ApiCall",
     "Fault",
@@ -52,6 +54,14 @@ DEFAULT_BASE_TS = 1764165600
 _JSON_METHODS = frozenset(
     {"chat.postMessage", "chat.update", "chat.postEphemeral", "views.open", "auth.test"}
 )
+# The scope each method needs (Slack's method reference); conversations.info decides per channel.
+_METHOD_SCOPES = {
+    "chat.postMessage": "chat:write",
+    "chat.update": "chat:write",
+    "chat.postEphemeral": "chat:write",
+    "usergroups.users.list": "usergroups:read",
+    "users.info": "users:read",
+}
 # Form-encoded callers send structured arguments as JSON strings.
 _JSON_STRING_ARGS = ("blocks", "attachments", "view", "metadata")
 _TRUE_STRINGS = frozenset({"1", "true", "True", "yes"})
@@ -278,13 +288,19 @@ class SlackStandIn:
         base_ts: int = DEFAULT_BASE_TS,
         clock: Callable[[], float] | None = None,
         response_url_limit: int | None = 5,
+        scopes: Iterable[str] | None = None,
+        member_of: Iterable[str] | None = None,
     ) -> None:
         """Configure the workspace.
 
         ``groups`` maps user-group IDs (``S...``) to member user IDs; ``users`` maps user IDs
         to display names. ``channels``, when given, is the set of channel IDs that exist
         (others answer ``channel_not_found``); by default any channel exists. ``token``, when
-        given, is the only accepted token; by default any ``xoxb-`` token is. ``clock`` feeds
+        given, is the only accepted token; by default any ``xoxb-`` token is. ``scopes`` are
+        the token's OAuth scopes, sent in every answer's ``x-oauth-scopes`` header as Slack does
+        (default: the bot scopes of ``manifest.yml``); methods check the ones they need.
+        ``member_of`` is the set of channels the bot is a member of (``conversations.info``'s
+        ``is_member``); by default every channel. ``clock`` feeds
         message timestamps (they stay unique and increasing either way) and the call log;
         without it timestamps count up from ``base_ts``.
         """
@@ -299,6 +315,8 @@ class SlackStandIn:
         self.bot_id = bot_id
         self.bot_name = bot_name
         self.response_url_limit = response_url_limit
+        self.scopes: list[str] = list(MANIFEST_BOT_SCOPES if scopes is None else scopes)
+        self.member_of: set[str] | None = None if member_of is None else set(member_of)
         self._clock = clock
         self._base_us = base_ts * 1_000_000
         self._cond = threading.Condition(threading.RLock())
@@ -586,6 +604,10 @@ class SlackStandIn:
         handler = self._methods().get(method)
         if handler is None:
             return _Reply.json(200, {"ok": False, "error": "unknown_method", "req_method": method})
+        needed = _METHOD_SCOPES.get(method)
+        if needed is not None and needed not in self.scopes:
+            return _Reply.json(200, {"ok": False, "error": "missing_scope", "needed": needed,
+                                     "provided": ",".join(self.scopes)})
         args = request.args
         if self.strict and request.json_body and method not in _JSON_METHODS:
             args = {}  # Slack does not read JSON bodies for these methods
@@ -594,7 +616,7 @@ class SlackStandIn:
         except _ApiError as err:
             return _Reply.json(200, {"ok": False, "error": err.error, **err.extra})
         headers = {
-            "X-OAuth-Scopes": "commands,chat:write,chat:write.public,usergroups:read,users:read"
+            "X-OAuth-Scopes": ",".join(self.scopes)
         }
         return _Reply.json(200, {"ok": True, **payload}, headers)
 
@@ -612,6 +634,7 @@ class SlackStandIn:
             "usergroups.users.list": self._usergroups_users_list,
             "users.info": self._users_info,
             "views.open": self._views_open,
+            "conversations.info": self._conversations_info,
         }
 
     def _auth_test(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -672,6 +695,23 @@ class SlackStandIn:
             )
         )
         return {"message_ts": message.ts}
+
+    def _conversations_info(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = self._channel_arg(args)
+        private = channel.startswith("G")
+        # Slack: channels:read for a public channel, groups:read for a private one.
+        needed = "groups:read" if private else "channels:read"
+        if needed not in self.scopes:
+            raise _ApiError("missing_scope", needed=needed, provided=",".join(self.scopes))
+        member = self.member_of is None or channel in self.member_of
+        if private and not member:
+            raise _ApiError("channel_not_found")  # a private channel is invisible to outsiders
+        return {"channel": {
+            "id": channel, "name": channel.lower(), "is_channel": not private,
+            "is_group": private, "is_im": False, "is_mpim": False, "is_private": private,
+            "is_archived": False, "is_general": False, "is_member": member,
+            "context_team_id": self.team_id, "created": self._base_us // 1_000_000,
+        }}
 
     def _usergroups_users_list(self, args: dict[str, Any]) -> dict[str, Any]:
         group = args.get("usergroup")
