@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
@@ -110,4 +111,22 @@ class SupportsBackupAge(Protocol):
         """The newest backup as seen at ``now``; None when the environment names no database
         whose backups the platform can read. Raises ``ExternalServiceError`` when the
         platform cannot answer."""
+        ...
+
+
+@runtime_checkable
+class SupportsWatchedSwitch(Protocol):
+    """A platform whose switch takes long enough to be watched (optional capability): Front
+    Door propagates a change to its edges for minutes, while a local router switches at once.
+
+    ``switch_watched`` does what ``Platform.switch`` does, but says how the wait goes through
+    ``report`` (a line for the deployment thread, at most about once a minute) and sleeps
+    only through ``sleep``: the step's own sleep, which heartbeats and raises at the step's
+    deadline or on cancel, so the wait ends with its step. Playbooks test for it with
+    ``isinstance(platform, SupportsWatchedSwitch)`` and call plain ``switch`` otherwise.
+    """
+
+    def switch_watched(self, slot: Slot, *, report: Callable[[str], None],
+                       sleep: Callable[[float], None]) -> None:
+        """Route the public URL to ``slot`` and wait until it is served from there."""
         ...

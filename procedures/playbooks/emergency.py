@@ -43,7 +43,7 @@ from procedures.errors import ExternalServiceError, StepFailure
 from procedures.model import ProcedureKind, Slot
 from procedures.platforms.base import SupportsBackupAge
 from procedures.playbook import Playbook, RetryPolicy, Step, StepContext, StepResult
-from procedures.playbooks.standard import StandardSteps
+from procedures.playbooks.standard import SWITCH_TIMEOUT, StandardSteps
 
 __all__ = [
     "BLUE_GREEN_CATEGORIES",
@@ -286,7 +286,7 @@ def emergency_playbook(*, http: HttpChecker) -> Playbook:
                  retry=RetryPolicy(attempts=2, backoff=timedelta(seconds=5)),
                  when=_blue_green),
             Step("switch_traffic", "Switch traffic to the new slot", standard.switch_traffic,
-                 undo=standard.undo_switch_traffic, timeout=timedelta(minutes=2),
+                 undo=standard.undo_switch_traffic, timeout=SWITCH_TIMEOUT,
                  retry=RetryPolicy(attempts=3, backoff=timedelta(seconds=2))),
             Step("verify", "Minimal verification: healthy within 60 s", emergency.verify,
                  timeout=VERIFY_WITHIN + STEP_GRACE),

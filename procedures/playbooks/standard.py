@@ -69,7 +69,7 @@ from procedures.checks.monitoring import (
 from procedures.durations import format_duration
 from procedures.errors import QlpError, StepFailure
 from procedures.model import ProcedureKind, Slot
-from procedures.platforms.base import SupportsMaintenance
+from procedures.platforms.base import SupportsMaintenance, SupportsWatchedSwitch
 from procedures.playbook import (
     Playbook,
     ProvidesLatency,
@@ -103,6 +103,9 @@ DEFAULT_READY_TIMEOUT = timedelta(minutes=5)  # platforms without a ready_timeou
 EXTENDED_HEALTH_STREAK = 3
 EXTENDED_HEALTH_MAX_ROUNDS = 10
 MONITOR_GRACE = timedelta(minutes=2)
+# The switch step waits for the platform to confirm the switch: Front Door takes minutes to
+# reach every edge (Azure's switch_confirm_timeout defaults to 30 minutes), plus the change.
+SWITCH_TIMEOUT = timedelta(minutes=35)
 MIN_LATENCY_REQUESTS = 20  # a platform p95 over fewer requests is a maximum, not a p95
 
 
@@ -267,7 +270,7 @@ class StandardSteps:
     def switch_traffic(self, ctx: StepContext) -> StepResult:
         """Route the public URL to the new slot; the old one keeps running."""
         plan, version = _Plan.of(ctx), _version(ctx)
-        ctx.platform.switch(plan.target)
+        switch_platform(ctx, plan.target)
         switched_at = ctx.now()
         ctx.record_switch(plan.target, version)
         # Ask once now, so that a metrics source that counts from the first question (the
@@ -285,7 +288,7 @@ class StandardSteps:
             ctx.report(f"Nothing was live before this deployment, so there is nothing to switch "
                        f"back to: {plan.target} keeps serving.", broadcast=True)
             return
-        ctx.platform.switch(plan.live)
+        switch_platform(ctx, plan.live)
         ctx.record_switch(plan.live, plan.live_version or "unknown")
         ctx.report(f"Traffic switched back to {plan.live} ({plan.live_version}).",
                    broadcast=True)
@@ -496,7 +499,7 @@ def standard_playbook(*, http: HttpChecker, monitoring: Monitoring | None = None
                  timeout=timedelta(minutes=3),
                  retry=RetryPolicy(attempts=3, backoff=timedelta(seconds=5))),
             Step("switch_traffic", "Switch traffic to the new slot", steps.switch_traffic,
-                 undo=steps.undo_switch_traffic, timeout=timedelta(minutes=2),
+                 undo=steps.undo_switch_traffic, timeout=SWITCH_TIMEOUT,
                  retry=RetryPolicy(attempts=3, backoff=timedelta(seconds=2))),
             Step("maintenance_off", "Maintenance mode off", steps.maintenance_off,
                  timeout=timedelta(minutes=1), retry=RetryPolicy(attempts=3), when=maintenance),
@@ -513,6 +516,17 @@ def standard_playbook(*, http: HttpChecker, monitoring: Monitoring | None = None
                  timeout=timedelta(minutes=2), retry=RetryPolicy(attempts=2)),
         ),
     )
+
+
+def switch_platform(ctx: StepContext, slot: Slot) -> None:
+    """Switch the platform to ``slot``; a platform whose switch is watched (Azure: Front Door
+    propagating) reports its wait in the thread and sleeps through the step, so the wait ends
+    at the step's time limit or on cancel."""
+    platform = ctx.platform
+    if isinstance(platform, SupportsWatchedSwitch):
+        platform.switch_watched(slot, report=ctx.report, sleep=ctx.sleep)
+    else:
+        platform.switch(slot)
 
 
 def ready_timeout(env: Environment) -> timedelta:

@@ -11,7 +11,8 @@ Tests: pass a static token ``credential``, ``base_url`` (the local ARM double), 
 
 HTTP-status retries are left to :class:`procedures.platforms.azure.errors.AzureCalls`
 (``retry_status=0`` here), so ``Retry-After`` is honoured in one layer with an injected sleep;
-the SDK still retries connection and read errors itself.
+the SDK still retries connection and read errors itself. Every client connects within 10 s
+and waits at most 60 s for an answer (:data:`TIMEOUTS`; ``client_kwargs`` may change them).
 """
 
 from __future__ import annotations
@@ -29,7 +30,11 @@ if TYPE_CHECKING:
     from azure.mgmt.containerinstance import ContainerInstanceManagementClient
     from azure.mgmt.frontdoor import FrontDoorManagementClient
 
-__all__ = ["AzureClients", "LazyCredential"]
+__all__ = ["TIMEOUTS", "AzureClients", "LazyCredential"]
+
+# Per request: 10 s to connect, 60 s for an answer (the SDK's default read timeout is 300 s,
+# far past most steps' limits; a worker thread cannot be interrupted while it waits).
+TIMEOUTS: Mapping[str, float] = {"connection_timeout": 10, "read_timeout": 60}
 
 
 class LazyCredential:
@@ -80,7 +85,7 @@ class AzureClients:
         self.subscription_id = subscription_id
         self.base_url = base_url.rstrip("/")
         self._scope = credential_scope
-        self._kwargs: dict[str, Any] = {"retry_status": 0, **(client_kwargs or {})}
+        self._kwargs: dict[str, Any] = {"retry_status": 0, **TIMEOUTS, **(client_kwargs or {})}
         self._kv_kwargs = dict(keyvault_kwargs or {})
         self._lock = threading.Lock()
         self._aci: ContainerInstanceManagementClient | None = None

@@ -4,13 +4,15 @@
 ``ContainerGroup`` to PUT: the image from the registry pulled with the user-assigned identity
 (the same identity in ``identity`` and ``imageRegistryCredentials``), CPU, memory, ports, a
 public IP with a DNS label whose scope is ``TenantReuse`` (never the SDK's default ``Unsecure``,
-which lets a released name be taken over) or a private IP in a subnet, the restart policy,
-plain and secure environment variables, and tags that record the colour and the version.
+which lets a released name be taken over), the restart policy, plain and secure environment
+variables (with the colour's telemetry identity, ``OTEL_SERVICE_NAME`` and
+``APPLICATIONINSIGHTS_ROLE_NAME``), and tags that record the colour and the version.
 
-:class:`ContainerGroups` creates (``begin_create_or_update``, a long-running operation polled
-to its end), reads (:class:`GroupState`, with ``None`` where Azure has not filled a field in
-yet) and deletes groups. Secure values are sent once, in the PUT body; Azure never returns
-them and nothing here logs or repeats them.
+:class:`ContainerGroups` creates (``begin_create_or_update``: only the PUT is retried, then the
+long-running operation is polled to its end within a timeout), reads (:class:`GroupState`,
+with ``None`` where Azure has not filled a field in yet) and deletes groups (bounded too).
+Secure values are sent once, in the PUT body; Azure never returns them and nothing here logs
+or repeats them.
 """
 
 from __future__ import annotations
@@ -22,12 +24,11 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.mgmt.containerinstance.models import (
     Container,
     ContainerGroup,
     ContainerGroupIdentity,
-    ContainerGroupSubnetId,
     ContainerPort,
     EnvironmentVariable,
     ImageRegistryCredential,
@@ -40,10 +41,10 @@ from azure.mgmt.containerinstance.models import (
 
 from procedures.errors import ExternalServiceError, StepFailure
 from procedures.platforms.azure.clients import AzureClients
-from procedures.platforms.azure.errors import AzureCalls
+from procedures.platforms.azure.errors import AzureCalls, translate
 from procedures.platforms.azure.settings import AzureSettings
 
-__all__ = ["ContainerGroups", "ContainerView", "GroupState", "build_group"]
+__all__ = ["ContainerGroups", "ContainerView", "GroupState", "ProvisioningFailed", "build_group"]
 
 log = logging.getLogger(__name__)
 
@@ -140,10 +141,15 @@ def build_group(settings: AzureSettings, colour: str, version: str,
     identity_id = settings.identity_id
     variables = [EnvironmentVariable(name=name, value=value)
                  for name, value in settings.environment.items()]
+    role = settings.role_name(colour)
     variables += [
         EnvironmentVariable(name="QLP_SLOT", value=colour),
         EnvironmentVariable(name="SLOT_NAME", value=colour),
         EnvironmentVariable(name="QLP_VERSION", value=version),
+        # The colour's telemetry identity: OpenTelemetry and the Application Insights SDKs
+        # report it as the cloud role name, which the Logs queries filter on per colour.
+        EnvironmentVariable(name="OTEL_SERVICE_NAME", value=role),
+        EnvironmentVariable(name="APPLICATIONINSIGHTS_ROLE_NAME", value=role),
     ]
     variables += [EnvironmentVariable(name=name, secure_value=value)
                   for name, value in secrets.items()]
@@ -157,15 +163,11 @@ def build_group(settings: AzureSettings, colour: str, version: str,
         environment_variables=variables,
     )
     ports = [Port(port=port, protocol="TCP") for port in settings.ports]
-    subnet_ids = None
-    if settings.subnet_id:
-        ip_address = IpAddress(type="Private", ports=ports,
-                               auto_generated_domain_name_label_scope=settings.dns_label_scope)
-        subnet_ids = [ContainerGroupSubnetId(id=settings.subnet_id)]
-    else:
-        ip_address = IpAddress(type="Public", ports=ports,
-                               dns_name_label=settings.dns_label(colour),
-                               auto_generated_domain_name_label_scope=settings.dns_label_scope)
+    # Always a public IP (the settings refuse a subnet: Front Door cannot reach a private
+    # IP), so the DNS label and its scope always go together.
+    ip_address = IpAddress(type="Public", ports=ports,
+                           dns_name_label=settings.dns_label(colour),
+                           auto_generated_domain_name_label_scope=settings.dns_label_scope)
     tags = {**settings.tags, TAG_COLOUR: colour, TAG_VERSION: version,
             TAG_ENVIRONMENT: environment_name}
     return ContainerGroup(
@@ -179,7 +181,6 @@ def build_group(settings: AzureSettings, colour: str, version: str,
                                                             identity=identity_id)],
         containers=[container],
         ip_address=ip_address,
-        subnet_ids=subnet_ids,
     )
 
 
@@ -210,31 +211,30 @@ class ContainerGroups:
     def create(self, name: str, group: ContainerGroup, *, timeout: timedelta) -> GroupState:
         """PUT the group and poll the long-running operation to its end.
 
-        A failed provisioning (``InaccessibleImage``, quota...) raises ExternalServiceError with
-        Azure's code and message; still provisioning after ``timeout`` raises a retryable
-        StepFailure (the operation goes on in Azure).
+        Only the PUT is retried (a 429 or 5xx on it: nothing was accepted yet). Then:
+
+        - the PUT refused (403, 409, 400...): ExternalServiceError with Azure's code and
+          message; nothing was created by this call and nothing is deleted here;
+        - provisioning ended Failed (``InaccessibleImage``, quota...): :class:`ProvisioningFailed`
+          with Azure's code and message and the group's last events as the hint (the failed
+          group stays in Azure: the caller deletes it);
+        - still provisioning after ``timeout``, or polling itself failed (a 429 or 5xx on a
+          status read): a retryable StepFailure. The operation goes on in Azure; the next
+          attempt follows the group (it is never PUT again while it is being created).
         """
         operations = self._clients.container_instances.container_groups
         what = f"create container group {name}"
-
-        def put_and_poll() -> ContainerGroup | None:
-            poller = operations.begin_create_or_update(self._rg, name, group)
-            result = poller.result(timeout=timeout.total_seconds())
-            if not poller.done():
-                raise _StillRunning(poller.status())
-            return result
-
+        poller = self._calls.call(
+            what, lambda: operations.begin_create_or_update(self._rg, name, group))
         try:
-            result = self._calls.call(what, put_and_poll)
-        except _StillRunning as running:
+            result = poller.result(timeout=timeout.total_seconds())
+        except AzureError as exc:
+            return self._after_polling_error(name, what, exc)
+        if not poller.done():
             raise StepFailure(
-                f"container group {name} is still provisioning ({running.status}) after "
+                f"container group {name} is still provisioning ({poller.status()}) after "
                 f"{timeout.total_seconds():g} s", retryable=True,
-                hint="Azure goes on provisioning it; the next attempt reads its state") from None
-        except ExternalServiceError as error:
-            if error.code and not error.retryable:
-                error.hint = self._failure_hint(name)
-            raise
+                hint="Azure goes on provisioning it; the next attempt reads its state")
         state = _state(result) if result is not None else self.get(name)
         if state is None:
             raise ExternalServiceError(SERVICE, f"{what}: the group is gone after its creation",
@@ -242,31 +242,74 @@ class ContainerGroups:
         log.info("container group %s provisioned: %s", name, state.describe())
         return state
 
-    def delete(self, name: str) -> None:
-        """Delete the group and wait until it is gone; a group that is not there is fine."""
-        operations = self._clients.container_instances.container_groups
-
-        def delete_and_poll() -> None:
-            # ARM answers 204 for a group that is not there; a 404 means the same.
-            with contextlib.suppress(ResourceNotFoundError):
-                operations.begin_delete(self._rg, name).result()
-
-        self._calls.call(f"delete container group {name}", delete_and_poll)
-        log.info("container group %s deleted", name)
-
-    def _failure_hint(self, name: str) -> str | None:
-        """What the failed group's events say (pull errors name the image), best effort."""
+    def _after_polling_error(self, name: str, what: str, exc: AzureError) -> GroupState:
+        """Polling the creation failed: the group's own state says what happened."""
+        error = translate(exc, service=SERVICE, what=what)
         try:
             state = self.get(name)
-        except ExternalServiceError:
-            return None
+        except ExternalServiceError as read_error:
+            raise StepFailure(
+                f"lost track of the creation of container group {name} ({error.message}) and "
+                f"could not read it ({read_error.message})", retryable=True,
+                hint="the next attempt reads the group's state") from exc
+        if state is not None and state.failed:
+            failed = ProvisioningFailed(SERVICE, error.message.removeprefix(f"{SERVICE}: "),
+                                        code=error.code)
+            failed.hint = self._events_hint(state) or error.hint
+            raise failed from exc
+        if state is not None and state.succeeded:
+            log.info("container group %s provisioned (read after a polling error: %s)", name,
+                     error.message)
+            return state
         if state is None:
-            return None
+            raise StepFailure(f"container group {name} disappeared while it was being created "
+                              f"({error.message})", retryable=True) from exc
+        raise StepFailure(
+            f"lost track of the creation of container group {name} ({error.message}); it is "
+            f"{state.describe()}", retryable=True,
+            hint="Azure goes on provisioning it; the next attempt follows it") from exc
+
+    def delete(self, name: str) -> None:
+        """Delete the group and wait until it is gone; a group that is not there is fine.
+
+        Waits at most ``operation_timeout``: still deleting then is a retryable StepFailure.
+        """
+        operations = self._clients.container_instances.container_groups
+        timeout = self._settings.operation_timeout.total_seconds()
+
+        def delete_and_poll() -> None:
+            # ARM answers 204 for a group that is not there; a 404 means the same. Deleting
+            # is idempotent, so retrying the whole call (DELETE and polling) is safe.
+            with contextlib.suppress(ResourceNotFoundError):
+                poller = operations.begin_delete(self._rg, name)
+                poller.result(timeout=timeout)
+                if not poller.done():
+                    raise _StillRunning(poller.status())
+
+        try:
+            self._calls.call(f"delete container group {name}", delete_and_poll)
+        except _StillRunning as running:
+            raise StepFailure(
+                f"container group {name} is still being deleted ({running.status}) after "
+                f"{timeout:g} s", retryable=True,
+                hint="Azure goes on deleting it; the next attempt checks again") from None
+        log.info("container group %s deleted", name)
+
+    @staticmethod
+    def _events_hint(state: GroupState) -> str | None:
+        """What the failed group's events say (pull errors name the image)."""
         events = state.last_events()
         return ("Azure's last events: " + " | ".join(events)) if events else None
 
 
+class ProvisioningFailed(ExternalServiceError):
+    """The group's provisioning itself ended Failed (not the request): Azure's code and
+    message; the group is left in Azure in state Failed until deleted."""
+
+
 class _StillRunning(Exception):
+    """A long-running operation not done within its timeout (raised inside a call)."""
+
     def __init__(self, status: str) -> None:
         super().__init__(status)
         self.status = status

@@ -9,15 +9,22 @@ long-running operation (those fail the same way when tried again).
 :class:`AzureCalls` runs one SDK call, retrying what :func:`translate` marks retryable, waiting
 ``Retry-After`` when Azure says so (else an exponential backoff), through an injected ``sleep``.
 The SDK clients are built with ``retry_status=0`` (see ``clients.py``) so that there is one retry
-layer for HTTP statuses, this one, and tests need not wait for the wall clock.
+layer for HTTP statuses, this one, and tests need not wait for the wall clock. A long-running
+operation is never wrapped whole: only its initial request is retried here, so a hiccup while
+polling never re-sends a PUT (see ``container_groups.py``).
+
+A 403 gets a hint naming the role to grant and where (:func:`authorization_hint`, from the
+action and scope in Azure's message, through ``roles.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -30,14 +37,19 @@ from azure.core.exceptions import (
 )
 
 from procedures.errors import ExternalServiceError
+from procedures.platforms.azure.roles import denied_actions, role_hint
 
-__all__ = ["AzureCalls", "azure_error_code", "retry_after_seconds", "translate"]
+__all__ = ["AzureCalls", "Sleeper", "authorization_hint", "azure_error_code",
+           "retry_after_seconds", "translate"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 DEFAULT_ATTEMPTS = 4
 MAX_MESSAGE = 600
+# ARM may ask for minutes (subscription-wide throttling): honour it up to this; a longer ask
+# fails the call (retryable, with retry_after) so the engine's own backoff takes over.
+MAX_RETRY_AFTER = 600.0
 
 
 def azure_error_code(exc: BaseException) -> str | None:
@@ -89,18 +101,37 @@ def translate(exc: AzureError, *, service: str, what: str) -> ExternalServiceErr
         server = status is not None and status >= 500
         detail = f"{code}: {message}" if code else message
         where = f" (HTTP {status})" if status and not code else ""
-        return ExternalServiceError(
+        error = ExternalServiceError(
             service, f"{what}: {detail}{where}",
             retryable=throttled or server,
             retry_after=retry_after_seconds(exc) if (throttled or server) else None,
             code=code or (f"HTTP{status}" if status else None),
         )
+        if status == 403:
+            error.hint = authorization_hint(_full_message(exc))
+        return error
     if isinstance(exc, ServiceRequestError | ServiceResponseError):
         kind = "timed out" if "Timeout" in type(exc).__name__ else "network error"
         return ExternalServiceError(service, f"{what}: {kind}: {_first_line(str(exc))}",
                                     retryable=True, code=type(exc).__name__)
     return ExternalServiceError(service, f"{what}: {_first_line(str(exc))}",
                                 code=type(exc).__name__)
+
+
+def authorization_hint(message: str) -> str:
+    """What to grant for a 403: the role and scope of each action Azure names (roles.py)."""
+    denied = denied_actions(message)
+    if not denied:
+        return ("the bot's identity lacks a role assignment: see the role table in the README "
+                "(section Azure) or run qlp-bot doctor")
+    return "; ".join(role_hint(action, scope) for action, scope in denied)
+
+
+def _full_message(exc: HttpResponseError) -> str:
+    """Azure's whole error text (the action and scope of a 403 may come late in it)."""
+    error = exc.error
+    text = getattr(error, "message", None) if error is not None else None
+    return " ".join(str(text or exc.message or "").split())
 
 
 def _message(exc: HttpResponseError) -> str:
@@ -117,12 +148,39 @@ def _first_line(text: str) -> str:
     return line[:MAX_MESSAGE]
 
 
+class Sleeper:
+    """The sleep of one platform: its own (``time.sleep``, or a test's) unless a step lent
+    one for the current thread with :meth:`using`. The engine's step sleep heartbeats and
+    raises at the step's deadline or on cancel, so a wait inside that step (a ``Retry-After``,
+    a poll) never outlives the step."""
+
+    def __init__(self, default: Callable[[float], None] = time.sleep) -> None:
+        self._default = default
+        self._local = threading.local()
+
+    def __call__(self, seconds: float) -> None:
+        sleep: Callable[[float], None] = getattr(self._local, "sleep", None) or self._default
+        sleep(seconds)
+
+    @contextlib.contextmanager
+    def using(self, sleep: Callable[[float], None] | None) -> Iterator[None]:
+        """Sleep with ``sleep`` (None: unchanged) in this thread until the block ends."""
+        previous = getattr(self._local, "sleep", None)
+        self._local.sleep = sleep or previous
+        try:
+            yield
+        finally:
+            self._local.sleep = previous
+
+
 class AzureCalls:
     """Runs SDK calls for one service, translating errors and retrying the retryable ones.
 
     ``attempts`` bounds the tries of one call; the wait before a retry is Azure's
-    ``Retry-After`` when given, else ``backoff * 2**n``, never more than ``max_wait`` seconds.
-    ``sleep`` is injected (tests record the waits instead of waiting).
+    ``Retry-After`` when given, else ``backoff * 2**n``. Azure asking for more than
+    ``max_wait`` seconds fails the call at once (retryable, carrying ``retry_after``) rather
+    than retrying early against its wish. ``sleep`` is injected (tests record the waits
+    instead of waiting; a :class:`Sleeper` lets a step bound them).
     """
 
     def __init__(
@@ -131,7 +189,7 @@ class AzureCalls:
         *,
         attempts: int = DEFAULT_ATTEMPTS,
         backoff: float = 1.0,
-        max_wait: float = 60.0,
+        max_wait: float = MAX_RETRY_AFTER,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if attempts < 1:
@@ -153,8 +211,9 @@ class AzureCalls:
                     raise error from exc
                 wait = error.retry_after
                 if wait is None:
-                    wait = self.backoff * 2 ** (attempt - 1)
-                wait = min(wait, self.max_wait)
+                    wait = min(self.backoff * 2 ** (attempt - 1), self.max_wait)
+                elif wait > self.max_wait:
+                    raise error from exc
                 log.warning("%s: %s; attempt %d of %d, retrying in %.1f s", self.service,
                             error.message, attempt, self.attempts, wait)
                 self._sleep(wait)

@@ -64,6 +64,17 @@ class TrafficSwitch(Protocol):
         """What this switch changes, for messages."""
         ...
 
+    def check_origins(self, slot: Slot, host: str, port: int) -> None:
+        """Refuse (StepFailure naming the origin, what it has, what it should have and the
+        ``az`` command that fixes it) unless ``slot``'s origins point at ``host``:``port``."""
+        ...
+
+    def deployment_status(self) -> str | None:
+        """Front Door's own rollout state of what :meth:`switch` changes: ``Succeeded``,
+        ``InProgress``, ``NotStarted`` or ``Failed``; None where Front Door has none
+        (classic)."""
+        ...
+
 
 def traffic_switch(settings: AzureSettings, clients: AzureClients,
                    calls: AzureCalls) -> TrafficSwitch:
@@ -78,6 +89,50 @@ def _last_segment(resource_id: str | None) -> str | None:
     if not resource_id:
         return None
     return resource_id.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _text(value: Any) -> str | None:
+    """An SDK enum or string as its plain value."""
+    if value is None:
+        return None
+    return str(getattr(value, "value", value))
+
+
+def _rollout(statuses: list[str | None]) -> str:
+    """One status for several resources: Failed if any failed, Succeeded if all did."""
+    known = [status or "NotStarted" for status in statuses]
+    for status in ("Failed", "InProgress", "NotStarted"):
+        if any(item.lower() == status.lower() for item in known):
+            return status
+    return "Succeeded"
+
+
+def _wait(poller: Any, timeout: float) -> None:
+    """Wait for a Front Door long-running operation, at most ``timeout`` seconds."""
+    poller.result(timeout=timeout)
+    if not poller.done():
+        raise _StillRunning(poller.status())
+
+
+class _StillRunning(Exception):
+    """A Front Door change not done within ``operation_timeout`` (raised inside a call)."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+def _still_running(what: str, running: _StillRunning, timeout: float) -> StepFailure:
+    return StepFailure(f"{what}: still {running.status} after {timeout:g} s", retryable=True,
+                       hint="Front Door goes on applying it; the next attempt reads it back")
+
+
+def _mismatch(what: str, has: tuple[str | None, int | None], wants: tuple[str, int],
+              fix: str) -> StepFailure:
+    return StepFailure(
+        f"{what} points at {has[0] or 'no host'}:{has[1] if has[1] is not None else '?'}, "
+        f"but the container group answers at {wants[0]}:{wants[1]}: the switch would send "
+        "traffic to the wrong place", hint=f"fix it in Front Door: {fix}")
 
 
 class StandardFrontDoor:
@@ -119,6 +174,55 @@ class StandardFrontDoor:
                 f"{self.describe()} did not take the switch to {slot} (it reads "
                 f"{now or 'neither colour'} afterwards)", retryable=True)
 
+    def deployment_status(self) -> str | None:
+        fd = self._fd
+        rg = self._settings.resource_group
+        if fd.switch_by == "route":
+            routes = self._clients.cdn.routes
+            route = self._calls.call(f"read route {fd.route}",
+                                     lambda: routes.get(rg, fd.profile, fd.endpoint, fd.route))
+            return _rollout([_text(route.deployment_status)])
+        states = self._origin_states()
+        return _rollout([_text(origin.deployment_status) for origin in states.values()])
+
+    def check_origins(self, slot: Slot, host: str, port: int) -> None:
+        fd = self._fd
+        rg = self._settings.resource_group
+        origins = self._clients.cdn.afd_origins
+        if fd.switch_by == "route":
+            assert fd.origin_groups is not None
+            group = fd.origin_groups.name_of(slot.value)
+            found = self._calls.call(
+                f"list the origins of origin group {group}",
+                lambda: list(origins.list_by_origin_group(rg, fd.profile, group)))
+            enabled = [o for o in found
+                       if (_text(o.enabled_state) or "Enabled").lower() == "enabled"]
+            if not enabled:
+                raise StepFailure(
+                    f"origin group {group} of Front Door {fd.profile} ({slot}) has no enabled "
+                    "origin: the switch would send traffic nowhere",
+                    hint=f"create one: az afd origin create --resource-group {rg} "
+                         f"--profile-name {fd.profile} --origin-group-name {group} "
+                         f"--origin-name {self._settings.group_name(slot.value)} "
+                         f"--host-name {host} --origin-host-header {host} --http-port {port} "
+                         "--https-port 443 --priority 1 --weight 1000 --enabled-state Enabled")
+        else:
+            assert fd.origins is not None and fd.origin_group is not None
+            name, group = fd.origins.name_of(slot.value), fd.origin_group
+            enabled = [self._calls.call(f"read origin {name} of origin group {group}",
+                                        partial(origins.get, rg, fd.profile, group, name))]
+            # switch_by origins enables this origin itself: its current state does not matter
+        for origin in enabled:
+            has = (origin.host_name, origin.http_port)
+            if (str(has[0] or "").lower(), has[1]) == (host.lower(), port):
+                continue
+            raise _mismatch(
+                f"origin {origin.name} of origin group {group} ({slot})", has,
+                (host, port),
+                f"az afd origin update --resource-group {rg} --profile-name {fd.profile} "
+                f"--origin-group-name {group} --origin-name {origin.name} "
+                f"--host-name {host} --origin-host-header {host} --http-port {port}")
+
     # -- switch_by: route -------------------------------------------------------------------
 
     def _live_by_route(self) -> Slot | None:
@@ -149,9 +253,13 @@ class StandardFrontDoor:
         routes = self._clients.cdn.routes
         update = RouteUpdateParameters(properties=RouteUpdatePropertiesParameters(
             origin_group=ResourceReference(id=target)))
-        self._calls.call(
-            f"point route {fd.route} at origin group {fd.origin_groups.name_of(slot.value)}",
-            lambda: routes.begin_update(rg, fd.profile, fd.endpoint, fd.route, update).result())
+        what = f"point route {fd.route} at origin group {fd.origin_groups.name_of(slot.value)}"
+        timeout = self._settings.operation_timeout.total_seconds()
+        try:
+            self._calls.call(what, lambda: _wait(
+                routes.begin_update(rg, fd.profile, fd.endpoint, fd.route, update), timeout))
+        except _StillRunning as running:
+            raise _still_running(what, running, timeout) from None
 
     # -- switch_by: origins -----------------------------------------------------------------
 
@@ -175,11 +283,16 @@ class StandardFrontDoor:
             return next(iter(enabled))
         if not enabled:
             return None
+        # Front Door sends traffic to the lowest priority number that is healthy; weight only
+        # shares traffic among origins of that same priority.
+        priorities = {slot: origin.priority or 1 for slot, origin in enabled.items()}
+        if priorities[Slot.BLUE] != priorities[Slot.GREEN]:
+            return min(priorities, key=lambda slot: priorities[slot])
         weights = {slot: origin.weight or 0 for slot, origin in enabled.items()}
         if weights[Slot.BLUE] == weights[Slot.GREEN]:
             raise StepFailure(
-                f"both colours are enabled with equal weight ({weights[Slot.BLUE]}) in "
-                f"{self.describe()}: no colour is live",
+                f"both colours are enabled with equal priority and weight "
+                f"({weights[Slot.BLUE]}) in {self.describe()}: no colour is live",
                 hint="disable one origin (or give it a lower weight) in Front Door")
         return max(weights, key=lambda slot: weights[slot])
 
@@ -190,15 +303,20 @@ class StandardFrontDoor:
         origins = self._clients.cdn.afd_origins
         enable = AFDOriginUpdatePropertiesParameters(enabled_state="Enabled", weight=fd.weight)
         disable = AFDOriginUpdatePropertiesParameters(enabled_state="Disabled")
+        timeout = self._settings.operation_timeout.total_seconds()
         # Enable the new colour first, then disable the old one: never a moment with neither.
         for colour, change, verb in ((slot, enable, "enable"), (slot.other, disable, "disable")):
             name = fd.origins.name_of(colour.value)
             update = AFDOriginUpdateParameters(properties=change)
 
             def patch(origin: str = name, body: AFDOriginUpdateParameters = update) -> None:
-                origins.begin_update(rg, fd.profile, group, origin, body).result()
+                _wait(origins.begin_update(rg, fd.profile, group, origin, body), timeout)
 
-            self._calls.call(f"{verb} origin {name} of origin group {group}", patch)
+            what = f"{verb} origin {name} of origin group {group}"
+            try:
+                self._calls.call(what, patch)
+            except _StillRunning as running:
+                raise _still_running(what, running, timeout) from None
 
 
 class ClassicFrontDoor:
@@ -213,6 +331,41 @@ class ClassicFrontDoor:
 
     def describe(self) -> str:
         return f"routing rule {self._fd.routing_rule} of classic Front Door {self._fd.name}"
+
+    def deployment_status(self) -> str | None:
+        return None  # classic Front Door reports no rollout state
+
+    def check_origins(self, slot: Slot, host: str, port: int) -> None:
+        rg, name = self._settings.resource_group, self._fd.name
+        pool_name = self._fd.backend_pools.name_of(slot.value)
+        front_door = self._read()
+        pool = next((p for p in front_door.backend_pools or []
+                     if (p.name or "").lower() == pool_name.lower()), None)
+        if pool is None:
+            raise StepFailure(f"classic Front Door {name} has no backend pool {pool_name} "
+                              f"({slot})", hint="fix front_door.backend_pools in the policy "
+                              "file, or create the pool")
+        backends = [b for b in pool.backends or []
+                    if (_text(b.enabled_state) or "Enabled").lower() == "enabled"]
+        if not backends:
+            raise StepFailure(f"backend pool {pool_name} of classic Front Door {name} ({slot}) "
+                              "has no enabled backend: the switch would send traffic nowhere",
+                              hint=f"add one: az network front-door backend-pool backend add "
+                                   f"--resource-group {rg} --front-door-name {name} "
+                                   f"--pool-name {pool_name} --address {host} "
+                                   f"--backend-host-header {host} --http-port {port}")
+        for index, backend in enumerate(pool.backends or [], start=1):
+            if backend not in backends:
+                continue
+            has = (backend.address, backend.http_port)
+            if (str(has[0] or "").lower(), has[1]) == (host.lower(), port):
+                continue
+            raise _mismatch(
+                f"backend {index} of backend pool {pool_name} of classic Front Door {name} "
+                f"({slot})", has, (host, port),
+                f"az network front-door backend-pool backend update --resource-group {rg} "
+                f"--front-door-name {name} --pool-name {pool_name} --index {index} "
+                f"--address {host} --backend-host-header {host} --http-port {port}")
 
     def _read(self) -> Any:
         rg, name = self._settings.resource_group, self._fd.name
@@ -255,13 +408,19 @@ class ClassicFrontDoor:
         pool = self._fd.backend_pools.name_of(slot.value)
         front_doors = self._clients.frontdoor.front_doors
 
+        timeout = self._settings.operation_timeout.total_seconds()
+
         def read_modify_write() -> None:
             front_door = front_doors.get(rg, name)
             configuration = self._forwarding(front_door)
             configuration.backend_pool = SubResource(id=f"{front_door.id}/backendPools/{pool}")
-            front_doors.begin_create_or_update(rg, name, front_door).result()
+            _wait(front_doors.begin_create_or_update(rg, name, front_door), timeout)
 
-        self._calls.call(f"point {self.describe()} at backend pool {pool}", read_modify_write)
+        what = f"point {self.describe()} at backend pool {pool}"
+        try:
+            self._calls.call(what, read_modify_write)
+        except _StillRunning as running:
+            raise _still_running(what, running, timeout) from None
         now = self.live()
         if now != slot:
             raise StepFailure(

@@ -1,18 +1,28 @@
 """Blue-green on Azure Container Instances behind Front Door, behind the ``Platform`` protocol.
 
-- ``traffic()``: the live colour from Front Door, each colour's container group from ACI.
-- ``deploy(slot, version)``: never into the live colour. Same version already provisioned:
-  left alone. Otherwise the colour's group is deleted (CPU, memory, ports and restart policy
-  cannot change in place anyway) and created again, with the Key Vault secrets resolved into
-  secure environment values, and the long-running operation polled to its end. A failed
-  provisioning raises with Azure's code (``InaccessibleImage``...) and message.
+- ``traffic()``: each colour's container group from ACI; the live colour is the one Front Door
+  routes to, if its group exists and runs (a fresh environment whose route already points at
+  blue, with no group yet, has nothing live).
+- ``deploy(slot, version)``: never into the live colour (as ``traffic()`` defines it: the
+  colour Front Door routes to may be deployed while nothing of it runs). Same version already
+  provisioned: left alone. Otherwise the colour's group is deleted (CPU, memory, ports and
+  restart policy cannot change in place anyway) and created again, with the Key Vault secrets
+  resolved into secure environment values; only the PUT is retried, and the long-running
+  operation is polled within ``provisioning_timeout``. A failed provisioning raises with
+  Azure's code (``InaccessibleImage``...) and message and the failed group is deleted; a
+  refused PUT (403, 409...) deletes nothing. The same-version shortcut does not notice a
+  rotated Key Vault secret: a new value reaches the group with the next version.
 - ``wait_ready(slot, timeout)``: provisioning Succeeded, the group Running, every container
   Running and not restart-looping (at most ``max_restarts`` restarts, the count unchanged
   across the HTTP check), and the first health path answering 200 through the group's FQDN
   (with the deployed version, when the answer names one).
-- ``switch(slot)``: Front Door repointed (read back), then confirmed through the public URL:
-  three answers in a row from the new version (``switch_confirm``), since Front Door takes
-  minutes to reach every edge.
+- ``switch(slot)``: the colour's Front Door origins checked against its group's FQDN and port
+  (refused with the ``az`` command that fixes them), Front Door repointed (read back), its
+  ``deploymentStatus`` awaited until ``Succeeded``, then the public URL confirmed: a stable
+  window of good answers (``switch_confirm_answers`` over ``switch_confirm_window``), each on
+  a fresh connection with ``Cache-Control: no-cache``, since Front Door takes minutes to reach
+  every edge. ``switch_watched`` (the optional ``SupportsWatchedSwitch``) does the same while
+  reporting progress in the deployment thread and sleeping through the step.
 - ``stop(slot)``: the colour's group deleted (never the live one).
 - ``newest_backup(now)`` (the optional ``SupportsBackupAge``): the age of the newest backup of
   the PostgreSQL flexible server named by ``postgres_server`` (read only: the bot takes no
@@ -33,12 +43,18 @@ from datetime import datetime, timedelta
 import httpx
 
 from procedures.clock import Clock, SystemClock
+from procedures.durations import format_duration
 from procedures.errors import ConfigError, ExternalServiceError, StepFailure
 from procedures.model import Slot
 from procedures.platforms.azure.backups import BackupAge, latest_backup
 from procedures.platforms.azure.clients import AzureClients
-from procedures.platforms.azure.container_groups import ContainerGroups, GroupState, build_group
-from procedures.platforms.azure.errors import AzureCalls
+from procedures.platforms.azure.container_groups import (
+    ContainerGroups,
+    GroupState,
+    ProvisioningFailed,
+    build_group,
+)
+from procedures.platforms.azure.errors import AzureCalls, Sleeper
 from procedures.platforms.azure.frontdoor import TrafficSwitch, traffic_switch
 from procedures.platforms.azure.keyvault import SecretResolver
 from procedures.platforms.azure.settings import AzureSettings, parse_azure_settings
@@ -49,11 +65,15 @@ __all__ = ["AzurePlatform"]
 
 log = logging.getLogger(__name__)
 
-CONFIRMATIONS = 3  # answers in a row from the new version before a switch counts as done
-CONFIRM_GAP = 1.0  # seconds between those answers
+REPORT_EVERY = timedelta(seconds=60)  # at most one progress line a minute in the thread
+# Each probe of the public URL on a new connection (so not always the same edge server), and
+# past any cache between the bot and Front Door.
+PROBE_HEADERS = {"Cache-Control": "no-cache", "Connection": "close"}
+PROBE_TIMEOUT = httpx.Timeout(5.0, connect=2.0)
 SlotBase = Callable[[Slot, str], str]
 _IN_PROGRESS = frozenset({"Pending", "Creating", "Repairing"})
 _IMAGE_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+
 
 
 class AzurePlatform:
@@ -62,9 +82,9 @@ class AzurePlatform:
     ``env`` must be an ``azure`` environment; its ``azure:`` section is validated here
     (ConfigError naming the key). ``clients`` defaults to production clients with
     ``DefaultAzureCredential`` (built on first use). ``slot_base(slot, host)`` gives the base
-    URL that reaches a group at ``host`` (its FQDN, or IP in a subnet); default
-    ``http://<host>:<first port>``. ``public_url`` replaces ``env.url`` for the switch
-    confirmation. ``http`` is the client for both; ``clock`` and ``sleep`` drive every wait.
+    URL that reaches a group at ``host`` (its FQDN); default ``http://<host>:<first port>``.
+    ``public_url`` replaces ``env.url`` for the switch confirmation. ``http`` is the client for
+    both; ``clock`` and ``sleep`` drive every wait (a watched switch sleeps through its step).
     """
 
     def __init__(
@@ -93,10 +113,12 @@ class AzurePlatform:
         self._slot_base = slot_base
         self._public_url = (public_url or env.url).rstrip("/")
         self._clock = clock or SystemClock()
-        self._sleep = sleep
+        # Every wait (polls, Retry-After) goes through this; a watched switch lends it the
+        # step's sleep, which ends the wait at the step's deadline.
+        self._sleep = Sleeper(sleep)
 
         def calls(service: str) -> AzureCalls:
-            return AzureCalls(service, attempts=attempts, sleep=sleep)
+            return AzureCalls(service, attempts=attempts, sleep=self._sleep)
 
         self.groups = ContainerGroups(self._clients, self.settings,
                                       calls("Azure Container Instances"))
@@ -107,21 +129,35 @@ class AzurePlatform:
     # -- the Platform protocol -------------------------------------------------------------
 
     def traffic(self) -> TrafficState:
-        """The live colour (from Front Door) and each colour's group (from ACI)."""
-        live = self.front_door.live()
-        return TrafficState(live=live, slots={slot: self._status(slot) for slot in Slot})
+        """The live colour and each colour's group (from ACI).
+
+        Live is the colour Front Door routes to, but only when its group exists and runs: in a
+        fresh environment Front Door already points somewhere while nothing is deployed.
+        """
+        routed = self.front_door.live()
+        states = {slot: self.groups.get(self.settings.group_name(slot.value)) for slot in Slot}
+        slots = {slot: self._status(slot, states[slot]) for slot in Slot}
+        live = routed if routed is not None and _serving(states[routed]) else None
+        if routed is not None and live is None:
+            status = slots[routed]
+            slots[routed] = SlotStatus(
+                routed, status.running, status.version, status.url,
+                detail=f"{status.detail}; {self.front_door.describe()} routes here, but "
+                       "nothing serves yet")
+        return TrafficState(live=live, slots=slots)
 
     def deploy(self, slot: Slot, version: str) -> SlotStatus:
         """Create ``version`` in ``slot``'s container group (replacing what ran there)."""
         slot = Slot(slot)
         _check_version(version)
         name = self.settings.group_name(slot.value)
-        if self.front_door.live() == slot:
+        routed = self.front_door.live()
+        existing = self.groups.get(name)
+        if routed == slot and _serving(existing):
             raise StepFailure(
                 f"refusing to deploy {version} into the {slot} slot of {self.name}: it is the "
                 f"live slot ({self.front_door.describe()})",
                 hint=f"deploy into {slot.other} and switch, or switch away from {slot} first")
-        existing = self.groups.get(name)
         image = self.settings.image_for(version)
         same = (existing is not None and existing.version == version
                 and all(c.image == image for c in existing.containers))
@@ -141,9 +177,10 @@ class AzurePlatform:
                             environment_name=self.name)
         try:
             state = self.groups.create(name, group, timeout=self.settings.provisioning_timeout)
-        except ExternalServiceError as error:
-            if not error.retryable:
-                self._delete_failed(name)
+        except ProvisioningFailed:
+            # Provisioning itself failed: the Failed group stays in Azure unless deleted. A
+            # refused PUT (403, 409...) created nothing here and deletes nothing.
+            self._delete_failed(name)
             raise
         finally:
             secrets.clear()
@@ -183,7 +220,7 @@ class AzurePlatform:
                         last = ("a container restarted during the health check"
                                 if again is not None else f"{name} disappeared")
                 elif state.running:
-                    last = f"{name} runs but has no FQDN or IP yet"
+                    last = f"{name} runs but has no FQDN yet"
                 else:
                     last = state.describe()
             remaining = (deadline - self._clock.now()).total_seconds()
@@ -195,30 +232,27 @@ class AzurePlatform:
             f"{timeout.total_seconds():g} s: {last}", retryable=True)
 
     def switch(self, slot: Slot) -> None:
-        """Point Front Door at ``slot``; done once the public URL answers from it."""
-        slot = Slot(slot)
-        name = self.settings.group_name(slot.value)
-        state = self.groups.get(name)
-        if state is None or not state.running:
-            raise StepFailure(
-                f"refusing to switch {self.name} to the {slot} slot: "
-                + (f"no container group {name}" if state is None else state.describe()),
-                hint="deploy a version into it and wait until it is ready first")
-        if self.front_door.live() != slot:
-            self.front_door.switch(slot)
-            log.info("%s now points at %s", self.front_door.describe(), slot)
-        self._confirm_public(slot, state.version)
+        """Point Front Door at ``slot``; done once the public URL answers from it steadily."""
+        self._switch(Slot(slot), lambda text: log.info("%s: %s", self.name, text))
+
+    def switch_watched(self, slot: Slot, *, report: Callable[[str], None],
+                       sleep: Callable[[float], None]) -> None:
+        """``switch``, saying how the wait goes through ``report`` (about once a minute) and
+        sleeping only through ``sleep`` (the step's: it raises at the step's deadline)."""
+        with self._sleep.using(sleep):
+            self._switch(Slot(slot), report)
 
     def stop(self, slot: Slot) -> None:
         """Delete the colour's container group (fine if it is gone); never the live one."""
         slot = Slot(slot)
-        if self.front_door.live() == slot:
+        name = self.settings.group_name(slot.value)
+        if self.front_door.live() == slot and _serving(self.groups.get(name)):
             raise StepFailure(f"refusing to stop the {slot} slot of {self.name}: it is the "
                               "live slot", hint=f"switch to {slot.other} first")
-        self.groups.delete(self.settings.group_name(slot.value))
+        self.groups.delete(name)
 
     def slot_url(self, slot: Slot) -> str:
-        """Where the colour's group answers directly (its FQDN, or IP in a subnet)."""
+        """Where the colour's group answers directly (its FQDN)."""
         slot = Slot(slot)
         name = self.settings.group_name(slot.value)
         state = self.groups.get(name)
@@ -250,11 +284,116 @@ class AzurePlatform:
             self._http.close()
         self._clients.close()
 
-    # -- helpers ---------------------------------------------------------------------------
+    # -- the switch ------------------------------------------------------------------------
 
-    def _status(self, slot: Slot) -> SlotStatus:
+    def _switch(self, slot: Slot, report: Callable[[str], None]) -> None:
         name = self.settings.group_name(slot.value)
         state = self.groups.get(name)
+        if state is None or not state.running:
+            raise StepFailure(
+                f"refusing to switch {self.name} to the {slot} slot: "
+                + (f"no container group {name}" if state is None else state.describe()),
+                hint="deploy a version into it and wait until it is ready first")
+        if not state.fqdn:
+            raise StepFailure(f"refusing to switch {self.name} to the {slot} slot: {name} has "
+                              "no FQDN yet", retryable=True)
+        # Front Door's origins must point at this group, or the switch sends traffic nowhere.
+        self.front_door.check_origins(slot, state.fqdn, self.settings.ports[0])
+        if self.front_door.live() != slot:
+            self.front_door.switch(slot)
+            log.info("%s now points at %s", self.front_door.describe(), slot)
+        if self.settings.switch_confirm == "off":
+            return
+        started = self._clock.now()
+        progress = _Progress(self._clock, report, started)
+        self._await_rollout(slot, started, progress)
+        self._confirm_public(slot, state.version, started, progress)
+
+    def _await_rollout(self, slot: Slot, started: datetime, progress: _Progress) -> None:
+        """Wait for Front Door's own ``deploymentStatus`` of the change to be ``Succeeded``."""
+        timeout = self.settings.switch_confirm_timeout
+        while True:
+            status = self.front_door.deployment_status()
+            if status is None or status.lower() == "succeeded":
+                return
+            elapsed = self._clock.now() - started
+            if status.lower() == "failed":
+                raise StepFailure(
+                    f"{self.front_door.describe()} reports deploymentStatus Failed for the "
+                    f"switch to {slot}", hint="Front Door could not deploy the change: look at "
+                    "the route and origins in the Azure portal; the switch is undone")
+            progress.tick(f"Front Door still deploying the switch to {slot} ({status}, "
+                          f"{format_duration(elapsed)})")
+            remaining = (timeout - elapsed).total_seconds()
+            if remaining <= 0:
+                raise StepFailure(
+                    f"{self.front_door.describe()} still reports deploymentStatus {status} "
+                    f"{format_duration(timeout)} after the switch to {slot}", retryable=True,
+                    hint="Front Door may still be propagating; the switch is retried or undone")
+            self._sleep(min(self.settings.poll_interval.total_seconds(), remaining))
+
+    def _confirm_public(self, slot: Slot, version: str | None, started: datetime,
+                        progress: _Progress) -> None:
+        """A stable window of good answers from the public URL: ``switch_confirm_answers`` in
+        a row spanning ``switch_confirm_window``, each on a fresh connection."""
+        settings = self.settings
+        url = self._public_url + self.env.health[0]
+        timeout = settings.switch_confirm_timeout
+        answers = settings.switch_confirm_answers
+        # The window must fit in the time allowed, or no switch could ever be confirmed.
+        window = min(settings.switch_confirm_window, timeout / 2).total_seconds()
+        gap = window / (answers - 1) if answers > 1 else 0.0
+        streak, first_good, last = 0, started, "no answer yet"
+        expected = version or str(slot)
+        while True:
+            good, last = self._probe_public(url, version)
+            now = self._clock.now()
+            if good:
+                first_good = now if streak == 0 else first_good
+                streak += 1
+                span = (now - first_good).total_seconds()
+                if streak >= answers and span >= window:
+                    log.info("%s serves %s (%s) through %s: %d answers over %.0f s", self.name,
+                             slot, version, url, streak, span)
+                    return
+                progress.tick(f"{url} answers from {expected} ({streak} of {answers}, over "
+                              f"{span:.0f} s)")
+            else:
+                streak = 0
+                progress.tick(f"{url} does not answer from {expected} yet: {last} "
+                              f"({format_duration(now - started)})")
+            remaining = (timeout - (now - started)).total_seconds()
+            if remaining <= 0:
+                break
+            wait = gap if streak else settings.poll_interval.total_seconds()
+            if wait > 0:
+                self._sleep(min(wait, remaining))
+        raise StepFailure(
+            f"{self.front_door.describe()} points at {slot}, but {url} did not answer from "
+            f"{expected} {answers} times in a row over {window:g} s within "
+            f"{format_duration(timeout)} (last: {last})", retryable=True,
+            hint="Front Door may still be propagating; the switch is retried or undone")
+
+    def _probe_public(self, url: str, version: str | None) -> tuple[bool, str]:
+        """One answer of the public URL: good, and what it was."""
+        try:
+            response = self._http.get(url, headers=PROBE_HEADERS, timeout=PROBE_TIMEOUT)
+        except httpx.HTTPError as exc:
+            return False, f"{type(exc).__name__}: {exc}".rstrip(": ")
+        if not response.is_success:
+            return False, f"HTTP {response.status_code}"
+        reported = _reported_version(response)
+        if version and reported is not None and not _same_version(reported, version):
+            return False, f"answered by version {reported}"
+        if self.settings.switch_confirm == "version" and version and reported is None:
+            return False, (f"HTTP {response.status_code} without a version (switch_confirm: "
+                           'version needs a JSON answer {"version": "<tag>"})')
+        return True, f"HTTP {response.status_code} from {reported or 'a version that does not say'}"
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _status(self, slot: Slot, state: GroupState | None) -> SlotStatus:
+        name = self.settings.group_name(slot.value)
         if state is None:
             return SlotStatus(slot, False, None, None, detail=f"no container group {name}")
         return SlotStatus(slot, state.running, state.version, self._base_or_none(slot, state),
@@ -290,58 +429,54 @@ class AzurePlatform:
     def _healthy(self, slot: Slot, state: GroupState, path: str) -> tuple[bool, str]:
         url = self._base(slot, state) + path
         try:
-            response = self._http.get(url, timeout=httpx.Timeout(5.0, connect=2.0))
+            response = self._http.get(url, timeout=PROBE_TIMEOUT)
         except httpx.HTTPError as exc:
             return False, f"GET {url}: {type(exc).__name__}: {exc}".rstrip(": ")
-        if response.status_code != 200:
+        if not response.is_success:
             return False, f"GET {url}: HTTP {response.status_code}"
         reported = _reported_version(response)
-        if state.version and reported and reported != state.version:
+        if state.version and reported and not _same_version(reported, state.version):
             return False, f"GET {url}: answered by version {reported}, expected {state.version}"
-        return True, f"GET {url}: 200"
-
-    def _confirm_public(self, slot: Slot, version: str | None) -> None:
-        mode = self.settings.switch_confirm
-        if mode == "off":
-            return
-        url = self._public_url + self.env.health[0]
-        timeout = self.settings.switch_confirm_timeout
-        deadline = self._clock.now() + timeout
-        streak, last = 0, "no answer yet"
-        while True:
-            try:
-                response = self._http.get(url, timeout=httpx.Timeout(5.0, connect=2.0))
-            except httpx.HTTPError as exc:
-                streak, last = 0, f"{type(exc).__name__}: {exc}".rstrip(": ")
-            else:
-                reported = _reported_version(response)
-                if response.status_code != 200:
-                    streak, last = 0, f"HTTP {response.status_code}"
-                elif mode == "version" and version and reported != version:
-                    streak, last = 0, f"answered by version {reported or 'unknown'}"
-                else:
-                    streak += 1
-                    last = f"200 from {reported or 'a version that does not say'}"
-                    if streak >= CONFIRMATIONS:
-                        log.info("%s serves %s (%s) through %s", self.name, slot, version, url)
-                        return
-            remaining = (deadline - self._clock.now()).total_seconds()
-            if remaining <= 0:
-                break
-            gap = CONFIRM_GAP if streak else self.settings.poll_interval.total_seconds()
-            self._sleep(min(gap, remaining))
-        raise StepFailure(
-            f"{self.front_door.describe()} points at {slot}, but {url} did not answer from "
-            f"{version or slot} {CONFIRMATIONS} times in a row within "
-            f"{timeout.total_seconds():g} s (last: {last})", retryable=True,
-            hint="Front Door may still be propagating; the switch is retried or undone")
+        return True, f"GET {url}: {response.status_code}"
 
     def _delete_failed(self, name: str) -> None:
         """A failed provisioning leaves the group behind in Azure: remove it (best effort)."""
         try:
             self.groups.delete(name)
-        except ExternalServiceError as error:
+        except (ExternalServiceError, StepFailure) as error:
             log.warning("could not delete the failed container group %s: %s", name, error)
+
+
+class _Progress:
+    """Progress lines for the thread: the first at once, then at most one per
+    ``REPORT_EVERY``."""
+
+    def __init__(self, clock: Clock, report: Callable[[str], None], started: datetime) -> None:
+        self._clock = clock
+        self._report = report
+        self._next = started
+
+    def tick(self, text: str) -> None:
+        now = self._clock.now()
+        if now >= self._next:
+            self._report(text)
+            self._next = now + REPORT_EVERY
+
+
+def _serving(state: GroupState | None) -> bool:
+    """Whether a colour's group can be serving traffic: it exists, did not fail, and its
+    group runs (a container may be restarting: still treated as serving, to be safe)."""
+    return (state is not None and not state.failed
+            and (state.state or "").lower() == "running")
+
+
+def _same_version(reported: str, version: str) -> bool:
+    """``1.2.3`` and ``v1.2.3`` name the same version."""
+    def bare(text: str) -> str:
+        text = text.strip()
+        return text[1:] if text[:1] in ("v", "V") else text
+
+    return bare(reported) == bare(version)
 
 
 def _reported_version(response: httpx.Response) -> str | None:

@@ -43,8 +43,14 @@ __all__ = [
 ]
 
 COLOURS = ("blue", "green")
-RESERVED_ENV = frozenset({"QLP_SLOT", "QLP_VERSION", "SLOT_NAME"})
-DNS_LABEL_SCOPES = ("TenantReuse", "SubscriptionReuse", "ResourceGroupReuse", "Noreuse")
+# Set by the bot for each colour (build_group): the colour, the version, and the colour's
+# telemetry identity (its cloud role name, which the Logs queries filter on).
+RESERVED_ENV = frozenset({"QLP_SLOT", "QLP_VERSION", "SLOT_NAME", "OTEL_SERVICE_NAME",
+                          "APPLICATIONINSIGHTS_ROLE_NAME"})
+TELEMETRY_ENV = frozenset({"OTEL_SERVICE_NAME", "APPLICATIONINSIGHTS_ROLE_NAME"})
+# Noreuse is refused: the group is re-created at every deployment and would get a new FQDN
+# each time, while Front Door's origin keeps the old one.
+DNS_LABEL_SCOPES = ("TenantReuse", "SubscriptionReuse", "ResourceGroupReuse")
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _RESOURCE_GROUP = re.compile(r"^[-\w.()]{1,89}[-\w()]$")
@@ -325,6 +331,20 @@ class AzureSettings(_Strict):
     One container group per colour, ``<container_group_prefix>-blue`` and ``-green``, pulling
     ``<registry>.azurecr.io/<image>:<version>`` with a user-assigned identity. Front Door picks
     the live colour.
+
+    Each colour gets a public IP whose DNS name is ``<dns_name_label>-<colour>`` (scope
+    ``dns_label_scope``, never ``Unsecure`` or ``Noreuse``); a subnet (``subnet_id``) is
+    refused, since Front Door cannot reach a private IP. The bot sets ``QLP_SLOT``,
+    ``SLOT_NAME``, ``QLP_VERSION``, ``OTEL_SERVICE_NAME`` and ``APPLICATIONINSIGHTS_ROLE_NAME``
+    (the colour's cloud role name, :meth:`role_name`) in each group; ``environment`` may not.
+
+    After a switch the bot waits for Front Door's ``deploymentStatus`` to be ``Succeeded``,
+    then for ``switch_confirm_answers`` (6) good answers in a row from the public URL spanning
+    ``switch_confirm_window`` (60 s; at most half of ``switch_confirm_timeout``), all within
+    ``switch_confirm_timeout`` (30 minutes). ``switch_confirm``: ``status`` (default) counts
+    any 2xx answer whose JSON ``version``, when it has one, is the deployed version (a leading
+    ``v`` ignored); ``version`` requires the answer to name it; ``off`` skips the wait.
+    ``operation_timeout`` bounds each wait for a delete or a Front Door change.
     """
 
     subscription_id: str
@@ -353,8 +373,11 @@ class AzureSettings(_Strict):
     provisioning_timeout: Duration = timedelta(minutes=30)
     ready_timeout: Duration = timedelta(minutes=10)
     max_restarts: int = Field(default=3, ge=0, le=100)
-    switch_confirm: Literal["version", "status", "off"] = "version"
-    switch_confirm_timeout: Duration = timedelta(minutes=10)
+    switch_confirm: Literal["version", "status", "off"] = "status"
+    switch_confirm_timeout: Duration = timedelta(minutes=30)
+    switch_confirm_answers: int = Field(default=6, ge=1, le=100)
+    switch_confirm_window: Duration = timedelta(seconds=60)
+    operation_timeout: Duration = timedelta(minutes=5)
     arm_endpoint: str = "https://management.azure.com"
     managed_identity_client_id: str | None = None
     app_insights: AppInsightsSettings | None = None
@@ -446,6 +469,12 @@ class AzureSettings(_Strict):
         if value.lower() == "unsecure":
             raise ValueError("Unsecure lets anyone take the DNS name once a group is deleted "
                              f"(subdomain takeover); use one of {', '.join(DNS_LABEL_SCOPES)}")
+        if value.lower() == "noreuse":
+            raise ValueError("Noreuse gives the group a new random FQDN at every creation, and "
+                             "the bot re-creates the group at every deployment, so Front "
+                             "Door's origin would keep pointing at a host that no longer "
+                             f"exists; use one of {', '.join(DNS_LABEL_SCOPES)} (the FQDN "
+                             "stays the same across re-creations)")
         raise ValueError(f"{value!r} is not a DNS label scope; use one of "
                          f"{', '.join(DNS_LABEL_SCOPES)}")
 
@@ -464,10 +493,18 @@ class AzureSettings(_Strict):
     @field_validator("subnet_id")
     @classmethod
     def _subnet(cls, value: str | None) -> str | None:
-        if value is not None and not _SUBNET_ID.match(value):
+        if value is None:
+            return value
+        if not _SUBNET_ID.match(value):
             raise ValueError(f"{value!r} is not a subnet resource ID (/subscriptions/.../"
                              "providers/Microsoft.Network/virtualNetworks/<vnet>/subnets/<name>)")
-        return value
+        # Every environment sits behind front_door, and Front Door cannot route to a private
+        # IP in a virtual network; an ACI private IP also changes at every re-creation, and
+        # nothing here would update the origin.
+        raise ValueError("a container group in a subnet gets a private IP, which Front Door "
+                         "cannot reach (it routes only to public origins) and which changes "
+                         "at every re-creation; remove subnet_id and set dns_name_label (a "
+                         "public IP with a stable DNS name that the origins point at)")
 
     @field_validator("environment", "secrets")
     @classmethod
@@ -475,6 +512,10 @@ class AzureSettings(_Strict):
         for name in values:
             if not _ENV_NAME.match(name):
                 raise ValueError(f"{name!r} is not an environment variable name")
+            if name in TELEMETRY_ENV:
+                raise ValueError(f"{name} is set by the bot to each colour's cloud role name "
+                                 "(<role_name_prefix>-<colour>, the name the Logs queries "
+                                 "filter on); change app_insights.role_name_prefix instead")
             if name in RESERVED_ENV:
                 raise ValueError(f"{name} is set by the bot for each colour; "
                                  f"do not set {', '.join(sorted(RESERVED_ENV))}")
@@ -498,15 +539,20 @@ class AzureSettings(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> AzureSettings:
-        if (self.dns_name_label is None) == (self.subnet_id is None):
-            raise ValueError("set exactly one of dns_name_label (a public IP with a DNS name, "
-                             "which Front Door can reach) and subnet_id (a private IP in a "
-                             "delegated subnet)")
+        if self.dns_name_label is None:
+            raise ValueError("dns_name_label is required: each colour gets a public IP with the "
+                             "DNS name <dns_name_label>-<colour>, which Front Door's origins "
+                             "point at")
         both = set(self.environment) & set(self.secrets)
         if both:
             raise ValueError(f"{', '.join(sorted(both))} is in both environment and secrets")
         if self.poll_interval <= timedelta(0):
             raise ValueError("poll_interval must be positive")
+        for key in ("switch_confirm_timeout", "operation_timeout"):
+            if getattr(self, key) <= timedelta(0):
+                raise ValueError(f"{key} must be positive")
+        if self.switch_confirm_window < timedelta(0):
+            raise ValueError("switch_confirm_window cannot be negative")
         if self.max_backup_age <= timedelta(0):
             raise ValueError("max_backup_age must be positive (e.g. 26h)")
         return self
