@@ -39,6 +39,7 @@ from procedures.platforms.azure.settings import parse_secret_ref
 from procedures.platforms.base import Platform
 from procedures.policy import Environment
 from tests.azure.arm_double import SUBSCRIPTION, TOKEN, ArmDouble
+from tests.azure.fresh_world import colour_fqdns
 
 pytestmark = pytest.mark.slow  # starts HTTPS and HTTP servers
 
@@ -147,10 +148,16 @@ def double(certificate: tuple[Path, Path]) -> Iterator[ArmDouble]:
     arm.add_secret("database-url", DB_URL)
     arm.add_secret("openai-key", "an-old-key", version="00000000000000000000000000000001")
     arm.add_secret("openai-key", OPENAI_KEY, version="00000000000000000000000000000002")
+    # The origins point at the FQDNs the colours' groups get (port 8080), as a user sets them
+    # up; the route points at green, where nothing runs yet.
+    fqdns = colour_fqdns("qlp-prod", "eastus")
+    for colour, host in fqdns.items():
+        arm.add_origin(RG, "qlp-frontdoor", f"qlp-{colour}-og", f"qlp-{colour}", host=host,
+                       enabled=True)
     arm.add_route(RG, "qlp-frontdoor", "qlp-endpoint", "default-route", "qlp-green-og")
     arm.add_classic_front_door(RG, "qlp-classic-fd", rule="default-routing-rule",
                                pools={"blue": "qlp-blue-pool", "green": "qlp-green-pool"},
-                               live="blue")
+                               live="blue", hosts=fqdns, http_port=8080)
     yield arm
     arm.stop()
 
@@ -269,11 +276,12 @@ def test_blue_green_cycle_on_front_door_standard(make_platform: Callable[..., Ha
     typed: Platform = platform  # AzurePlatform satisfies the Platform protocol
     assert typed is platform
 
-    # The route points at green's origin group, where nothing runs yet.
+    # The route points at green's origin group, where nothing runs yet: nothing is live.
     state = platform.traffic()
-    assert state.live is Slot.GREEN
+    assert state.live is None
     assert not state.slots[Slot.BLUE].running and not state.slots[Slot.GREEN].running
     assert state.slots[Slot.BLUE].detail == "no container group qlp-blue"
+    assert "routes here, but nothing serves yet" in state.slots[Slot.GREEN].detail
 
     # Create blue: a PUT, then the Azure-AsyncOperation polled (InProgress twice), a final GET.
     status = platform.deploy(Slot.BLUE, "v1.2.2")
@@ -300,6 +308,8 @@ def test_blue_green_cycle_on_front_door_standard(make_platform: Callable[..., Ha
     assert variables["QLP_MODE"] == {"name": "QLP_MODE", "value": "production"}
     assert variables["SLOT_NAME"]["value"] == "blue"
     assert variables["QLP_VERSION"]["value"] == "v1.2.2"
+    assert variables["OTEL_SERVICE_NAME"]["value"] == "qlp-blue"  # the colour's role name
+    assert variables["APPLICATIONINSIGHTS_ROLE_NAME"]["value"] == "qlp-blue"
 
     # Ready: running, and the health path answers 200 with v1.2.2 through the group's FQDN.
     ready = platform.wait_ready(Slot.BLUE, timedelta(minutes=5))
@@ -319,7 +329,7 @@ def test_blue_green_cycle_on_front_door_standard(make_platform: Callable[..., Ha
     assert double.route_origin_group("qlp-frontdoor", "qlp-endpoint", "default-route") == \
         "qlp-blue-og"
     public = [p for p in app.requests if p.startswith("/public/")]
-    assert len(public) == 5  # two stale answers from green, then three from blue in a row
+    assert len(public) == 8  # two stale answers from green, then six from blue in a row
     state = platform.traffic()
     assert state.live is Slot.BLUE and state.live_version == "v1.2.2"
 
@@ -348,7 +358,9 @@ def test_blue_green_cycle_on_front_door_standard(make_platform: Callable[..., Ha
     # Every ARM request carried the token; the credential was asked for ARM's scope.
     assert all(c.authorized for c in double.calls if c.kind != "secret")
     assert ("https://management.azure.com/.default",) in credential.scopes
-    assert all(s <= 2 for s in fake_time.sleeps)
+    # Waits: polls (poll_interval 2 s) and the confirmation window's gaps: half the 1 minute
+    # switch_confirm_timeout over six answers, 6 s apart.
+    assert set(fake_time.sleeps) <= {2, 6}
 
 
 def test_deploying_the_same_version_again_changes_nothing(
@@ -378,7 +390,8 @@ def test_deploying_the_same_version_again_changes_nothing(
 def test_classic_front_door_switch_writes_the_whole_object(
         make_platform: Callable[..., Harness], double: ArmDouble) -> None:
     platform, app, _ = make_platform("classic")
-    assert platform.traffic().live is Slot.BLUE  # the rule forwards to qlp-blue-pool
+    # The rule forwards to qlp-blue-pool, where nothing runs: nothing is live yet.
+    assert platform.traffic().live is None
     platform.deploy(Slot.GREEN, "v1.2.3")
     platform.wait_ready(Slot.GREEN, timedelta(minutes=5))
     before = json.loads(json.dumps(double.front_doors["qlp-classic-fd"]))
@@ -404,12 +417,13 @@ def test_classic_front_door_switch_writes_the_whole_object(
 
 def test_standard_front_door_switch_by_origins(make_platform: Callable[..., Harness],
                                                double: ArmDouble) -> None:
-    double.add_origin(RG, "qlp-frontdoor", "qlp-og", "qlp-blue", host="blue.example",
+    fqdns = colour_fqdns("qlp-prod", "eastus")
+    double.add_origin(RG, "qlp-frontdoor", "qlp-og", "qlp-blue", host=fqdns["blue"],
                       enabled=True)
-    double.add_origin(RG, "qlp-frontdoor", "qlp-og", "qlp-green", host="green.example",
+    double.add_origin(RG, "qlp-frontdoor", "qlp-og", "qlp-green", host=fqdns["green"],
                       enabled=False, weight=1)
     platform, _, _ = make_platform("origins")
-    assert platform.traffic().live is Slot.BLUE
+    assert platform.traffic().live is None  # blue's origin is enabled, but no group runs
     platform.deploy(Slot.GREEN, "v1.2.3")
     platform.wait_ready(Slot.GREEN, timedelta(minutes=5))
 
@@ -576,7 +590,14 @@ def test_settings_accept_the_seed_values(double: ArmDouble) -> None:
      "environments.production.azure.secrets.DB", "https only"),
     ({"subnet_id": "/subscriptions/s/resourceGroups/r/providers/Microsoft.Network/"
                    "virtualNetworks/v/subnets/aci"},
-     "environments.production.azure", "exactly one of dns_name_label"),
+     "environments.production.azure.subnet_id", "Front Door cannot reach"),
+    ({"dns_name_label": None}, "environments.production.azure", "dns_name_label is required"),
+    ({"dns_label_scope": "Noreuse"}, "environments.production.azure.dns_label_scope",
+     "new random FQDN at every creation"),
+    ({"environment": {"OTEL_SERVICE_NAME": "qlp"}},
+     "environments.production.azure.environment", "cloud role name"),
+    ({"secrets": {"APPLICATIONINSIGHTS_ROLE_NAME": "https://kv.vault.azure.net/secrets/x"}},
+     "environments.production.azure.secrets", "role_name_prefix"),
     ({"cpu": 0}, "environments.production.azure.cpu", "greater than 0"),
     ({"subscription_id": "prod"}, "environments.production.azure.subscription_id", "GUID"),
     ({"environment": {"QLP_SLOT": "x"}}, "environments.production.azure.environment",
@@ -603,14 +624,18 @@ def test_secret_reference_forms() -> None:
         parse_secret_ref("@Microsoft.KeyVault(VaultName=prod-qlp-kv)")
 
 
-def test_a_subnet_group_gets_a_private_ip(double: ArmDouble) -> None:
-    subnet = (f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RG}/providers/Microsoft.Network/"
-              "virtualNetworks/qlp-vnet/subnets/aci")
-    settings = parse_azure_settings(azure_section(double, dns_name_label=None, subnet_id=subnet))
-    body = build_group(settings, "blue", "v1.2.3", {}, environment_name="production").serialize()
-    assert body["properties"]["ipAddress"]["type"] == "Private"
-    assert "dnsNameLabel" not in body["properties"]["ipAddress"]
-    assert body["properties"]["subnetIds"] == [{"id": subnet}]
+def test_the_group_carries_each_colours_telemetry_identity(double: ArmDouble) -> None:
+    settings = parse_azure_settings(azure_section(
+        double, app_insights={"workspace_id": "11111111-2222-3333-4444-555555555555"}))
+    body = build_group(settings, "green", "v1.2.3", {}, environment_name="production"
+                       ).serialize()
+    variables = env_vars(body)
+    assert variables["OTEL_SERVICE_NAME"]["value"] == settings.role_name("green")
+    assert variables["APPLICATIONINSIGHTS_ROLE_NAME"]["value"] == settings.role_name("green")
+    assert variables["QLP_SLOT"]["value"] == "green"
+    address = body["properties"]["ipAddress"]
+    assert address["type"] == "Public" and "subnetIds" not in body["properties"]
+    assert address["autoGeneratedDomainNameLabelScope"] == "TenantReuse"
 
 
 def test_azure_errors_are_translated() -> None:
