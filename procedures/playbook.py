@@ -38,6 +38,9 @@ class MetricsSource(Protocol):
     """Error and latency figures of one slot, from the platform's own monitoring.
 
     ``None`` means no data: the caller must treat that as inconclusive, never as a pass.
+    A source whose monitoring cannot be read (no permission, a query error, a partial
+    result) raises :class:`~procedures.errors.MetricsUnavailable` instead, carrying the
+    platform's code and message: inconclusive too, but the caller shows that reason.
     """
 
     def error_count(self, slot: Slot, since: datetime) -> int | None: ...

@@ -21,6 +21,9 @@ its reason:
    exceed ``error_threshold``. Error data is cumulative, so the newest sample that has any is
    used. When *no* sample has error data the rule is **inconclusive**: the verdict is neither
    ok nor a rollback, and the caller must not treat it as a pass (it holds, pages or fails).
+   A sample whose metrics could not be read (``Sample.unavailable``: a 403, a query error, a
+   partial result, with the platform's code and message) is no data too, but the verdict says
+   why instead of "no error data".
 4. **Response-time ratio** (when ``response_time_ratio`` is set and a baseline has
    ``response_ms_p50``): roll back when the median of the last 3 samples exceeds that many times
    the baseline's median.
@@ -97,7 +100,8 @@ class Sample:
     """One monitoring check: the health probe, and the platform's counts since the switch.
 
     ``errors`` and ``requests`` are cumulative since the switch; None means the platform had
-    no data at that moment.
+    no data at that moment. ``unavailable`` is why the platform's metrics could not be read
+    at all (``MetricsUnavailable.reason``: Azure's code and message), None when they could.
     """
 
     at: datetime
@@ -105,6 +109,7 @@ class Sample:
     response_ms: float
     errors: int | None
     requests: int | None = None
+    unavailable: str | None = None
 
 
 @dataclass(frozen=True)
@@ -165,6 +170,11 @@ def evaluate(
         return Verdict(False, False, "; ".join(breaches))
     summary = summarize(samples)
     if summary.errors is None:
+        why = next((s.unavailable for s in reversed(samples) if s.unavailable), None)
+        if why is not None:
+            return Verdict(False, True,
+                           f"the platform's metrics could not be read ({why}): the error rule "
+                           f"is inconclusive ({summary.describe()})")
         return Verdict(False, True,
                        f"no error data from the platform: the error rule is inconclusive "
                        f"({summary.describe()})")

@@ -33,7 +33,7 @@ from procedures.checks.findings import CheckVerdict, Finding
 from procedures.checks.http import HttpChecker, Probe
 from procedures.checks.slow_queries import SlowQueryCheck
 from procedures.durations import format_duration
-from procedures.errors import ExternalServiceError, QlpError, StepFailure
+from procedures.errors import ExternalServiceError, MetricsUnavailable, QlpError, StepFailure
 from procedures.model import Slot
 from procedures.platforms.base import Platform
 from procedures.playbook import MetricsSource
@@ -295,10 +295,29 @@ def _nothing_live(ctx: CheckContext, name: str, title: str) -> Checked:
 
 
 def _errors(ctx: CheckContext, live: Slot, live_version: str | None) -> Checked:
-    """The live slot's errors over the last five minutes, against the policy's threshold."""
+    """The live slot's errors over the last five minutes, against the policy's threshold.
+
+    No data (``None``) and monitoring that cannot be read (``MetricsUnavailable``: a 403, a
+    query error, a partial result...) are both inconclusive and stop the step, each with its
+    own reason: the latter names Azure's code and message and what fixes it."""
     threshold = ctx.policy.monitoring.error_threshold
     window = format_duration(PRE_DEPLOY_ERROR_WINDOW)
-    errors = ctx.metrics.error_count(live, ctx.now() - PRE_DEPLOY_ERROR_WINDOW)
+    try:
+        errors = ctx.metrics.error_count(live, ctx.now() - PRE_DEPLOY_ERROR_WINDOW)
+    except MetricsUnavailable as exc:
+        # Not "no data": the monitoring could not be read, and the reason (Azure's code and
+        # message, and the fix) is what the approver needs to see.
+        said = (f"{exc.service} could not be read for the live {live} slot over the last "
+                f"{window}: {exc.reason}")
+        ctx.report(f"{said}: inconclusive.")
+        failure = StepFailure(
+            f"the errors of the live {live} slot of {ctx.environment_name} are unknown: "
+            f"{said}; a deployment never starts on unknown error data",
+            retryable=exc.retryable,
+            hint=exc.fix or "check the platform's monitoring, then ask again")
+        failure.__cause__ = exc
+        return Checked(_finding(ctx, "errors", "Recent errors", CheckVerdict.INCONCLUSIVE, said),
+                       failure=failure)
     if errors is None:
         ctx.report(f"No error data for the live {live} slot over the last {window}: "
                    "inconclusive.")

@@ -29,14 +29,14 @@ from procedures.playbook import MetricsSource, ProvidesLatency
 from procedures.playbooks import standard_playbook
 from procedures.playbooks.standard import MIN_LATENCY_REQUESTS
 from tests.azure.arm_double import SUBSCRIPTION, ArmDouble
+from tests.azure.arm_double.logs import DEFAULT_COMPONENT
 from tests.azure.test_azure_platform import StaticTokenCredential
 from tests.playbooks.test_standard_steps import StepRunner, step_policy
 
 pytestmark = pytest.mark.slow  # starts an HTTPS server
 
 WORKSPACE = "11111111-2222-3333-4444-555555555555"
-COMPONENT = (f"/subscriptions/{SUBSCRIPTION}/resourceGroups/prod-qlp-rg/providers/"
-             "Microsoft.Insights/components/qlp-ai")
+COMPONENT = DEFAULT_COMPONENT
 NOW = datetime(2026, 12, 1, 11, 0, tzinfo=UTC)
 
 

@@ -11,10 +11,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from azure.core.exceptions import HttpResponseError
 
-from procedures.errors import ExternalServiceError
+from procedures.errors import ExternalServiceError, MetricsUnavailable
 from procedures.model import Slot
-from procedures.platforms.azure import AzurePlatform
+from procedures.platforms.azure import AzurePlatform, platform_metrics
 from procedures.platforms.azure.platform_metrics import (
     ContainerGroupMetrics,
     ContainerUsage,
@@ -22,6 +23,7 @@ from procedures.platforms.azure.platform_metrics import (
     monitor_client,
 )
 from tests.azure.arm_double import SUBSCRIPTION, ArmDouble, set_metrics
+from tests.azure.arm_double.authz import RESOURCE_GROUP_ID
 from tests.azure.test_azure_platform import RG
 
 pytestmark = pytest.mark.slow  # starts an HTTPS server
@@ -123,3 +125,50 @@ def test_the_reader_on_its_own_and_a_non_azure_platform(make_platform: Callable[
     assert usage.cpu_avg == 1000.0 and usage.memory_avg is None
     assert usage.describe().startswith("qlp-green over the last 5 min: CPU 1000 millicores")
     assert live_usage(object(), Slot.BLUE, NOW) is None
+
+
+# -- what Azure Monitor refuses is named, never "no data" -------------------------------------
+
+
+def test_an_unknown_metric_name_is_refused_and_named(make_platform: Callable[..., AzurePlatform],
+                                                     double: ArmDouble,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    platform = make_platform()
+    monkeypatch.setattr(platform_metrics, "METRIC_NAMES", "CpuUsage,memory_usage_bytes")
+    with pytest.raises(MetricsUnavailable) as caught:
+        live_usage(platform, Slot.BLUE, NOW)
+    assert caught.value.code == "BadRequest" and not caught.value.retryable
+    assert caught.value.reason == (
+        "BadRequest (the metrics request is the bot's: report it): qlp-blue: Failed to find "
+        "metric configuration for provider: Microsoft.ContainerInstance, resource Type: "
+        "containerGroups, metric: memory_usage_bytes, Valid metrics: CpuUsage,MemoryUsage,"
+        "NetworkBytesReceivedPerSecond,NetworkBytesTransmittedPerSecond")
+    # The seed's percentile aggregation is no metrics aggregation either.
+    monkeypatch.setattr(platform_metrics, "METRIC_NAMES", "CpuUsage")
+    client = monitor_client(platform._clients)
+    try:
+        with pytest.raises(HttpResponseError, match="Invalid aggregation type: Percentile95"):
+            client.metrics.list(group_id("qlp-blue"), metricnames="CpuUsage",
+                                aggregation="Average,Percentile95")
+        # A PostgreSQL flexible server publishes its own names.
+        server = group_id("x").replace("Microsoft.ContainerInstance/containerGroups/x",
+                                       "Microsoft.DBforPostgreSQL/flexibleServers/qlp-prod-db")
+        assert client.metrics.list(server, metricnames="active_connections,cpu_percent")
+        with pytest.raises(HttpResponseError, match="metric: connections_active, Valid metrics: "
+                                            "active_connections,"):
+            client.metrics.list(server, metricnames="connections_active")
+    finally:
+        client.close()
+
+
+def test_no_monitoring_reader_names_the_role(make_platform: Callable[..., AzurePlatform],
+                                             double: ArmDouble) -> None:
+    platform = make_platform()
+    double.revoke(RESOURCE_GROUP_ID, "Monitoring Reader")
+    with pytest.raises(MetricsUnavailable) as caught:
+        live_usage(platform, Slot.BLUE, NOW)
+    assert caught.value.code == "AuthorizationFailed"
+    assert caught.value.reason.startswith(
+        "AuthorizationFailed (grant the bot's identity Monitoring Reader (or Reader) on "
+        "qlp-blue): qlp-blue: The client")
+    assert "'Microsoft.Insights/metrics/read'" in caught.value.detail

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -90,6 +91,19 @@ CASES = {
                                           reason="no error data from the platform: the error "
                                                  "rule is inconclusive (3 checks, 0 failed, "
                                                  "p95 100 ms, no error data)"),
+    "unreadable metrics are inconclusive with their reason": Case(
+        [dataclasses.replace(sample, unavailable=(
+            "SemanticError (the query is the bot's: report it): 'where' operator: Failed to "
+            "resolve column or scalar expression named 'Sucess'"))
+         for sample in series("+++", errors=None)], outcome="inconclusive",
+        reason="the platform's metrics could not be read (SemanticError (the query is the "
+               "bot's: report it): 'where' operator: Failed to resolve column or scalar "
+               "expression named 'Sucess'): the error rule is inconclusive (3 checks, 0 "
+               "failed, p95 100 ms, no error data)"),
+    "a reading after an unreadable one decides": Case(
+        [dataclasses.replace(series("+", errors=None)[0], unavailable="PartialError: x"),
+         *series("++", errors=12)[1:]], outcome="rollback",
+        reason="12 errors since the switch (> 10 allowed)"),
     "newest data counts when the last sample has none": Case(
         series("+++", errors=[0, 12, None]), outcome="rollback",
         reason="12 errors since the switch (> 10 allowed)"),

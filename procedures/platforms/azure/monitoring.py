@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
     from azure.monitor.query import LogsQueryClient
 
-__all__ = ["LATENCY_SOURCE", "AzureMetrics", "RequestCounts", "logs_failure",
+__all__ = ["LATENCY_SOURCE", "AzureMetrics", "RequestCounts", "innermost_error", "logs_failure",
            "request_counts_query"]
 
 log = logging.getLogger(__name__)
@@ -240,7 +240,7 @@ def logs_failure(exc: AzureError, insights: AppInsightsSettings,
                                   code=error.code or type(exc).__name__,
                                   retryable=error.retryable, retry_after=error.retry_after)
     status = exc.status_code
-    code, detail = _innermost(exc)
+    code, detail = innermost_error(exc)
     workspace = insights.workspace_id is not None
     fix: str | None
     if status in (401, 403):
@@ -262,7 +262,7 @@ def logs_failure(exc: AzureError, insights: AppInsightsSettings,
                               retryable=error.retryable, retry_after=error.retry_after)
 
 
-def _innermost(exc: HttpResponseError) -> tuple[str | None, str]:
+def innermost_error(exc: HttpResponseError) -> tuple[str | None, str]:
     """(code, message) of the error an Azure answer carries: for Log Analytics' nested
     ``innererror`` chain, the first inner code (``SemanticError``) with the deepest message
     (``'where' operator: Failed to resolve column ...``); else the top-level code and message."""
@@ -324,13 +324,15 @@ def _partial_detail(error: Any) -> str:
     "There were some errors when processing your query.")."""
     messages: list[str] = []
     for detail in getattr(error, "details", None) or []:
-        inner = detail
-        while isinstance(inner, dict) and isinstance(inner.get("innererror"), dict):
+        inner = detail  # the SDK's details are mappings, not always plain dicts
+        while isinstance(inner, Mapping) and isinstance(inner.get("innererror"), Mapping):
             inner = inner["innererror"]
-        if isinstance(inner, dict) and inner.get("message"):
+        if isinstance(inner, Mapping) and inner.get("message"):
             messages.append(str(inner["message"]))
     outer = str(getattr(error, "message", None) or "a partial result")
-    return " ".join((outer + (": " + "; ".join(messages) if messages else "")).split())
+    if messages:
+        outer = f"{outer.rstrip('.')}: {'; '.join(messages)}"
+    return " ".join(outer.split())
 
 
 def _milliseconds(value: Any) -> float | None:

@@ -8,7 +8,11 @@ and reduces the points to a :class:`ContainerUsage`: the mean of the per-minute 
 highest per-minute maximum, next to what the group was given (``cpu`` cores, ``memory_gb``).
 
 Empty ``timeseries`` or points without values mean **no data** (``None``), never zero: a
-usage with neither figure is ``inconclusive``. Azure Monitor metrics arrive a few minutes late,
+usage with neither figure is ``inconclusive``. A request Azure Monitor refuses is not "no data"
+either: it raises :class:`~procedures.errors.MetricsUnavailable` with Azure's code and message
+and the fix (403 ``AuthorizationFailed``: Monitoring Reader on the group; 400 ``BadRequest``,
+e.g. "Failed to find metric configuration ... metric: X": the request is the bot's), which
+``final_validation`` shows on the finding. Azure Monitor metrics arrive a few minutes late,
 so the newest minutes are often empty; that is why the window is wide.
 
 The figures are **evidence, not a gate**: ``final_validation`` reports them for the live colour
@@ -25,10 +29,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from azure.core.exceptions import AzureError
+from azure.core.exceptions import AzureError, HttpResponseError
 
+from procedures.errors import MetricsUnavailable
 from procedures.model import Slot
 from procedures.platforms.azure.errors import translate
+from procedures.platforms.azure.monitoring import innermost_error
 from procedures.platforms.azure.settings import AzureSettings
 
 if TYPE_CHECKING:
@@ -144,7 +150,8 @@ class ContainerGroupMetrics:
 
     def usage(self, colour: str, end: datetime,
               window: timedelta = DEFAULT_WINDOW) -> ContainerUsage:
-        """The colour's usage over ``window`` up to ``end``; raises ExternalServiceError."""
+        """The colour's usage over ``window`` up to ``end``; raises MetricsUnavailable (an
+        ExternalServiceError) when Azure Monitor refuses or fails."""
         group = self.settings.group_name(colour)
         start = end - window
         try:
@@ -157,7 +164,7 @@ class ContainerGroupMetrics:
                 metricnamespace=METRIC_NAMESPACE,
             )
         except AzureError as exc:
-            raise translate(exc, service=SERVICE, what=f"read CPU and memory of {group}") from exc
+            raise self._failure(exc, colour) from exc
         figures: dict[str, float | None] = {}
         points = 0
         for metric in getattr(response, "value", None) or []:
@@ -178,11 +185,33 @@ class ContainerGroupMetrics:
             memory_avg=figures.get("memory_avg"), memory_max=figures.get("memory_max"))
 
 
+    def _failure(self, exc: AzureError, colour: str) -> MetricsUnavailable:
+        group = self.settings.group_name(colour)
+        error = translate(exc, service=SERVICE, what=f"read CPU and memory of {group}")
+        status = exc.status_code if isinstance(exc, HttpResponseError) else None
+        if status is None or not isinstance(exc, HttpResponseError):
+            return MetricsUnavailable(SERVICE, error.message.split(": ", 1)[-1],
+                                      code=error.code or type(exc).__name__,
+                                      retryable=error.retryable, retry_after=error.retry_after)
+        code, detail = innermost_error(exc)
+        fixes = {
+            401: f"grant the bot's identity Monitoring Reader (or Reader) on {group}",
+            403: f"grant the bot's identity Monitoring Reader (or Reader) on {group}",
+            400: "the metrics request is the bot's: report it",
+            404: f"the container group {group} does not exist (yet)",
+        }
+        fix = fixes.get(status) or ("Azure Monitor is busy or failing: ask again"
+                                    if error.retryable else None)
+        return MetricsUnavailable(SERVICE, f"{group}: {detail}", code=code or f"HTTP{status}",
+                                  fix=fix, retryable=error.retryable,
+                                  retry_after=error.retry_after)
+
+
 def live_usage(platform: object, slot: Slot, end: datetime,
                window: timedelta = DEFAULT_WINDOW) -> ContainerUsage | None:
     """The usage of ``slot``'s group when ``platform`` is an ``AzurePlatform``, else None.
 
-    Raises ExternalServiceError when Azure Monitor cannot answer.
+    Raises MetricsUnavailable (an ExternalServiceError) when Azure Monitor cannot answer.
     """
     from procedures.platforms.azure.platform import AzurePlatform
 

@@ -39,7 +39,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tests.azure.arm_double.core import SUBSCRIPTION, Answer, ArmCore, Request, Route, _error
+from tests.azure.arm_double.authz import COMPONENT_ID, WORKSPACE_ID
+from tests.azure.arm_double.core import Answer, ArmCore, Request, Route, _error
 from tests.azure.arm_double.kql import (
     KqlError,
     NotImplementedInDouble,
@@ -48,10 +49,9 @@ from tests.azure.arm_double.kql import (
 )
 
 DEFAULT_WORKSPACE_GUID = "11111111-2222-3333-4444-555555555555"
-DEFAULT_WORKSPACE = (f"/subscriptions/{SUBSCRIPTION}/resourceGroups/prod-qlp-rg/providers/"
-                     "Microsoft.OperationalInsights/workspaces/qlp-logs")
-DEFAULT_COMPONENT = (f"/subscriptions/{SUBSCRIPTION}/resourceGroups/prod-qlp-rg/providers/"
-                     "Microsoft.Insights/components/qlp-ai")
+# The test world's workspace and component: the ones the bot's roles are granted on.
+DEFAULT_WORKSPACE = WORKSPACE_ID
+DEFAULT_COMPONENT = COMPONENT_ID
 
 # Azure Monitor Logs reference, table AppRequests (workspace-based Application Insights).
 APP_REQUESTS = Schema("AppRequests", (
