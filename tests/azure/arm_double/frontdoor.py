@@ -13,9 +13,11 @@ Like Azure Front Door, a write is two things that end at different times:
   ``served_origins``/``served_origin``, ``classic_served_pool``), while the resource already
   reads the new one (``route_origin_group``, ``origin``, ``classic_pool``).
 
-Validation follows the ``Microsoft.Cdn`` REST definitions (``RouteUpdatePropertiesParameters``,
-``AFDOriginUpdatePropertiesParameters``): unknown properties, enum values and ranges (weight
-1..1000, priority 1..5, ports 1..65535) are refused with 400 ``BadRequest``; a route may only
+The PATCH bodies are validated against the published ``Microsoft.Cdn`` definitions kept in
+``tests/azure/specs`` (``RouteUpdateParameters``, ``AFDOriginUpdateParameters``, through
+``tests.azure.spec_validation``): unknown or read-only properties, enum values and ranges
+(weight 1..1000, priority 1..5, ports 1..65535) are refused with 400 ``BadRequest``; a route may
+only
 point at an existing origin group of its own profile that has an enabled origin (AFD's message:
 "Please make sure that the originGroup is created successfully and at least one enabled origin
 is created under the origin group.", reported in Azure/bicep#12276).
@@ -49,25 +51,11 @@ from tests.azure.arm_double.core import (
 
 CDN = RG_PATTERN + r"Microsoft\.Cdn/profiles/(?P<profile>[^/]+)/"
 
-# The writable properties of the PATCH bodies, from the Microsoft.Cdn definitions
-# (RouteUpdatePropertiesParameters, AFDOriginUpdatePropertiesParameters); read-only ones are
-# ignored like ARM does, anything else is refused.
-ROUTE_WRITABLE = frozenset({
-    "customDomains", "originGroup", "originPath", "ruleSets", "supportedProtocols",
-    "patternsToMatch", "cacheConfiguration", "forwardingProtocol", "linkToDefaultDomain",
-    "httpsRedirect", "enabledState"})
-ROUTE_READ_ONLY = frozenset({"endpointName", "provisioningState", "deploymentStatus"})
-ORIGIN_WRITABLE = frozenset({
-    "azureOrigin", "hostName", "httpPort", "httpsPort", "originHostHeader", "priority",
-    "weight", "sharedPrivateLinkResource", "enabledState", "enforceCertificateNameCheck",
-    "certificateNameCheckValidationMode", "customCertificateSubjects"})
-ORIGIN_READ_ONLY = frozenset({"originGroupName", "provisioningState", "deploymentStatus"})
 ENABLED = ("Enabled", "Disabled")
-ROUTE_ENUMS: dict[str, tuple[str, ...]] = {
+# Enum values, to store them as the service spells them.
+ENUMS: dict[str, tuple[str, ...]] = {
     "forwardingProtocol": ("HttpOnly", "HttpsOnly", "MatchRequest"),
     "linkToDefaultDomain": ENABLED, "httpsRedirect": ENABLED, "enabledState": ENABLED}
-ORIGIN_RANGES = {"weight": (1, 1000), "priority": (1, 5), "httpPort": (1, 65535),
-                 "httpsPort": (1, 65535)}
 ORIGIN_GROUP_MISSING = ("Please make sure that the originGroup is created successfully and at "
                         "least one enabled origin is created under the origin group.")
 
@@ -88,12 +76,6 @@ class _Change:
 
 def _bad_request(message: str) -> Answer:
     return _error(400, "BadRequest", message)
-
-
-def _unknown_member(name: str, type_name: str) -> Answer:
-    # The message .NET resource providers give for a member their contract does not have.
-    return _bad_request(f"Could not find member '{name}' on object of type '{type_name}'. "
-                        f"Path 'properties.{name}'.")
 
 
 class FrontDoorMixin(ArmCore):
@@ -155,9 +137,10 @@ class FrontDoorMixin(ArmCore):
 
     def add_classic_front_door(self, rg: str, name: str, *, rule: str,
                                pools: dict[str, str], live: str,
-                               hosts: dict[str, str] | None = None) -> None:
+                               hosts: dict[str, str] | None = None, http_port: int = 80) -> None:
         """A classic Front Door whose routing rule ``rule`` forwards to pool ``pools[live]``;
-        each pool has one backend at ``hosts[colour]`` (default ``<pool>.example.net``)."""
+        each pool has one backend at ``hosts[colour]`` (default ``<pool>.example.net``) and
+        ``http_port``."""
         fd_id = f"{self.rg_path(rg)}/Microsoft.Network/frontdoors/{name}"
         hosts = hosts or {}
         backend_pools = [{
@@ -165,7 +148,8 @@ class FrontDoorMixin(ArmCore):
             "type": "Microsoft.Network/Frontdoors/BackendPools",
             "properties": {
                 "backends": [{"address": hosts.get(colour, f"{pool}.example.net"),
-                              "httpPort": 80, "httpsPort": 443, "priority": 1, "weight": 50,
+                              "httpPort": http_port, "httpsPort": 443, "priority": 1,
+                              "weight": 50,
                               "enabledState": "Enabled",
                               "backendHostHeader": hosts.get(colour, f"{pool}.example.net")}],
                 "loadBalancingSettings": {"id": f"{fd_id}/loadBalancingSettings/lb"},
@@ -478,14 +462,10 @@ class FrontDoorMixin(ArmCore):
         route = self.routes.get(key)
         if route is None:
             return _error(404, "NotFound", f"Route {match['route']} was not found.")
-        if not isinstance(body, dict) or not isinstance(body.get("properties", {}), dict):
-            return _bad_request("The request body must be a JSON object with 'properties'.")
-        unknown = sorted(set(body) - {"properties"})
-        if unknown:
-            return _bad_request(f"Could not find member '{unknown[0]}' on object of type "
-                                f"'RouteUpdateParameters'. Path '{unknown[0]}'.")
-        changes = {k: v for k, v in (body.get("properties") or {}).items()
-                   if k not in ROUTE_READ_ONLY}
+        invalid = _invalid(body, "RouteUpdateParameters")
+        if invalid is not None:
+            return invalid
+        changes = _canonical(dict(body.get("properties") or {}))
         problem = self._route_problem(match, changes)
         if problem is not None:
             return problem
@@ -503,18 +483,6 @@ class FrontDoorMixin(ArmCore):
         return Answer(202, self._route_view(key), headers)
 
     def _route_problem(self, match: re.Match[str], changes: dict[str, Any]) -> Answer | None:
-        for name, value in changes.items():
-            if name not in ROUTE_WRITABLE:
-                return _unknown_member(name, "RouteUpdatePropertiesParameters")
-            allowed = ROUTE_ENUMS.get(name)
-            if allowed is not None and value not in allowed:
-                return _bad_request(f"The value '{value}' is not valid for {name}; allowed: "
-                                    f"{', '.join(allowed)}.")
-        protocols = changes.get("supportedProtocols")
-        if protocols is not None and (not isinstance(protocols, list) or not protocols
-                                      or any(p not in ("Http", "Https") for p in protocols)):
-            return _bad_request(f"The value {protocols!r} is not valid for supportedProtocols; "
-                                "allowed: Http, Https.")
         if "originGroup" not in changes:
             return None
         target = changes["originGroup"]
@@ -573,36 +541,35 @@ class FrontDoorMixin(ArmCore):
         origin = self.origins.get(key)
         if origin is None:
             return _error(404, "NotFound", f"Origin {match['origin']} was not found.")
-        if not isinstance(body, dict) or not isinstance(body.get("properties", {}), dict):
-            return _bad_request("The request body must be a JSON object with 'properties'.")
-        unknown = sorted(set(body) - {"properties"})
-        if unknown:
-            return _bad_request(f"Could not find member '{unknown[0]}' on object of type "
-                                f"'AFDOriginUpdateParameters'. Path '{unknown[0]}'.")
-        changes = {k: v for k, v in (body.get("properties") or {}).items()
-                   if k not in ORIGIN_READ_ONLY}
-        problem = _origin_problem(changes)
-        if problem is not None:
-            return problem
+        invalid = _invalid(body, "AFDOriginUpdateParameters")
+        if invalid is not None:
+            return invalid
+        changes = _canonical(dict(body.get("properties") or {}))
         origin["properties"].update(changes)
         op, headers = self._new_operation("origin", key, "Microsoft.Cdn", "global")
         self._origin_edge[key].append(_Change(self.clock(), self._edge_fields(key), op))
         return Answer(202, self._origin_view(key), headers)
 
 
-def _origin_problem(changes: dict[str, Any]) -> Answer | None:
-    """Why an origin PATCH's properties are refused, or None."""
-    for name, value in changes.items():
-        if name not in ORIGIN_WRITABLE:
-            return _unknown_member(name, "AFDOriginUpdatePropertiesParameters")
-        if name in ORIGIN_RANGES and value is not None:
-            low, high = ORIGIN_RANGES[name]
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                return _bad_request(f"The value of {name} must be between {low} and {high}; "
-                                    f"got {value!r}.")
-        if name == "enabledState" and value not in ENABLED:
-            return _bad_request(f"The value '{value}' is not valid for enabledState; allowed: "
-                                "Enabled, Disabled.")
-        if name == "hostName" and (not isinstance(value, str) or not value):
-            return _bad_request("hostName must be a non-empty host name or IP address.")
+def _invalid(body: Any, definition: str) -> Answer | None:
+    """400 ``BadRequest`` when ``body`` does not fit ``definition`` of the published
+    ``Microsoft.Cdn`` definitions the installed SDK's api-version uses (unknown or read-only
+    properties, enum values, ranges such as weight 1..1000, priority 1..5, ports 1..65535)."""
+    from tests.azure.spec_validation import validate
+
+    if not isinstance(body, dict):
+        return _bad_request(f"The request content is not a valid {definition}.")
+    problems = validate(body, definition, spec=f"cdn-{API_VERSIONS['cdn']}")
+    if problems:
+        return _bad_request(f"The request content is not a valid {definition}: "
+                            + "; ".join(problems))
     return None
+
+
+def _canonical(changes: dict[str, Any]) -> dict[str, Any]:
+    """Enum values as the service stores them (ARM compares them case-insensitively)."""
+    for name, value in changes.items():
+        allowed = ENUMS.get(name)
+        if allowed is not None and isinstance(value, str):
+            changes[name] = next((a for a in allowed if a.lower() == value.lower()), value)
+    return changes
