@@ -42,8 +42,9 @@ from procedures.errors import ExternalServiceError
 from procedures.platforms.azure.backups import FlexibleServerBackups, arm_pipeline
 from procedures.platforms.azure.container_groups import GroupState
 from procedures.platforms.azure.errors import azure_error_code, translate
-from procedures.platforms.azure.monitoring import request_counts_query
+from procedures.platforms.azure.monitoring import logs_failure, request_counts_query
 from procedures.platforms.azure.platform_metrics import ContainerGroupMetrics, monitor_client
+from procedures.platforms.azure.roles import role_for, role_hint
 from procedures.platforms.azure.settings import (
     COLOURS,
     AzureSettings,
@@ -63,7 +64,6 @@ __all__ = [
     "allowed",
     "azure_checks",
     "required_access",
-    "role_hint",
 ]
 
 RESOURCE_GROUP_API_VERSION = "2021-04-01"
@@ -88,32 +88,9 @@ class RequiredAccess:
     data_action: bool = False
 
 
-# action -> the least built-in role that grants it (§7.1). Contributor covers every ARM action
-# here too; the table names the narrower role an administrator would grant.
-ROLE_FOR_ACTION: dict[str, str] = {
-    "Microsoft.ContainerInstance/containerGroups/read": "Contributor",
-    "Microsoft.ContainerInstance/containerGroups/write": "Contributor",
-    "Microsoft.ContainerInstance/containerGroups/delete": "Contributor",
-    "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action":
-        "Managed Identity Operator",
-    "Microsoft.Network/virtualNetworks/subnets/join/action": "Network Contributor",
-    "Microsoft.Cdn/profiles/afdEndpoints/routes/read": "CDN Profile Contributor",
-    "Microsoft.Cdn/profiles/afdEndpoints/routes/write": "CDN Profile Contributor",
-    "Microsoft.Cdn/profiles/originGroups/origins/read": "CDN Profile Contributor",
-    "Microsoft.Cdn/profiles/originGroups/origins/write": "CDN Profile Contributor",
-    "Microsoft.Network/frontDoors/read": "Network Contributor",
-    "Microsoft.Network/frontDoors/write": "Network Contributor",
-    "Microsoft.Insights/metrics/read": "Monitoring Reader",
-    "Microsoft.Insights/components/query/read": "Reader",
-    "Microsoft.DBforPostgreSQL/flexibleServers/backups/read": "Reader",
-}
-
-
-def role_hint(action: str, scope: str) -> str:
-    """How to grant ``action`` at ``scope``: the role and the ``az`` command."""
-    role = ROLE_FOR_ACTION.get(action, "a role that grants " + action)
-    return (f"grant the bot's identity {role} on {scope} (az role assignment create "
-            f"--assignee <bot identity> --role \"{role}\" --scope {scope})")
+def _role(action: str) -> str:
+    need = role_for(action)
+    return need.role if need is not None else f"a role that grants {action}"
 
 
 def required_access(settings: AzureSettings) -> list[RequiredAccess]:
@@ -123,7 +100,7 @@ def required_access(settings: AzureSettings) -> list[RequiredAccess]:
     needs: list[RequiredAccess] = []
 
     def need(scope: str, action: str, what: str) -> None:
-        needs.append(RequiredAccess(scope, action, ROLE_FOR_ACTION[action], what))
+        needs.append(RequiredAccess(scope, action, _role(action), what))
 
     for verb in ("read", "write", "delete"):
         need(rg, f"Microsoft.ContainerInstance/containerGroups/{verb}",
@@ -566,6 +543,9 @@ class _AzureDoctor:
             except AzureError as exc:
                 detail = _azure_detail(exc, f"read {ref.name} from {ref.vault_url}",
                                        "Azure Key Vault")
+                inner = _inner_code(exc)
+                if inner and inner not in detail:
+                    detail = f"{inner}: {detail}"
                 fix = (f"grant the bot's identity Key Vault Secrets User on the vault "
                        f"{ref.vault_url} (or an access policy with get)" if _forbidden(exc)
                        else f"create secret {ref.name} in {ref.vault_url}, or fix "
@@ -601,31 +581,23 @@ class _AzureDoctor:
             else:
                 result = client.query_resource(insights.resource_id or "", query,
                                                timespan=(end - timedelta(hours=1), end))
-        except HttpResponseError as exc:
-            code = _logs_code(exc)
-            status = exc.status_code
-            fix = ("grant the bot's identity Log Analytics Reader on the workspace (Reader on "
-                   "the Application Insights component in resource mode)" if status == 403
-                   else "fix the query's table or column names for this schema" if status == 400
-                   else "check azure.app_insights")
-            return fail(self.area, "Logs query", f"{code} (HTTP {status}): "
-                        f"{_azure_detail(exc, 'run the request counts query', 'Azure Logs')}",
-                        fix)
         except AzureError as exc:
-            return fail(self.area, "Logs query", _azure_detail(exc, "run the request counts "
-                                                               "query", "Azure Logs"))
+            failure = logs_failure(exc, insights, role)
+            status = getattr(exc, "status_code", None)
+            where = f" (HTTP {status})" if status else ""
+            return fail(self.area, "Logs query", f"{failure.code}{where}: {failure.detail}",
+                        failure.fix)
         outcome = str(getattr(result, "status", ""))
         if "PARTIAL" in outcome.upper():
             error = getattr(result, "partial_error", None)
             code = getattr(error, "code", None) or "PartialError"
             return fail(self.area, "Logs query", f"partial result: {code}: "
                         f"{getattr(error, 'message', error)}", "fix the query or its scope")
-        tables = list(getattr(result, "tables", None) or [])
-        rows = len(tables[0].rows) if tables else 0
         target = insights.workspace_id or insights.resource_id
-        return ok(self.area, "Logs query", f"runs on {target} ({rows} row"
-                  f"{'s' if rows != 1 else ''} for {role}"
-                  + ("; no telemetry yet is fine" if not rows else "") + ")")
+        total = _total_of(result)
+        seen = (f"{total} requests of {role} in the last hour" if total
+                else f"no requests of {role} in the last hour yet, which is fine")
+        return ok(self.area, "Logs query", f"runs on {target} ({seen})")
 
     # 9. metrics ---------------------------------------------------------------------------
 
@@ -693,8 +665,8 @@ class _AzureDoctor:
             missing = [need for need in needs
                        if not allowed(granted, need.action, data_action=need.data_action)]
             if not missing:
-                results.append(ok(self.area, label, ", ".join(
-                    sorted({need.role for need in needs})) + " (every action granted)"))
+                results.append(ok(self.area, label, "granted: " + "; ".join(
+                    need.what for need in needs)))
                 continue
             roles = sorted({need.role for need in missing})
             actions = "; ".join(f"{need.action} ({need.what})" for need in missing)
@@ -721,14 +693,25 @@ class _AzureDoctor:
         return exc.hint
 
 
-def _logs_code(exc: HttpResponseError) -> str:
-    """Log Analytics' most specific code: ``innererror.code`` (``SemanticError``) when given."""
-    error = exc.error
-    inner = getattr(error, "innererror", None) or getattr(error, "inner_error", None)
+def _total_of(result: Any) -> int:
+    """The ``total`` column of the request counts query's one row (0 when empty or null)."""
+    tables = list(getattr(result, "tables", None) or [])
+    if not tables or not tables[0].rows:
+        return 0
+    columns = [getattr(c, "name", c) for c in (tables[0].columns or [])]
+    value = dict(zip(columns, list(tables[0].rows[0]), strict=False)).get("total")
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _inner_code(exc: BaseException) -> str | None:
+    """Key Vault's ``innererror.code`` (``ForbiddenByRbac``) when the answer has one."""
+    inner = getattr(getattr(exc, "error", None), "innererror", None)
     if isinstance(inner, Mapping) and inner.get("code"):
         return str(inner["code"])
-    code = getattr(inner, "code", None) or getattr(error, "code", None)
-    return str(code) if code else f"HTTP{exc.status_code}"
+    return None
 
 
 def _short_scope(scope: str) -> str:
