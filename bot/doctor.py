@@ -77,22 +77,37 @@ SCOPE_USE = {
 # -- the checks ----------------------------------------------------------------------------------
 
 
-def _policy_check(settings: Settings, *, allow_demo: bool,
-                  loaded: list[Policy]) -> Check:
+def _policy_check(settings: Settings, *, allow_demo: bool, loaded: list[Policy],
+                  running: Policy | None = None) -> Check:
+    """The policy file, loaded as the bot loads it. In a running bot (``running``), the
+    environments are checked with the policy it runs on; its file is still re-read when there
+    is one, so an edit that would not load is caught before the next restart."""
+
     def run() -> CheckResult:
         from bot.policy_source import load_configured_policy
 
+        if running is not None:
+            loaded.append(running)
+            if settings.qlp_config is None:
+                return ok("policy", "policy file", "the running bot's policy is valid: "
+                          + _environments(running))
         where = str(settings.qlp_config) if settings.qlp_config else "the built-in demo policy"
         try:
             policy = load_configured_policy(settings, allow_demo=allow_demo)
         except ConfigError as error:
             fix = f"fix {error.key} in {where}" if error.key else f"fix {where}"
+            if running is not None:
+                fix += " (the running bot keeps the policy it started with until it restarts)"
             return fail("policy", "policy file", error.message, fix)
-        loaded.append(policy)
-        names = ", ".join(f"{name} ({env.platform})" for name, env in policy.environments.items())
-        return ok("policy", "policy file", f"{where} is valid: {names}")
+        if running is None:
+            loaded.append(policy)
+        return ok("policy", "policy file", f"{where} is valid: {_environments(policy)}")
 
     return Check("policy", "policy file", run)
+
+
+def _environments(policy: Policy) -> str:
+    return ", ".join(f"{name} ({env.platform})" for name, env in policy.environments.items())
 
 
 def _database_check(database: Callable[[], Database]) -> Check:
@@ -258,11 +273,13 @@ def doctor_checks(settings: Settings, *, environment: str | None = None,
                   allow_demo: bool = False, database: Callable[[], Database],
                   slack: Callable[[], WebClient],
                   platforms: Callable[[Policy], PlatformRegistry],
-                  clock: Clock, closers: list[Callable[[], None]]) -> list[Check]:
+                  clock: Clock, closers: list[Callable[[], None]],
+                  running: Policy | None = None) -> list[Check]:
     """Every check, in order. The environments' checks are listed once the policy is loaded
     (so they run after the policy, database and Slack lines)."""
     loaded: list[Policy] = []
-    policy_check = _policy_check(settings, allow_demo=allow_demo, loaded=loaded)
+    policy_check = _policy_check(settings, allow_demo=allow_demo, loaded=loaded,
+                                 running=running)
 
     def channel() -> str | None:
         return loaded[0].channel if loaded else None
@@ -336,7 +353,8 @@ def run_doctor(settings: Settings, environment: str | None = None, *,
     try:
         checks = doctor_checks(settings, environment=environment, allow_demo=allow_demo,
                                database=database, slack=slack, platforms=platforms,
-                               clock=clock, closers=closers)
+                               clock=clock, closers=closers,
+                               running=services.policy if services is not None else None)
         return run_checks(checks)
     finally:
         for close in reversed(closers):
