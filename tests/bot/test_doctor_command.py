@@ -96,3 +96,43 @@ def test_an_unknown_environment_is_refused_before_anything_runs(
     assert "There is no environment `prod`" in response.text
     assert "production" in response.text  # did you mean
     assert _network_calls(slack) == 0
+
+
+# -- qlp-bot doctor ----------------------------------------------------------------------------
+
+
+def _clear_slack_env(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
+    for name in ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET", "QLP_CONFIG",
+                 "QLP_DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("QLP_HOME", str(home))
+
+
+def test_cli_on_the_demo_policy_exits_0(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from bot.cli import main
+
+    _clear_slack_env(monkeypatch, tmp_path / "home")
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert "[ok] policy: policy file: the built-in demo policy is valid" in out
+    assert "[skipped] slack: Slack token: skipped: no SLACK_BOT_TOKEN (local shell)" in out
+    assert "[ok] production: platform: local platform" in out
+    assert out.strip().endswith("a deployment can run.")
+
+
+def test_cli_names_the_bad_key_of_the_policy_and_exits_1(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from bot.cli import main
+
+    _clear_slack_env(monkeypatch, tmp_path / "home")
+    policy = tmp_path / "qlp.yml"
+    policy.write_text("timezone: UTC\nchannel: C0DEPLOY\nenvironments:\n  production:\n"
+                      "    platform: local\n    url: http://127.0.0.1:1\n", encoding="utf-8")
+    monkeypatch.setenv("QLP_CONFIG", str(policy))
+    assert main(["doctor"]) == 1
+    out = capsys.readouterr().out
+    assert "[FAIL] policy: policy file: " in out and "environments.production" in out
+    assert "-> fix: fix environments.production" in out
+    assert "[skipped] platforms: environments: not checked: the policy is not valid" in out
