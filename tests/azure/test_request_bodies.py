@@ -1,0 +1,136 @@
+"""The request bodies the bot sends for its Azure writes validate against Azure's published REST
+definitions, stored in ``tests/azure/specs`` (``specs/PROVENANCE.md`` says where each came from):
+the container group PUT (``ContainerGroup``, 2023-05-01), the route PATCH
+(``RouteUpdateParameters``, 2026-10-01) and the origin PATCHes (``AFDOriginUpdateParameters``).
+
+The bodies are the ones on the wire: the bot's own code (``build_group`` + ``ContainerGroups``,
+``traffic_switch``) drives the real SDK clients against the ARM double, and the test reads what
+the double received. One negative case per definition shows the validator says no.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from procedures.model import Slot
+from procedures.platforms.azure import AzureClients, parse_azure_settings
+from procedures.platforms.azure.container_groups import ContainerGroups, build_group
+from procedures.platforms.azure.errors import AzureCalls
+from procedures.platforms.azure.frontdoor import traffic_switch
+from tests.azure.arm_double import SUBSCRIPTION, ArmDouble
+from tests.azure.spec_validation import validate
+from tests.azure.test_azure_platform import StaticTokenCredential, azure_section
+
+pytestmark = pytest.mark.slow  # starts an HTTPS server
+
+RG = "prod-qlp-rg"
+ACI = "containerinstance-2023-05-01"
+CDN = "cdn-2026-10-01"
+
+
+@pytest.fixture
+def double(certificate: tuple[Path, Path]) -> Iterator[ArmDouble]:
+    arm = ArmDouble(*certificate).start()
+    arm.add_route(RG, "qlp-frontdoor", "qlp-endpoint", "default-route", "qlp-green-og")
+    for colour, enabled in (("blue", False), ("green", True)):
+        arm.add_origin(RG, "qlp-frontdoor", "qlp-og", f"qlp-{colour}",
+                       host=f"qlp-prod-{colour}.abc.eastus.azurecontainer.io", enabled=enabled)
+    yield arm
+    arm.stop()
+
+
+@pytest.fixture
+def clients(double: ArmDouble, certificate: tuple[Path, Path]) -> Iterator[AzureClients]:
+    made = AzureClients(StaticTokenCredential(), SUBSCRIPTION, base_url=double.url,
+                        client_kwargs={"connection_verify": str(certificate[0]),
+                                       "retry_total": 0, "polling_interval": 0})
+    yield made
+    made.close()
+
+
+def sent(double: ArmDouble, kind: str, method: str) -> list[Any]:
+    bodies = [c.body for c in double.calls_to(kind, method)]
+    assert bodies, f"no {method} of {kind} reached the double"
+    return bodies
+
+
+def test_the_container_group_put_fits_container_group(double: ArmDouble,
+                                                      clients: AzureClients) -> None:
+    settings = parse_azure_settings(azure_section(double))
+    group = build_group(settings, "blue", "v1.2.2", {"DATABASE_URL": "postgresql://s3cr3t"},
+                        environment_name="production")
+    groups = ContainerGroups(clients, settings, AzureCalls("Azure Container Instances"))
+    state = groups.create("qlp-blue", group, timeout=timedelta(minutes=1))
+    assert state.succeeded
+    [body] = sent(double, "group", "PUT")
+    assert validate(body, "ContainerGroup", spec=ACI) == []
+    # What the validator read: the body has the parts the definition checks.
+    assert body["properties"]["osType"] == "Linux" and body["identity"]["type"] == "UserAssigned"
+
+
+def test_the_route_patch_fits_route_update_parameters(double: ArmDouble,
+                                                      clients: AzureClients) -> None:
+    settings = parse_azure_settings(azure_section(double, "route"))
+    traffic_switch(settings, clients, AzureCalls("Azure Front Door")).switch(Slot.BLUE)
+    [body] = sent(double, "route", "PATCH")
+    assert validate(body, "RouteUpdateParameters", spec=CDN) == []
+    assert body["properties"]["originGroup"]["id"].endswith("/originGroups/qlp-blue-og")
+
+
+def test_the_origin_patches_fit_afd_origin_update_parameters(double: ArmDouble,
+                                                             clients: AzureClients) -> None:
+    settings = parse_azure_settings(azure_section(double, "origins"))
+    traffic_switch(settings, clients, AzureCalls("Azure Front Door")).switch(Slot.BLUE)
+    bodies = sent(double, "origin", "PATCH")
+    assert len(bodies) == 2  # enable blue, then disable green
+    for body in bodies:
+        assert validate(body, "AFDOriginUpdateParameters", spec=CDN) == []
+    assert [b["properties"]["enabledState"] for b in bodies] == ["Enabled", "Disabled"]
+
+
+# -- the validator says no --------------------------------------------------------------------
+
+
+def test_a_container_group_with_an_unknown_field_or_a_bad_enum_is_refused(
+        double: ArmDouble) -> None:
+    settings = parse_azure_settings(azure_section(double))
+    body = build_group(settings, "blue", "v1", {}, environment_name="production").serialize()
+    body["properties"]["restartPolicy"] = "Sometimes"
+    body["properties"]["ipAddress"]["dnsLabel"] = "qlp"
+    body["identity"]["type"] = "Managed"
+    assert validate(body, "ContainerGroup", spec=ACI) == [
+        "$.identity.type: 'Managed' is not one of SystemAssigned, UserAssigned, "
+        "SystemAssigned, UserAssigned, None",
+        "$.properties.restartPolicy: 'Sometimes' is not one of Always, OnFailure, Never",
+        "$.properties.ipAddress.dnsLabel: unknown property",
+    ]
+
+
+def test_a_route_patch_with_an_unknown_field_or_a_bad_enum_is_refused() -> None:
+    body = {"properties": {"originGroup": {"id": "/x", "name": "qlp-blue-og"},
+                           "forwardingProtocol": "HttpsPlease", "endpointName": "e"}}
+    assert validate(body, "RouteUpdateParameters", spec=CDN) == [
+        "$.properties.originGroup.name: unknown property",
+        "$.properties.forwardingProtocol: 'HttpsPlease' is not one of HttpOnly, HttpsOnly, "
+        "MatchRequest",
+        "$.properties.endpointName: read-only property, not accepted in a request",
+    ]
+
+
+def test_an_origin_patch_with_a_bad_value_is_refused() -> None:
+    body = {"properties": {"enabledState": "On", "weight": 0, "httpPort": 70000,
+                           "priority": "1", "colour": "blue"}}
+    assert validate(body, "AFDOriginUpdateParameters", spec=CDN) == [
+        "$.properties.enabledState: 'On' is not one of Enabled, Disabled",
+        "$.properties.weight: 0 is below the minimum 1",
+        "$.properties.httpPort: 70000 is above the maximum 65535",
+        "$.properties.priority: expected an integer, got a string",
+        "$.properties.colour: unknown property",
+    ]
+    assert validate({"properties": {"enabledState": "enabled"}}, "AFDOriginUpdateParameters",
+                    spec=CDN) == []  # ARM compares enum values case-insensitively
