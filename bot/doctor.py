@@ -61,7 +61,8 @@ __all__ = [
 ]
 
 MANIFEST_BOT_SCOPES: tuple[str, ...] = (
-    "commands", "chat:write", "chat:write.public", "usergroups:read", "users:read")
+    "commands", "chat:write", "chat:write.public", "usergroups:read", "users:read",
+    "channels:read", "groups:read")
 """The bot scopes of ``manifest.yml`` (``oauth_config.scopes.bot``; a test keeps them equal).
 Kept in code because the manifest is not part of the installed package."""
 
@@ -71,6 +72,8 @@ SCOPE_USE = {
     "chat:write.public": "posting in public channels the bot was not invited to",
     "usergroups:read": "approver rules that name a Slack user group",
     "users:read": "names on the cards",
+    "channels:read": "checking that the bot is in the deployment channel",
+    "groups:read": "the same for a private deployment channel",
 }
 
 
@@ -472,22 +475,14 @@ class DoctorTask:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-_REGISTER = threading.Lock()
 
 
 def doctor_task(services: Services) -> DoctorTask:
-    """The services' doctor task, added to the worker's tasks the first time it is needed.
-
-    ``Worker`` keeps the very list ``services.worker_tasks()`` returns, so a task appended to
-    it runs from the next pass on."""
-    with _REGISTER:
-        tasks = services.worker_tasks()
-        for task in tasks:
-            if isinstance(task, DoctorTask):
-                return task
-        task = DoctorTask(services)
-        tasks.append(task)
-        return task
+    """The services' doctor task (one of the worker's tasks, see ``Services.worker_tasks``)."""
+    for task in services.worker_tasks():
+        if isinstance(task, DoctorTask):
+            return task
+    raise RuntimeError("the worker has no doctor task")  # pragma: no cover: wiring adds it
 
 
 def main_doctor(settings: Settings, environment: str | None) -> int:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from slack_sdk import WebClient
 from slack_sdk.webhook import WebhookClient
 
+from bot.doctor import DoctorTask
 from bot.membership import SlackGroups
 from bot.notification_sender import NotificationSender
 from bot.outbox_sender import SlackOutboxSender
@@ -136,7 +137,8 @@ class Services:
             notifications = NotificationSender(self.outbox, notifiers_for(
                 self.policy.notifications, smtp_password=self.settings.smtp_password,
                 clock=self.clock), self.clock, audit=self.audit)
-            self.tasks = [recovery, runs, preflight, notifications, sender]
+            # /qlp doctor's checks (network calls) run here, never on a listener thread.
+            self.tasks = [recovery, runs, preflight, DoctorTask(self), notifications, sender]
         return self.tasks
 
     def worker_health(self) -> str:

@@ -36,13 +36,16 @@ VENDORED_SCHEMA = REPO / "tests" / "data" / "slack-manifest.schema.json"
 VENDORED_SCHEMA_SHA256 = "f2adf9f9800230e2fe44bab0762796492871edaab817e9160fdcdf0eb4642e58"
 
 # What the bot calls: the slash command, chat.postMessage / chat.update (also in public
-# channels it was never invited to), usergroups.users.list for approver groups, users.info.
+# channels it was never invited to), usergroups.users.list for approver groups, users.info,
+# conversations.info (qlp-bot doctor: is the bot in the deployment channel).
 REQUIRED_BOT_SCOPES = {
     "commands",
     "chat:write",
     "chat:write.public",
     "usergroups:read",
     "users:read",
+    "channels:read",
+    "groups:read",
 }
 
 

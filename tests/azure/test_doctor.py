@@ -206,9 +206,8 @@ def test_a_correctly_set_up_environment_passes(world: DoctorWorld) -> None:
     assert "[ok] production: database backups" in text
     assert "[ok] production: permissions on userAssignedIdentities/qlp-acr-pull" in text
     assert "[ok] slack: Slack scopes: " + ", ".join(MANIFEST_BOT_SCOPES) in text
-    # conversations.info needs channels:read, which the manifest does not ask for: a warning.
-    assert "[warn] slack: deployment channel: not checked: conversations.info needs " \
-           "channels:read" in text
+    # The manifest asks for channels:read: conversations.info tells whether the bot is in.
+    assert "[ok] slack: deployment channel: the bot is" in text
     assert "[ok] database: database: reachable, schema at head" in text
 
 
