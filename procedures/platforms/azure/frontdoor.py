@@ -17,7 +17,14 @@ Both kinds of Front Door sit behind one small interface, :class:`TrafficSwitch`:
 
 The live colour is always read from Front Door itself, never from a file. A finished
 long-running operation is not "traffic moved": Front Door propagates to its edges for minutes,
-so the platform confirms through the public URL afterwards.
+so the platform first waits for :meth:`TrafficSwitch.deployment_status` (the route's or both
+origins' ``deploymentStatus``; classic has none) and then confirms through the public URL.
+
+Before a switch, :meth:`TrafficSwitch.check_origins` compares the colour's origins (the
+enabled origins of its origin group, its origin, or its classic backend pool's backends) with
+the container group's FQDN and first port, and refuses with the ``az`` command that fixes
+them. Every write waits at most ``operation_timeout`` (a retryable StepFailure after that: the
+next attempt reads the state back).
 """
 
 from __future__ import annotations
