@@ -149,8 +149,8 @@ def test_route_must_point_at_an_existing_origin_group_with_an_enabled_origin(
     assert arm.route_origin_group(*ROUTE) == "qlp-green-og"
 
     # The origin groups are resources: GET one, list the profile's, list a group's origins.
-    group = cdn.afd_origin_groups.get(RG, "qlp-frontdoor", "qlp-green-og")
-    assert group.name == "qlp-green-og"
+    found = cdn.afd_origin_groups.get(RG, "qlp-frontdoor", "qlp-green-og")
+    assert found.name == "qlp-green-og"
     names = {g.name for g in cdn.afd_origin_groups.list_by_profile(RG, "qlp-frontdoor")}
     assert names == {"qlp-blue-og", "qlp-green-og", "qlp-empty-og"}
     origins = list(cdn.afd_origins.list_by_origin_group(RG, "qlp-frontdoor", "qlp-green-og"))

@@ -81,7 +81,7 @@ def _bad_request(message: str) -> Answer:
 class FrontDoorMixin(ArmCore):
     """Classic Front Door, and Standard/Premium origin groups, routes and origins."""
 
-    ROUTES = (
+    ROUTES: tuple[Route, ...] = (
         Route("frontdoor", re.compile(
             RG_PATTERN + r"Microsoft\.Network/frontDoors/(?P<name>[^/]+)$", re.I),
             API_VERSIONS["frontdoor"]),
