@@ -32,7 +32,7 @@ from procedures.checks.http import HttpChecker
 from procedures.model import ProcedureKind
 from procedures.playbook import Playbook, RetryPolicy, Step
 from procedures.playbooks.emergency import PublicHealthVerification
-from procedures.playbooks.standard import StandardSteps
+from procedures.playbooks.standard import SWITCH_TIMEOUT, StandardSteps
 
 __all__ = ["ROLLBACK_VERIFY_WITHIN", "rollback_playbook"]
 
@@ -61,7 +61,7 @@ def rollback_playbook(*, http: HttpChecker) -> Playbook:
                  retry=RetryPolicy(attempts=3, backoff=timedelta(seconds=5))),
             Step("switch_traffic", "Switch traffic to the earlier version",
                  steps.switch_traffic, undo=steps.undo_switch_traffic,
-                 timeout=timedelta(minutes=2),
+                 timeout=SWITCH_TIMEOUT,
                  retry=RetryPolicy(attempts=3, backoff=timedelta(seconds=2))),
             Step("verify", "Post-rollback verification: healthy within 2 min", verify,
                  timeout=ROLLBACK_VERIFY_WITHIN + timedelta(seconds=30)),

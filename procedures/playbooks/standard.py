@@ -67,7 +67,7 @@ from procedures.checks.monitoring import (
     summarize,
 )
 from procedures.durations import format_duration
-from procedures.errors import QlpError, StepFailure
+from procedures.errors import MetricsUnavailable, QlpError, StepFailure
 from procedures.model import ProcedureKind, Slot
 from procedures.platforms.base import SupportsMaintenance, SupportsWatchedSwitch
 from procedures.playbook import (
@@ -387,10 +387,12 @@ class StandardSteps:
             if wait > 0:
                 ctx.sleep(wait)
             probe = self.http.probe(url)
+            why: list[str] = []
             samples.append(Sample(
                 at=ctx.now(), health_ok=probe.ok, response_ms=probe.elapsed_ms,
-                errors=_metric(ctx.metrics.error_count, plan.target, since),
-                requests=_metric(ctx.metrics.request_count, plan.target, since),
+                errors=_metric(ctx.metrics.error_count, plan.target, since, why),
+                requests=_metric(ctx.metrics.request_count, plan.target, since, why),
+                unavailable=why[0] if why else None,
             ))
             if latency is not None:
                 latency.read_now(plan.target, since)
@@ -631,10 +633,16 @@ def _probe_rows(probes: Sequence[Probe]) -> list[dict[str, Any]]:
 
 
 def _metric(read: Callable[[Slot, datetime], int | None], slot: Slot,
-            since: datetime) -> int | None:
-    """A metrics reading; a failing metrics source counts as no data (never as a pass)."""
+            since: datetime, why: list[str] | None = None) -> int | None:
+    """A metrics reading; a failing metrics source counts as no data (never as a pass). Why
+    the platform's monitoring could not be read (Azure's code and message) goes into ``why``
+    so the thread says it rather than "no data"."""
     try:
         return read(slot, since)
+    except MetricsUnavailable as error:
+        if why is not None:
+            why.append(error.reason)
+        return None
     except QlpError:
         return None
 
