@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import hashlib
 import re
 from typing import Any
 
@@ -55,6 +54,7 @@ from tests.azure.arm_double.core import (
     Route,
     _error,
 )
+from tests.azure.fresh_world import fqdn_for
 from tests.azure.spec_validation import validate
 
 ACI_SPEC = "containerinstance-2023-05-01"
@@ -68,7 +68,7 @@ JOIN = "Microsoft.Network/virtualNetworks/subnets/join/action"
 class AciMixin(ArmCore):
     """Container groups."""
 
-    ROUTES = (Route("group", re.compile(
+    ROUTES: tuple[Route, ...] = (Route("group", re.compile(
         RG_PATTERN + r"Microsoft\.ContainerInstance/containerGroups/(?P<name>[^/]+)$", re.I),
         API_VERSIONS["aci"]),)
 
@@ -383,8 +383,7 @@ class AciMixin(ArmCore):
                 address["ip"] = "20.1.2.3"
                 label = address.get("dnsNameLabel")
                 if label:
-                    digest = hashlib.sha256(f"{SUBSCRIPTION}/{label}".encode()).hexdigest()[:12]
-                    address["fqdn"] = f"{label}.{digest}.{group['location']}.azurecontainer.io"
+                    address["fqdn"] = fqdn_for(label, group["location"])
             else:
                 address["ip"] = "10.0.0.4"
         group["startTime"] = _timestamp(op.ready_at if op.ready_at is not None

@@ -165,7 +165,7 @@ def _allows(role: dict[str, list[str]], action: str, *, data: bool) -> bool:
 class AuthzMixin(ArmCore):
     """Role assignments, ``check_access``/``linked_access`` and the permissions listing."""
 
-    ROUTES = (Route("permissions", re.compile(
+    ROUTES: tuple[Route, ...] = (Route("permissions", re.compile(
         r"^(?P<scope>/subscriptions/[^/]+/resourceGroups/[^/]+(?:/providers/.+?)?)"
         r"/providers/Microsoft\.Authorization/permissions$", re.I), PERMISSIONS_API_VERSION),)
 

@@ -16,7 +16,7 @@ BACKUPS_PAGE_SIZE = 2
 class BackupsMixin(ArmCore):
     """The backups of flexible servers."""
 
-    ROUTES = (Route("backups", re.compile(
+    ROUTES: tuple[Route, ...] = (Route("backups", re.compile(
         RG_PATTERN + r"Microsoft\.DBforPostgreSQL/flexibleServers/(?P<name>[^/]+)/backups$",
         re.I)),)
 

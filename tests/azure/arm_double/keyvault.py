@@ -14,7 +14,8 @@ from tests.azure.arm_double.core import TOKEN, Answer, ArmCore, Request, Route, 
 class KeyVaultMixin(ArmCore):
     """Secrets of one vault (the double's own URL)."""
 
-    ROUTES = (Route("secret", re.compile(r"^/secrets/(?P<name>[^/]+)/?(?P<version>[^/]*)$")),)
+    ROUTES: tuple[Route, ...] = (
+        Route("secret", re.compile(r"^/secrets/(?P<name>[^/]+)/?(?P<version>[^/]*)$")),)
 
     def _setup(self) -> None:
         super()._setup()

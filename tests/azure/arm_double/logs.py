@@ -121,7 +121,7 @@ class TelemetryRow:
 class LogsMixin(ArmCore):
     """Request telemetry, queried with KQL through Log Analytics' query API."""
 
-    ROUTES = (
+    ROUTES: tuple[Route, ...] = (
         Route("logs", re.compile(r"^/v1/workspaces/(?P<workspace>[^/]+)/query$", re.I)),
         Route("logs", re.compile(r"^/v1(?P<resource>/subscriptions/.+)/query$", re.I)),
     )

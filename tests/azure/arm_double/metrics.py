@@ -47,7 +47,7 @@ _RESOURCE = re.compile(r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/"
 class MetricsMixin(ArmCore):
     """Time series per resource and metric name."""
 
-    ROUTES = (Route("metrics", re.compile(
+    ROUTES: tuple[Route, ...] = (Route("metrics", re.compile(
         r"^(?P<resource>/subscriptions/.+?)/providers/Microsoft\.Insights/metrics$", re.I)),)
 
     def _setup(self) -> None:
