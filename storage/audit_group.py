@@ -104,6 +104,11 @@ class GroupCommitAuditLog:
                     if remaining <= 0:
                         break
                     self._cond.wait(remaining)
+                if not self._queue or self._writing:
+                    # While we lingered (the lock released), a waiting writer became the
+                    # leader and took these rows with its own: they are its to commit. Writing
+                    # now would be an empty batch, or a second writer beside the leader.
+                    continue
                 self._writing = True
                 batch, self._queue = self._queue, []
             failed = False
@@ -176,6 +181,8 @@ class GroupCommitAuditLog:
 
     def _write(self, batch: list[_Pending]) -> None:
         """One transaction: lock the chain head once, insert every row, move the head once."""
+        if not batch:  # nothing to chain; an empty INSERT would be one row of NULLs
+            return
         with self._db.session(bookkeeping=True) as session:
             head = self._audit._lock_head(session)
             last_id, last_hash = head.last_id, head.last_hash
