@@ -246,6 +246,52 @@ def test_provisioning_takes_model_time_then_the_group_runs(http: httpx.Client,
     assert "secureValue" not in str(props)
 
 
+def test_a_creation_nobody_polls_still_ends_and_a_get_or_list_shows_it(
+        http: httpx.Client, double: ArmDouble, clock: FakeClock) -> None:
+    # Instant provisioning: ACI finishes the creation whether or not its operation is polled.
+    created = put(http, "qlp-blue", body())
+    assert created.status_code == 201
+    props = http.get(f"{GROUPS}/qlp-blue?{API}").json()["properties"]
+    assert props["provisioningState"] == "Succeeded"
+    assert props["instanceView"]["state"] == "Running"
+    assert props["ipAddress"]["fqdn"].startswith("qlp-prod-blue.")
+    assert poll(http, created)["status"] == "Succeeded"  # the operation ended with it
+
+    # Timed provisioning: the list settles an unpolled creation once its time is over.
+    double.provision_seconds = 40
+    assert put(http, "qlp-green", body("green")).status_code == 201
+    listed = http.get(f"{GROUPS}?{API}").json()["value"]
+    assert [(g["name"], g["properties"]["provisioningState"]) for g in listed] == [
+        ("qlp-blue", "Succeeded"), ("qlp-green", "Pending")]
+    clock.now += 40
+    listed = http.get(f"{GROUPS}?{API}").json()["value"]
+    assert [g["properties"]["provisioningState"] for g in listed] == ["Succeeded", "Succeeded"]
+    assert "secureValue" not in str(listed)
+
+    # A failed creation nobody polls reads Failed; an unpolled deletion has removed the group.
+    double.provision_seconds = 0
+    double.fail_next_create("InaccessibleImage", "The image is not accessible.",
+                            name="qlp-red")
+    assert put(http, "qlp-red", body("green", dns_name_label="qlp-red")).status_code == 201
+    assert http.get(f"{GROUPS}/qlp-red?{API}").json()["properties"][
+        "provisioningState"] == "Failed"
+    assert http.delete(f"{GROUPS}/qlp-blue?{API}").status_code == 202
+    missing = http.get(f"{GROUPS}/qlp-blue?{API}")
+    assert error(missing)[:2] == (404, "ResourceNotFound")
+    assert [g["name"] for g in http.get(f"{GROUPS}?{API}").json()["value"]] == [
+        "qlp-green", "qlp-red"]
+
+
+def test_listing_needs_read_on_the_resource_group(http: httpx.Client,
+                                                  double: ArmDouble) -> None:
+    double.revoke(RESOURCE_GROUP_ID, "Container Instances Deployer")
+    double.revoke(RESOURCE_GROUP_ID, "Monitoring Reader")
+    status, code, message = error(http.get(f"{GROUPS}?{API}"))
+    assert (status, code) == (403, "AuthorizationFailed")
+    assert ("'Microsoft.ContainerInstance/containerGroups/read' over scope "
+            f"'{RESOURCE_GROUP_ID}'") in message
+
+
 def test_an_existing_group_answers_200_and_keeps_what_aci_cannot_change(
         http: httpx.Client, double: ArmDouble, clock: FakeClock) -> None:
     double.provision_seconds = 40

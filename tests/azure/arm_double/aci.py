@@ -1,7 +1,8 @@
 """Azure Container Instances in the double: container groups PUT (201 for a new group, 200 for an
 existing one, + ``Azure-AsyncOperation``, polled ``InProgress``, then ``Succeeded`` or ``Failed``
-with an ARM error), GET, DELETE (202 + ``Location``, polled). Like ARM, a GET never returns a
-``secureValue``.
+with an ARM error), GET, list by resource group, DELETE (202 + ``Location``, polled). Like ARM,
+a GET never returns a ``secureValue``. A GET or list settles every operation whose model time is
+over, polled or not: Azure finishes a creation (or deletion) whether or not anyone watches it.
 
 What a PUT is refused for, in the order ARM and ACI check (400 unless said otherwise):
 
@@ -68,9 +69,14 @@ JOIN = "Microsoft.Network/virtualNetworks/subnets/join/action"
 class AciMixin(ArmCore):
     """Container groups."""
 
-    ROUTES: tuple[Route, ...] = (Route("group", re.compile(
-        RG_PATTERN + r"Microsoft\.ContainerInstance/containerGroups/(?P<name>[^/]+)$", re.I),
-        API_VERSIONS["aci"]),)
+    ROUTES: tuple[Route, ...] = (
+        Route("group", re.compile(
+            RG_PATTERN + r"Microsoft\.ContainerInstance/containerGroups/(?P<name>[^/]+)$", re.I),
+            API_VERSIONS["aci"]),
+        Route("groups", re.compile(
+            RG_PATTERN + r"Microsoft\.ContainerInstance/containerGroups$", re.I),
+            API_VERSIONS["aci"]),
+    )
 
     def _setup(self) -> None:
         super()._setup()
@@ -120,14 +126,29 @@ class AciMixin(ArmCore):
         denied = self.check_access(f"{GROUP_TYPE}/read", _group_id(match))
         if denied is not None:
             return denied
+        # First bring the group up to the model clock: a deletion whose time is over has
+        # removed it, a creation whose time is over has ended.
+        self._refresh(match["name"])
         group = self.groups.get(match["name"])
-        if group is None:
+        if group is None or not _in_group(group, match["rg"]):
             return _error(404, "ResourceNotFound",
                           f"The Resource '{GROUP_TYPE}/{match['name']}' under resource group "
                           f"'{match['rg']}' was not found. For more details please go to "
                           "https://aka.ms/ARMResourceNotFoundFix")
-        self._refresh(match["name"])
         return Answer(200, _without_secure_values(group))
+
+    def _groups_get(self, match: re.Match[str], body: Any) -> Answer:
+        """Container Groups - List By Resource Group: every group of ``rg``, each brought up to
+        the model clock as a GET of it would be."""
+        scope = match.group(0).split("/providers/")[0]
+        denied = self.check_access(f"{GROUP_TYPE}/read", scope)
+        if denied is not None:
+            return denied
+        for name in list(self.groups):
+            self._refresh(name)
+        return Answer(200, {"value": [_without_secure_values(g) for _, g in
+                                      sorted(self.groups.items())
+                                      if _in_group(g, match["rg"])]})
 
     def _group_put(self, match: re.Match[str], body: Any) -> Answer:
         name, group_id = match["name"], _group_id(match)
@@ -327,10 +348,12 @@ class AciMixin(ArmCore):
         return Answer(200 if existing else 201, _without_secure_values(group), headers)
 
     def _refresh(self, name: str) -> None:
-        """Bring a group's provisioning up to the model clock: a timed creation whose time has
-        come ends (whether or not anyone polled it); one still going shows its phase."""
+        """Bring a group up to the model clock: an operation whose time is over ends, whether
+        or not anyone polls it, as in Azure (with ``provision_seconds=0`` a creation ends at
+        once, a deletion too); a timed creation still going shows its phase. Only the
+        operation's own polls see ``InProgress`` for ``polls`` answers."""
         op = self.group_operations.get(name)
-        if op is None or op.done or op.ready_at is None:
+        if op is None or op.done:
             return
         if self.time_has_come(op):
             self.settle(op)
@@ -413,6 +436,12 @@ class AciMixin(ArmCore):
 
 def _group_id(match: re.Match[str]) -> str:
     return match.group(0).split("?")[0]
+
+
+def _in_group(group: dict[str, Any], rg: str) -> bool:
+    """Whether the container group lives in resource group ``rg`` (compared as ARM does,
+    case-insensitively)."""
+    return f"/resourcegroups/{rg.lower()}/" in str(group["id"]).lower()
 
 
 def _split_image(image: str) -> tuple[str, str]:
