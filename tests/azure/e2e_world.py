@@ -1,14 +1,32 @@
 """The world of the Azure end-to-end tests: the ARM double (container groups, a Front Door
-Standard route, Log Analytics queries, the PostgreSQL flexible server's backups) over HTTPS, a
-plain-HTTP stand-in for the container groups' FQDNs and for the public URL (Front Door's edge,
-serving the version of whichever colour the route points at), and the bot built on them.
+Standard route, Log Analytics queries, the PostgreSQL flexible server's backups) over HTTPS, the
+application stand-in (``tests.azure.app_standin``: each container group's FQDN, and Front
+Door's public URL serving whatever the double's edge serves now), and the bot built on them.
 
-The fixtures that use it are in ``tests/azure/conftest.py`` (``world``, ``azure_bot``,
-``azure_bot_sqlite``); the helpers here drive a request through Slack and read the outcome.
+The world starts as a new user's does (``tests.azure.fresh_world``): a Front Door profile whose
+route already points at the blue origin group, origins waiting at the FQDNs the colours' groups
+will get, and no container group at all. ``start_world`` then puts v0.9.0 live on green through
+the platform itself (the state earlier runs left behind); ``start_fresh_world`` leaves it empty.
+
+Time: the double and the Azure platform share a :class:`ModelClock`, real time sped up
+``SPEED`` times, so that Azure's minutes (provisioning, Front Door's propagation, the switch's
+stable window) take seconds here while every wait still runs through the platform's own clock
+and the step's own sleep. The bot itself (engine, outbox, monitoring) keeps the system clock.
+
+Telemetry comes from the applications: ``AzureWorld.telemetry`` says how many requests (and
+failed ones) each container group serves, and the Logs double reports them under the cloud role
+name *that group's environment* names in ``OTEL_SERVICE_NAME``, the variable the bot injects. A
+group started without it reports nothing, as a real app would.
+
+The fixtures that use it are in ``tests/azure/conftest.py`` (``world``, ``fresh_world``,
+``azure_bot``, ``azure_bot_sqlite``); the helpers here drive a request through Slack and read
+the outcome.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,9 +42,12 @@ from procedures.platforms.azure.settings import AzureSettings
 from procedures.policy import Environment
 from storage.db import Database
 from storage.models import Deployment
-from tests.azure.arm_double import SUBSCRIPTION, ArmDouble, make_certificate, set_backups
+from tests.azure.app_standin import AppStandIn
+from tests.azure.arm_double import SUBSCRIPTION, ArmDouble, Request, make_certificate, set_backups
+from tests.azure.arm_double.core import Answer
+from tests.azure.fresh_world import fresh_front_door
 from tests.azure.test_azure_platform import (
-    AppStandIn,
+    FRONT_DOORS,
     FakeTime,
     StaticTokenCredential,
     azure_section,
@@ -44,25 +65,68 @@ DB_SERVER = "qlp-prod-db"
 ENV = "production"
 MONITORING = {"duration": "3s", "interval": "1s", "health_failure_ratio": 0.5,
               "response_time_ms": 2000, "error_threshold": 10}
+SPEED = 30.0  # model seconds per real second: Azure's 90 s of propagation take 3 s here
+
+
+class ModelClock:
+    """Azure's time in these tests: real time sped up ``speed`` times (``now``, ``seconds``
+    for the double, ``sleep`` in model seconds)."""
+
+    def __init__(self, speed: float = SPEED) -> None:
+        self.speed = speed
+        self._origin = time.monotonic()
+        self._start = datetime.now(UTC)
+
+    def seconds(self) -> float:
+        return (time.monotonic() - self._origin) * self.speed
+
+    def now(self) -> datetime:
+        return self._start + timedelta(seconds=self.seconds())
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(max(seconds, 0.0) / self.speed)
+
+
+class ModelTimePlatform(AzurePlatform):
+    """The Azure platform on model time. The switch's waits go through the step's own sleep
+    (which heartbeats and stops at the step's deadline); here that sleep is given model
+    seconds, so they are scaled to real ones on the way."""
+
+    def __init__(self, *args: Any, model: ModelClock, **kwargs: Any) -> None:
+        super().__init__(*args, clock=model, sleep=model.sleep, **kwargs)
+        self._model = model
+
+    def switch_watched(self, slot: Slot, *, report: Callable[[str], None],
+                       sleep: Callable[[float], None]) -> None:
+        speed = self._model.speed
+        super().switch_watched(slot, report=report, sleep=lambda s: sleep(s / speed))
 
 
 class AzureWorld:
     """The double, the application stand-in and how the bot's SDK clients reach them."""
 
-    def __init__(self, double: ArmDouble, certificate: Path) -> None:
+    def __init__(self, double: ArmDouble, certificate: Path, model: ModelClock, *,
+                 health_mode: str = "json") -> None:
         self.double = double
         self.certificate = str(certificate)
-        self.app = AppStandIn(double, self.live_colour)
+        self.model = model
+        self.app = AppStandIn(double, FRONT_DOORS["route"], health_mode=health_mode)
+        # Requests (total, failed) each container group's application serves, by group name.
+        self.telemetry: dict[str, tuple[int, int]] = {}
+        self._answer_logs = double._logs_request
+        double._logs_request = self._logs_with_telemetry  # type: ignore[method-assign]
 
     def live_colour(self) -> str:
         pool = self.double.route_origin_group(*ROUTE)
         return "blue" if "blue" in pool else "green"
 
-    def environment(self) -> dict[str, Any]:
+    def environment(self, **changes: Any) -> dict[str, Any]:
         section = azure_section(
-            self.double, "route", secrets={}, poll_interval="1s", ready_timeout="30s",
-            switch_confirm_timeout="30s", postgres_server=DB_SERVER,
+            self.double, "route", secrets={}, poll_interval="5s", ready_timeout="10m",
+            postgres_server=DB_SERVER,
             app_insights={"workspace_id": WORKSPACE, "endpoint": self.double.url})
+        section.pop("switch_confirm_timeout", None)  # the default: 30 minutes
+        section.update(changes)
         return {"platform": "azure", "url": f"{self.app.url}/public", "health": ["/health"],
                 "azure": section}
 
@@ -73,9 +137,12 @@ class AzureWorld:
                            "retry_total": 0},
             keyvault_kwargs={"verify_challenge_resource": False})
 
+    def slot_base(self, slot: Slot, host: str) -> str:
+        return f"{self.app.url}/hosts/{host}"
+
     def platform(self, name: str, env: Environment, **kwargs: Any) -> AzurePlatform:
-        return AzurePlatform(name, env, clients=self.clients(),
-                             slot_base=lambda slot, host: f"{self.app.url}/hosts/{host}",
+        """An Azure platform on the double (on a fake clock when one is given)."""
+        return AzurePlatform(name, env, clients=self.clients(), slot_base=self.slot_base,
                              **kwargs)
 
     def factory(self, name: str, env: Environment, settings: AzureSettings,
@@ -85,12 +152,14 @@ class AzureWorld:
                                client_kwargs={"connection_verify": self.certificate,
                                               "retry_total": 0},
                                clock=clock, reuse_for=timedelta(seconds=0.5))
-        return self.platform(name, env, clock=clock), metrics
+        platform = ModelTimePlatform(name, env, clients=self.clients(),
+                                     slot_base=self.slot_base, model=self.model)
+        return platform, metrics
 
     def put_live(self, slot: Slot, version: str, *, stop_other: bool = False) -> None:
         """Deploy ``version`` into ``slot`` and switch Front Door to it, through the platform
         itself on a fake clock (the state a run left behind, without a run)."""
-        env = Environment.model_validate(self.environment())
+        env = Environment.model_validate(self.environment(switch_confirm="off"))
         fake_time = FakeTime()
         platform = self.platform(ENV, env, clock=fake_time.clock, sleep=fake_time.sleep)
         try:
@@ -113,24 +182,51 @@ class AzureWorld:
         """The version Front Door's public URL answers with now."""
         return str(httpx.get(f"{self.app.url}/public/health", timeout=5).json()["version"])
 
+    def injected_role(self, group: str) -> str | None:
+        """The cloud role name the group's application reports under: its
+        ``OTEL_SERVICE_NAME`` (None when the group has none, or does not exist)."""
+        with self.double.lock:
+            found = self.double.groups.get(group)
+            containers = found["properties"].get("containers", []) if found else []
+        for container in containers:
+            for variable in container.get("properties", {}).get("environmentVariables", []):
+                if variable.get("name") == "OTEL_SERVICE_NAME":
+                    return str(variable.get("value"))
+        return None
+
+    def _logs_with_telemetry(self, request: Request) -> Answer:
+        # The applications' telemetry reaches Logs under the role names their groups carry.
+        for group, (total, failed) in self.telemetry.items():
+            role = self.injected_role(group)
+            if role is not None:
+                self.double.set_requests(role, total=total, failed=failed)
+        return self._answer_logs(request)
+
     def stop(self) -> None:
         self.app.stop()
         self.double.stop()
 
 
-def start_world(tmp_path: Path) -> AzureWorld:
-    """Production runs v0.9.0 on green (put there through the platform itself); Application
-    Insights reports hardly any failed requests for either colour; the database's newest
-    automatic backup completed 3 hours ago."""
+def new_world(tmp_path: Path, *, health_mode: str = "json") -> AzureWorld:
+    """A new user's Azure: Front Door set up with its route on blue, no container group, the
+    database's newest automatic backup 3 hours old; applications report few failed
+    requests."""
     cert, key = make_certificate(tmp_path / "cert")
-    double = ArmDouble(cert, key, polls=1).start()
-    double.add_route(RG, *ROUTE, "qlp-blue-og")
-    world = AzureWorld(double, cert)
-    world.put_live(Slot.GREEN, "v0.9.0")
-    assert double.route_origin_group(*ROUTE) == "qlp-green-og"
-    double.set_requests("qlp-green", total=400, failed=1)
-    double.set_requests("qlp-blue", total=350, failed=0)
+    model = ModelClock()
+    double = ArmDouble(cert, key, polls=1, clock=model.seconds).start()
+    fresh_front_door(double, RG, *ROUTE)
+    world = AzureWorld(double, cert, model, health_mode=health_mode)
+    world.telemetry.update({"qlp-green": (400, 1), "qlp-blue": (350, 0)})
     world.backups_completed(timedelta(hours=27), timedelta(hours=3))
+    return world
+
+
+def start_world(tmp_path: Path) -> AzureWorld:
+    """A new user's Azure (``new_world``) where production then runs v0.9.0 on green, put
+    there through the platform itself."""
+    world = new_world(tmp_path)
+    world.put_live(Slot.GREEN, "v0.9.0")
+    assert world.double.route_origin_group(*ROUTE) == "qlp-green-og"
     return world
 
 

@@ -58,7 +58,7 @@ def test_deploy_and_automatic_rollback_through_front_door(azure_bot: BotHarness,
         assert phrase in thread, (phrase, thread)
 
     # 2. v1.1.0 goes to green, whose role then reports a spike of failed requests.
-    double.set_requests("qlp-green", total=300, failed=120)
+    world.telemetry["qlp-green"] = (300, 120)  # green's application fails a lot
     second = request_and_approve(bot, "deploy v1.1.0", "U0LEAD1")
     run = wait_until_done(bot, second)
     assert run.state is DeploymentState.ROLLED_BACK, (run.error, _thread_text(slack, second))
@@ -85,7 +85,7 @@ def test_registry_checks_azure_sections_and_ready_timeout_reads_them(
 
     good = world.environment()
     policy = make_policy(environments={"production": good})
-    assert ready_timeout(policy.environments["production"]) == timedelta(seconds=30)
+    assert ready_timeout(policy.environments["production"]) == timedelta(minutes=10)
     registry = PlatformRegistry(policy, tmp_path, SystemClock(), azure_factory=world.factory)
     assert isinstance(registry.platform_for("production"), AzurePlatform)
     assert isinstance(registry.metrics_for("production"), AzureMetrics)
