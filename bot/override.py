@@ -51,6 +51,7 @@ from procedures.errors import ConflictError, PolicyRefusal
 from procedures.model import DeploymentState, ProcedureKind
 from procedures.policy import ApprovalRule
 from procedures.store import DeploymentRecord
+from storage.decisions import Outcome
 
 if TYPE_CHECKING:
     from bot.context import HandlerContext
@@ -296,6 +297,13 @@ def _grant(ctx: HandlerContext, deployment: DeploymentRecord,
         return f"You granted the override of #{deployment.id}; it is starting."
     rule = services.policy.approval_rule(deployment.kind)
     have = len(_approvers(services, deployment, user))
+    if have >= rule.required:  # the approvals are in, yet it was not queued: say why
+        now_verdict = _verdict(ctx, deployment, override, members, services.clock.now())
+        why = (f": {now_verdict.reason}" if not now_verdict.allowed
+               else " (another click queued it)")
+        return (f"You granted the override of #{deployment.id} until "
+                f"{local_time(expires, zone)}. It has its {rule.required} approval"
+                f"{'s' if rule.required > 1 else ''} but does not start now{why}.")
     return (f"You granted the override of #{deployment.id} until {local_time(expires, zone)}. "
             f"It still needs {rule.required - have} approval"
             f"{'s' if rule.required - have > 1 else ''} from {describe_rule(rule)}.")
@@ -316,20 +324,29 @@ def _approve(ctx: HandlerContext, deployment: DeploymentRecord,
     if not verdict.allowed and verdict.rule != "override-pending":
         raise _refuse(ctx, deployment, f"{verdict.reason}.", verdict.rule,
                       verdict.what_would_allow or None)
-    plan = deployment.plan_hash or ""
-    if not services.approvals.record(deployment.id, user, "approve", plan):
-        raise ConflictError(f"You already approved #{deployment.id}.")
     rule = services.policy.approval_rule(deployment.kind)
     granted = override is not None and override.granted
-    count = len(_approvers(services, deployment, override.approver if override else None))
-    services.audit.append(user, "deployment.approved", deployment_id=deployment.id,
-                          environment=deployment.environment,
-                          detail={"plan_hash": plan, "count": count, "required": rule.required,
-                                  "override_granted": granted})
     waiting = ""
     if not verdict.allowed:  # override-pending: the grant is still missing
         grantors = describe_rule(services.policy.approval_rule(OVERRIDE_KIND))
         waiting = f" Waiting for the break-glass override from {grantors}."
+    # Counted in one serialised transaction with its audit row: the count never passes the
+    # rule's number ("2 of 1"); an approval once the count is complete is not recorded.
+    decision = services.decisions.count_approval(
+        deployment.id, user, required=rule.required,
+        not_counting=override.approver if override else None,
+        detail={"override_granted": granted})
+    if decision.outcome is Outcome.ALREADY_DECIDED:
+        raise ConflictError(f"You already approved #{deployment.id}.")
+    if decision.outcome is Outcome.ENOUGH:
+        who = ", ".join(f"<@{a}>" for a in decision.approvers)
+        needed = f"{rule.required} approval{'s' if rule.required > 1 else ''}"
+        raise ConflictError(f"#{deployment.id} already has the {needed} it needs ({who}); "
+                            "yours was not counted." + waiting)
+    if decision.outcome is not Outcome.RECORDED:
+        raise ConflictError(f"#{deployment.id} is no longer waiting for approval; there is "
+                            "nothing to approve.")
+    count = len(decision.approvers)
     if _queue_if_complete(ctx, deployment.id, members):
         return f"You approved #{deployment.id}; it is starting."
     run = services.views.snapshot(deployment.id)

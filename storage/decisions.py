@@ -9,8 +9,10 @@ BEGIN), so the approval row, the count, the state change and the audit row commi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from sqlmodel import col, select
 
@@ -31,6 +33,7 @@ class Outcome(StrEnum):
     SCHEDULED = "scheduled"  # completed the count of a deployment whose time is still ahead
     REJECTED = "rejected"  # this rejection ended the request
     ALREADY_DECIDED = "already_decided"  # this person already approved this plan
+    ENOUGH = "enough"  # the count was already complete (waiting for something else): not counted
     NOT_PENDING = "not_pending"  # the deployment is no longer waiting for decisions
     NOT_FOUND = "not_found"
 
@@ -58,6 +61,49 @@ class DecisionRecorder:
     def approve(self, deployment_id: int, actor: str, *, required: int) -> Decision:
         """Count ``actor``'s approval of the deployment's current plan."""
         return self._decide(deployment_id, actor, "approve", required=required, reason=None)
+
+    def count_approval(self, deployment_id: int, actor: str, *, required: int,
+                       not_counting: str | None = None,
+                       detail: Mapping[str, Any] | None = None) -> Decision:
+        """Count ``actor``'s approval without moving the deployment on (a break-glass request
+        is queued by whoever completes both the count and the grant, ``bot.override``).
+
+        Serialised like :meth:`approve`, so the count never passes ``required``: once it is
+        complete a further approval is not recorded (``ENOUGH``), whatever the interleaving.
+        ``not_counting`` is a person whose approval does not count (the override's granter).
+        Returns RECORDED with the counted approvers, this one last.
+        """
+        for _ in range(10):
+            with self._db.session() as s:
+                deployment = s.get(Deployment, deployment_id, populate_existing=True)
+                if deployment is None:
+                    return Decision(Outcome.NOT_FOUND, None, ())
+                plan = deployment.plan_hash or ""
+                approvers = tuple(a for a in self._approvers(s, deployment_id, plan)
+                                  if a != not_counting)
+                if deployment.state is not DeploymentState.PENDING_APPROVAL:
+                    return Decision(Outcome.NOT_PENDING, deployment.state, approvers,
+                                    self._last_decider(s, deployment_id))
+                if actor in approvers:
+                    return Decision(Outcome.ALREADY_DECIDED, deployment.state, approvers, actor)
+                if len(approvers) >= required:
+                    return Decision(Outcome.ENOUGH, deployment.state, approvers)
+                if not self._deployments.transition(
+                        deployment_id, [DeploymentState.PENDING_APPROVAL],
+                        DeploymentState.PENDING_APPROVAL,
+                        expected_revision=deployment.revision, session=s):
+                    s.rollback()
+                    continue
+                self._approvals.record(deployment_id, actor, "approve", plan, session=s)
+                approvers = (*approvers, actor)
+                self._audit.append(actor, "deployment.approved", session=s,
+                                   deployment_id=deployment_id,
+                                   environment=deployment.environment,
+                                   detail={**(detail or {}), "plan_hash": plan,
+                                           "count": len(approvers), "required": required})
+                return Decision(Outcome.RECORDED, DeploymentState.PENDING_APPROVAL, approvers,
+                                actor)
+        raise RuntimeError(f"deployment #{deployment_id}: could not record the approval")
 
     def reject(self, deployment_id: int, actor: str, reason: str | None = None) -> Decision:
         """Reject the request; it ends REJECTED."""
