@@ -533,6 +533,24 @@ class _Run:
             raise StepFailure("this run has no version; cannot record a baseline")
         self.e.baselines.record(self.view.environment, self.view.version, metrics)
 
+    def baseline(self) -> Mapping[str, Any] | None:
+        """The newest baseline recorded for this environment, with its ``version`` and
+        ``recorded_at``. Read before this run records its own (``record_baseline`` comes after
+        ``monitor``), so it is the one of the version deployed before. A store that cannot
+        be read fails the step: monitoring must not quietly drop its ratio rules."""
+        if self.e.baselines is None:
+            return None
+        try:
+            latest = self.e.baselines.latest(self.view.environment)
+        except Exception as exc:
+            raise ExternalServiceError(
+                "database", f"could not read the performance baseline of "
+                f"{self.view.environment}: {describe_error(exc)}", retryable=True) from exc
+        if latest is None:
+            return None
+        return {**dict(latest.metrics or {}), "version": latest.version,
+                "recorded_at": latest.recorded_at.isoformat()}
+
     # -- the run --------------------------------------------------------------------------------
 
     def execute(self) -> DeploymentState:

@@ -79,6 +79,8 @@ class RunServices(Protocol):
 
     def record_baseline(self, metrics: Mapping[str, Any]) -> None: ...
 
+    def baseline(self) -> Mapping[str, Any] | None: ...
+
 
 class EngineContext:
     """The :class:`procedures.playbook.StepContext` the engine gives one attempt of one step.
@@ -180,3 +182,9 @@ class EngineContext:
 
     def record_baseline(self, metrics: Mapping[str, Any]) -> None:
         self._run.record_baseline(metrics)
+
+    def baseline(self) -> Mapping[str, Any] | None:
+        """The environment's newest recorded performance baseline (the version deployed before
+        this run), or None: what ``monitor`` applies ``response_time_ratio`` and
+        ``error_rate_ratio`` to (``procedures.playbooks.standard.ProvidesBaseline``)."""
+        return self._run.baseline()

@@ -668,7 +668,8 @@ def _ratio_rules(thresholds: MonitoringThresholds, baseline: Mapping[str, Any] |
         return ""
     if not baseline:
         return " (no baseline yet to compare with)"
-    return ", or exceed " + " or ".join(ratios)
+    of = f" (the baseline of {baseline['version']})" if baseline.get("version") else ""
+    return ", or exceed " + " or ".join(ratios) + of
 
 
 def _summary_result(summary: Summary, slot: Slot, version: str,
