@@ -1,6 +1,7 @@
 """The Front Door part of the ARM double behaves like Azure Front Door: origin groups are
 resources a route must point at, PATCH bodies are validated, a change's ``deploymentStatus``
-and the edge follow the propagation time on the model clock, and ARM's authorization is asked
+and the edge follow the propagation time on the model clock (a rollout made to fail reads
+``Failed``, and the bot's switch stops on it without retrying), and ARM's authorization is asked
 first. Also the application stand-in (``tests.azure.app_standin``) that serves what the edge
 serves, and the fresh-environment world (``tests.azure.fresh_world``).
 
@@ -27,6 +28,10 @@ from azure.mgmt.cdn.models import (
     RouteUpdatePropertiesParameters,
 )
 
+from procedures.errors import StepFailure
+from procedures.model import Slot
+from procedures.platforms.azure import AzureClients, AzurePlatform
+from procedures.policy import Environment
 from tests.azure.app_standin import AppStandIn
 from tests.azure.arm_double import API_VERSIONS, SUBSCRIPTION, TOKEN, Answer, ArmDouble
 from tests.azure.arm_double.core import _error
@@ -36,7 +41,12 @@ from tests.azure.fresh_world import (
     fresh_front_door,
     fresh_origins_front_door,
 )
-from tests.azure.test_azure_platform import StaticTokenCredential
+from tests.azure.test_azure_platform import (
+    FRONT_DOORS,
+    FakeTime,
+    StaticTokenCredential,
+    azure_section,
+)
 
 RG = "prod-qlp-rg"
 PROFILE = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RG}/providers/Microsoft.Cdn/profiles/" \
@@ -253,6 +263,80 @@ def test_origin_switch_is_validated_answers_202_and_propagates(
     assert arm.served_origin("qlp-frontdoor", "qlp-og") == "qlp-green"
     assert cdn.afd_origins.get(RG, "qlp-frontdoor", "qlp-og",
                                "qlp-blue").deployment_status == "Succeeded"
+
+
+def test_an_injected_rollout_failure_reads_failed_and_never_reaches_the_edge(
+        arm: ArmDouble, cdn: CdnManagementClient, clock: ModelClock) -> None:
+    fresh_front_door(arm)
+    arm.propagation_seconds = 30
+    arm.fail_deployment("qlp-frontdoor", endpoint="qlp-endpoint", route="default-route")
+    point_route(cdn, "qlp-green-og")  # ARM accepts the write: its operation Succeeds
+    route = cdn.routes.get(RG, *ROUTE)
+    assert (route.provisioning_state, route.deployment_status) == ("Succeeded", "InProgress")
+    clock.advance(30)
+    assert cdn.routes.get(RG, *ROUTE).deployment_status == "Failed"
+    assert arm.route_origin_group(*ROUTE) == "qlp-green-og"
+    clock.advance(600)
+    assert arm.served_origin_group(*ROUTE) == "qlp-blue-og"  # the edge never got it
+
+    # The failure is used up: the next write (an undo, or a retry) rolls out.
+    point_route(cdn, "qlp-green-og")
+    clock.advance(30)
+    assert cdn.routes.get(RG, *ROUTE).deployment_status == "Succeeded"
+    assert arm.served_origin_group(*ROUTE) == "qlp-green-og"
+
+    # On origins: only the named origin's write fails.
+    fresh_origins_front_door(arm, profile="qlp-other")
+    arm.grant(PROFILE.replace("qlp-frontdoor", "qlp-other"), "CDN Profile Contributor")
+    arm.fail_deployment("qlp-other", origin_group="qlp-og", origin="qlp-green")
+    origins = cdn.afd_origins
+    for name, state in (("qlp-green", "Enabled"), ("qlp-blue", "Disabled")):
+        origins.begin_update(RG, "qlp-other", "qlp-og", name, AFDOriginUpdateParameters(
+            properties=AFDOriginUpdatePropertiesParameters(enabled_state=state))).result()
+    clock.advance(30)
+    assert [origins.get(RG, "qlp-other", "qlp-og", name).deployment_status
+            for name in ("qlp-green", "qlp-blue")] == ["Failed", "Succeeded"]
+    assert arm.served_origins("qlp-other", "qlp-og") == []  # blue off, green never on
+
+    with pytest.raises(ValueError, match="not both"):
+        arm.fail_deployment("qlp-frontdoor", route="default-route", origin="qlp-blue")
+
+
+def test_the_bots_switch_stops_on_a_failed_rollout_without_retrying(
+        certificate: tuple[Path, Path]) -> None:
+    fake_time = FakeTime()
+    start = fake_time.clock.now()
+    arm = ArmDouble(*certificate, polls=1,
+                    clock=lambda: (fake_time.clock.now() - start).total_seconds()).start()
+    app = AppStandIn(arm, FRONT_DOORS["route"])
+    env = Environment.model_validate({
+        "platform": "azure", "url": "https://api.qlp-hq.com", "health": ["/health"],
+        "azure": azure_section(arm, "route", secrets={})})
+    clients = AzureClients(StaticTokenCredential(), SUBSCRIPTION, base_url=arm.url,
+                           client_kwargs={"connection_verify": str(certificate[0]),
+                                          "polling_interval": 0, "retry_total": 0})
+    platform = AzurePlatform("production", env, clients=clients,
+                             slot_base=lambda slot, host: app.host_url(host),
+                             public_url=app.public_url, clock=fake_time.clock,
+                             sleep=fake_time.sleep)
+    try:
+        fresh_front_door(arm)
+        platform.deploy(Slot.BLUE, "v1.0.0")
+        platform.deploy(Slot.GREEN, "v1.1.0")
+        arm.propagation_seconds = 20
+        arm.fail_deployment("qlp-frontdoor")
+        slept = sum(fake_time.sleeps)
+        with pytest.raises(StepFailure) as failed:
+            platform.switch(Slot.GREEN)
+        assert not failed.value.retryable
+        assert "deploymentStatus Failed for the switch to green" in str(failed.value)
+        assert len(arm.calls_to("route", "PATCH")) == 1  # waited, then stopped: no re-PATCH
+        assert sum(fake_time.sleeps) - slept >= 20  # it waited while the rollout went on
+        assert arm.served_origin_group(*ROUTE) == "qlp-blue-og"
+    finally:
+        platform.close()
+        app.stop()
+        arm.stop()
 
 
 def test_classic_front_door_serves_the_old_pool_while_propagating(

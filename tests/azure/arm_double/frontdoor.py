@@ -11,7 +11,9 @@ Like Azure Front Door, a write is two things that end at different times:
   ``propagation_seconds`` of model time passed since the write, then reads ``Succeeded``; until
   then the edge keeps serving the previous configuration (``served_origin_group``,
   ``served_origins``/``served_origin``, ``classic_served_pool``), while the resource already
-  reads the new one (``route_origin_group``, ``origin``, ``classic_pool``).
+  reads the new one (``route_origin_group``, ``origin``, ``classic_pool``). A rollout made to
+  fail (``fail_deployment``) reads ``deploymentStatus: Failed`` once its time is over and never
+  reaches the edge.
 
 The PATCH bodies are validated against the published ``Microsoft.Cdn`` definitions kept in
 ``tests/azure/specs`` (``RouteUpdateParameters``, ``AFDOriginUpdateParameters``, through
@@ -72,6 +74,18 @@ class _Change:
     at: float
     value: Any
     op: Operation | None = None
+    failed: bool = False  # the rollout to the edge fails: never served, deploymentStatus Failed
+
+
+@dataclass
+class _DeploymentFailure:
+    """An injected rollout failure: the next route or origin write of ``profile`` that
+    matches (a None field matches anything) ends with ``deploymentStatus: Failed``."""
+
+    kind: str  # "route" | "origin" | "any"
+    profile: str
+    first: str | None  # endpoint (route) or origin group (origin)
+    second: str | None  # route or origin name
 
 
 def _bad_request(message: str) -> Answer:
@@ -110,23 +124,56 @@ class FrontDoorMixin(ArmCore):
         self._route_edge: dict[tuple[str, str, str], list[_Change]] = {}
         self._origin_edge: dict[tuple[str, str, str], list[_Change]] = {}
         self._classic_edge: dict[tuple[str, str], list[_Change]] = {}
+        self._deployment_failures: list[_DeploymentFailure] = []
 
     # -- propagation ---------------------------------------------------------------------------
 
     def _propagated(self, change: _Change) -> bool:
+        """Whether the rollout of ``change`` is over (successfully or not)."""
         if change.op is not None and not change.op.done:
             return False
         return bool(self.clock() >= change.at + self.propagation_seconds)
 
     def _served(self, history: list[_Change]) -> Any:
-        """The newest configuration the edge has (the seed is always there)."""
+        """The newest configuration the edge has (the seed is always there); a change whose
+        rollout failed never reaches it."""
         for change in reversed(history):
-            if self._propagated(change):
+            if not change.failed and self._propagated(change):
                 return change.value
         return history[0].value
 
     def _deployment_status(self, history: list[_Change]) -> str:
-        return "Succeeded" if self._propagated(history[-1]) else "InProgress"
+        if not self._propagated(history[-1]):
+            return "InProgress"
+        return "Failed" if history[-1].failed else "Succeeded"
+
+    def fail_deployment(self, profile: str, *, endpoint: str | None = None,
+                        route: str | None = None, origin_group: str | None = None,
+                        origin: str | None = None) -> None:
+        """The next write to a route (``endpoint``/``route``) or an origin
+        (``origin_group``/``origin``) of the Standard/Premium ``profile`` is accepted by ARM
+        (its operation Succeeds) but its rollout to the edge fails: once the propagation time
+        is over the resource reads ``deploymentStatus: Failed`` and the edge keeps serving the
+        previous configuration. Without a route or origin argument, the next route or origin
+        write of the profile fails so. A later write rolls out normally."""
+        routes = endpoint is not None or route is not None
+        origins = origin_group is not None or origin is not None
+        if routes and origins:
+            raise ValueError("fail_deployment: a route or an origin, not both")
+        kind = "route" if routes else "origin" if origins else "any"
+        first, second = (endpoint, route) if routes else (origin_group, origin)
+        with self.lock:
+            self._deployment_failures.append(_DeploymentFailure(
+                kind, profile.lower(), first and first.lower(), second and second.lower()))
+
+    def _take_deployment_failure(self, kind: str, key: tuple[str, str, str]) -> bool:
+        """Whether an injected rollout failure matches this write (and use it up)."""
+        for index, failure in enumerate(self._deployment_failures):
+            if (failure.kind in (kind, "any") and failure.profile == key[0]
+                    and failure.first in (None, key[1]) and failure.second in (None, key[2])):
+                del self._deployment_failures[index]
+                return True
+        return False
 
     @staticmethod
     def _provisioning_state(history: list[_Change]) -> str:
@@ -479,7 +526,8 @@ class FrontDoorMixin(ArmCore):
         op, headers = self._new_operation("route", key, "Microsoft.Cdn", "global")
         # Every write propagates anew (deploymentStatus), even one that keeps the group.
         self._route_edge[key].append(
-            _Change(self.clock(), self.route_origin_group(*key).lower(), op))
+            _Change(self.clock(), self.route_origin_group(*key).lower(), op,
+                    failed=self._take_deployment_failure("route", key)))
         return Answer(202, self._route_view(key), headers)
 
     def _route_problem(self, match: re.Match[str], changes: dict[str, Any]) -> Answer | None:
@@ -547,7 +595,9 @@ class FrontDoorMixin(ArmCore):
         changes = _canonical(dict(body.get("properties") or {}))
         origin["properties"].update(changes)
         op, headers = self._new_operation("origin", key, "Microsoft.Cdn", "global")
-        self._origin_edge[key].append(_Change(self.clock(), self._edge_fields(key), op))
+        self._origin_edge[key].append(_Change(self.clock(), self._edge_fields(key), op,
+                                              failed=self._take_deployment_failure("origin",
+                                                                                   key)))
         return Answer(202, self._origin_view(key), headers)
 
 
