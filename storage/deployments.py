@@ -6,12 +6,14 @@ from collections.abc import Collection, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, Table, bindparam, func, insert, literal, or_, update
+from sqlalchemy import Select, Table, bindparam, func, insert, literal, or_, text, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.dml import Insert, Update
 from sqlmodel import Session, col, select
 
 from procedures.clock import Clock
+from procedures.decision import ONE_AT_A_TIME
+from procedures.errors import PolicyRefusal
 from procedures.model import DeploymentState, ProcedureKind, StepState
 from procedures.store import UNCHANGED, AuditEntry, NotRunning, Unchanged
 from storage.audit import AuditLog, canonical_detail, event_hash
@@ -21,6 +23,19 @@ from storage.sql import insert_ignoring_conflict, upsert
 from storage.types import UTCDateTime
 
 ACTIVE_STATES = (DeploymentState.QUEUED, DeploymentState.RUNNING, DeploymentState.ROLLING_BACK)
+
+UNDER_WAY_STATES = (DeploymentState.PENDING_APPROVAL, *ACTIVE_STATES)
+"""A deployment in these states holds its environment for a new request ("one at a time")."""
+
+EXCLUSIVE_KINDS = frozenset({ProcedureKind.STANDARD, ProcedureKind.HOTFIX,
+                             ProcedureKind.MIGRATION})
+"""Kinds whose request is refused while another deployment of the environment is under way
+or waiting for approval (``procedures.decision``'s rule [1]). Emergencies and rollbacks are
+judged on running deployments only by their commands; they are not guarded here by default."""
+
+_REQUEST_LOCK_CLASS = 0x51_4C_50_01
+"""First key of ``pg_advisory_xact_lock(class, hashtext(environment))``: one lock per
+environment, held by whoever is writing a request for it until its transaction ends."""
 
 # Columns transition(**fields) may set. id/state/revision/created_at are managed here.
 TRANSITION_FIELDS = frozenset({
@@ -123,9 +138,31 @@ class DeploymentRepository:
         channel: str | None = None,
         scheduled_at: datetime | None = None,
         request_key: str | None = None,
+        exclusive_of: Collection[DeploymentState] | None = None,
         session: Session | None = None,
     ) -> tuple[Deployment, bool]:
-        """Like :meth:`create`, and whether this call created it (False: a repeated request)."""
+        """Like :meth:`create`, and whether this call created it (False: a repeated request).
+
+        One at a time, atomically: when ``exclusive_of`` names states, the request is refused
+        (:class:`~procedures.errors.PolicyRefusal`, rule ``one-at-a-time``) if another
+        deployment of the environment is in one of them. Writers for one environment are
+        serialised (SQLite: the write lock taken at BEGIN; PostgreSQL: a transaction-scoped
+        advisory lock per environment), so of any number of concurrent requests to an
+        environment with nothing under way exactly one is created, whether or not the
+        environment has any history. The caller's own check (``decide``) answers first with
+        the full reason; this closes the race between that check and the write.
+
+        By default (``None``) a person's request (it carries a ``request_key``) for a kind in
+        :data:`EXCLUSIVE_KINDS`, PENDING_APPROVAL and not scheduled for later, is exclusive of
+        :data:`UNDER_WAY_STATES`; everything else is not checked. ``()`` turns the check off.
+        A repeated request (same ``request_key``) returns the deployment it created, never a
+        refusal.
+        """
+        if exclusive_of is None:
+            exclusive_of = (UNDER_WAY_STATES if request_key is not None
+                            and ProcedureKind(kind) in EXCLUSIVE_KINDS
+                            and DeploymentState(state) is DeploymentState.PENDING_APPROVAL
+                            and scheduled_at is None else ())
         now = self._clock.now()
         values: dict[str, Any] = {
             "kind": ProcedureKind(kind),
@@ -143,22 +180,71 @@ class DeploymentRepository:
             "updated_at": now,
             "revision": 0,
         }
+        blocker: Deployment | None = None
         with self._db.using(session) as s:
-            if request_key is None:
+            if exclusive_of:
+                self._lock_requests_for(s, environment)
+                if request_key is not None:
+                    repeated = s.exec(
+                        select(Deployment)
+                        .where(col(Deployment.request_key) == request_key)
+                        .execution_options(populate_existing=True)
+                    ).first()
+                    if repeated is not None:
+                        return repeated, False
+                blocker = s.exec(
+                    select(Deployment)
+                    .where(col(Deployment.environment) == environment,
+                           col(Deployment.state).in_([DeploymentState(x)
+                                                      for x in exclusive_of]))
+                    .order_by(col(Deployment.id)).limit(1)
+                ).first()
+            if blocker is None and request_key is None:
                 deployment = Deployment(**values)
                 s.add(deployment)
                 s.flush()
                 return deployment, True
-            new_id = s.exec(
-                insert_ignoring_conflict(self._db, Deployment, values, ["request_key"])
-                .returning(col(Deployment.id))
-            ).scalar()
-            existing = s.exec(
-                select(Deployment)
-                .where(col(Deployment.request_key) == request_key)
-                .execution_options(populate_existing=True)
-            ).one()
-            return existing, new_id is not None
+            if blocker is None:
+                new_id = s.exec(
+                    insert_ignoring_conflict(self._db, Deployment, values, ["request_key"])
+                    .returning(col(Deployment.id))
+                ).scalar()
+                existing = s.exec(
+                    select(Deployment)
+                    .where(col(Deployment.request_key) == request_key)
+                    .execution_options(populate_existing=True)
+                ).one()
+                return existing, new_id is not None
+        assert blocker is not None
+        raise self._refuse_busy(blocker, kind, version, environment, requester,
+                                audited=session is None)
+
+    def _lock_requests_for(self, session: Session, environment: str) -> None:
+        """Serialise the writers of requests for ``environment`` until the transaction ends.
+
+        SQLite already holds the database's write lock (``BEGIN IMMEDIATE``). On PostgreSQL a
+        row lock is no help when the environment has no row yet (nothing to lock, so two
+        writers both see nothing under way): an advisory lock on the environment's name is.
+        """
+        if self._db.is_postgresql:
+            session.execute(
+                text("SELECT pg_advisory_xact_lock(:class, hashtext(:environment))"),
+                {"class": _REQUEST_LOCK_CLASS, "environment": environment})
+
+    def _refuse_busy(self, blocker: Deployment, kind: ProcedureKind, version: str | None,
+                     environment: str, requester: str, *, audited: bool) -> PolicyRefusal:
+        """The one-at-a-time refusal of a request that lost the race to ``blocker``."""
+        what = f"{blocker.version}, " if blocker.version else ""
+        state = blocker.state.value.replace("_", " ")
+        reason = (f"Deployment #{blocker.id} ({what}{state}) is already under way for "
+                  f"{environment}; one deployment at a time")
+        if audited:  # the caller's own check passed a moment ago: say why it was refused
+            self._audit.append(requester, "deployment.refused", environment=environment,
+                               detail={"version": version, "kind": ProcedureKind(kind).value,
+                                       "rule": ONE_AT_A_TIME, "reason": reason,
+                                       "blocked_by": blocker.id})
+        return PolicyRefusal(f"{reason}.", rule=ONE_AT_A_TIME,
+                             hint=f"Wait for it, or `/qlp cancel {blocker.id}`.")
 
     # -- reading ------------------------------------------------------------------------------
 
