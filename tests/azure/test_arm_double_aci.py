@@ -1,7 +1,7 @@
 """The ARM double's container groups, authorization and Key Vault behave like Azure: each refusal
 ARM or ACI answers, provisioning that takes model time, 200 vs 201, 409 while an operation goes
 on, 403 ``AuthorizationFailed`` / ``LinkedAuthorizationFailed`` / ``ForbiddenByRbac`` once a role
-is revoked, and the permissions listing.
+is revoked, the permissions listing, and the resource group and identity GETs doctor makes.
 
 Requests go over HTTPS with httpx (the double's certificate trusted), and once through the real
 SDK client; the double's clock is a fake the tests move.
@@ -401,6 +401,65 @@ def test_key_vault_refuses_a_caller_without_secrets_user(http: httpx.Client,
     # A control-plane role does not grant the data action.
     double.grant(RESOURCE_GROUP_ID, "Contributor")
     assert http.get("/secrets/database-url?api-version=7.5").status_code == 403
+
+
+# -- the plain resources doctor reads ---------------------------------------------------------
+
+
+def test_the_resource_group_and_the_identity_answer_as_arm_does(http: httpx.Client,
+                                                               double: ArmDouble) -> None:
+    rg = http.get(RESOURCE_GROUP_ID.replace("resourceGroups", "resourcegroups"),
+                  params={"api-version": "2021-04-01"})
+    assert rg.status_code == 200
+    assert rg.json() == {"id": RESOURCE_GROUP_ID, "name": "prod-qlp-rg",
+                         "type": "Microsoft.Resources/resourceGroups", "location": "eastus",
+                         "properties": {"provisioningState": "Succeeded"}}
+    other = RESOURCE_GROUP_ID.replace("prod-qlp-rg", "prod-qlp-rgx")
+    # ARM authorizes first: without a role there, a missing group is a 403 like any scope.
+    assert error(http.get(other, params={"api-version": "2021-04-01"}))[:2] == (
+        403, "AuthorizationFailed")
+    double.grant(f"/subscriptions/{SUBSCRIPTION}", "Reader")
+    assert error(http.get(other, params={"api-version": "2021-04-01"})) == (
+        404, "ResourceGroupNotFound", "Resource group 'prod-qlp-rgx' could not be found.")
+    assert error(http.get(RESOURCE_GROUP_ID, params={"api-version": "2019-01-01"}))[:2] == (
+        400, "InvalidApiVersionParameter")
+
+    identity = http.get(IDENTITY_ID, params={"api-version": "2023-01-31"})
+    assert identity.status_code == 200
+    assert identity.json()["properties"]["clientId"] == "22222222-0000-0000-0000-000000000002"
+    # The same principal a container group shows for the identity assigned to it.
+    assert put(http, "qlp-blue", body()).status_code == 201
+    shown = http.get(f"{GROUPS}/qlp-blue?{API}").json()["identity"]["userAssignedIdentities"]
+    assert shown[IDENTITY_ID]["clientId"] == identity.json()["properties"]["clientId"]
+    double.remove_identity(IDENTITY_ID)
+    status, code, message = error(http.get(IDENTITY_ID, params={"api-version": "2023-01-31"}))
+    assert (status, code) == (404, "ResourceNotFound")
+    assert message.startswith("The Resource 'Microsoft.ManagedIdentity/userAssignedIdentities/"
+                              "qlp-acr-pull' under resource group 'prod-qlp-rg' was not found.")
+
+    # Without the resource group, everything under it is ResourceGroupNotFound.
+    double.add_identity(IDENTITY_ID)
+    double.remove_resource_group("prod-qlp-rg")
+    for answer in (http.get(IDENTITY_ID, params={"api-version": "2023-01-31"}),
+                   http.get(f"{GROUPS}/qlp-blue?{API}"), put(http, "qlp-green", body("green"))):
+        assert error(answer)[:2] == (404, "ResourceGroupNotFound")
+    assert "qlp-green" not in double.groups
+
+
+def test_reading_the_resource_group_or_identity_needs_a_role(http: httpx.Client,
+                                                             double: ArmDouble) -> None:
+    double.revoke(RESOURCE_GROUP_ID, "Monitoring Reader")  # its */read covered both
+    status, code, message = error(http.get(RESOURCE_GROUP_ID,
+                                           params={"api-version": "2021-04-01"}))
+    assert (status, code) == (403, "AuthorizationFailed")
+    assert ("'Microsoft.Resources/subscriptions/resourceGroups/read' over scope "
+            f"'{RESOURCE_GROUP_ID}'") in message
+    # Managed Identity Operator on the identity still lets the bot read the identity.
+    assert http.get(IDENTITY_ID, params={"api-version": "2023-01-31"}).status_code == 200
+    double.revoke(IDENTITY_ID, "Managed Identity Operator")
+    status, code, message = error(http.get(IDENTITY_ID, params={"api-version": "2023-01-31"}))
+    assert (status, code) == (403, "AuthorizationFailed")
+    assert "userAssignedIdentities/read" in message
 
 
 def test_the_permissions_listing_answers_the_roles_effective_at_a_scope(

@@ -171,6 +171,20 @@ def test_route_must_point_at_an_existing_origin_group_with_an_enabled_origin(
     assert missing.value.status_code == 404
 
 
+def test_the_profile_answers_once_it_has_origin_groups_and_needs_read(
+        arm: ArmDouble, cdn: CdnManagementClient, http: httpx.Client) -> None:
+    assert http.get(PROFILE, params=CDN).json()["error"]["code"] == "ResourceNotFound"
+    fresh_front_door(arm)
+    profile = cdn.profiles.get(RG, "qlp-frontdoor")
+    assert profile.sku is not None and profile.sku.name == "Standard_AzureFrontDoor"
+    assert profile.provisioning_state == "Succeeded"
+    arm.revoke(PROFILE, "CDN Profile Contributor")
+    arm.revoke(PROFILE.split("/providers/")[0], "Monitoring Reader")
+    with pytest.raises(HttpResponseError) as denied:
+        cdn.profiles.get(RG, "qlp-frontdoor")
+    assert denied.value.status_code == 403 and "Microsoft.Cdn/profiles/read" in str(denied.value)
+
+
 def test_route_patch_with_an_unknown_or_read_only_property_is_refused(
         arm: ArmDouble, http: httpx.Client) -> None:
     fresh_front_door(arm)

@@ -11,7 +11,6 @@ manifest's scopes; the bot's database is a migrated SQLite file.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -36,7 +35,6 @@ from storage.db import Database
 from storage.migrate import upgrade
 from tests.azure.arm_double import SUBSCRIPTION, ArmDouble, set_backups
 from tests.azure.arm_double.authz import IDENTITY_ID, RESOURCE_GROUP_ID, VAULT_ID, WORKSPACE_ID
-from tests.azure.arm_double.core import API_VERSIONS, RG_PATTERN, Answer, Route, _error
 from tests.azure.fresh_world import fqdn_for, fresh_front_door
 from tests.azure.test_azure_platform import DB_URL, RG, StaticTokenCredential, azure_section
 from tests.fakes.bot_harness import BOT_TOKEN
@@ -50,72 +48,9 @@ DB_SERVER = "qlp-prod-db"
 PROFILE = "qlp-frontdoor"
 
 
-class DoctorDouble(ArmDouble):
-    """The double plus the three plain resources doctor reads that the double does not serve
-    yet: the resource group (``GET /subscriptions/{s}/resourcegroups/{rg}``, 2021-04-01), the
-    user-assigned identity (2023-01-31) and the Front Door profile (the cdn api-version). Each
-    is authorized like ARM (``check_access`` of the resource type's read action) and answers
-    ARM's 404 when it does not exist."""
-
-    ROUTES = (
-        Route("resourcegroup", re.compile(
-            r"^/subscriptions/(?P<sub>[^/]+)/resourcegroups/(?P<rg>[^/]+)$", re.I), "2021-04-01"),
-        Route("identity", re.compile(
-            RG_PATTERN + r"Microsoft\.ManagedIdentity/userAssignedIdentities/(?P<name>[^/]+)$",
-            re.I), "2023-01-31"),
-        Route("profile", re.compile(RG_PATTERN + r"Microsoft\.Cdn/profiles/(?P<profile>[^/]+)$",
-                                    re.I), API_VERSIONS["cdn"]),
-    )
-
-    def _resourcegroup_get(self, match: re.Match[str], body: Any) -> Answer:
-        rg_id = f"/subscriptions/{match['sub']}/resourceGroups/{match['rg']}"
-        denied = self.check_access("Microsoft.Resources/subscriptions/resourceGroups/read",
-                                   rg_id)
-        if denied is not None:
-            return denied
-        if match["rg"].lower() != RG.lower():
-            return _error(404, "ResourceGroupNotFound",
-                          f"Resource group '{match['rg']}' could not be found.")
-        return Answer(200, {"id": rg_id, "name": RG, "type": "Microsoft.Resources/resourceGroups",
-                            "location": "eastus",
-                            "properties": {"provisioningState": "Succeeded"}})
-
-    def _identity_get(self, match: re.Match[str], body: Any) -> Answer:
-        identity = match.group(0)
-        denied = self.check_access("Microsoft.ManagedIdentity/userAssignedIdentities/read",
-                                   identity)
-        if denied is not None:
-            return denied
-        if identity.lower() not in self.identities:
-            return _error(404, "ResourceNotFound", f"The Resource 'Microsoft.ManagedIdentity/"
-                          f"userAssignedIdentities/{match['name']}' under resource group "
-                          f"'{match['rg']}' was not found.")
-        return Answer(200, {"id": identity, "name": match["name"], "location": "eastus",
-                            "type": "Microsoft.ManagedIdentity/userAssignedIdentities",
-                            "properties": {"tenantId": "00000000-0000-0000-0000-0000000000bb",
-                                           "principalId": "55555555-0000-0000-0000-0000000000ee",
-                                           "clientId": "66666666-0000-0000-0000-0000000000ff"}})
-
-    def _profile_get(self, match: re.Match[str], body: Any) -> Answer:
-        profile_id = match.group(0)
-        denied = self.check_access("Microsoft.Cdn/profiles/read", profile_id)
-        if denied is not None:
-            return denied
-        name = match["profile"].lower()
-        if not any(p == name for p, _ in self.origin_groups):
-            return _error(404, "ResourceNotFound", f"The Resource 'Microsoft.Cdn/profiles/"
-                          f"{match['profile']}' under resource group '{match['rg']}' was not "
-                          "found.")
-        return Answer(200, {"id": profile_id, "name": match["profile"], "location": "Global",
-                            "type": "Microsoft.Cdn/profiles", "sku": {"name":
-                                                                     "Standard_AzureFrontDoor"},
-                            "properties": {"provisioningState": "Succeeded",
-                                           "resourceState": "Active"}})
-
-
 @dataclass
 class DoctorWorld:
-    double: DoctorDouble
+    double: ArmDouble
     certificate: str
     slack: SlackDouble
     home: Path
@@ -152,7 +87,7 @@ class DoctorWorld:
 
 @pytest.fixture
 def world(certificate: tuple[Path, Path], tmp_path: Path) -> Iterator[DoctorWorld]:
-    double = DoctorDouble(*certificate, polls=0).start()
+    double = ArmDouble(*certificate, polls=0).start()
     slack = SlackDouble(token=BOT_TOKEN)
     slack.start()
     try:

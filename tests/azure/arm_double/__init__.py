@@ -4,8 +4,9 @@ self-signed certificate.
 It implements the endpoints the platform's SDK calls use (paths and api-versions as the
 installed SDKs send them, see ``../shared/research/azure.md`` §6.3), one module per service:
 ``aci`` (container groups), ``frontdoor`` (classic and Standard/Premium), ``keyvault``,
-``logs`` (Log Analytics queries), ``metrics`` (Azure Monitor platform metrics) and ``backups``
-(PostgreSQL flexible server backups); ``core`` has the server, dispatch and long-running
+``logs`` (Log Analytics queries), ``metrics`` (Azure Monitor platform metrics), ``backups``
+(PostgreSQL flexible server backups) and ``resources`` (resource groups and user-assigned
+identities); ``authz`` has the role assignments, ``core`` the server, dispatch and long-running
 operations.
 
 State is kept per resource, every request is recorded in ``calls`` (method, path, query, JSON
@@ -40,6 +41,7 @@ from tests.azure.arm_double.frontdoor import FrontDoorMixin
 from tests.azure.arm_double.keyvault import KeyVaultMixin
 from tests.azure.arm_double.logs import LogsMixin
 from tests.azure.arm_double.metrics import METRICS_API_VERSION, MetricsMixin, set_metrics
+from tests.azure.arm_double.resources import ResourcesMixin
 
 __all__ = [
     "API_VERSIONS", "BACKUPS_API_VERSION", "BACKUPS_PAGE_SIZE", "METRICS_API_VERSION",
@@ -48,6 +50,6 @@ __all__ = [
 ]
 
 
-class ArmDouble(AciMixin, FrontDoorMixin, KeyVaultMixin, LogsMixin, MetricsMixin, BackupsMixin,
-                AuthzMixin, ArmCore):
+class ArmDouble(AciMixin, FrontDoorMixin, ResourcesMixin, KeyVaultMixin, LogsMixin, MetricsMixin,
+                BackupsMixin, AuthzMixin, ArmCore):
     """The double: ``url`` is its base URL, ``cert_path`` the certificate to trust."""

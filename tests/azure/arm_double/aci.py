@@ -8,6 +8,7 @@ What a PUT is refused for, in the order ARM and ACI check (400 unless said other
 
 1. 403 ``AuthorizationFailed`` without ``Microsoft.ContainerInstance/containerGroups/write`` on
    the group (GET needs ``.../read``, DELETE ``.../delete``; see ``authz``);
+   then 404 ``ResourceGroupNotFound`` when the resource group does not exist (``resources``);
 2. ``InvalidRequestContent``: the body does not fit the published ``ContainerGroup`` definition
    of api-version 2023-05-01 (``tests/azure/specs``: unknown or read-only properties, missing
    required ones, wrong types, values outside an enum), the message names the property;
@@ -44,16 +45,20 @@ import datetime as dt
 import re
 from typing import Any
 
-from tests.azure.arm_double.authz import IDENTITY_ID
 from tests.azure.arm_double.core import (
     API_VERSIONS,
     RG_PATTERN,
     SUBSCRIPTION,
     Answer,
-    ArmCore,
     Operation,
     Route,
     _error,
+)
+from tests.azure.arm_double.resources import (
+    IDENTITY_CLIENT_ID,
+    IDENTITY_PRINCIPAL_ID,
+    ResourcesMixin,
+    resource_not_found,
 )
 from tests.azure.fresh_world import fqdn_for
 from tests.azure.spec_validation import validate
@@ -66,8 +71,8 @@ ASSIGN = "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action"
 JOIN = "Microsoft.Network/virtualNetworks/subnets/join/action"
 
 
-class AciMixin(ArmCore):
-    """Container groups."""
+class AciMixin(ResourcesMixin):
+    """Container groups (in the resource groups and with the identities of ``resources``)."""
 
     ROUTES: tuple[Route, ...] = (
         Route("group", re.compile(
@@ -84,7 +89,6 @@ class AciMixin(ArmCore):
         self.create_failures: list[tuple[str | None, dict[str, str]]] = []
         self.container_overrides: dict[str, dict[str, Any]] = {}
         self.provision_seconds = 0.0  # model time a creation takes
-        self.identities: set[str] = {IDENTITY_ID.lower()}
         self.registries: dict[str, set[str]] = {}  # registry -> pushed "repo:tag"
         self.group_operations: dict[str, Operation] = {}  # group -> its latest operation
 
@@ -104,15 +108,6 @@ class AciMixin(ArmCore):
                     "provisioningState") == "Succeeded":
                 self._apply_running(self.groups[group])
 
-    def add_identity(self, resource_id: str) -> None:
-        """A user-assigned managed identity that exists."""
-        with self.lock:
-            self.identities.add(resource_id.lower())
-
-    def remove_identity(self, resource_id: str) -> None:
-        with self.lock:
-            self.identities.discard(resource_id.lower())
-
     def push_image(self, image: str) -> None:
         """``<registry>/<repo>:<tag>`` can be pulled; from then on only pushed tags of that
         registry can."""
@@ -128,13 +123,13 @@ class AciMixin(ArmCore):
             return denied
         # First bring the group up to the model clock: a deletion whose time is over has
         # removed it, a creation whose time is over has ended.
+        missing = self.missing_resource_group(match["rg"])
+        if missing is not None:
+            return missing
         self._refresh(match["name"])
         group = self.groups.get(match["name"])
         if group is None or not _in_group(group, match["rg"]):
-            return _error(404, "ResourceNotFound",
-                          f"The Resource '{GROUP_TYPE}/{match['name']}' under resource group "
-                          f"'{match['rg']}' was not found. For more details please go to "
-                          "https://aka.ms/ARMResourceNotFoundFix")
+            return resource_not_found(GROUP_TYPE, match["name"], match["rg"])
         return Answer(200, _without_secure_values(group))
 
     def _groups_get(self, match: re.Match[str], body: Any) -> Answer:
@@ -142,6 +137,8 @@ class AciMixin(ArmCore):
         the model clock as a GET of it would be."""
         scope = match.group(0).split("/providers/")[0]
         denied = self.check_access(f"{GROUP_TYPE}/read", scope)
+        if denied is None:
+            denied = self.missing_resource_group(match["rg"])
         if denied is not None:
             return denied
         for name in list(self.groups):
@@ -154,6 +151,8 @@ class AciMixin(ArmCore):
         name, group_id = match["name"], _group_id(match)
         action = f"{GROUP_TYPE}/write"
         denied = self.check_access(action, group_id)
+        if denied is None:
+            denied = self.missing_resource_group(match["rg"])
         if denied is not None:
             return denied
         problems = validate(body, "ContainerGroup", spec=ACI_SPEC)
@@ -324,8 +323,7 @@ class AciMixin(ArmCore):
                                   f"{variable['name']} has both value and secureValue")
         identity = copy.deepcopy(body.get("identity") or {})
         for entry in (identity.get("userAssignedIdentities") or {}).values():
-            entry.update(principalId="11111111-0000-0000-0000-000000000001",
-                         clientId="22222222-0000-0000-0000-000000000002")
+            entry.update(principalId=IDENTITY_PRINCIPAL_ID, clientId=IDENTITY_CLIENT_ID)
         props.update(provisioningState="Pending", sku="Standard")
         props["instanceView"] = {"state": "Pending", "events": []}
         group = {

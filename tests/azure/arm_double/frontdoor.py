@@ -45,11 +45,11 @@ from tests.azure.arm_double.core import (
     API_VERSIONS,
     RG_PATTERN,
     Answer,
-    ArmCore,
     Operation,
     Route,
     _error,
 )
+from tests.azure.arm_double.resources import ResourcesMixin, resource_not_found
 
 CDN = RG_PATTERN + r"Microsoft\.Cdn/profiles/(?P<profile>[^/]+)/"
 
@@ -92,13 +92,16 @@ def _bad_request(message: str) -> Answer:
     return _error(400, "BadRequest", message)
 
 
-class FrontDoorMixin(ArmCore):
-    """Classic Front Door, and Standard/Premium origin groups, routes and origins."""
+class FrontDoorMixin(ResourcesMixin):
+    """Classic Front Door, and Standard/Premium profiles, origin groups, routes and origins."""
 
     ROUTES: tuple[Route, ...] = (
         Route("frontdoor", re.compile(
             RG_PATTERN + r"Microsoft\.Network/frontDoors/(?P<name>[^/]+)$", re.I),
             API_VERSIONS["frontdoor"]),
+        Route("profile", re.compile(
+            RG_PATTERN + r"Microsoft\.Cdn/profiles/(?P<profile>[^/]+)$", re.I),
+            API_VERSIONS["cdn"]),
         Route("route", re.compile(
             CDN + r"afdEndpoints/(?P<endpoint>[^/]+)/routes/(?P<route>[^/]+)$", re.I),
             API_VERSIONS["cdn"]),
@@ -421,13 +424,13 @@ class FrontDoorMixin(ArmCore):
 
     def _frontdoor_get(self, match: re.Match[str], body: Any) -> Answer:
         denied = self.check_access("Microsoft.Network/frontDoors/read", match.group(0))
+        if denied is None:
+            denied = self.missing_resource_group(match["rg"])
         if denied is not None:
             return denied
         fd = self.front_doors.get(match["name"].lower())
-        if fd is None:
-            return _error(404, "ResourceNotFound",
-                          f"The Resource 'Microsoft.Network/frontDoors/{match['name']}' under "
-                          f"resource group '{match['rg']}' was not found.")
+        if fd is None or not _under(fd["id"], match["rg"]):
+            return resource_not_found("Microsoft.Network/frontDoors", match["name"], match["rg"])
         return Answer(200, copy.deepcopy(fd))
 
     def _frontdoor_put(self, match: re.Match[str], body: Any) -> Answer:
@@ -464,6 +467,27 @@ class FrontDoorMixin(ArmCore):
             if pool != history[-1].value:
                 history.append(_Change(self.clock(), pool, op))
         return Answer(202, None, headers)
+
+    # -- Standard/Premium: the profile ---------------------------------------------------------
+
+    def _profile_get(self, match: re.Match[str], body: Any) -> Answer:
+        """Profiles - Get. A profile exists once the test world gave it an origin group (every
+        seeded route and origin has one); it is a Standard Front Door profile."""
+        profile_id = match.group(0)
+        denied = self.check_access("Microsoft.Cdn/profiles/read", profile_id)
+        if denied is None:
+            denied = self.missing_resource_group(match["rg"])
+        if denied is not None:
+            return denied
+        name = match["profile"].lower()
+        if not any(p == name and _under(g["id"], match["rg"])
+                   for (p, _), g in self.origin_groups.items()):
+            return resource_not_found("Microsoft.Cdn/profiles", match["profile"], match["rg"])
+        return Answer(200, {
+            "id": profile_id, "name": match["profile"], "type": "Microsoft.Cdn/profiles",
+            "location": "Global", "sku": {"name": "Standard_AzureFrontDoor"}, "kind": "frontdoor",
+            "properties": {"provisioningState": "Succeeded", "resourceState": "Active",
+                           "originResponseTimeoutSeconds": 60}})
 
     # -- Standard/Premium: origin groups -------------------------------------------------------
 
@@ -599,6 +623,11 @@ class FrontDoorMixin(ArmCore):
                                               failed=self._take_deployment_failure("origin",
                                                                                    key)))
         return Answer(202, self._origin_view(key), headers)
+
+
+def _under(resource_id: str, rg: str) -> bool:
+    """Whether the resource ID is in resource group ``rg`` (case-insensitive, as ARM)."""
+    return f"/resourcegroups/{rg.lower()}/" in resource_id.lower()
 
 
 def _invalid(body: Any, definition: str) -> Answer | None:
