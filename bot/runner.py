@@ -10,16 +10,24 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 
 from procedures.engine import Engine
-from procedures.model import DeploymentState
-from procedures.store import DeploymentStore
+from procedures.model import DeploymentState, ProcedureKind
+from procedures.store import DeploymentRecord, DeploymentStore
 
 log = logging.getLogger(__name__)
+
+
+HOLDING = (DeploymentState.RUNNING, DeploymentState.ROLLING_BACK)
+"""A deployment in these states has its environment: the next one there waits in line."""
 
 
 class RunQueueTask:
     """Claims queued deployments and runs each on a thread of its own pool.
 
-    Claiming is a database operation (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), so two bot
+    One deployment at a time per environment: a queued deployment whose environment another
+    deployment is running (or rolling back) waits in line, oldest first, and is claimed once
+    that run has ended; its card says so once ("queued behind #N"). An emergency approved
+    while a run is under way therefore starts right after it instead of failing on the lock.
+    Claiming is one conditional update (QUEUED -> RUNNING for this worker), so two bot
     processes on one database never run the same deployment.
     """
 
@@ -34,17 +42,63 @@ class RunQueueTask:
         self._running: dict[int, Future[DeploymentState]] = {}
         self._lock = threading.Lock()
         self._max = max_parallel
+        self._told_waiting: set[tuple[int, int]] = set()  # (waiting, behind) already said
 
     def run_once(self) -> bool:
         with self._lock:
             self._running = {k: f for k, f in self._running.items() if not f.done()}
             if len(self._running) >= self._max:
                 return False
-        claimed = self._deployments.claim_next(self._worker_id)
-        if claimed is None or claimed.id is None:
+        claimed = self._claim_next_free()
+        if claimed is None:
             return False
-        self.submit(claimed.id)
+        self.submit(claimed)
         return True
+
+    def _claim_next_free(self) -> int | None:
+        """Claim the oldest queued deployment whose environment no other run holds."""
+        lister = getattr(self._deployments, "list_in_states", None)
+        if lister is None:  # a store that cannot list: first come, first claimed
+            claimed = self._deployments.claim_next(self._worker_id)
+            return claimed.id if claimed is not None else None
+        queued: list[DeploymentRecord] = list(lister([DeploymentState.QUEUED]))
+        if not queued:
+            return None
+        holding: dict[str, DeploymentRecord] = {}
+        for other in lister(HOLDING):
+            holding.setdefault(other.environment, other)
+        # Emergencies first: an emergency waits only for the run under way, not for the
+        # other requests queued behind it.
+        line = sorted(queued, key=lambda d: (d.kind is not ProcedureKind.EMERGENCY,
+                                             d.created_at, d.id or 0))
+        for deployment in line:
+            assert deployment.id is not None
+            ahead = holding.get(deployment.environment)
+            if ahead is not None and ahead.id != deployment.id:
+                self._say_waiting(deployment, ahead)
+                continue
+            now = self._engine.clock.now()
+            if self._deployments.transition(
+                deployment.id, [DeploymentState.QUEUED], DeploymentState.RUNNING,
+                worker_id=self._worker_id, heartbeat_at=now,
+            ):
+                return deployment.id
+            # Another worker claimed it (or it was cancelled) meanwhile: its environment is
+            # now held; the rest of the line waits for the next pass.
+            holding.setdefault(deployment.environment, deployment)
+        return None
+
+    def _say_waiting(self, deployment: DeploymentRecord, ahead: DeploymentRecord) -> None:
+        assert deployment.id is not None and ahead.id is not None
+        key = (deployment.id, ahead.id)
+        if key in self._told_waiting:
+            return
+        self._told_waiting.add(key)
+        try:
+            self._engine.note_waiting(deployment.id, ahead.id)
+        except Exception:  # saying so must never stop the queue
+            log.warning("could not say that #%s waits for #%s", deployment.id, ahead.id,
+                        exc_info=True)
 
     def submit(self, deployment_id: int) -> None:
         """Run (or go on compensating) a deployment this worker holds."""

@@ -61,7 +61,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from procedures.clock import Clock
 from procedures.durations import format_duration
@@ -83,13 +83,15 @@ from procedures.store import (
     BaselineStore,
     DeploymentRecord,
     DeploymentStore,
+    EnvironmentRecord,
     EnvironmentStore,
     NotRunning,
     StepRecord,
     Unchanged,
 )
 
-__all__ = ["CANCELLED_BY", "Engine", "EngineContext", "RunCancelled", "RunTakenOver"]
+__all__ = ["CANCELLED_BY", "Engine", "EngineContext", "LockPassing", "RunCancelled",
+           "RunTakenOver"]
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +137,22 @@ def _json_result(result: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 def _steps(count: int) -> str:
     return f"{count} step" if count == 1 else f"{count} steps"
+
+
+class LockPassing(EnvironmentStore, Protocol):
+    """The environment store, plus passing a person's lock for the length of one run.
+
+    A break-glass run past a person's lock (``/qlp lock``) must not take that lock over or
+    free it: it *passes* it. ``pass_lock`` makes the run the owner (with a heartbeat) of the
+    person's row, which keeps its holder, reason and time, and returns the pass's owner id
+    (``heartbeat`` and ``end_pass`` take it); ending the pass clears only the owner. (To be
+    folded into ``procedures.store.EnvironmentStore``.)
+    """
+
+    def pass_lock(self, environment: str, deployment_id: int, worker_id: str,
+                  now: datetime | None = None) -> str | None: ...
+
+    def end_pass(self, environment: str, owner: str) -> bool: ...
 
 
 # -- snapshots ----------------------------------------------------------------------------------
@@ -241,7 +259,7 @@ class Engine:
         self,
         *,
         deployments: DeploymentStore,
-        environments: EnvironmentStore,
+        environments: LockPassing,
         audit: AuditSink,
         reporter: Reporter,
         playbooks: Mapping[ProcedureKind, Playbook],
@@ -355,6 +373,19 @@ class Engine:
             return True
         return False
 
+    def note_waiting(self, deployment_id: int, ahead_id: int) -> None:
+        """Say on the card (and in the audit) that queued ``deployment_id`` waits in line for
+        ``ahead_id``, which holds the environment; the worker starts it once that run ended."""
+        record = self.deployments.get(deployment_id)
+        if record is None or record.state is not _S.QUEUED:
+            return
+        self.audit.append(self.worker_id, "run.waiting", deployment_id=deployment_id,
+                          environment=record.environment, detail={"behind": ahead_id})
+        self._announce(deployment_id,
+                       f"Queued behind #{ahead_id}, which is under way on "
+                       f"{record.environment}: #{deployment_id} starts when #{ahead_id} "
+                       "has ended.")
+
     def _announce(self, deployment_id: int, text: str | None) -> None:
         snapshot = self.snapshot(deployment_id)
         _safely("run_changed", lambda: self.reporter.run_changed(snapshot))
@@ -438,6 +469,8 @@ class _Run:
         self._seen: _Seen = {}  # step snapshots by the record they were made from
         self.last_beat = engine.clock.now()
         self.holds_lock = False
+        self.passing: str | None = None  # the holder of a person's lock this run passes
+        self.pass_owner: str | None = None  # the pass's owner id on the lock row
         self.cancel_noticed = False
         self._platform: Platform | None = None
         self._metrics: MetricsSource | None = None
@@ -575,7 +608,7 @@ class _Run:
                 if not self.e.deployments.heartbeat(self.view.id, self.e.worker_id, now):
                     return  # taken over: the run notices at its next checkpoint
                 if self.holds_lock:
-                    self.e.environments.heartbeat(self.view.environment, self.e.worker_id, now)
+                    self.e.environments.heartbeat(self.view.environment, self.lock_owner, now)
             except Exception:  # a missed beat is retried; the run itself reports errors
                 log.warning("heartbeat of #%s failed", self.view.id, exc_info=True)
 
@@ -607,6 +640,9 @@ class _Run:
         problem = self._take_lock()
         if problem is not None:
             if self.view.state is _S.RUNNING and not touched:
+                ahead = self._lock_under_way()
+                if ahead is not None:
+                    return self._back_in_line(ahead)
                 return self._fail_closed(problem)
             return self._needs_attention(
                 f"{problem}; cannot resume #{self.view.id} without it", locked=False,
@@ -631,7 +667,7 @@ class _Run:
         except Exception as exc:
             return f"could not take the lock on {env}: {describe_error(exc)}"
         if taken:
-            self.holds_lock = True
+            self.holds_lock, self.passing, self.pass_owner = True, None, None
             self._audit("lock.acquired", {"reason": f"deployment #{self.view.id}"})
             return None
         try:
@@ -641,17 +677,87 @@ class _Run:
         if current is None or current.lock_holder is None:
             return f"could not take the lock on {env}"
         reason = f" ({current.lock_reason})" if current.lock_reason else ""
+        if self._may_pass(current):
+            try:
+                owner = self.e.environments.pass_lock(env, self.view.id, self.e.worker_id,
+                                                      self.now())
+            except Exception as exc:
+                return f"could not pass the lock on {env}: {describe_error(exc)}"
+            if owner is not None:
+                first = self.passing is None
+                self.holds_lock, self.passing = True, current.lock_holder
+                self.pass_owner = owner
+                if first:
+                    self._audit("lock.passed", {"holder": current.lock_holder,
+                                                "reason": current.lock_reason})
+                    self.report(f"The lock of <@{current.lock_holder}> on {env}{reason} stays "
+                                f"theirs: the break-glass override of #{self.view.id} passes "
+                                "it for this run only.")
+                return None
         return f"{env} is locked by <@{current.lock_holder}>{reason}"
+
+    @property
+    def lock_owner(self) -> str:
+        """Who owns the lock row for this run: the pass's id, or this worker."""
+        return self.pass_owner or self.e.worker_id
+
+    def _may_pass(self, current: EnvironmentRecord) -> bool:
+        """A break-glass run passes a person's lock that was there when it was approved.
+
+        The request carries ``options["override"]`` and is queued only once a granted
+        override lifted the refusals (``procedures.decision``), a person's lock included. A
+        lock taken after the run started is someone's new "hands off": not passed.
+        """
+        if current.lock_deployment_id is not None or not self.view.options.get("override"):
+            return False
+        started = self.view.started_at
+        return current.locked_since is None or started is None or \
+            current.locked_since <= started
+
+    def _lock_under_way(self) -> int | None:
+        """The deployment holding the lock, if it is queued, running or rolling back."""
+        try:
+            current = self.e.environments.get(self.view.environment)
+            holder = current.lock_deployment_id if current is not None else None
+            if holder is None or holder == self.view.id:
+                return None
+            record = self.e.deployments.get(holder)
+        except Exception:
+            return None
+        if record is None or record.state not in (_S.QUEUED, _S.RUNNING, _S.ROLLING_BACK):
+            return None
+        return holder
+
+    def _back_in_line(self, ahead: int) -> DeploymentState:
+        """Another run holds the environment and nothing was done: QUEUED again (worker
+        cleared), to be claimed once that run has ended; the card says so."""
+        if not self.e.deployments.transition(
+            self.view.id, [_S.RUNNING], _S.QUEUED, worker_id=None, current_step=None,
+        ):
+            return self._after_lost_transition()
+        self.view.state, self.view.worker_id = _S.QUEUED, None
+        self._audit("run.waiting", {"behind": ahead})
+        self._report_changed()
+        self.report(f"Queued behind #{ahead}, which holds {self.view.environment}: "
+                    f"#{self.view.id} starts when #{ahead} has ended.")
+        return _S.QUEUED
 
     def _release_lock(self) -> None:
         try:
-            self.e.environments.release_lock(self.view.environment, self.view.id)
+            if self.passing is not None:
+                # The person's lock stays, with its holder, reason and time: only the pass ends.
+                self.e.environments.end_pass(self.view.environment,
+                                             self.pass_owner or self.e.worker_id)
+                self._audit("lock.pass_ended", {"holder": self.passing})
+            else:
+                self.e.environments.release_lock(self.view.environment, self.view.id)
         except Exception:
             # The lock stays with our worker as owner; its heartbeat goes stale and
             # recover() reaps it.
             log.warning("could not release the lock on %s", self.view.environment,
                         exc_info=True)
         self.holds_lock = False
+        self.passing = self.pass_owner = None
 
     # -- checks between and inside steps --------------------------------------------------------
 
@@ -670,7 +776,7 @@ class _Run:
         if now - self.last_beat >= self.e.heartbeat_every:
             self._heartbeat(now)
             if self.holds_lock and not self.e.environments.heartbeat(
-                self.view.environment, self.e.worker_id, now
+                self.view.environment, self.lock_owner, now
             ):
                 self._lock_lost()
         if forward and look:
@@ -689,7 +795,12 @@ class _Run:
 
     def _lock_lost(self) -> None:
         """Someone freed or took our lock (``/qlp unlock``): take it again, or fail."""
+        passed = self.passing
         problem = self._take_lock()
+        if problem is None and passed is not None and self.passing is None:
+            self.report(f"The lock of <@{passed}> on {self.view.environment} was lifted "
+                        "during the run; the run now holds its own until it ends.")
+            return
         if problem is None:
             self.report(f":warning: The lock on {self.view.environment} was released by "
                         "someone else during the run; taken again.")
@@ -975,7 +1086,10 @@ class _Run:
     def _needs_attention(self, message: str, *, locked: bool) -> DeploymentState:
         """Stop here for a person: NEEDS_ATTENTION, keeping (and labelling) the lock."""
         message = message[:MAX_ERROR]
-        if locked and self.holds_lock:
+        if locked and self.passing is not None:
+            # Passing a person's lock: it stays theirs and keeps the environment locked.
+            self._release_lock()
+        elif locked and self.holds_lock:
             # Parked first, without owner: the reaper never frees it, and if this fails the
             # run stays ROLLING_BACK and the next life gets here again.
             self.e.environments.acquire_lock(

@@ -26,6 +26,10 @@ _LOCK_CLEARED: dict[str, Any] = {
 }
 
 
+PASSED_BY = "pass#"
+"""``lock_owner`` of a pass of a person's lock: ``pass#<deployment>:<worker>``."""
+
+
 class EnvironmentStateRepository:
     """Rows of ``environment_state``: live/previous slot and version, and the lock.
 
@@ -33,6 +37,11 @@ class EnvironmentStateRepository:
     of concurrent callers gets it. A lock taken for a deployment carries the worker id
     (``owner``) and a heartbeat; :meth:`reap_stale_locks` frees locks whose worker stopped
     beating. A lock without an owner (a person's ``/qlp lock``) is never reaped.
+
+    A break-glass run past a person's lock *passes* it (:meth:`pass_lock`): the run becomes
+    the owner (``pass#<deployment>:<worker>``, with a heartbeat) of the person's row, whose
+    holder, reason and time stay as they are; :meth:`end_pass` (or the reaper, for a pass whose
+    worker stopped) clears only the owner, so the person's lock is there when the run ends.
     """
 
     def __init__(self, database: Database, clock: Clock) -> None:
@@ -161,6 +170,59 @@ class EnvironmentStateRepository:
                 "database", f"could not take the lock on {environment}: {exc}", retryable=True
             ) from exc
 
+    def pass_lock(self, environment: str, deployment_id: int, worker_id: str,
+                  now: datetime | None = None) -> str | None:
+        """Pass a person's lock for one run; the pass's owner id (for :meth:`heartbeat` and
+        :meth:`end_pass`), or None if it cannot be passed.
+
+        Only a person's lock (no deployment) that no other run passes; re-entrant for the same
+        run. The holder, reason and ``locked_since`` are left untouched. Fails closed like
+        :meth:`acquire_lock`.
+        """
+        now = now or self._clock.now()
+        owner = f"{PASSED_BY}{deployment_id}:{worker_id}"[:128]
+        row = EnvironmentStateRow
+        try:
+            with self._db.session() as s:
+                result = s.exec(
+                    update(row)
+                    .where(
+                        col(row.environment) == environment,
+                        col(row.lock_holder).is_not(None),
+                        col(row.lock_deployment_id).is_(None),
+                        or_(col(row.lock_owner).is_(None), col(row.lock_owner) == owner),
+                    )
+                    .values(lock_owner=owner, lock_heartbeat_at=now, updated_at=now,
+                            revision=row.revision + 1)
+                    .execution_options(synchronize_session=False)
+                )
+                return owner if result.rowcount == 1 else None
+        except SQLAlchemyError as exc:
+            raise ExternalServiceError(
+                "database", f"could not pass the lock on {environment}: {exc}", retryable=True
+            ) from exc
+
+    def end_pass(self, environment: str, owner: str) -> bool:
+        """End the pass ``owner`` (from :meth:`pass_lock`): the lock stays the person's. True if
+        a pass ended (False: the person unlocked meanwhile, or it was not passed)."""
+        row = EnvironmentStateRow
+        with self._db.session() as s:
+            return self._end_pass_in(
+                s, col(row.environment) == environment, col(row.lock_owner) == owner)
+
+    def _end_pass_in(self, session: Session, *conditions: Any) -> bool:
+        row = EnvironmentStateRow
+        result = session.exec(
+            update(row)
+            .where(col(row.lock_deployment_id).is_(None),
+                   col(row.lock_owner).startswith(PASSED_BY, autoescape=True),
+                   *conditions)
+            .values(lock_owner=None, lock_heartbeat_at=None, updated_at=self._clock.now(),
+                    revision=row.revision + 1)
+            .execution_options(synchronize_session=False)
+        )
+        return result.rowcount == 1
+
     def release_lock(self, environment: str, deployment_id: int | None) -> bool:
         """Free the lock if this deployment holds it (``None``: a person's lock). True if freed."""
         row = EnvironmentStateRow
@@ -200,7 +262,10 @@ class EnvironmentStateRepository:
             return result.rowcount == 1
 
     def reap_stale_locks(self, now: datetime | None, max_age: timedelta) -> list[str]:
-        """Free locks whose owning worker has not beaten for ``max_age``; returns their names."""
+        """Free locks whose owning worker has not beaten for ``max_age``; returns their names.
+
+        A stale *pass* of a person's lock only ends (the person's lock stays, and is not
+        reported as freed)."""
         now = now or self._clock.now()
         cutoff = now - max_age
         row = EnvironmentStateRow
@@ -211,6 +276,7 @@ class EnvironmentStateRepository:
         )
         reaped: list[str] = []
         with self._db.session() as s:
+            self._end_pass_in(s, stale)
             names = s.exec(select(row.environment).where(stale).order_by(col(row.environment)))
             for name in list(names):
                 # Re-checked per row: a heartbeat that lands in between keeps its lock.
