@@ -15,7 +15,14 @@ deserialisation does for these bodies:
 - ``minimum`` / ``maximum`` and ``minItems`` / ``maxItems``;
 - properties the definition does not declare are refused (ARM answers "Could not find member");
   a definition with ``additionalProperties`` is a map whose values are checked against it;
-- ``readOnly`` properties are refused in a request: they only appear in responses.
+- ``readOnly`` properties are refused in a request: they only appear in responses;
+- polymorphism (``discriminator``): an object of a definition that names a ``discriminator``
+  property (e.g. ``RouteConfiguration``'s ``@odata.type``) is checked against the definition
+  that value selects: one whose ``allOf`` derives from it directly and whose
+  ``x-ms-discriminator-value`` (or, without one, its name) equals the value, exactly as
+  written. A missing value is a missing required property; an unknown one is refused naming
+  the values there are. Only direct subtypes are looked up (the stored specs have no deeper
+  hierarchy).
 """
 
 from __future__ import annotations
@@ -80,9 +87,44 @@ def _type_of(schema: dict[str, Any]) -> str | None:
     return None
 
 
+def _subtypes(base: str, defs: dict[str, Any]) -> dict[str, str]:
+    """Discriminator value -> definition name, for the definitions deriving from ``base``."""
+    found: dict[str, str] = {}
+    for name, definition in defs.items():
+        parents = [part.get("$ref", "").rsplit("/", 1)[-1]
+                   for part in definition.get("allOf", [])]
+        if base in parents:
+            found[str(definition.get("x-ms-discriminator-value", name))] = name
+    return found
+
+
+def _polymorphic(value: Any, schema: dict[str, Any], path: str, defs: dict[str, Any],
+                 problems: list[str]) -> dict[str, Any] | None:
+    """The subtype's schema when ``schema`` is a ``$ref`` to a definition with a
+    ``discriminator`` and ``value`` names one of its subtypes; None when ``schema`` is not
+    polymorphic; ``{}`` (after recording the problem) when the value names no subtype."""
+    if "$ref" not in schema or not isinstance(value, dict):
+        return None
+    base = schema["$ref"].rsplit("/", 1)[-1]
+    prop = defs.get(base, {}).get("discriminator")
+    if prop is None:
+        return None
+    tag = value.get(prop)
+    if tag is None:
+        return None  # the base's ``required`` reports it
+    subtypes = _subtypes(base, defs)
+    if tag not in subtypes:
+        problems.append(f"{path}.{prop}: {tag!r} is not one of {', '.join(sorted(subtypes))}")
+        return {}
+    return {"$ref": f"#/definitions/{subtypes[tag]}"}
+
+
 def _check(value: Any, schema: dict[str, Any], path: str, defs: dict[str, Any],
            problems: list[str]) -> None:
-    schema = _resolve(schema, defs)
+    subtype = _polymorphic(value, schema, path, defs, problems)
+    if subtype == {}:
+        return
+    schema = _resolve(subtype or schema, defs)
     kind = _type_of(schema)
     if kind == "object":
         if not isinstance(value, dict):

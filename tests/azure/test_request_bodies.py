@@ -1,7 +1,9 @@
 """The request bodies the bot sends for its Azure writes validate against Azure's published REST
 definitions, stored in ``tests/azure/specs`` (``specs/PROVENANCE.md`` says where each came from):
 the container group PUT (``ContainerGroup``, 2023-05-01), the route PATCH
-(``RouteUpdateParameters``, 2026-10-01) and the origin PATCHes (``AFDOriginUpdateParameters``).
+(``RouteUpdateParameters``, 2026-10-01), the origin PATCHes (``AFDOriginUpdateParameters``) and
+the classic Front Door's whole-object PUT (``FrontDoor``, 2025-10-01, whose routing rules'
+``routeConfiguration`` is polymorphic on ``@odata.type``).
 
 The bodies are the ones on the wire: the bot's own code (``build_group`` + ``ContainerGroups``,
 ``traffic_switch``) drives the real SDK clients against the ARM double, and the test reads what
@@ -10,11 +12,13 @@ the double received. One negative case per definition shows the validator says n
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from procedures.model import Slot
@@ -22,7 +26,8 @@ from procedures.platforms.azure import AzureClients, parse_azure_settings
 from procedures.platforms.azure.container_groups import ContainerGroups, build_group
 from procedures.platforms.azure.errors import AzureCalls
 from procedures.platforms.azure.frontdoor import traffic_switch
-from tests.azure.arm_double import SUBSCRIPTION, ArmDouble
+from tests.azure.arm_double import API_VERSIONS, SUBSCRIPTION, TOKEN, ArmDouble
+from tests.azure.fresh_world import fresh_classic_front_door
 from tests.azure.spec_validation import validate
 from tests.azure.test_azure_platform import StaticTokenCredential, azure_section
 
@@ -31,6 +36,8 @@ pytestmark = pytest.mark.slow  # starts an HTTPS server
 RG = "prod-qlp-rg"
 ACI = "containerinstance-2023-05-01"
 CDN = "cdn-2026-10-01"
+FRONT_DOOR = "frontdoor-2025-10-01"
+FORWARDING = "#Microsoft.Azure.FrontDoor.Models.FrontdoorForwardingConfiguration"
 
 
 @pytest.fixture
@@ -93,6 +100,43 @@ def test_the_origin_patches_fit_afd_origin_update_parameters(double: ArmDouble,
     assert [b["properties"]["enabledState"] for b in bodies] == ["Enabled", "Disabled"]
 
 
+def test_the_classic_front_door_put_fits_front_door(double: ArmDouble,
+                                                   clients: AzureClients) -> None:
+    fresh_classic_front_door(double)
+    settings = parse_azure_settings(azure_section(double, "classic"))
+    traffic_switch(settings, clients, AzureCalls("Azure Front Door")).switch(Slot.GREEN)
+    [body] = sent(double, "frontdoor", "PUT")
+    assert validate(body, "FrontDoor", spec=FRONT_DOOR) == []
+    # What the validator read: the polymorphic part, checked as a forwarding configuration.
+    [rule] = body["properties"]["routingRules"]
+    forwarding = rule["properties"]["routeConfiguration"]
+    assert forwarding["@odata.type"] == FORWARDING
+    assert forwarding["backendPool"]["id"].endswith("/backendPools/qlp-green-pool")
+    assert double.classic_pool("qlp-classic-fd", "default-routing-rule") == "qlp-green-pool"
+
+
+def test_the_double_refuses_a_classic_put_outside_the_definition(
+        double: ArmDouble, clients: AzureClients, certificate: tuple[Path, Path]) -> None:
+    fresh_classic_front_door(double)
+    settings = parse_azure_settings(azure_section(double, "classic"))
+    traffic_switch(settings, clients, AzureCalls("Azure Front Door")).switch(Slot.GREEN)
+    [body] = sent(double, "frontdoor", "PUT")
+    rule = body["properties"]["routingRules"][0]["properties"]
+    rule["routeConfiguration"]["@odata.type"] = "#Microsoft.Azure.FrontDoor.Models.Forwarding"
+    path = double.calls_to("frontdoor", "PUT")[0].path
+    # Over raw HTTPS: the SDK's model would not build this body.
+    answer = httpx.put(f"{double.url}{path}", params={"api-version": API_VERSIONS["frontdoor"]},
+                       json=body, headers={"Authorization": f"Bearer {TOKEN}"},
+                       verify=ssl.create_default_context(cafile=certificate[0]),
+                       timeout=10)
+    assert answer.status_code == 400
+    error = answer.json()["error"]
+    assert error["code"] == "BadRequest"
+    assert ("$.properties.routingRules[0].properties.routeConfiguration.@odata.type: "
+            "'#Microsoft.Azure.FrontDoor.Models.Forwarding' is not one of") in error["message"]
+    assert double.classic_pool("qlp-classic-fd", "default-routing-rule") == "qlp-green-pool"
+
+
 # -- the validator says no --------------------------------------------------------------------
 
 
@@ -134,3 +178,37 @@ def test_an_origin_patch_with_a_bad_value_is_refused() -> None:
     ]
     assert validate({"properties": {"enabledState": "enabled"}}, "AFDOriginUpdateParameters",
                     spec=CDN) == []  # ARM compares enum values case-insensitively
+
+
+def test_a_classic_front_door_with_a_bad_route_configuration_is_refused() -> None:
+    rule = {"name": "default-routing-rule", "type": "Microsoft.Network/Frontdoors/RoutingRules",
+            "properties": {"acceptedProtocols": ["Https", "Ftp"], "resourceState": "Enabled",
+                           "routeConfiguration": {"@odata.type": FORWARDING,
+                                                  "redirectType": "Moved",
+                                                  "backendPool": {"id": "/x"}}}}
+    backend = {"address": "a.example.net", "httpPort": 0, "weight": 1001}
+    body = {"location": "Global", "properties": {
+        "routingRules": [rule, {"name": "r2", "properties": {"routeConfiguration": {
+            "redirectType": "Found"}}}],
+        "backendPools": [{"name": "p", "properties": {"backends": [backend]}}]}}
+    assert validate(body, "FrontDoor", spec=FRONT_DOOR) == [
+        "$.properties.routingRules[0].type: read-only property, not accepted in a request",
+        "$.properties.routingRules[0].properties.acceptedProtocols[1]: 'Ftp' is not one of "
+        "Http, Https",
+        "$.properties.routingRules[0].properties.resourceState: read-only property, not "
+        "accepted in a request",
+        # A forwarding configuration has no redirectType: the subtype decides what is known.
+        "$.properties.routingRules[0].properties.routeConfiguration.redirectType: unknown "
+        "property",
+        "$.properties.routingRules[1].properties.routeConfiguration.@odata.type: required "
+        "property missing",
+        "$.properties.routingRules[1].properties.routeConfiguration.redirectType: unknown "
+        "property",
+        "$.properties.backendPools[0].properties.backends[0].httpPort: 0 is below the minimum 1",
+        "$.properties.backendPools[0].properties.backends[0].weight: 1001 is above the maximum "
+        "1000",
+    ]
+    redirect = {"@odata.type": "#Microsoft.Azure.FrontDoor.Models.FrontdoorRedirectConfiguration",
+                "redirectType": "Moved", "redirectProtocol": "HttpsOnly"}
+    assert validate({"properties": {"routingRules": [{"properties": {
+        "routeConfiguration": redirect}}]}}, "FrontDoor", spec=FRONT_DOOR) == []

@@ -1,6 +1,8 @@
 """Front Door in the double: classic (``Microsoft.Network/frontDoors``: GET and a whole-object
-PUT, 202 + ``Azure-AsyncOperation``) and Standard/Premium (``Microsoft.Cdn``: origin groups GET
-and list, route GET/PATCH, origin GET/PATCH and list, every write 202 +
+PUT validated against the published ``FrontDoor`` definition of 2025-10-01, including the
+``@odata.type`` of each routing rule's ``routeConfiguration``; 202 +
+``Azure-AsyncOperation``) and Standard/Premium (``Microsoft.Cdn``: profile GET, origin groups
+GET and list, route GET/PATCH, origin GET/PATCH and list, every write 202 +
 ``Azure-AsyncOperation`` as the published examples answer).
 
 Like Azure Front Door, a write is two things that end at different times:
@@ -60,6 +62,12 @@ ENUMS: dict[str, tuple[str, ...]] = {
     "linkToDefaultDomain": ENABLED, "httpsRedirect": ENABLED, "enabledState": ENABLED}
 ORIGIN_GROUP_MISSING = ("Please make sure that the originGroup is created successfully and at "
                         "least one enabled origin is created under the origin group.")
+
+# The parts of a classic Front Door's whole object, and their resource types.
+CLASSIC_PARTS = {"routingRules": "RoutingRules", "backendPools": "BackendPools",
+                 "frontendEndpoints": "FrontendEndpoints",
+                 "loadBalancingSettings": "LoadBalancingSettings",
+                 "healthProbeSettings": "HealthProbeSettings"}
 
 # What the edge uses of an origin: the properties whose change has to propagate.
 EDGE_ORIGIN_FIELDS = ("hostName", "httpPort", "httpsPort", "originHostHeader", "priority",
@@ -435,14 +443,18 @@ class FrontDoorMixin(ResourcesMixin):
 
     def _frontdoor_put(self, match: re.Match[str], body: Any) -> Answer:
         denied = self.check_access("Microsoft.Network/frontDoors/write", match.group(0))
+        if denied is None:
+            denied = self.missing_resource_group(match["rg"])
         if denied is not None:
             return denied
         name = match["name"].lower()
         if name not in self.front_doors:
             return _bad_request("classic Front Doors cannot be created any more")
-        props = (body or {}).get("properties") or {}
-        for key in ("routingRules", "backendPools", "frontendEndpoints",
-                    "loadBalancingSettings", "healthProbeSettings"):
+        invalid = _invalid(body, "FrontDoor", spec=f"frontdoor-{API_VERSIONS['frontdoor']}")
+        if invalid is not None:
+            return invalid
+        props = body.get("properties") or {}
+        for key in CLASSIC_PARTS:
             if not props.get(key):
                 # The whole object is the update: a PUT without a part would delete it.
                 return _bad_request(f"the PUT lost properties.{key}")
@@ -455,6 +467,11 @@ class FrontDoorMixin(ResourcesMixin):
         stored = copy.deepcopy(body)
         stored["properties"].update(provisioningState="Succeeded", resourceState="Enabled",
                                     cname=self.front_doors[name]["properties"]["cname"])
+        # What Front Door adds to each part in its answers (read-only in a request).
+        for key, kind in CLASSIC_PARTS.items():
+            for part in stored["properties"][key]:
+                part["type"] = f"Microsoft.Network/Frontdoors/{kind}"
+                part.setdefault("properties", {})["resourceState"] = "Enabled"
         stored["id"] = self.front_doors[name]["id"]
         stored["name"] = self.front_doors[name]["name"]
         stored["type"] = "Microsoft.Network/frontdoors"
@@ -630,15 +647,19 @@ def _under(resource_id: str, rg: str) -> bool:
     return f"/resourcegroups/{rg.lower()}/" in resource_id.lower()
 
 
-def _invalid(body: Any, definition: str) -> Answer | None:
+def _invalid(body: Any, definition: str, *,
+             spec: str = f"cdn-{API_VERSIONS['cdn']}") -> Answer | None:
     """400 ``BadRequest`` when ``body`` does not fit ``definition`` of the published
-    ``Microsoft.Cdn`` definitions the installed SDK's api-version uses (unknown or read-only
-    properties, enum values, ranges such as weight 1..1000, priority 1..5, ports 1..65535)."""
+    definitions the installed SDK's api-version uses (``Microsoft.Cdn`` by default, or the
+    classic ``FrontDoor`` of ``Microsoft.Network``): unknown or read-only properties, enum
+    values, ranges such as weight 1..1000, priority 1..5, ports 1..65535, and the
+    ``@odata.type`` of a routing rule's ``routeConfiguration``. The message names each
+    property."""
     from tests.azure.spec_validation import validate
 
     if not isinstance(body, dict):
         return _bad_request(f"The request content is not a valid {definition}.")
-    problems = validate(body, definition, spec=f"cdn-{API_VERSIONS['cdn']}")
+    problems = validate(body, definition, spec=spec)
     if problems:
         return _bad_request(f"The request content is not a valid {definition}: "
                             + "; ".join(problems))
