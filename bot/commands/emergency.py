@@ -1,7 +1,10 @@
 """``/qlp emergency <security|outage|critical-bug|compliance> <version> [to <env>]
 --reason "..." [--dry-run]``: request an emergency deployment.
 
-Allowed 24/7, even in a freeze (not past a manual lock, and one deployment at a time). A
+Allowed 24/7, even in a freeze (not past a manual lock, and one deployment at a time: the
+policy gate, ``procedures.decision.decide``, says so before anything is written). Approved
+while another run has the environment, it waits in line and starts right after it
+(``bot.runner.RunQueueTask``). A
 second person in ``approvals.emergency`` presses Approve: the bot records who, so nobody types
 an approver's name as the seed's script asked. The request is broadcast to the channel, the
 on-call route is paged through the outbox (``bot.paging``: kind ``pagerduty``, delivered by
@@ -16,11 +19,8 @@ from typing import Any
 
 from bot import paging
 from bot.commands.hotfix import (
-    HOLDING,
     approvals_needed,
     open_request,
-    refuse_when_busy,
-    refuse_when_locked,
     refused,
     steps_listing,
 )
@@ -28,7 +28,10 @@ from bot.context import HandlerContext
 from bot.formatting import escape, local_time
 from bot.grammar import Command
 from bot.lookup import environment_of
+from bot.override import decision_facts
+from procedures.decision import ENVIRONMENT_LOCK, Request, decide
 from procedures.durations import format_duration
+from procedures.errors import PolicyRefusal
 from procedures.model import ProcedureKind
 from procedures.playbooks.emergency import (
     BLUE_GREEN_READY,
@@ -61,8 +64,7 @@ def _emergency(ctx: HandlerContext, command: Command, env: str) -> str:
     version = command.version or ""
     if command.dry_run:
         return _dry_run(ctx, command, env)
-    refuse_when_locked(ctx, env, "An emergency deployment")
-    refuse_when_busy(ctx, env, HOLDING)
+    _refuse_unless_allowed(ctx, env)
     user = ctx.request.user_id
     reason = command.reason or ""
     now = services.clock.now()
@@ -97,6 +99,24 @@ def _emergency(ctx: HandlerContext, command: Command, env: str) -> str:
     return (f"Emergency deployment #{deployment.id} requested: {version} to {env} "
             f"({category}). It needs {needed} (not you). The on-call route is paged; the card "
             f"is in <#{policy.channel}>.")
+
+
+def _refuse_unless_allowed(ctx: HandlerContext, env: str) -> None:
+    """Ask the policy gate (``procedures.decision.decide``): a deployment under way or a lock
+    kept after one that needs attention refuses (one at a time), and so does a person's lock
+    (an emergency passes it only when its holder unlocks: ``/qlp emergency`` takes no
+    override). A request still waiting for approval does not hold an emergency back."""
+    services = ctx.services
+    now = services.clock.now()
+    verdict = decide(Request(ProcedureKind.EMERGENCY, ctx.request.user_id, env, now),
+                     decision_facts(services, env, at=now, include_pending=False))
+    if verdict.allowed:
+        return
+    hint = verdict.what_would_allow
+    if verdict.rule == ENVIRONMENT_LOCK:
+        # The gate also offers a break-glass override, which this command does not take.
+        hint = hint.split(" Or break glass:", 1)[0]
+    raise PolicyRefusal(f"{verdict.reason}.", rule=verdict.rule, hint=hint or None)
 
 
 def _page_oncall(ctx: HandlerContext, deployment_id: int, category: str, version: str,
