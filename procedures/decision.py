@@ -30,7 +30,11 @@ Why these choices:
   requests as well. A lock is someone's explicit "hands off": the engine cannot take a lock a
   person holds (a run fails closed on it), so a verdict that let a request past it would only
   fail later. The holder unlocks (one command), or a break-glass override (a second person)
-  lifts it, and the bot then releases the lock when the request is queued.
+  lifts it for that one deployment: its run *passes* the lock (``procedures.engine``) and
+  never takes it over or frees it, so the lock is there, with its holder and reason, when the
+  run ends.
+- An emergency approved while another run has the environment is not refused then: it waits
+  in line and starts right after that run (the worker's run queue, ``bot.runner``).
 - A rollback restores a known-good version, which is what one wants in a freeze or at night,
   so only a lock and a run under way stop it.
 - A hotfix is urgent by definition: it ignores the preferred hours, avoided days and holiday

@@ -6,7 +6,9 @@ refuse to start while it is held (``/qlp deploy`` says so; a run that reaches th
 closed) and the stale-lock reaper never frees it. Its holder, or an approver of the
 ``override`` rule (``standard`` when there is none), lifts it. A lock a deployment holds is not
 lifted here: cancelling the deployment releases it. The one exception is the lock a deployment
-keeps after NEEDS_ATTENTION (an undo failed); an approver lifts it once someone has looked.
+keeps after NEEDS_ATTENTION (an undo failed); an approver lifts it once someone has looked. A
+break-glass run granted past a person's lock only passes it (``procedures.engine``): the lock
+stays the person's, who may still lift it here during the run.
 
 Both commands are audited and tell the deployment channel, through the outbox.
 """
