@@ -98,6 +98,7 @@ log = logging.getLogger(__name__)
 CANCELLED_BY = "cancelled by "
 SLEEP_SLICE = 1.0  # seconds: how often a waiting step notices cancel, deadline and heartbeat
 MAX_ERROR = 500  # characters of an error message kept in the database and the card
+MAX_HINT = 400  # characters of its hint kept after it
 
 _S = DeploymentState
 _DONE = (StepState.SUCCEEDED, StepState.SKIPPED)
@@ -107,14 +108,22 @@ _CANCELLABLE_AT_ONCE = (_S.PENDING_APPROVAL, _S.SCHEDULED, _S.QUEUED)
 
 
 def describe_error(exc: BaseException) -> str:
-    """A one-line message for an error (never a traceback), capped at ``MAX_ERROR`` chars."""
+    """A one-line message for an error (never a traceback): the message capped at
+    ``MAX_ERROR`` chars, then the error's hint (what to do about it, e.g. the role to grant),
+    capped at ``MAX_HINT``, so a long service message never pushes the fix out."""
+    hint = None
     if isinstance(exc, QlpError):
         text = exc.message
+        hint = " ".join(exc.hint.split()) if exc.hint else None
     else:
         detail = str(exc)
         text = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
     text = " ".join(text.split())
-    return text if len(text) <= MAX_ERROR else text[: MAX_ERROR - 1] + "…"
+    text = text if len(text) <= MAX_ERROR else text[: MAX_ERROR - 1] + "…"
+    if hint:
+        hint = hint if len(hint) <= MAX_HINT else hint[: MAX_HINT - 1] + "…"
+        text = f"{text} (fix: {hint})"
+    return text
 
 
 def _retryable(exc: Exception) -> bool:
