@@ -34,7 +34,6 @@ from bot.formatting import escape, local_time
 from bot.membership import describe_rule
 from bot.plan import plan_hash
 from procedures.decision import (
-    ENVIRONMENT_LOCK,
     OVERRIDE_KIND,
     OVERRIDE_TTL,
     ActiveRun,
@@ -388,8 +387,6 @@ def _queue_if_complete(ctx: HandlerContext, deployment_id: int,
                                       "lifts": list(verdict.overridden),
                                       "follow_up": f"review the break-glass use of "
                                                    f"#{deployment_id} after the run"})
-        if ENVIRONMENT_LOCK in verdict.overridden:
-            _lift_lock(ctx, deployment, override)
         text = f"Approved by {who} with the break-glass override of <@{override.approver}>."
     else:
         text = f"Approved by {who}; no rule refuses it any more, so no override is used."
@@ -398,26 +395,6 @@ def _queue_if_complete(ctx: HandlerContext, deployment_id: int,
     services.reporter.event(run, f"{text} Starting.")
     services.wake_worker()
     return True
-
-
-def _lift_lock(ctx: HandlerContext, deployment: DeploymentRecord, override: Override) -> None:
-    """The override lifted a person's lock: release it so the run can take the environment."""
-    services = ctx.services
-    env = deployment.environment
-    state = services.environments.get(env)
-    if state is None or not state.lock_holder or state.lock_deployment_id is not None:
-        return
-    holder, reason = state.lock_holder, state.lock_reason
-    if not services.environments.release_lock(env, None):
-        return
-    services.audit.append(override.approver or "bot", "environment.unlocked",
-                          deployment_id=deployment.id, environment=env,
-                          detail={"holder": holder, "reason": reason,
-                                  "by": f"break-glass override of #{deployment.id}"})
-    run = services.views.snapshot(deployment.id or 0)
-    services.reporter.event(run, f":unlock: The lock of <@{holder}> on {env} "
-                                 f"({escape(reason or 'no reason')}) was lifted by the "
-                                 f"break-glass override of #{deployment.id}.", broadcast=True)
 
 
 def _expire(ctx: HandlerContext, deployment: DeploymentRecord, verdict: Verdict) -> None:

@@ -54,8 +54,6 @@ def _after_the_run_the_lock_is_the_persons(bot: BotHarness, deployment_id: int) 
     assert ":unlock: production is unlocked (it was locked by <@U0OPS>" in unlocked, unlocked
 
 
-@pytest.mark.xfail(strict=True, reason="needs bot/override.py (H7's) to stop releasing the "
-                   "person's lock when it queues the request (_lift_lock); see H8's report")
 def test_a_break_glass_deployment_passes_a_persons_lock_and_leaves_it_theirs(
         bot: BotHarness, runs: TinyRuns) -> None:
     _lock(bot)
