@@ -174,3 +174,26 @@ def test_notification_routes_load() -> None:
     assert policy.notifications.pagerduty.routing_key == PAGERDUTY["routing_key"]
     assert policy.notifications.email is not None
     assert (policy.notifications.email.port, policy.notifications.email.starttls) == (25, False)
+
+
+def test_the_commented_azure_environment_of_the_example_is_valid() -> None:
+    """Uncomment the example's production-azure block: it must load, and its documented
+    values are the settings' own defaults (no key documented that does not exist)."""
+    from procedures.platforms.azure.settings import parse_azure_settings
+
+    lines = (ROOT / "qlp.example.yml").read_text().splitlines()
+    start = lines.index("  # production-azure:")
+    end = next(i for i in range(start + 1, len(lines)) if not lines[i].startswith("  #"))
+    # "  #   platform: azure" -> "    platform: azure"; prose ("  #     # Classic ...") stays.
+    block = [re.sub(r"^  # ", "  ", line) for line in lines[start:end]
+             if re.match(r"^  # ( *)[A-Za-z_-]+:", line)]
+    environment = yaml.safe_load("\n".join(block))["production-azure"]
+    settings = parse_azure_settings(environment["azure"])
+    assert settings.switch_confirm == "status"
+    assert settings.switch_confirm_timeout.total_seconds() == 30 * 60
+    assert settings.switch_confirm_answers == 6
+    assert settings.switch_confirm_window.total_seconds() == 60
+    assert settings.dns_label_scope == "TenantReuse" and settings.subnet_id is None
+    insights = settings.app_insights
+    assert insights is not None and insights.workspace_id and insights.resource_id
+    assert settings.role_name("green") == "qlp-green"
