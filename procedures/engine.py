@@ -61,7 +61,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from procedures.clock import Clock
 from procedures.durations import format_duration
@@ -90,7 +90,7 @@ from procedures.store import (
     Unchanged,
 )
 
-__all__ = ["CANCELLED_BY", "Engine", "EngineContext", "LockPassing", "RunCancelled",
+__all__ = ["CANCELLED_BY", "Engine", "EngineContext", "RunCancelled",
            "RunTakenOver"]
 
 log = logging.getLogger(__name__)
@@ -146,22 +146,6 @@ def _json_result(result: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 def _steps(count: int) -> str:
     return f"{count} step" if count == 1 else f"{count} steps"
-
-
-class LockPassing(EnvironmentStore, Protocol):
-    """The environment store, plus passing a person's lock for the length of one run.
-
-    A break-glass run past a person's lock (``/qlp lock``) must not take that lock over or
-    free it: it *passes* it. ``pass_lock`` makes the run the owner (with a heartbeat) of the
-    person's row, which keeps its holder, reason and time, and returns the pass's owner id
-    (``heartbeat`` and ``end_pass`` take it); ending the pass clears only the owner. (To be
-    folded into ``procedures.store.EnvironmentStore``.)
-    """
-
-    def pass_lock(self, environment: str, deployment_id: int, worker_id: str,
-                  now: datetime | None = None) -> str | None: ...
-
-    def end_pass(self, environment: str, owner: str) -> bool: ...
 
 
 # -- snapshots ----------------------------------------------------------------------------------
@@ -268,7 +252,7 @@ class Engine:
         self,
         *,
         deployments: DeploymentStore,
-        environments: LockPassing,
+        environments: EnvironmentStore,
         audit: AuditSink,
         reporter: Reporter,
         playbooks: Mapping[ProcedureKind, Playbook],

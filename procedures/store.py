@@ -257,6 +257,18 @@ class EnvironmentStore(Protocol):
 
     def reap_stale_locks(self, now: datetime | None, max_age: timedelta) -> Sequence[str]: ...
 
+    def pass_lock(self, environment: str, deployment_id: int, worker_id: str,
+                  now: datetime | None = None) -> str | None:
+        """A break-glass run past a person's lock (``/qlp lock``) *passes* it rather than
+        taking it over or freeing it: the run becomes the owner (with a heartbeat) of the
+        person's row, which keeps its holder, reason and time. Returns the pass's owner id
+        (``heartbeat`` and ``end_pass`` take it), None when there is no person's lock."""
+        ...
+
+    def end_pass(self, environment: str, owner: str) -> bool:
+        """End a pass: clear only its owner; the person's lock stays."""
+        ...
+
 
 class DeploymentStore(Protocol):
     """Deployments, their state machine and their step runs."""
