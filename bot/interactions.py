@@ -98,11 +98,21 @@ def approve(ctx: HandlerContext, action: dict[str, Any]) -> str | None:
                                      f"It starts at {when}.")
         return f"You approved #{deployment.id}; it starts at {when}."
     if decision.outcome is Outcome.QUEUED:
+        ahead = _under_way(ctx, deployment)
         services.reporter.run_changed(run)
+        if ahead is None:
+            services.reporter.event(run, f"Approved by <@{user}> "
+                                         f"({len(decision.approvers)}/{rule.required}). Starting.")
+            services.wake_worker()
+            return f"You approved #{deployment.id}; it is starting."
+        # One run at a time per environment: it waits in line (bot.runner says so in the
+        # thread too), never "starting" and then dropped.
         services.reporter.event(run, f"Approved by <@{user}> "
-                                     f"({len(decision.approvers)}/{rule.required}). Starting.")
+                                     f"({len(decision.approvers)}/{rule.required}). It waits "
+                                     f"for #{ahead}, under way on {deployment.environment}, "
+                                     "and starts when it has ended.")
         services.wake_worker()
-        return f"You approved #{deployment.id}; it is starting."
+        return f"You approved #{deployment.id}; it starts when #{ahead} has ended."
     if decision.outcome is Outcome.RECORDED:
         services.reporter.run_changed(run)
         services.reporter.event(run, f"Approved by <@{user}> "
@@ -193,3 +203,13 @@ def rollback(ctx: HandlerContext, action: dict[str, Any]) -> str | None:
 def checklist_tick(ctx: HandlerContext, action: dict[str, Any]) -> str | None:
     """A press on ``/qlp checklist``'s boxes: tick or untick items (bot.commands.checklist)."""
     return tick_checklist(ctx, action)
+
+
+def _under_way(ctx: HandlerContext, deployment: DeploymentRecord) -> int | None:
+    """The run that holds ``deployment``'s environment now (running or rolling back), if any."""
+    active = (DeploymentState.RUNNING, DeploymentState.ROLLING_BACK)
+    for other in ctx.services.deployments.list_in_states(active,
+                                                     environment=deployment.environment):
+        if other.id is not None and other.id != deployment.id:
+            return other.id
+    return None

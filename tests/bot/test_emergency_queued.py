@@ -42,6 +42,9 @@ def test_an_emergency_approved_during_a_run_is_queued_behind_it_then_runs(
 
     press(bot, 2, "U0LEAD2")
     assert deployments.get(2).state is S.QUEUED
+    thread = thread_text(bot, 2)
+    assert "It waits for #1, under way on production, and starts when it has ended." in thread
+    assert "Starting." not in thread  # never told it starts, then dropped
     assert not runs.pass_once()  # production is #1's: #2 waits in line
     assert deployments.get(2).state is S.QUEUED
     assert "Queued behind #1, which is under way on production: #2 starts when #1 has " \
