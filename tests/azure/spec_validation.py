@@ -15,7 +15,12 @@ deserialisation does for these bodies:
 - ``minimum`` / ``maximum`` and ``minItems`` / ``maxItems``;
 - properties the definition does not declare are refused (ARM answers "Could not find member");
   a definition with ``additionalProperties`` is a map whose values are checked against it;
-- ``readOnly`` properties are refused in a request: they only appear in responses;
+- ``readOnly`` properties: ``validate`` refuses them by default (``allow_read_only=False``,
+  the strict check the tests make of the bodies the *bot* sends: a body of ours carries none).
+  ARM itself ignores them on a PUT or PATCH (a raw GET-then-PUT works against Azure, the
+  server-owned values stay as they were), so the double validates with
+  ``allow_read_only=True`` and stores ``strip_read_only(body, ...)``: the read-only properties
+  are neither checked nor kept;
 - polymorphism (``discriminator``): an object of a definition that names a ``discriminator``
   property (e.g. ``RouteConfiguration``'s ``@odata.type``) is checked against the definition
   that value selects: one whose ``allOf`` derives from it directly and whose
@@ -34,7 +39,7 @@ from typing import Any
 
 SPECS = Path(__file__).parent / "specs"
 
-__all__ = ["SPECS", "definitions", "validate"]
+__all__ = ["SPECS", "definitions", "strip_read_only", "validate"]
 
 
 @functools.cache
@@ -49,11 +54,49 @@ def definitions(spec: str) -> dict[str, Any]:
     return found
 
 
-def validate(body: Any, definition: str, *, spec: str) -> list[str]:
-    """Problems of ``body`` as a request for ``definition`` of ``spec``: ``"path: problem"``."""
+def validate(body: Any, definition: str, *, spec: str,
+             allow_read_only: bool = False) -> list[str]:
+    """Problems of ``body`` as a request for ``definition`` of ``spec``: ``"path: problem"``.
+
+    A read-only property is a problem unless ``allow_read_only`` (then it is skipped, not
+    checked: what ARM does with it on a PUT or PATCH)."""
     problems: list[str] = []
-    _check(body, {"$ref": f"#/definitions/{definition}"}, "$", definitions(spec), problems)
+    _check(body, {"$ref": f"#/definitions/{definition}"}, "$", definitions(spec), problems,
+           allow_read_only)
     return problems
+
+
+def strip_read_only(body: Any, definition: str, *, spec: str) -> Any:
+    """A copy of ``body`` without the properties ``definition`` of ``spec`` declares read-only,
+    at any depth (through ``$ref``, ``allOf``, arrays, maps and the discriminated subtypes):
+    what a resource provider keeps of a request. Everything else is copied as it is."""
+    return _strip(body, {"$ref": f"#/definitions/{definition}"}, definitions(spec))
+
+
+def _strip(value: Any, schema: dict[str, Any], defs: dict[str, Any]) -> Any:
+    if isinstance(value, list):
+        items = _resolve(schema, defs).get("items", {})
+        return [_strip(item, items, defs) for item in value]
+    if not isinstance(value, dict):
+        return value
+    subtype = _polymorphic(value, schema, "$", defs, [])
+    schema = _resolve(subtype or schema, defs)
+    properties: dict[str, Any] = schema.get("properties", {})
+    extra = schema.get("additionalProperties")
+    kept: dict[str, Any] = {}
+    for name, item in value.items():
+        if name in properties:
+            if not _read_only(properties[name], defs):
+                kept[name] = _strip(item, properties[name], defs)
+        else:
+            kept[name] = _strip(item, extra, defs) if isinstance(extra, dict) else item
+    return kept
+
+
+def _read_only(declared: dict[str, Any], defs: dict[str, Any]) -> bool:
+    """Whether a property is read-only, on itself or on the definition it refers to (such as
+    the classic Front Door's ``ResourceState``, read-only as a whole)."""
+    return bool(declared.get("readOnly") or _resolve(declared, defs).get("readOnly"))
 
 
 def _resolve(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
@@ -120,7 +163,7 @@ def _polymorphic(value: Any, schema: dict[str, Any], path: str, defs: dict[str, 
 
 
 def _check(value: Any, schema: dict[str, Any], path: str, defs: dict[str, Any],
-           problems: list[str]) -> None:
+           problems: list[str], allow_read_only: bool) -> None:
     subtype = _polymorphic(value, schema, path, defs, problems)
     if subtype == {}:
         return
@@ -130,7 +173,7 @@ def _check(value: Any, schema: dict[str, Any], path: str, defs: dict[str, Any],
         if not isinstance(value, dict):
             problems.append(f"{path}: expected an object, got {_json_type(value)}")
             return
-        _check_object(value, schema, path, defs, problems)
+        _check_object(value, schema, path, defs, problems, allow_read_only)
     elif kind == "array":
         if not isinstance(value, list):
             problems.append(f"{path}: expected an array, got {_json_type(value)}")
@@ -140,7 +183,8 @@ def _check(value: Any, schema: dict[str, Any], path: str, defs: dict[str, Any],
         if "maxItems" in schema and len(value) > schema["maxItems"]:
             problems.append(f"{path}: at most {schema['maxItems']} items, got {len(value)}")
         for index, item in enumerate(value):
-            _check(item, schema.get("items", {}), f"{path}[{index}]", defs, problems)
+            _check(item, schema.get("items", {}), f"{path}[{index}]", defs, problems,
+                   allow_read_only)
     elif kind == "string":
         if not isinstance(value, str):
             problems.append(f"{path}: expected a string, got {_json_type(value)}")
@@ -164,7 +208,7 @@ def _check(value: Any, schema: dict[str, Any], path: str, defs: dict[str, Any],
 
 
 def _check_object(value: dict[str, Any], schema: dict[str, Any], path: str,
-                  defs: dict[str, Any], problems: list[str]) -> None:
+                  defs: dict[str, Any], problems: list[str], allow_read_only: bool) -> None:
     properties: dict[str, Any] = schema.get("properties", {})
     extra = schema.get("additionalProperties")
     for name in schema.get("required", []):
@@ -174,12 +218,13 @@ def _check_object(value: dict[str, Any], schema: dict[str, Any], path: str,
         where = f"{path}.{name}"
         if name in properties:
             declared = properties[name]
-            if declared.get("readOnly") or _resolve(declared, defs).get("readOnly"):
-                problems.append(f"{where}: read-only property, not accepted in a request")
+            if _read_only(declared, defs):
+                if not allow_read_only:
+                    problems.append(f"{where}: read-only property, not accepted in a request")
                 continue
-            _check(item, declared, where, defs, problems)
+            _check(item, declared, where, defs, problems, allow_read_only)
         elif isinstance(extra, dict):
-            _check(item, extra, where, defs, problems)
+            _check(item, extra, where, defs, problems, allow_read_only)
         elif extra is True:
             continue
         else:

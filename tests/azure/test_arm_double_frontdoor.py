@@ -14,7 +14,6 @@ from __future__ import annotations
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -185,9 +184,11 @@ def test_the_profile_answers_once_it_has_origin_groups_and_needs_read(
     assert denied.value.status_code == 403 and "Microsoft.Cdn/profiles/read" in str(denied.value)
 
 
-def test_route_patch_with_an_unknown_or_read_only_property_is_refused(
+def test_route_patch_with_an_unknown_property_or_a_bad_enum_is_refused(
         arm: ArmDouble, http: httpx.Client) -> None:
     fresh_front_door(arm)
+    # deploymentStatus is a Route's, not a RouteUpdateParameters' (the PATCH body's)
+    # property: unknown there, not read-only.
     for properties in ({"originGroupId": f"{PROFILE}/originGroups/qlp-green-og"},
                        {"deploymentStatus": "Succeeded"},
                        {"linkToDefaultDomain": "Sometimes"}):
@@ -197,6 +198,24 @@ def test_route_patch_with_an_unknown_or_read_only_property_is_refused(
         assert error["code"] == "BadRequest"
         assert next(iter(properties)) in error["message"]
     assert arm.route_origin_group(*ROUTE) == "qlp-blue-og"
+
+
+def test_route_patch_ignores_read_only_properties_as_arm_does(
+        arm: ArmDouble, http: httpx.Client) -> None:
+    fresh_front_door(arm)
+    arm.propagation_seconds = 60
+    # endpointName is RouteUpdatePropertiesParameters' one read-only property.
+    before = http.get(ROUTE_PATH, params=CDN).json()["properties"].get("endpointName")
+    answer = http.patch(ROUTE_PATH, params=CDN, json={"properties": {
+        "originGroup": {"id": f"{PROFILE}/originGroups/qlp-green-og"},
+        "endpointName": "elsewhere"}})
+    assert answer.status_code == 202, answer.text
+    route = answer.json()["properties"]
+    # The writable part applies; the server-owned value is the service's own.
+    assert route["originGroup"]["id"].endswith("/qlp-green-og")
+    assert route.get("endpointName") == before
+    assert route["deploymentStatus"] == "InProgress"
+    assert arm.route_origin_group(*ROUTE) == "qlp-green-og"
 
 
 # -- propagation ---------------------------------------------------------------------------
@@ -353,21 +372,6 @@ def test_the_bots_switch_stops_on_a_failed_rollout_without_retrying(
         arm.stop()
 
 
-def writable(front_door: dict[str, Any]) -> dict[str, Any]:
-    """A classic Front Door as GET answers it, without what is read-only in a PUT (what the
-    SDK leaves out when it sends the model back)."""
-    body = {k: v for k, v in front_door.items() if k not in ("id", "name", "type")}
-    props = body["properties"] = dict(front_door["properties"])
-    for key in ("provisioningState", "resourceState", "cname"):
-        props.pop(key, None)
-    for key in ("routingRules", "backendPools", "frontendEndpoints", "loadBalancingSettings",
-                "healthProbeSettings"):
-        props[key] = [{"id": part["id"], "name": part["name"],
-                       "properties": {k: v for k, v in part["properties"].items()
-                                      if k != "resourceState"}} for part in props[key]]
-    return body
-
-
 def test_classic_front_door_serves_the_old_pool_while_propagating(
         arm: ArmDouble, http: httpx.Client, clock: ModelClock) -> None:
     fresh_classic_front_door(arm)
@@ -375,7 +379,8 @@ def test_classic_front_door_serves_the_old_pool_while_propagating(
     path = (f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RG}/providers/"
             "Microsoft.Network/frontDoors/qlp-classic-fd")
     params = {"api-version": API_VERSIONS["frontdoor"]}
-    front_door = writable(http.get(path, params=params).json())
+    # A raw GET-then-PUT, read-only properties and all, as against Azure.
+    front_door = http.get(path, params=params).json()
     forwarding = front_door["properties"]["routingRules"][0]["properties"]["routeConfiguration"]
     fd_id = front_door["properties"]["routingRules"][0]["id"].split("/routingRules/")[0]
 
@@ -392,6 +397,46 @@ def test_classic_front_door_serves_the_old_pool_while_propagating(
     assert arm.classic_served_pool("qlp-classic-fd", "default-routing-rule") == "qlp-blue-pool"
     clock.advance(30)
     assert arm.classic_served_pool("qlp-classic-fd", "default-routing-rule") == "qlp-green-pool"
+
+
+def test_a_classic_get_then_put_with_read_only_fields_keeps_the_server_owned_values(
+        arm: ArmDouble, http: httpx.Client) -> None:
+    fresh_classic_front_door(arm)
+    path = (f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RG}/providers/"
+            "Microsoft.Network/frontDoors/qlp-classic-fd")
+    params = {"api-version": API_VERSIONS["frontdoor"]}
+    before = http.get(path, params=params).json()
+    sent = http.get(path, params=params).json()
+    props = sent["properties"]
+    # Every kind of read-only field the classic body has, sent with values of the caller's.
+    assert {"provisioningState", "resourceState", "cname"} <= set(props)
+    sent["id"], sent["name"], sent["type"] = "/elsewhere", "other-fd", "Microsoft.Network/x"
+    props.update(provisioningState="Failed", resourceState="Disabled",
+                 cname="evil.azurefd.net", frontdoorId="not-ours")
+    rule = props["routingRules"][0]
+    rule["type"] = "Microsoft.Network/Frontdoors/Elsewhere"
+    rule["properties"]["resourceState"] = "Deleting"
+    rule["properties"]["routeConfiguration"]["backendPool"]["id"] = \
+        rule["id"].split("/routingRules/")[0] + "/backendPools/qlp-green-pool"
+    props["frontendEndpoints"][0]["properties"]["customHttpsProvisioningState"] = "Enabled"
+
+    answer = http.put(path, params=params, json=sent)
+    assert answer.status_code == 202, answer.text
+    after = http.get(path, params=params).json()
+    # The writable change applied...
+    assert arm.classic_pool("qlp-classic-fd", "default-routing-rule") == "qlp-green-pool"
+    # ... and every server-owned value is as it was.
+    for key in ("id", "name", "type"):
+        assert after[key] == before[key]
+    for key in ("provisioningState", "resourceState", "cname"):
+        assert after["properties"][key] == before["properties"][key]
+    assert "frontdoorId" not in after["properties"]  # the request's value never stored
+    after_rule = after["properties"]["routingRules"][0]
+    assert after_rule["type"] == before["properties"]["routingRules"][0]["type"]
+    assert after_rule["properties"]["resourceState"] == "Enabled"
+    endpoint = after["properties"]["frontendEndpoints"][0]["properties"]
+    assert "customHttpsProvisioningState" not in endpoint
+    assert after["properties"]["backendPools"] == before["properties"]["backendPools"]
 
 
 # -- authorization -------------------------------------------------------------------------

@@ -5,6 +5,9 @@ the container group PUT (``ContainerGroup``, 2023-05-01), the route PATCH
 the classic Front Door's whole-object PUT (``FrontDoor``, 2025-10-01, whose routing rules'
 ``routeConfiguration`` is polymorphic on ``@odata.type``).
 
+The check is strict about read-only properties (``validate``'s default): the bot's bodies carry
+none, although ARM, and so the double, ignores them in a request (``allow_read_only=True``).
+
 The bodies are the ones on the wire: the bot's own code (``build_group`` + ``ContainerGroups``,
 ``traffic_switch``) drives the real SDK clients against the ARM double, and the test reads what
 the double received. One negative case per definition shows the validator says no.
@@ -28,7 +31,7 @@ from procedures.platforms.azure.errors import AzureCalls
 from procedures.platforms.azure.frontdoor import traffic_switch
 from tests.azure.arm_double import API_VERSIONS, SUBSCRIPTION, TOKEN, ArmDouble
 from tests.azure.fresh_world import fresh_classic_front_door
-from tests.azure.spec_validation import validate
+from tests.azure.spec_validation import strip_read_only, validate
 from tests.azure.test_azure_platform import StaticTokenCredential, azure_section
 
 pytestmark = pytest.mark.slow  # starts an HTTPS server
@@ -212,3 +215,43 @@ def test_a_classic_front_door_with_a_bad_route_configuration_is_refused() -> Non
                 "redirectType": "Moved", "redirectProtocol": "HttpsOnly"}
     assert validate({"properties": {"routingRules": [{"properties": {
         "routeConfiguration": redirect}}]}}, "FrontDoor", spec=FRONT_DOOR) == []
+
+
+def test_read_only_fields_fail_the_strict_check_and_are_what_the_double_strips() -> None:
+    fd_id = (f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RG}/providers/"
+             "Microsoft.Network/frontdoors/fd")
+    answered = {  # a classic Front Door as a GET answers it (abridged)
+        "id": fd_id, "name": "fd", "type": "Microsoft.Network/frontdoors", "location": "Global",
+        "properties": {
+            "cname": "fd.azurefd.net", "provisioningState": "Succeeded",
+            "resourceState": "Enabled", "friendlyName": "qlp",
+            "routingRules": [{"id": f"{fd_id}/routingRules/r", "name": "r",
+                              "type": "Microsoft.Network/Frontdoors/RoutingRules",
+                              "properties": {"resourceState": "Enabled",
+                                             "routeConfiguration": {
+                                                 "@odata.type": FORWARDING,
+                                                 "backendPool": {"id": f"{fd_id}/p"}}}}]}}
+    assert validate(answered, "FrontDoor", spec=FRONT_DOOR) == [
+        "$.id: read-only property, not accepted in a request",
+        "$.name: read-only property, not accepted in a request",
+        "$.type: read-only property, not accepted in a request",
+        "$.properties.cname: read-only property, not accepted in a request",
+        "$.properties.provisioningState: read-only property, not accepted in a request",
+        "$.properties.resourceState: read-only property, not accepted in a request",
+        "$.properties.routingRules[0].type: read-only property, not accepted in a request",
+        "$.properties.routingRules[0].properties.resourceState: read-only property, not "
+        "accepted in a request",
+    ]
+    assert validate(answered, "FrontDoor", spec=FRONT_DOOR, allow_read_only=True) == []
+    # Unknown properties stay refused when read-only ones are allowed.
+    answered["properties"]["colour"] = "blue"
+    assert validate(answered, "FrontDoor", spec=FRONT_DOOR, allow_read_only=True) == [
+        "$.properties.colour: unknown property"]
+    del answered["properties"]["colour"]
+    kept = strip_read_only(answered, "FrontDoor", spec=FRONT_DOOR)
+    assert kept == {"location": "Global", "properties": {
+        "friendlyName": "qlp",
+        "routingRules": [{"id": f"{fd_id}/routingRules/r", "name": "r", "properties": {
+            "routeConfiguration": {"@odata.type": FORWARDING,
+                                   "backendPool": {"id": f"{fd_id}/p"}}}}]}}
+    assert validate(kept, "FrontDoor", spec=FRONT_DOOR) == []

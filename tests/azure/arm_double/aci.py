@@ -10,8 +10,12 @@ What a PUT is refused for, in the order ARM and ACI check (400 unless said other
    the group (GET needs ``.../read``, DELETE ``.../delete``; see ``authz``);
    then 404 ``ResourceGroupNotFound`` when the resource group does not exist (``resources``);
 2. ``InvalidRequestContent``: the body does not fit the published ``ContainerGroup`` definition
-   of api-version 2023-05-01 (``tests/azure/specs``: unknown or read-only properties, missing
-   required ones, wrong types, values outside an enum), the message names the property;
+   of api-version 2023-05-01 (``tests/azure/specs``: unknown properties, missing required
+   ones, wrong types, values outside an enum), the message names the property. Read-only
+   properties (``provisioningState``, ``instanceView``, an address's ``fqdn``, an identity's
+   ``principalId``...) are ignored as ARM ignores them, so a GET-then-PUT works: they are
+   stripped from the body before anything else reads it, and the group's own values come
+   from its provisioning;
 3. ``LocationRequired``;
 4. 403 ``LinkedAuthorizationFailed`` without ``.../userAssignedIdentities/assign/action`` on each
    user-assigned identity (and ``.../subnets/join/action`` on each subnet);
@@ -61,7 +65,7 @@ from tests.azure.arm_double.resources import (
     resource_not_found,
 )
 from tests.azure.fresh_world import fqdn_for
-from tests.azure.spec_validation import validate
+from tests.azure.spec_validation import strip_read_only, validate
 
 ACI_SPEC = "containerinstance-2023-05-01"
 GROUP_TYPE = "Microsoft.ContainerInstance/containerGroups"
@@ -155,11 +159,12 @@ class AciMixin(ResourcesMixin):
             denied = self.missing_resource_group(match["rg"])
         if denied is not None:
             return denied
-        problems = validate(body, "ContainerGroup", spec=ACI_SPEC)
+        problems = validate(body, "ContainerGroup", spec=ACI_SPEC, allow_read_only=True)
         if problems:
             return _error(400, "InvalidRequestContent",
                           "The request content was invalid and could not be deserialized: "
                           + "; ".join(problems))
+        body = strip_read_only(body, "ContainerGroup", spec=ACI_SPEC)
         if not body.get("location"):
             return _error(400, "LocationRequired",
                           "The location property is required for this definition.")

@@ -19,9 +19,12 @@ Like Azure Front Door, a write is two things that end at different times:
 
 The PATCH bodies are validated against the published ``Microsoft.Cdn`` definitions kept in
 ``tests/azure/specs`` (``RouteUpdateParameters``, ``AFDOriginUpdateParameters``, through
-``tests.azure.spec_validation``): unknown or read-only properties, enum values and ranges
-(weight 1..1000, priority 1..5, ports 1..65535) are refused with 400 ``BadRequest``; a route may
-only
+``tests.azure.spec_validation``): unknown properties, enum values and ranges (weight 1..1000,
+priority 1..5, ports 1..65535) are refused with 400 ``BadRequest``. Read-only properties are
+ignored, as ARM ignores them on a PUT or PATCH (a raw GET-then-PUT works): they are neither
+checked nor stored, and the server-owned values (``provisioningState``, ``resourceState``,
+``cname``, ``frontdoorId``, each part's ``type``, a frontend endpoint's HTTPS state...) stay
+the service's. A route may only
 point at an existing origin group of its own profile that has an enabled origin (AFD's message:
 "Please make sure that the originGroup is created successfully and at least one enabled origin
 is created under the origin group.", reported in Azure/bicep#12276).
@@ -52,8 +55,10 @@ from tests.azure.arm_double.core import (
     _error,
 )
 from tests.azure.arm_double.resources import ResourcesMixin, resource_not_found
+from tests.azure.spec_validation import strip_read_only, validate
 
 CDN = RG_PATTERN + r"Microsoft\.Cdn/profiles/(?P<profile>[^/]+)/"
+CDN_SPEC = f"cdn-{API_VERSIONS['cdn']}"
 
 ENABLED = ("Enabled", "Disabled")
 # Enum values, to store them as the service spells them.
@@ -68,6 +73,13 @@ CLASSIC_PARTS = {"routingRules": "RoutingRules", "backendPools": "BackendPools",
                  "frontendEndpoints": "FrontendEndpoints",
                  "loadBalancingSettings": "LoadBalancingSettings",
                  "healthProbeSettings": "HealthProbeSettings"}
+
+# What a classic Front Door owns in its answers: read-only in a request, ignored there and kept
+# as they were by a PUT (FrontDoorProperties' and FrontendEndpointProperties' readOnly ones).
+CLASSIC_SERVER_OWNED = ("provisioningState", "resourceState", "cname", "frontdoorId",
+                        "rulesEngines", "extendedProperties")
+ENDPOINT_SERVER_OWNED = ("customHttpsProvisioningState", "customHttpsProvisioningSubstate",
+                         "customHttpsConfiguration")
 
 # What the edge uses of an origin: the properties whose change has to propagate.
 EDGE_ORIGIN_FIELDS = ("hostName", "httpPort", "httpsPort", "originHostHeader", "priority",
@@ -450,9 +462,11 @@ class FrontDoorMixin(ResourcesMixin):
         name = match["name"].lower()
         if name not in self.front_doors:
             return _bad_request("classic Front Doors cannot be created any more")
-        invalid = _invalid(body, "FrontDoor", spec=f"frontdoor-{API_VERSIONS['frontdoor']}")
+        spec = f"frontdoor-{API_VERSIONS['frontdoor']}"
+        invalid = _invalid(body, "FrontDoor", spec=spec)
         if invalid is not None:
             return invalid
+        body = strip_read_only(body, "FrontDoor", spec=spec)
         props = body.get("properties") or {}
         for key in CLASSIC_PARTS:
             if not props.get(key):
@@ -465,15 +479,25 @@ class FrontDoorMixin(ResourcesMixin):
                 return _bad_request(f"Routing rule {rule} references backend pool {pool}, "
                                     "which is not defined in this Front Door.")
         stored = copy.deepcopy(body)
-        stored["properties"].update(provisioningState="Succeeded", resourceState="Enabled",
-                                    cname=self.front_doors[name]["properties"]["cname"])
+        existing = self.front_doors[name]
+        # The server-owned values stay the service's, whatever the request said of them.
+        for key in CLASSIC_SERVER_OWNED:
+            if key in existing["properties"]:
+                stored["properties"][key] = copy.deepcopy(existing["properties"][key])
+        stored["properties"].update(provisioningState="Succeeded", resourceState="Enabled")
+        endpoints = {str(e.get("name", "")).lower(): e.get("properties") or {}
+                     for e in existing["properties"].get("frontendEndpoints") or []}
         # What Front Door adds to each part in its answers (read-only in a request).
         for key, kind in CLASSIC_PARTS.items():
             for part in stored["properties"][key]:
                 part["type"] = f"Microsoft.Network/Frontdoors/{kind}"
                 part.setdefault("properties", {})["resourceState"] = "Enabled"
-        stored["id"] = self.front_doors[name]["id"]
-        stored["name"] = self.front_doors[name]["name"]
+                if key == "frontendEndpoints":
+                    before = endpoints.get(str(part.get("name", "")).lower(), {})
+                    part["properties"].update({k: copy.deepcopy(before[k])
+                                               for k in ENDPOINT_SERVER_OWNED if k in before})
+        stored["id"] = existing["id"]
+        stored["name"] = existing["name"]
         stored["type"] = "Microsoft.Network/frontdoors"
         old_pools = self._rule_pools(self.front_doors[name])
         self.front_doors[name] = stored
@@ -553,6 +577,7 @@ class FrontDoorMixin(ResourcesMixin):
         invalid = _invalid(body, "RouteUpdateParameters")
         if invalid is not None:
             return invalid
+        body = strip_read_only(body, "RouteUpdateParameters", spec=CDN_SPEC)
         changes = _canonical(dict(body.get("properties") or {}))
         problem = self._route_problem(match, changes)
         if problem is not None:
@@ -633,6 +658,7 @@ class FrontDoorMixin(ResourcesMixin):
         invalid = _invalid(body, "AFDOriginUpdateParameters")
         if invalid is not None:
             return invalid
+        body = strip_read_only(body, "AFDOriginUpdateParameters", spec=CDN_SPEC)
         changes = _canonical(dict(body.get("properties") or {}))
         origin["properties"].update(changes)
         op, headers = self._new_operation("origin", key, "Microsoft.Cdn", "global")
@@ -647,19 +673,16 @@ def _under(resource_id: str, rg: str) -> bool:
     return f"/resourcegroups/{rg.lower()}/" in resource_id.lower()
 
 
-def _invalid(body: Any, definition: str, *,
-             spec: str = f"cdn-{API_VERSIONS['cdn']}") -> Answer | None:
+def _invalid(body: Any, definition: str, *, spec: str = CDN_SPEC) -> Answer | None:
     """400 ``BadRequest`` when ``body`` does not fit ``definition`` of the published
     definitions the installed SDK's api-version uses (``Microsoft.Cdn`` by default, or the
-    classic ``FrontDoor`` of ``Microsoft.Network``): unknown or read-only properties, enum
-    values, ranges such as weight 1..1000, priority 1..5, ports 1..65535, and the
-    ``@odata.type`` of a routing rule's ``routeConfiguration``. The message names each
-    property."""
-    from tests.azure.spec_validation import validate
-
+    classic ``FrontDoor`` of ``Microsoft.Network``): unknown properties, enum values, ranges
+    such as weight 1..1000, priority 1..5, ports 1..65535, and the ``@odata.type`` of a routing
+    rule's ``routeConfiguration``. The message names each property. Read-only properties are
+    not checked: ARM ignores them in a request (the handler strips them)."""
     if not isinstance(body, dict):
         return _bad_request(f"The request content is not a valid {definition}.")
-    problems = validate(body, definition, spec=spec)
+    problems = validate(body, definition, spec=spec, allow_read_only=True)
     if problems:
         return _bad_request(f"The request content is not a valid {definition}: "
                             + "; ".join(problems))
