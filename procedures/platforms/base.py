@@ -130,3 +130,33 @@ class SupportsWatchedSwitch(Protocol):
                        sleep: Callable[[float], None]) -> None:
         """Route the public URL to ``slot`` and wait until it is served from there."""
         ...
+
+
+@runtime_checkable
+class SupportsWatchedDeploy(Protocol):
+    """A platform whose deployment takes long enough to be watched (optional capability): an
+    Azure container group takes minutes to provision and pull its image, while a local
+    container starts at once.
+
+    ``deploy_watched`` and ``wait_ready_watched`` do what ``Platform.deploy`` and
+    ``Platform.wait_ready`` do, but say how the wait goes through ``report`` (a line for the
+    deployment thread, at most about once a minute) and sleep only through ``sleep``: the
+    step's own sleep, which heartbeats and raises at the step's deadline or on cancel, so no
+    wait (a poll, a ``Retry-After``) outlives its step. ``within`` bounds the deployment's wait
+    for the platform (what is left of the step, less a margin): past it the platform raises a
+    retryable StepFailure, and the next attempt follows what it started instead of starting it
+    again. Playbooks test for it with ``isinstance(platform, SupportsWatchedDeploy)`` and call
+    the plain methods otherwise.
+    """
+
+    def deploy_watched(self, slot: Slot, version: str, *, report: Callable[[str], None],
+                       sleep: Callable[[float], None],
+                       within: timedelta | None = None) -> SlotStatus:
+        """Start ``version`` in ``slot``, waiting for it at most ``within``."""
+        ...
+
+    def wait_ready_watched(self, slot: Slot, timeout: timedelta, *,
+                           report: Callable[[str], None],
+                           sleep: Callable[[float], None]) -> SlotStatus:
+        """Wait until ``slot`` is running and healthy; StepFailure at ``timeout``."""
+        ...

@@ -9,8 +9,11 @@ variables (with the colour's telemetry identity, ``OTEL_SERVICE_NAME`` and
 ``APPLICATIONINSIGHTS_ROLE_NAME``), and tags that record the colour and the version.
 
 :class:`ContainerGroups` creates (``begin_create_or_update``: only the PUT is retried, then the
-long-running operation is polled to its end within a timeout), reads (:class:`GroupState`,
-with ``None`` where Azure has not filled a field in yet) and deletes groups (bounded too).
+long-running operation is followed within a timeout), reads (:class:`GroupState`, with
+``None`` where Azure has not filled a field in yet) and deletes groups (bounded too). A
+long-running operation is followed in short slices (:class:`SlicedPolling`: one status read,
+then a wait through the platform's sleep, which a step lends so that its deadline or a cancel
+stops the wait between two reads), never by blocking in ``poller.result(timeout=...)``.
 Secure values are sent once, in the PUT body; Azure never returns them and nothing here logs
 or repeats them.
 """
@@ -19,7 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -39,9 +43,11 @@ from azure.mgmt.containerinstance.models import (
     UserAssignedIdentities,
 )
 
+from procedures.clock import Clock, SystemClock
+from procedures.durations import format_duration
 from procedures.errors import ExternalServiceError, StepFailure
 from procedures.platforms.azure.clients import AzureClients
-from procedures.platforms.azure.errors import AzureCalls, translate
+from procedures.platforms.azure.errors import AzureCalls, SlicedPolling, translate
 from procedures.platforms.azure.settings import AzureSettings
 
 __all__ = ["ContainerGroups", "ContainerView", "GroupState", "ProvisioningFailed", "build_group"]
@@ -184,13 +190,25 @@ def build_group(settings: AzureSettings, colour: str, version: str,
     )
 
 
-class ContainerGroups:
-    """Create, read and delete the container groups of one environment."""
+Watch = Callable[[timedelta], None]
 
-    def __init__(self, clients: AzureClients, settings: AzureSettings, calls: AzureCalls) -> None:
+
+class ContainerGroups:
+    """Create, read and delete the container groups of one environment.
+
+    ``clock`` and ``sleep`` time the following of a long-running operation (a status read
+    every ``poll_interval``, or when Azure's ``Retry-After`` says); the platform passes its
+    :class:`~procedures.platforms.azure.errors.Sleeper`, so a step's sleep bounds the wait.
+    """
+
+    def __init__(self, clients: AzureClients, settings: AzureSettings, calls: AzureCalls, *,
+                 clock: Clock | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self._clients = clients
         self._settings = settings
         self._calls = calls
+        self._clock = clock or SystemClock()
+        self._sleep = sleep
 
     @property
     def _rg(self) -> str:
@@ -208,39 +226,62 @@ class ContainerGroups:
 
         return self._calls.call(f"read container group {name}", read)
 
-    def create(self, name: str, group: ContainerGroup, *, timeout: timedelta) -> GroupState:
-        """PUT the group and poll the long-running operation to its end.
+    def create(self, name: str, group: ContainerGroup, *, timeout: timedelta,
+               watch: Watch | None = None) -> GroupState:
+        """PUT the group and follow the long-running operation to its end.
 
-        Only the PUT is retried (a 429 or 5xx on it: nothing was accepted yet). Then:
+        Only the PUT is retried (a 429 or 5xx on it: nothing was accepted yet). Then the
+        operation's status is read in slices, ``watch(elapsed)`` called after each read that
+        finds it still going (the platform reports progress from there), and the wait between
+        reads goes through ``sleep``: a step's sleep raises at the step's deadline, which
+        stops the following here (the PUT stands; the next attempt follows the group). Then:
 
         - the PUT refused (403, 409, 400...): ExternalServiceError with Azure's code and
           message; nothing was created by this call and nothing is deleted here;
         - provisioning ended Failed (``InaccessibleImage``, quota...): :class:`ProvisioningFailed`
           with Azure's code and message and the group's last events as the hint (the failed
           group stays in Azure: the caller deletes it);
-        - still provisioning after ``timeout``, or polling itself failed (a 429 or 5xx on a
-          status read): a retryable StepFailure. The operation goes on in Azure; the next
-          attempt follows the group (it is never PUT again while it is being created).
+        - still provisioning after ``timeout``, or reading its status failed (a 429 or 5xx):
+          a retryable StepFailure. The operation goes on in Azure; the next attempt follows
+          the group (it is never PUT again while it is being created).
         """
         operations = self._clients.container_instances.container_groups
         what = f"create container group {name}"
-        poller = self._calls.call(
-            what, lambda: operations.begin_create_or_update(self._rg, name, group))
+        polling = SlicedPolling(self._settings.poll_interval.total_seconds())
+        self._calls.call(what, lambda: operations.begin_create_or_update(
+            self._rg, name, group, polling=polling))
         try:
-            result = poller.result(timeout=timeout.total_seconds())
+            ended = self._follow(polling, timeout, watch)
+            result = polling.resource() if ended else None
         except AzureError as exc:
             return self._after_polling_error(name, what, exc)
-        if not poller.done():
+        if not ended:
             raise StepFailure(
-                f"container group {name} is still provisioning ({poller.status()}) after "
-                f"{timeout.total_seconds():g} s", retryable=True,
-                hint="Azure goes on provisioning it; the next attempt reads its state")
+                f"container group {name} is still provisioning ({polling.status()}) after "
+                f"{format_duration(timeout)}", retryable=True,
+                hint="Azure goes on provisioning it; the next attempt follows it (no new PUT)")
         state = _state(result) if result is not None else self.get(name)
         if state is None:
             raise ExternalServiceError(SERVICE, f"{what}: the group is gone after its creation",
                                        code="ResourceNotFound")
         log.info("container group %s provisioned: %s", name, state.describe())
         return state
+
+    def _follow(self, polling: SlicedPolling, timeout: timedelta, watch: Watch | None) -> bool:
+        """Read the operation's status until it ends (True) or ``timeout`` is over (False);
+        between reads, ``sleep`` (it raises at a step's deadline or on cancel)."""
+        started = self._clock.now()
+        while not polling.advance():
+            elapsed = self._clock.now() - started
+            if watch is not None:
+                watch(elapsed)
+            remaining = (timeout - elapsed).total_seconds()
+            if remaining <= 0:
+                return False
+            wait = min(polling.next_wait(), remaining)
+            if wait > 0:
+                self._sleep(wait)
+        return True
 
     def _after_polling_error(self, name: str, what: str, exc: AzureError) -> GroupState:
         """Polling the creation failed: the group's own state says what happened."""
@@ -272,26 +313,27 @@ class ContainerGroups:
     def delete(self, name: str) -> None:
         """Delete the group and wait until it is gone; a group that is not there is fine.
 
-        Waits at most ``operation_timeout``: still deleting then is a retryable StepFailure.
+        Waits at most ``operation_timeout``, in slices through ``sleep`` like ``create``:
+        still deleting then is a retryable StepFailure.
         """
         operations = self._clients.container_instances.container_groups
-        timeout = self._settings.operation_timeout.total_seconds()
+        timeout = self._settings.operation_timeout
 
-        def delete_and_poll() -> None:
+        def delete_and_follow() -> None:
             # ARM answers 204 for a group that is not there; a 404 means the same. Deleting
             # is idempotent, so retrying the whole call (DELETE and polling) is safe.
+            polling = SlicedPolling(self._settings.poll_interval.total_seconds())
             with contextlib.suppress(ResourceNotFoundError):
-                poller = operations.begin_delete(self._rg, name)
-                poller.result(timeout=timeout)
-                if not poller.done():
-                    raise _StillRunning(poller.status())
+                operations.begin_delete(self._rg, name, polling=polling)
+                if not self._follow(polling, timeout, None):
+                    raise _StillRunning(polling.status())
 
         try:
-            self._calls.call(f"delete container group {name}", delete_and_poll)
+            self._calls.call(f"delete container group {name}", delete_and_follow)
         except _StillRunning as running:
             raise StepFailure(
                 f"container group {name} is still being deleted ({running.status}) after "
-                f"{timeout:g} s", retryable=True,
+                f"{format_duration(timeout)}", retryable=True,
                 hint="Azure goes on deleting it; the next attempt checks again") from None
         log.info("container group %s deleted", name)
 

@@ -13,6 +13,11 @@ layer for HTTP statuses, this one, and tests need not wait for the wall clock. A
 operation is never wrapped whole: only its initial request is retried here, so a hiccup while
 polling never re-sends a PUT (see ``container_groups.py``).
 
+:class:`SlicedPolling` polls a long-running operation one status read at a time in the
+caller's thread, so the caller waits between reads through its own sleep (a step's, which
+stops at the step's deadline) instead of blocking in ``poller.result(timeout=...)`` while the
+SDK polls in a thread of its own with ``time.sleep``.
+
 A 403 gets a hint naming the role to grant and where (:func:`authorization_hint`, from the
 action and scope in Azure's message, through ``roles.py``).
 """
@@ -24,7 +29,7 @@ import email.utils
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -35,12 +40,13 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
+from azure.mgmt.core.polling.arm_polling import ARMPolling
 
 from procedures.errors import ExternalServiceError
 from procedures.platforms.azure.roles import denied_actions, role_hint
 
-__all__ = ["AzureCalls", "Sleeper", "authorization_hint", "azure_error_code",
-           "retry_after_seconds", "translate"]
+__all__ = ["AzureCalls", "Sleeper", "SlicedPolling", "authorization_hint", "azure_error_code",
+           "retry_after_from_headers", "retry_after_seconds", "translate"]
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +68,12 @@ def azure_error_code(exc: BaseException) -> str | None:
 def retry_after_seconds(exc: BaseException) -> float | None:
     """Seconds from the ``Retry-After`` (or ``x-ms-retry-after-ms``) header of the answer."""
     response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None)
+    return retry_after_from_headers(getattr(response, "headers", None))
+
+
+def retry_after_from_headers(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds from ``x-ms-retry-after-ms``/``retry-after-ms`` or ``Retry-After`` (seconds or
+    an HTTP date); None when the answer asks for nothing."""
     if not headers:
         return None
     millis = headers.get("x-ms-retry-after-ms") or headers.get("retry-after-ms")
@@ -218,3 +229,59 @@ class AzureCalls:
                             error.message, attempt, self.attempts, wait)
                 self._sleep(wait)
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+class _NotYet(Exception):
+    """The operation is still going on: this slice of polling ends here."""
+
+
+class SlicedPolling(ARMPolling):
+    """ARM's polling of one long-running operation (``Azure-AsyncOperation``, ``Location``...,
+    as the SDK does it), driven one status read at a time by the caller.
+
+    Given to an SDK ``begin_*`` call as ``polling=``. The SDK's poller then runs :meth:`run` in
+    a thread of its own, which here does nothing: the caller calls :meth:`advance` and waits
+    :meth:`next_wait` seconds between reads through its own sleep, so the wait stops with the
+    step that waits (the SDK's thread would sleep with ``time.sleep`` and could not be
+    stopped). Errors are the SDK's: a failed operation or an error answer to a status read
+    raises ``HttpResponseError`` with Azure's code and message.
+    """
+
+    # Azure may answer "Retry-After: 0"; re-read at once at most this many times for one
+    # operation, then wait ``interval`` between reads (never a busy loop against ARM).
+    MAX_IMMEDIATE = 3
+
+    def __init__(self, interval: float) -> None:
+        super().__init__(timeout=interval)
+        self.interval = interval
+        self._immediate = 0
+
+    def run(self) -> None:
+        """The SDK poller's thread: nothing to do, the caller polls with :meth:`advance`."""
+
+    def advance(self) -> bool:
+        """Read the operation's status once (none when it has already ended); True once it
+        ended well, its resource then in :meth:`resource` (the SDK's final GET done)."""
+        try:
+            super().run()
+        except _NotYet:
+            return False
+        return True
+
+    def _delay(self) -> None:
+        # The SDK's loop calls this between two status reads: this slice ends here instead.
+        raise _NotYet
+
+    def next_wait(self) -> float:
+        """Seconds before the next read: Azure's ``Retry-After`` on the last answer when it
+        gave one (a few immediate re-reads at most), else ``interval``."""
+        answer = self._pipeline_response.http_response
+        asked = retry_after_from_headers(answer.headers)
+        if asked is None:
+            return self.interval
+        if asked <= 0:
+            if self._immediate >= self.MAX_IMMEDIATE:
+                return self.interval
+            self._immediate += 1
+            return 0.0
+        return asked

@@ -8,7 +8,8 @@
   provisioned: left alone. Otherwise the colour's group is deleted (CPU, memory, ports and
   restart policy cannot change in place anyway) and created again, with the Key Vault secrets
   resolved into secure environment values; only the PUT is retried, and the long-running
-  operation is polled within ``provisioning_timeout``. A failed provisioning raises with
+  operation is followed in short slices within ``provisioning_timeout`` (a status read, then
+  a wait through the platform's sleep). A failed provisioning raises with
   Azure's code (``InaccessibleImage``...) and message and the failed group is deleted; a
   refused PUT (403, 409...) deletes nothing. The same-version shortcut does not notice a
   rotated Key Vault secret: a new value reaches the group with the next version.
@@ -16,6 +17,10 @@
   Running and not restart-looping (at most ``max_restarts`` restarts, the count unchanged
   across the HTTP check), and the first health path answering 200 through the group's FQDN
   (with the deployed version, when the answer names one).
+- ``deploy_watched`` and ``wait_ready_watched`` (the optional ``SupportsWatchedDeploy``) do the
+  same while reporting progress in the deployment thread about once a minute ("qlp-green:
+  provisioning Creating, pulling the image (1m 10s)") and sleeping only through the step's
+  sleep, so a slow Azure never keeps the worker past the step's deadline.
 - ``switch(slot)``: the colour's Front Door origins checked against its group's FQDN and port
   (refused with the ``az`` command that fixes them), Front Door repointed (read back), its
   ``deploymentStatus`` awaited until ``Succeeded``, then the public URL confirmed: a stable
@@ -113,15 +118,16 @@ class AzurePlatform:
         self._slot_base = slot_base
         self._public_url = (public_url or env.url).rstrip("/")
         self._clock = clock or SystemClock()
-        # Every wait (polls, Retry-After) goes through this; a watched switch lends it the
-        # step's sleep, which ends the wait at the step's deadline.
+        # Every wait (polls, Retry-After) goes through this; a watched deploy, wait or switch
+        # lends it the step's sleep, which ends the wait at the step's deadline.
         self._sleep = Sleeper(sleep)
 
         def calls(service: str) -> AzureCalls:
             return AzureCalls(service, attempts=attempts, sleep=self._sleep)
 
         self.groups = ContainerGroups(self._clients, self.settings,
-                                      calls("Azure Container Instances"))
+                                      calls("Azure Container Instances"),
+                                      clock=self._clock, sleep=self._sleep)
         self.front_door: TrafficSwitch = traffic_switch(self.settings, self._clients,
                                                         calls("Azure Front Door"))
         self.secrets = SecretResolver(self._clients, calls("Azure Key Vault"))
@@ -148,7 +154,21 @@ class AzurePlatform:
 
     def deploy(self, slot: Slot, version: str) -> SlotStatus:
         """Create ``version`` in ``slot``'s container group (replacing what ran there)."""
-        slot = Slot(slot)
+        return self._deploy(Slot(slot), version, self._log, within=None)
+
+    def deploy_watched(self, slot: Slot, version: str, *, report: Callable[[str], None],
+                       sleep: Callable[[float], None],
+                       within: timedelta | None = None) -> SlotStatus:
+        """``deploy``, saying how provisioning goes through ``report`` (about once a minute)
+        and sleeping only through ``sleep`` (the step's: it raises at the step's deadline).
+        ``within`` bounds the wait for provisioning below ``provisioning_timeout``: past it, a
+        retryable StepFailure, and the next attempt follows the group."""
+        with self._sleep.using(sleep):
+            return self._deploy(Slot(slot), version, report, within=within)
+
+    def _deploy(self, slot: Slot, version: str, report: Callable[[str], None], *,
+                within: timedelta | None) -> SlotStatus:
+        started = self._clock.now()
         _check_version(version)
         name = self.settings.group_name(slot.value)
         routed = self.front_door.live()
@@ -175,8 +195,13 @@ class AzurePlatform:
         secrets = self.secrets.resolve(self.settings.secrets)
         group = build_group(self.settings, slot.value, version, secrets,
                             environment_name=self.name)
+        timeout = self.settings.provisioning_timeout
+        if within is not None:  # what is left of it after the reads and the delete above
+            timeout = max(min(timeout, within - (self._clock.now() - started)),
+                          timedelta(seconds=1))
         try:
-            state = self.groups.create(name, group, timeout=self.settings.provisioning_timeout)
+            state = self.groups.create(name, group, timeout=timeout,
+                                       watch=self._watch_provisioning(name, report))
         except ProvisioningFailed:
             # Provisioning itself failed: the Failed group stays in Azure unless deleted. A
             # refused PUT (403, 409...) created nothing here and deletes nothing.
@@ -189,11 +214,24 @@ class AzurePlatform:
 
     def wait_ready(self, slot: Slot, timeout: timedelta) -> SlotStatus:
         """Poll the group and its health path until ready; StepFailure at ``timeout``."""
-        slot = Slot(slot)
+        return self._wait_ready(Slot(slot), timeout, self._log)
+
+    def wait_ready_watched(self, slot: Slot, timeout: timedelta, *,
+                           report: Callable[[str], None],
+                           sleep: Callable[[float], None]) -> SlotStatus:
+        """``wait_ready``, saying what it waits for through ``report`` (about once a minute)
+        and sleeping only through ``sleep`` (the step's: it raises at the step's deadline)."""
+        with self._sleep.using(sleep):
+            return self._wait_ready(Slot(slot), timeout, report)
+
+    def _wait_ready(self, slot: Slot, timeout: timedelta,
+                    report: Callable[[str], None]) -> SlotStatus:
         name = self.settings.group_name(slot.value)
         health_path = self.env.health[0]
         started = self._clock.now()
         deadline = started + timeout
+        # Quiet while it goes quickly: the first line after a minute.
+        progress = _Progress(self._clock, report, started + REPORT_EVERY)
         last = "no answer yet"
         while True:
             try:
@@ -223,6 +261,12 @@ class AzurePlatform:
                     last = f"{name} runs but has no FQDN yet"
                 else:
                     last = state.describe()
+                if state.provisioning_state in _IN_PROGRESS:
+                    progress.tick(f"{name}: {_provisioning_phase(state)} "
+                                  f"({format_duration(self._clock.now() - started)})")
+                else:
+                    progress.tick(f"{name} not ready yet: {last} "
+                                  f"({format_duration(self._clock.now() - started)})")
             remaining = (deadline - self._clock.now()).total_seconds()
             if remaining <= 0:
                 break
@@ -233,7 +277,7 @@ class AzurePlatform:
 
     def switch(self, slot: Slot) -> None:
         """Point Front Door at ``slot``; done once the public URL answers from it steadily."""
-        self._switch(Slot(slot), lambda text: log.info("%s: %s", self.name, text))
+        self._switch(Slot(slot), self._log)
 
     def switch_watched(self, slot: Slot, *, report: Callable[[str], None],
                        sleep: Callable[[float], None]) -> None:
@@ -392,6 +436,30 @@ class AzurePlatform:
 
     # -- helpers ---------------------------------------------------------------------------
 
+    def _log(self, text: str) -> None:
+        """Progress of an unwatched call: the log only (nobody reads a thread)."""
+        log.info("%s: %s", self.name, text)
+
+    def _watch_provisioning(self, name: str,
+                            report: Callable[[str], None]) -> Callable[[timedelta], None]:
+        """What ``ContainerGroups.create`` calls while the group is being created: about once
+        a minute, the group's phase read from Azure, in the thread."""
+        progress = _Progress(self._clock, report, self._clock.now() + REPORT_EVERY)
+
+        def watch(elapsed: timedelta) -> None:
+            if not progress.due():
+                return
+            try:
+                state = self.groups.get(name)
+            except ExternalServiceError as error:
+                # Only a progress line: the operation's own status decides.
+                phase = f"provisioning (its state cannot be read: {error.message})"
+            else:
+                phase = _provisioning_phase(state)
+            progress.tick(f"{name}: {phase} ({format_duration(elapsed)})")
+
+        return watch
+
     def _status(self, slot: Slot, state: GroupState | None) -> SlotStatus:
         name = self.settings.group_name(slot.value)
         if state is None:
@@ -448,19 +516,38 @@ class AzurePlatform:
 
 
 class _Progress:
-    """Progress lines for the thread: the first at once, then at most one per
-    ``REPORT_EVERY``."""
+    """Progress lines for the thread: the first at ``first`` (at once for a switch, after a
+    minute for a deployment), then at most one per ``REPORT_EVERY``."""
 
-    def __init__(self, clock: Clock, report: Callable[[str], None], started: datetime) -> None:
+    def __init__(self, clock: Clock, report: Callable[[str], None], first: datetime) -> None:
         self._clock = clock
         self._report = report
-        self._next = started
+        self._next = first
+
+    def due(self) -> bool:
+        """Whether the next ``tick`` would report."""
+        return self._clock.now() >= self._next
 
     def tick(self, text: str) -> None:
         now = self._clock.now()
         if now >= self._next:
             self._report(text)
             self._next = now + REPORT_EVERY
+
+
+def _provisioning_phase(state: GroupState | None) -> str:
+    """Where a group being created is, in words: "provisioning Creating, pulling the image"."""
+    if state is None:
+        return "not there (yet)"
+    text = f"provisioning {state.provisioning_state or 'unknown'}"
+    events = [(c.last_event or "").split(":", 1)[0] for c in state.containers]
+    if "Pulling" in events:
+        text += ", pulling the image"
+    elif "Pulled" in events:
+        text += ", image pulled, starting the containers"
+    elif any((c.state or "").lower() == "waiting" for c in state.containers):
+        text += ", containers starting"
+    return text
 
 
 def _serving(state: GroupState | None) -> bool:
