@@ -8,6 +8,10 @@ the classic Front Door's whole-object PUT (``FrontDoor``, 2025-10-01, whose rout
 The check is strict about read-only properties (``validate``'s default): the bot's bodies carry
 none, although ARM, and so the double, ignores them in a request (``allow_read_only=True``).
 
+The Logs query POST the bot's ``AzureMetrics`` sends (``azure-monitor-query`` 2.x, to
+``/v1/workspaces/{id}/query`` or ``/v1{component}/query``) fits Log Analytics' ``queryBody``
+(2022-10-27, the data-plane definition with ``basePath`` ``/v1``).
+
 The bodies are the ones on the wire: the bot's own code (``build_group`` + ``ContainerGroups``,
 ``traffic_switch``) drives the real SDK clients against the ARM double, and the test reads what
 the double received. One negative case per definition shows the validator says no.
@@ -17,19 +21,22 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from procedures.clock import FixedClock
 from procedures.model import Slot
 from procedures.platforms.azure import AzureClients, parse_azure_settings
 from procedures.platforms.azure.container_groups import ContainerGroups, build_group
 from procedures.platforms.azure.errors import AzureCalls
 from procedures.platforms.azure.frontdoor import traffic_switch
+from procedures.platforms.azure.monitoring import AzureMetrics, request_counts_query
 from tests.azure.arm_double import API_VERSIONS, SUBSCRIPTION, TOKEN, ArmDouble
+from tests.azure.arm_double.logs import DEFAULT_COMPONENT, DEFAULT_WORKSPACE_GUID
 from tests.azure.fresh_world import fresh_classic_front_door
 from tests.azure.spec_validation import strip_read_only, validate
 from tests.azure.test_azure_platform import StaticTokenCredential, azure_section
@@ -40,7 +47,9 @@ RG = "prod-qlp-rg"
 ACI = "containerinstance-2023-05-01"
 CDN = "cdn-2026-10-01"
 FRONT_DOOR = "frontdoor-2025-10-01"
+LOGS = "loganalytics-2022-10-27"
 FORWARDING = "#Microsoft.Azure.FrontDoor.Models.FrontdoorForwardingConfiguration"
+NOW = datetime(2026, 12, 1, 11, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -138,6 +147,72 @@ def test_the_double_refuses_a_classic_put_outside_the_definition(
     assert ("$.properties.routingRules[0].properties.routeConfiguration.@odata.type: "
             "'#Microsoft.Azure.FrontDoor.Models.Forwarding' is not one of") in error["message"]
     assert double.classic_pool("qlp-classic-fd", "default-routing-rule") == "qlp-green-pool"
+
+
+@pytest.mark.parametrize("insights", [{"workspace_id": DEFAULT_WORKSPACE_GUID},
+                                      {"resource_id": DEFAULT_COMPONENT}],
+                         ids=["workspace", "component"])
+def test_the_logs_query_post_fits_query_body(double: ArmDouble, certificate: tuple[Path, Path],
+                                             insights: dict[str, str]) -> None:
+    settings = parse_azure_settings(azure_section(
+        double, app_insights={"endpoint": double.url, **insights}))
+    role = settings.role_name("green")
+    double.set_requests(role, total=20, failed=2, p95_ms=120.0)
+    metrics = AzureMetrics(settings, credential=StaticTokenCredential(),
+                           client_kwargs={"connection_verify": str(certificate[0]),
+                                          "retry_total": 0}, clock=FixedClock(NOW))
+    try:
+        assert metrics.error_count(Slot.GREEN, NOW - timedelta(minutes=5)) == 2
+    finally:
+        metrics.close()
+    [call] = double.calls_to("logs", "POST")
+    # azure-monitor-query 2.0.0 serialises the unset additional workspaces as null; JSON null
+    # is how an optional property is left out (the service, like the double, reads it as
+    # absent), and Swagger 2.0 cannot declare it: the rest is checked strictly.
+    assert call.body["workspaces"] is None
+    sent = {name: value for name, value in call.body.items() if value is not None}
+    assert validate(sent, "queryBody", spec=LOGS) == []
+    # What the validator read: the bot's own KQL and the window, nothing else.
+    assert settings.app_insights is not None
+    assert sent["query"] == request_counts_query(settings.app_insights, role)
+    assert sent["timespan"] == "2026-12-01T10:55:00.000Z/2026-12-01T11:00:00.000Z"
+    assert set(sent) == {"query", "timespan"}
+    target = (f"/workspaces/{DEFAULT_WORKSPACE_GUID}" if "workspace_id" in insights
+              else DEFAULT_COMPONENT)
+    assert call.path == f"/v1{target}/query"
+    # The SDK asks for no server timeout, statistics or visualisation: its Prefer is empty.
+    assert call.headers.get("prefer", "") == ""
+    assert call.headers["content-type"].startswith("application/json")
+
+
+def test_the_double_refuses_a_logs_query_body_outside_query_body(
+        double: ArmDouble, certificate: tuple[Path, Path]) -> None:
+    trust = ssl.create_default_context(cafile=certificate[0])
+
+    def post(body: Any) -> httpx.Response:
+        return httpx.post(f"{double.url}/v1/workspaces/{DEFAULT_WORKSPACE_GUID}/query",
+                          json=body, headers={"Authorization": f"Bearer {TOKEN}"},
+                          verify=trust, timeout=10)
+
+    for body, message in (({"timespan": "PT5M"}, "'query' property is required"),
+                          ({"query": None}, "'query' property is required"),
+                          ({"query": ["AppRequests"]}, "'query' property must be a string"),
+                          ({"query": "AppRequests", "timespan": 300},
+                           "'timespan' property must be a string"),
+                          ({"query": "AppRequests", "workspaces": "w1"},
+                           "'workspaces' property must be an array of strings")):
+        answer = post(body)
+        assert answer.status_code == 400, body
+        error = answer.json()["error"]
+        # Log Analytics' envelope: message and code outside, the property's problem inside.
+        assert (error["code"], error["message"]) == ("BadArgumentError",
+                                                     "The request had some invalid properties")
+        assert error["correlationId"]
+        assert error["innererror"] == {"code": "QueryValidationError", "message": message}
+    # A null optional property is an absent one; an undeclared one is ignored, not refused.
+    answer = post({"query": "AppRequests | summarize count()", "timespan": None,
+                   "options": {}})
+    assert answer.status_code == 200, answer.text
 
 
 # -- the validator says no --------------------------------------------------------------------
@@ -255,3 +330,15 @@ def test_read_only_fields_fail_the_strict_check_and_are_what_the_double_strips()
             "routeConfiguration": {"@odata.type": FORWARDING,
                                    "backendPool": {"id": f"{fd_id}/p"}}}}]}}
     assert validate(kept, "FrontDoor", spec=FRONT_DOOR) == []
+
+
+def test_a_logs_query_body_with_a_wrong_type_or_an_unknown_field_is_refused() -> None:
+    assert validate({"query": 5, "timespan": ["PT5M"], "workspaces": ["w1", 2],
+                     "workspace": "w1"}, "queryBody", spec=LOGS) == [
+        "$.query: expected a string, got a number",
+        "$.timespan: expected a string, got an array",
+        "$.workspaces[1]: expected a string, got a number",
+        "$.workspace: unknown property",
+    ]
+    assert validate({"timespan": "PT5M"}, "queryBody", spec=LOGS) == [
+        "$.query: required property missing"]

@@ -123,6 +123,9 @@ class Call:
     body: Any
     authorized: bool
     kind: str | None = None
+    # The request's headers, names in lower case, without Authorization (tests read what the
+    # client sent, e.g. Log Analytics' Prefer, and no test needs the token).
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -288,7 +291,8 @@ class ArmCore:
         authorized = headers.get("authorization") == f"Bearer {TOKEN}"
         with self.lock:
             self.calls.append(Call(method, path, query, body, authorized,
-                                   route.kind if route else None))
+                                   route.kind if route else None,
+                                   {k: v for k, v in headers.items() if k != "authorization"}))
             for throttle in self.throttles:
                 if (throttle.times > 0 and throttle.method == method
                         and throttle.path_contains in path):

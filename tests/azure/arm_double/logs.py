@@ -20,6 +20,23 @@ the classic table, gets Log Analytics' error envelope::
 and the result's columns are named as the query names them. The request's ``timespan`` (the
 ISO 8601 interval ``azure-monitor-query`` sends) bounds the rows that carry a time.
 
+The body is checked against the published ``queryBody`` definition (``tests/azure/specs/
+loganalytics-2022-10-27.json``: ``query`` a string, required; ``timespan`` a string;
+``workspaces`` an array of strings). A body outside it gets the envelope Log Analytics' query
+API answers for an invalid request property (seen for its sister API, a missing ``id``:
+microsoft/ApplicationInsights-Home#313)::
+
+    400 {"error": {"message": "The request had some invalid properties",
+                   "code": "BadArgumentError", "correlationId": ...,
+                   "innererror": {"code": "QueryValidationError",
+                                  "message": "'query' property is required"}}}
+
+(the message for a wrong type, "'timespan' property must be a string", is ours: plausible,
+not seen). A ``null`` optional property counts as absent, and properties the definition does
+not declare are ignored rather than refused: nothing published says the service refuses them,
+and a double must not refuse more than the service (the bot's own body is checked strictly in
+``tests/azure/test_request_bodies.py``).
+
 Seeding and injection: ``set_requests(role, total, failed, p95_ms)`` (rows for a role, of the
 default component unless ``component=`` says otherwise; ``at=`` stamps them, else they fall in
 any window), ``clear_requests``; ``logs_failures`` (HTTP statuses for the next queries),
@@ -47,6 +64,10 @@ from tests.azure.arm_double.kql import (
     Schema,
     run_query,
 )
+from tests.azure.spec_validation import definitions, validate
+
+# The published Log Analytics query API definitions (basePath /v1) the request body is read by.
+LOGS_SPEC = "loganalytics-2022-10-27"
 
 DEFAULT_WORKSPACE_GUID = "11111111-2222-3333-4444-555555555555"
 # The test world's workspace and component: the ones the bot's roles are granted on.
@@ -175,11 +196,9 @@ class LogsMixin(ArmCore):
         body: Any = request.body
         if request.method != "POST":
             return _error(405, "MethodNotAllowed", f"{request.method} query")
-        if not isinstance(body, dict) or not isinstance(body.get("query"), str) \
-                or not body["query"].strip():
-            return _logs_error(400, "BadArgumentError", "The request had some invalid "
-                               "properties", {"code": "QueryValidationError",
-                                              "message": "The query is missing"})
+        invalid = _invalid_query_body(body)
+        if invalid is not None:
+            return invalid
         scope = self._logs_scope(request)
         if isinstance(scope, Answer):
             return scope
@@ -260,6 +279,32 @@ class LogsMixin(ArmCore):
             chosen.append(row.as_app_requests() if schema is APP_REQUESTS
                           else row.as_requests())
         return chosen
+
+
+def _invalid_query_body(body: Any) -> Answer | None:
+    """400 ``BadArgumentError`` / ``QueryValidationError`` when ``body`` is not a published
+    ``queryBody``, or its query is blank (nothing to run); None when it is one."""
+    if not isinstance(body, dict):
+        return _query_validation_error("The request body must be a JSON object")
+    declared = definitions(LOGS_SPEC)["queryBody"]["properties"]
+    # What the service reads: the declared properties that are not null.
+    read = {name: value for name, value in body.items()
+            if name in declared and value is not None}
+    for problem in validate(read, "queryBody", spec=LOGS_SPEC):
+        where, what = problem.split(": ", 1)
+        name = where.removeprefix("$.").split(".", 1)[0].split("[", 1)[0]
+        if what == "required property missing":
+            return _query_validation_error(f"'{name}' property is required")
+        kind = "an array of strings" if name == "workspaces" else "a string"
+        return _query_validation_error(f"'{name}' property must be {kind}")
+    if not read["query"].strip():
+        return _query_validation_error("'query' property is required")
+    return None
+
+
+def _query_validation_error(message: str) -> Answer:
+    return _logs_error(400, "BadArgumentError", "The request had some invalid properties",
+                       {"code": "QueryValidationError", "message": message})
 
 
 def _logs_error(status: int, code: str, message: str,
