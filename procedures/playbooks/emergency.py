@@ -43,7 +43,7 @@ from procedures.errors import ExternalServiceError, StepFailure
 from procedures.model import ProcedureKind, Slot
 from procedures.platforms.base import SupportsBackupAge
 from procedures.playbook import Playbook, RetryPolicy, Step, StepContext, StepResult
-from procedures.playbooks.standard import SWITCH_TIMEOUT, StandardSteps
+from procedures.playbooks.standard import SWITCH_TIMEOUT, StandardSteps, wait_ready_platform
 
 __all__ = [
     "BLUE_GREEN_CATEGORIES",
@@ -201,7 +201,7 @@ class EmergencySteps:
         remaining = ctx.deadline - ctx.now()
         if remaining < timeout:  # never outlive the step's own deadline
             timeout = max(remaining, timedelta(seconds=1))
-        status = ctx.platform.wait_ready(target, timeout)
+        status = wait_ready_platform(ctx, target, timeout)
         ctx.report(f"{target} is ready ({category}: up to {format_duration(timeout)}): "
                    f"{status.version or ctx.version} ({status.detail}).")
         return {"slot": target.value, "version": status.version, "detail": status.detail,

@@ -69,7 +69,12 @@ from procedures.checks.monitoring import (
 from procedures.durations import format_duration
 from procedures.errors import MetricsUnavailable, QlpError, StepFailure
 from procedures.model import ProcedureKind, Slot
-from procedures.platforms.base import SupportsMaintenance, SupportsWatchedSwitch
+from procedures.platforms.base import (
+    SlotStatus,
+    SupportsMaintenance,
+    SupportsWatchedDeploy,
+    SupportsWatchedSwitch,
+)
 from procedures.playbook import (
     Playbook,
     ProvidesLatency,
@@ -107,6 +112,9 @@ MONITOR_GRACE = timedelta(minutes=2)
 # reach every edge (Azure's switch_confirm_timeout defaults to 30 minutes), plus the change.
 SWITCH_TIMEOUT = timedelta(minutes=35)
 MIN_LATENCY_REQUESTS = 20  # a platform p95 over fewer requests is a maximum, not a p95
+# A watched platform ends its own wait this long before the step's deadline (its last status
+# read, its own error) instead of being cut off by the step's sleep.
+WATCH_MARGIN = timedelta(seconds=30)
 
 
 @runtime_checkable
@@ -230,7 +238,7 @@ class StandardSteps:
     def deploy_idle_slot(self, ctx: StepContext) -> StepResult:
         """Start the new version in the idle colour (the live one is untouched)."""
         plan, version = _Plan.of(ctx), _version(ctx)
-        status = ctx.platform.deploy(plan.target, version)
+        status = deploy_platform(ctx, plan.target, version)
         ctx.report(f"Deploying {version} into {plan.target}: {status.detail or 'started'}.")
         return {"slot": plan.target.value, "version": version, "url": status.url,
                 "detail": status.detail}
@@ -251,7 +259,7 @@ class StandardSteps:
         remaining = ctx.deadline - ctx.now()
         if remaining < timeout:  # never outlive the step's own deadline
             timeout = max(remaining, timedelta(seconds=1))
-        status = ctx.platform.wait_ready(plan.target, timeout)
+        status = wait_ready_platform(ctx, plan.target, timeout)
         ctx.report(f"{plan.target} is ready: {status.version or ctx.version} "
                    f"({status.detail}).")
         return {"slot": plan.target.value, "version": status.version, "detail": status.detail}
@@ -529,6 +537,36 @@ def switch_platform(ctx: StepContext, slot: Slot) -> None:
         platform.switch_watched(slot, report=ctx.report, sleep=ctx.sleep)
     else:
         platform.switch(slot)
+
+
+def deploy_platform(ctx: StepContext, slot: Slot, version: str) -> SlotStatus:
+    """Deploy ``version`` into ``slot``; a platform whose deployment is watched (Azure: a
+    container group provisioning for minutes) reports progress in the thread, sleeps through
+    the step (its deadline or a cancel stops the wait) and gives up waiting a margin before
+    the deadline with a retryable failure, so the step's retry follows the same deployment."""
+    platform = ctx.platform
+    if isinstance(platform, SupportsWatchedDeploy):
+        return platform.deploy_watched(slot, version, report=ctx.report, sleep=ctx.sleep,
+                                       within=_before_deadline(ctx))
+    return platform.deploy(slot, version)
+
+
+def wait_ready_platform(ctx: StepContext, slot: Slot, timeout: timedelta) -> SlotStatus:
+    """Wait until ``slot`` is ready; a watched platform reports in the thread and sleeps
+    through the step, and ends its own wait a margin before the step's deadline, so the
+    failure names what it waited for rather than only "timed out"."""
+    platform = ctx.platform
+    if isinstance(platform, SupportsWatchedDeploy):
+        return platform.wait_ready_watched(slot, min(timeout, _before_deadline(ctx)),
+                                           report=ctx.report, sleep=ctx.sleep)
+    return platform.wait_ready(slot, timeout)
+
+
+def _before_deadline(ctx: StepContext) -> timedelta:
+    """What is left of the step, less a margin for the platform's last reads (30 s, less on
+    a short step); at least a second."""
+    remaining = ctx.deadline - ctx.now()
+    return max(remaining - min(WATCH_MARGIN, remaining / 4), timedelta(seconds=1))
 
 
 def ready_timeout(env: Environment) -> timedelta:
