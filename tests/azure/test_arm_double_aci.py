@@ -506,6 +506,11 @@ def test_the_permissions_listing_answers_the_roles_effective_at_a_scope(
     double.revoke(RESOURCE_GROUP_ID, "Monitoring Reader")
     assert listed(RESOURCE_GROUP_ID) == [deployer]
     other_rg = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/elsewhere"
+    missing = http.get(f"{other_rg}/providers/Microsoft.Authorization/permissions",
+                       params={"api-version": PERMISSIONS_API_VERSION})
+    assert error(missing) == (404, "ResourceGroupNotFound",
+                              "Resource group 'elsewhere' could not be found.")
+    double.add_resource_group("elsewhere")
     assert listed(other_rg) == []
     unauthenticated = httpx.get(
         f"{double.url}{RESOURCE_GROUP_ID}/providers/Microsoft.Authorization/permissions",

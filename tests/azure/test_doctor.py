@@ -1,5 +1,7 @@
 """``qlp-bot doctor`` against the ARM double: a correctly set-up environment passes (exit 0);
-each broken setup of a table fails (exit 1) on the line that names it.
+each broken setup of a table fails (exit 1) on the line that names it: a missing origin group,
+a wrong origin port, an unreadable secret, Logs 403, a Slack token without ``chat:write``, a
+resource group or a user-assigned identity that does not exist.
 
 The world: a fresh Front Door (``tests.azure.fresh_world``: origin groups whose origins point
 at the colours' future FQDNs, the route at blue), the green container group created through
@@ -174,7 +176,22 @@ def _no_chat_write(world: DoctorWorld) -> dict[str, Any]:
     return {}
 
 
+def _missing_resource_group(world: DoctorWorld) -> dict[str, Any]:
+    # Everything ARM routes through the group answers 404 ResourceGroupNotFound from now on.
+    world.double.remove_resource_group(RG)
+    return {}
+
+
+def _missing_identity(world: DoctorWorld) -> dict[str, Any]:
+    world.double.remove_identity(IDENTITY_ID)
+    return {}
+
+
 BROKEN: list[tuple[str, Callable[[DoctorWorld], dict[str, Any]], str, str]] = [
+    ("missing resource group", _missing_resource_group, "resource group",
+     f"{RG} does not exist in subscription {SUBSCRIPTION}"),
+    ("missing identity", _missing_identity, "user-assigned identity",
+     f"{IDENTITY_ID} does not exist"),
     ("missing origin group", _missing_origin_group, "origin group green",
      "origin group qlp-gren-og does not exist"),
     ("wrong origin port", _wrong_origin_port, "origins green",

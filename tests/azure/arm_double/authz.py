@@ -50,7 +50,8 @@ Assignments below ``{scope}`` (e.g. on one resource when asking for the resource
 listed: they are not effective at that scope. It needs the bearer token (401 without it) and
 api-version 2022-04-01 (400 otherwise); ``{scope}`` is a resource group
 (``/subscriptions/<sub>/resourceGroups/<rg>``) or a resource under it. Reading one's own
-permissions needs no role.
+permissions needs no role. A scope in a resource group that does not exist answers ARM's 404
+``ResourceGroupNotFound``, as every request routed through a resource group does.
 """
 
 from __future__ import annotations
@@ -257,6 +258,9 @@ class AuthzMixin(ArmCore):
 
     def _permissions_get(self, match: re.Match[str], body: Any) -> Answer:
         scope = match["scope"]
+        missing = self.missing_resource_group(scope.split("/")[4])
+        if missing is not None:
+            return missing
         with self.lock:
             value = [
                 {key: list(entries) for key, entries in ROLES[role].items()}

@@ -1,6 +1,7 @@
 """PostgreSQL flexible server backups in the double: ``GET .../Microsoft.DBforPostgreSQL/
 flexibleServers/{name}/backups?api-version=2024-08-01`` (Backups Automatic and On Demand - List
-By Server), in pages of ``BACKUPS_PAGE_SIZE`` entries joined by an absolute ``nextLink``."""
+By Server), in pages of ``BACKUPS_PAGE_SIZE`` entries joined by an absolute ``nextLink``; 404
+``ResourceGroupNotFound`` when the server's resource group does not exist."""
 
 from __future__ import annotations
 
@@ -38,6 +39,9 @@ class BackupsMixin(ArmCore):
             return _error(400, "InvalidApiVersionParameter",
                           f"api-version {query.get('api-version')} is not "
                           f"{BACKUPS_API_VERSION}")
+        missing = self.missing_resource_group(match["rg"])
+        if missing is not None:
+            return missing
         server = match["name"]
         known = self.backup_lists.get(server.lower())
         if known is None:

@@ -266,6 +266,11 @@ class ArmCore:
         answer. Everything is allowed here; the authorization mixin narrows it."""
         return None
 
+    def missing_resource_group(self, rg: str) -> Answer | None:
+        """ARM's 404 when resource group ``rg`` does not exist, else None. Every group exists
+        here; the resources mixin keeps the ones that do."""
+        return None
+
     def data_access(self, action: str, resource: str, *, vault: str) -> Answer | None:
         """A data-plane authorization check (Key Vault): None when allowed, else the 403
         answer. Everything is allowed here; the authorization mixin narrows it."""
