@@ -213,6 +213,13 @@ def test_each_broken_setup_fails_on_its_check(world: DoctorWorld, case: str,
     found = line(report, check)
     assert "[FAIL]" in found and says in found, report.text()
     assert "-> fix:" in found
+    if case == "missing resource group":
+        # Nothing inside it is reported "not yet created"; permissions say what to do first.
+        groups = line(report, "container group blue")
+        assert "[skipped]" in groups and f"resource group {RG} does not exist" in groups
+        permissions = [r.line() for r in report.results if r.name.startswith("permissions")]
+        assert permissions and all(f"create resource group {RG} first" in text
+                                   for text in permissions if "[FAIL]" in text), permissions
 
 
 def test_a_missing_role_assignment_names_the_role_and_the_scope(world: DoctorWorld) -> None:

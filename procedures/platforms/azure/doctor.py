@@ -239,6 +239,7 @@ class _AzureDoctor:
         self.metrics = metrics
         self.now = now
         self.credential_ok = False
+        self.resource_group_missing = False  # checks inside it then say so, not "not created"
         self.groups: dict[str, GroupState | None] = {}
         self._arm: _Arm | None = None
 
@@ -307,6 +308,7 @@ class _AzureDoctor:
             return self._azure_failure("resource group", exc, f"read resource group "
                                        f"{s.resource_group}", path, "Reader")
         if found is None:
+            self.resource_group_missing = True
             return fail(self.area, "resource group",
                         f"{s.resource_group} does not exist in subscription {s.subscription_id}",
                         f"create it (az group create -n {s.resource_group} -l {s.location}) "
@@ -325,6 +327,11 @@ class _AzureDoctor:
                 results.append(fail(self.area, label, f"{name!r} is not a valid container "
                                     "group name (1-63 lowercase letters, digits, hyphens)",
                                     "shorten or fix azure.container_group_prefix"))
+                continue
+            if self.resource_group_missing:
+                self.groups[colour] = None
+                results.append(skipped(self.area, label, f"not checked: resource group "
+                                       f"{self.settings.resource_group} does not exist"))
                 continue
             try:
                 state = self.platform.groups.get(name)
@@ -354,7 +361,8 @@ class _AzureDoctor:
                                        identity, "Managed Identity Operator")
         if found is None:
             return fail(self.area, "user-assigned identity", f"{identity} does not exist",
-                        "create it (az identity create) and give it AcrPull on the registry, "
+                        f"create it (az identity create -g {_resource_group_of(identity)} -n "
+                        f"{identity.rsplit('/', 1)[-1]}) and give it AcrPull on the registry, "
                         "or fix azure.identity")
         client_id = (found.get("properties") or {}).get("clientId")
         return ok(self.area, "user-assigned identity",
@@ -658,9 +666,14 @@ class _AzureDoctor:
                     f"{scope}/providers/Microsoft.Authorization/permissions",
                     PERMISSIONS_API_VERSION))
             except AzureError as exc:
+                if azure_error_code(exc) == "ResourceGroupNotFound":
+                    fix = (f"create resource group {self.settings.resource_group} first (see "
+                           "the resource group line)")
+                else:
+                    fix = (f"grant the bot's identity at least Reader on {scope} so its "
+                           "permissions can be read")
                 results.append(fail(self.area, label, _azure_detail(
-                    exc, f"list the permissions at {scope}"), "grant the bot's identity at "
-                    f"least Reader on {scope} so its permissions can be read"))
+                    exc, f"list the permissions at {scope}"), fix))
                 continue
             missing = [need for need in needs
                        if not allowed(granted, need.action, data_action=need.data_action)]
@@ -727,3 +740,14 @@ def azure_checks(name: str, platform: AzurePlatform, metrics: AzureMetrics | Non
     """The checks of Azure environment ``name`` and a function that closes what they opened."""
     doctor = _AzureDoctor(name, platform, metrics, now)
     return doctor.checks(), doctor.close
+
+
+def _resource_group_of(resource_id: str) -> str:
+    """The resource group named in an ARM resource ID."""
+    parts = resource_id.split("/")
+    lowered = [part.lower() for part in parts]
+    if "resourcegroups" in lowered:
+        index = lowered.index("resourcegroups") + 1
+        if index < len(parts):
+            return parts[index]
+    return "<resource group>"
