@@ -39,6 +39,7 @@ from procedures.model import Slot
 from procedures.platforms.azure import AzureClients, AzurePlatform
 from procedures.platforms.azure.monitoring import AzureMetrics
 from procedures.platforms.azure.settings import AzureSettings
+from procedures.platforms.base import SlotStatus
 from procedures.policy import Environment
 from storage.db import Database
 from storage.models import Deployment
@@ -88,9 +89,10 @@ class ModelClock:
 
 
 class ModelTimePlatform(AzurePlatform):
-    """The Azure platform on model time. The switch's waits go through the step's own sleep
-    (which heartbeats and stops at the step's deadline); here that sleep is given model
-    seconds, so they are scaled to real ones on the way."""
+    """The Azure platform on model time. The watched calls' waits go through the step's own
+    sleep (which heartbeats and stops at the step's deadline); here that sleep is given model
+    seconds, so they are scaled to real ones on the way, and the step's time budgets (real
+    time) are scaled to model time."""
 
     def __init__(self, *args: Any, model: ModelClock, **kwargs: Any) -> None:
         super().__init__(*args, clock=model, sleep=model.sleep, **kwargs)
@@ -100,6 +102,21 @@ class ModelTimePlatform(AzurePlatform):
                        sleep: Callable[[float], None]) -> None:
         speed = self._model.speed
         super().switch_watched(slot, report=report, sleep=lambda s: sleep(s / speed))
+
+    def deploy_watched(self, slot: Slot, version: str, *, report: Callable[[str], None],
+                       sleep: Callable[[float], None],
+                       within: timedelta | None = None) -> SlotStatus:
+        speed = self._model.speed
+        return super().deploy_watched(slot, version, report=report,
+                                      sleep=lambda s: sleep(s / speed),
+                                      within=within * speed if within is not None else None)
+
+    def wait_ready_watched(self, slot: Slot, timeout: timedelta, *,
+                           report: Callable[[str], None],
+                           sleep: Callable[[float], None]) -> SlotStatus:
+        speed = self._model.speed
+        return super().wait_ready_watched(slot, timeout * speed, report=report,
+                                          sleep=lambda s: sleep(s / speed))
 
 
 class AzureWorld:
