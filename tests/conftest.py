@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -111,6 +112,26 @@ def postgres_template(postgres_server: PostgresServer) -> Iterator[str]:
     postgres_server.drop(name)
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated to head once per session; each test gets a copy of it (a file
+    copy is much faster than running the migrations again)."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "qlp.db"
+    database = Database(f"sqlite:///{path}")
+    try:
+        upgrade(database)
+    finally:
+        database.dispose()
+    return path
+
+
+def _migrated_sqlite(request: pytest.FixtureRequest, path: Path) -> str:
+    """A private SQLite database at ``path``, copied from the migrated template."""
+    template: Path = request.getfixturevalue("sqlite_template")
+    shutil.copyfile(template, path)
+    return f"sqlite:///{path}"
+
+
 @pytest.fixture(
     params=[
         pytest.param("sqlite", id="sqlite"),
@@ -147,14 +168,7 @@ class _Factory:
         """The URL of a new private database."""
         if self.backend == "sqlite":
             path = self._tmp_path / f"qlp-{secrets.token_hex(4)}.db"
-            url = f"sqlite:///{path}"
-            if migrated:
-                database = Database(url)
-                try:
-                    upgrade(database)
-                finally:
-                    database.dispose()
-            return url
+            return _migrated_sqlite(self._request, path) if migrated else f"sqlite:///{path}"
         server: PostgresServer = self._request.getfixturevalue("postgres_server")
         self._server = server
         template = self._request.getfixturevalue("postgres_template") if migrated else None
@@ -192,10 +206,9 @@ def empty_database(database_factory: _Factory) -> Database:
 
 
 @pytest.fixture
-def sqlite_database(tmp_path: Path) -> Iterator[Database]:
+def sqlite_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
     """A migrated SQLite database only (for tests that need no PostgreSQL coverage)."""
-    database = Database(f"sqlite:///{tmp_path / 'qlp.db'}")
-    upgrade(database)
+    database = Database(_migrated_sqlite(request, tmp_path / "qlp.db"))
     try:
         yield database
     finally:

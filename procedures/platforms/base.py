@@ -160,3 +160,15 @@ class SupportsWatchedDeploy(Protocol):
                            sleep: Callable[[float], None]) -> SlotStatus:
         """Wait until ``slot`` is running and healthy; StepFailure at ``timeout``."""
         ...
+
+
+@runtime_checkable
+class SupportsWatchedStop(Protocol):
+    """A platform whose stop takes long enough to be watched (optional capability): deleting
+    an Azure container group is a long-running operation. ``stop_watched`` does what
+    ``Platform.stop`` does, sleeping only through ``sleep`` (the step's own, which raises at
+    the step's deadline or on cancel), so the wait never outlives its step."""
+
+    def stop_watched(self, slot: Slot, *, sleep: Callable[[float], None]) -> None:
+        """Stop ``slot`` (never the live one)."""
+        ...

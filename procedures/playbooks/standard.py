@@ -73,6 +73,7 @@ from procedures.platforms.base import (
     SlotStatus,
     SupportsMaintenance,
     SupportsWatchedDeploy,
+    SupportsWatchedStop,
     SupportsWatchedSwitch,
 )
 from procedures.playbook import (
@@ -249,7 +250,7 @@ class StandardSteps:
             ctx.report(f"{plan.target} serves traffic and nothing ran before it, so it is "
                        "left running.", broadcast=True)
             return
-        ctx.platform.stop(plan.target)
+        stop_platform(ctx, plan.target)
         ctx.report(f"Stopped the {plan.target} slot ({ctx.version}).")
 
     def wait_healthy(self, ctx: StepContext) -> StepResult:
@@ -470,7 +471,7 @@ class StandardSteps:
             ctx.report(f"{plan.live} serves traffic again (switched back meanwhile?), so it is "
                        "not stopped.", broadcast=True)
             return {"stopped": None}
-        ctx.platform.stop(plan.live)
+        stop_platform(ctx, plan.live)
         ctx.report(f"Stopped the old {plan.live} slot ({plan.live_version}); {plan.target} "
                    f"({ctx.version}) serves {ctx.environment.url}.")
         return {"stopped": plan.live.value, "version": plan.live_version}
@@ -560,6 +561,16 @@ def wait_ready_platform(ctx: StepContext, slot: Slot, timeout: timedelta) -> Slo
         return platform.wait_ready_watched(slot, min(timeout, _before_deadline(ctx)),
                                            report=ctx.report, sleep=ctx.sleep)
     return platform.wait_ready(slot, timeout)
+
+
+def stop_platform(ctx: StepContext, slot: Slot) -> None:
+    """Stop ``slot``; a watched platform (Azure: deleting a container group) waits through
+    the step's sleep, so the wait ends at the step's time limit or on cancel."""
+    platform = ctx.platform
+    if isinstance(platform, SupportsWatchedStop):
+        platform.stop_watched(slot, sleep=ctx.sleep)
+    else:
+        platform.stop(slot)
 
 
 def _before_deadline(ctx: StepContext) -> timedelta:

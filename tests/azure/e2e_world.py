@@ -111,6 +111,10 @@ class ModelTimePlatform(AzurePlatform):
                                       sleep=lambda s: sleep(s / speed),
                                       within=within * speed if within is not None else None)
 
+    def stop_watched(self, slot: Slot, *, sleep: Callable[[float], None]) -> None:
+        speed = self._model.speed
+        super().stop_watched(slot, sleep=lambda s: sleep(s / speed))
+
     def wait_ready_watched(self, slot: Slot, timeout: timedelta, *,
                            report: Callable[[str], None],
                            sleep: Callable[[float], None]) -> SlotStatus:

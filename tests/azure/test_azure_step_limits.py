@@ -216,3 +216,26 @@ def test_callers_of_the_plain_methods_keep_the_platforms_own_sleep(
     with pytest.raises(AssertionError, match="with its own sleep"):
         world.platform.wait_ready(Slot.BLUE, timedelta(minutes=1))
 
+
+
+def test_a_stop_waits_only_through_the_steps_sleep_and_ends_with_it(
+        world: World, double: ArmDouble, fake_time: FakeTime) -> None:
+    double.provision_seconds = 0
+    world.platform.deploy_watched(Slot.GREEN, "v1.0.0", report=world.report,
+                                  sleep=StepSleep(fake_time, STEP_LIMIT))
+    assert "qlp-green" in double.groups
+    # ARM throttles the deletion for 20 s: waited through the step's sleep, never the platform's.
+    double.throttle("DELETE", "/containerGroups/qlp-green", times=1, retry_after="20")
+    step = StepSleep(fake_time, timedelta(minutes=2))  # stop_old_slot's time limit
+    world.platform.stop_watched(Slot.GREEN, sleep=step)
+    assert step.asked[0] == 20.0
+    assert "qlp-green" not in double.groups
+
+    # A deletion ARM keeps throttling past the step's limit ends with the step.
+    world.platform.deploy_watched(Slot.GREEN, "v1.0.1", report=world.report,
+                                  sleep=StepSleep(fake_time, STEP_LIMIT))
+    double.throttle("DELETE", "/containerGroups/qlp-green", times=10, retry_after="100")
+    started = fake_time.clock.now()
+    with pytest.raises(StepFailure, match="timed out after 2m"):
+        world.platform.stop_watched(Slot.GREEN, sleep=StepSleep(fake_time, timedelta(minutes=2)))
+    assert fake_time.clock.now() - started == timedelta(minutes=2)

@@ -17,7 +17,7 @@ import pytest
 from procedures.checks.http import HttpChecker
 from procedures.clock import FixedClock
 from procedures.model import Slot
-from procedures.platforms.base import SlotStatus, SupportsWatchedDeploy
+from procedures.platforms.base import SlotStatus, SupportsWatchedDeploy, SupportsWatchedStop
 from procedures.playbook import Playbook
 from procedures.playbooks.emergency import FAST_TRACK_READY, emergency_playbook
 from procedures.playbooks.hotfix import hotfix_playbook
@@ -51,6 +51,11 @@ class WatchedPlatform(FakePlatform):
         self.watched.append(("wait_ready_watched", slot, timeout))
         sleep(WAIT)
         return self.wait_ready(slot, timeout)
+
+    def stop_watched(self, slot: Slot, *, sleep: Callable[[float], None]) -> None:
+        self.watched.append(("stop_watched", slot, None))
+        sleep(WAIT)
+        self.stop(slot)
 
 
 def runner(platform: FakePlatform, **options: object) -> StepRunner:
@@ -116,3 +121,15 @@ def test_a_short_step_keeps_a_quarter_of_its_time_for_the_platform_to_finish() -
     ctx.deadline = ctx.now() + timedelta(seconds=40)
     step.run(ctx)
     assert platform.watched[0][2] == timedelta(seconds=30)
+
+
+def test_the_old_slot_and_an_undone_deployment_are_stopped_through_the_step() -> None:
+    playbook, _ = PLAYBOOKS["standard"]
+    platform = WatchedPlatform()
+    assert isinstance(platform, SupportsWatchedStop)
+    ctx = runner(platform)
+    ctx.run(playbook, "deploy_idle_slot")
+    playbook.step("deploy_idle_slot").undo(ctx)  # type: ignore[misc]
+    assert ("stop_watched", Slot.GREEN, None) in platform.watched
+    assert ctx.slept == 2 * WAIT  # the deploy's wait and the stop's, both the step's
+    assert "stop(green)" in [str(c) for c in platform.calls]

@@ -295,6 +295,12 @@ class AzurePlatform:
                               "live slot", hint=f"switch to {slot.other} first")
         self.groups.delete(name)
 
+    def stop_watched(self, slot: Slot, *, sleep: Callable[[float], None]) -> None:
+        """``stop``, sleeping only through ``sleep`` (the step's: it raises at the step's
+        deadline), so waiting for Azure to delete the group ends with the step."""
+        with self._sleep.using(sleep):
+            self.stop(slot)
+
     def slot_url(self, slot: Slot) -> str:
         """Where the colour's group answers directly (its FQDN)."""
         slot = Slot(slot)
