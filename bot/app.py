@@ -11,6 +11,7 @@ from slack_bolt.authorization import AuthorizeResult
 from slack_sdk import WebClient
 
 from bot import actions
+from bot.clicks import click_task
 from bot.commands.registry import run_command
 from bot.context import HandlerContext, Request
 from bot.replies import error_text
@@ -38,9 +39,14 @@ def action_handler(action_id: str) -> Callable[[ActionHandler], ActionHandler]:
 
 def registered_action_ids() -> set[str]:
     """The action ids the app factory registers (the manifest test checks them)."""
+    return set(action_handlers())
+
+
+def action_handlers() -> dict[str, ActionHandler]:
+    """Every button's handler by action id (``bot.clicks`` runs them after the ack)."""
     import bot.interactions  # noqa: F401  (registers the button handlers)
 
-    return set(_ACTION_HANDLERS)
+    return dict(_ACTION_HANDLERS)
 
 
 def create_app(services: Services, *, signing_secret: str | None,
@@ -80,9 +86,8 @@ def create_app(services: Services, *, signing_secret: str | None,
             text = error_text(error)
         ack(text=text)
 
-    registered_action_ids()
-    for action_id, handler in _ACTION_HANDLERS.items():
-        app.action(action_id)(_button_listener(services, handler))
+    for action_id in registered_action_ids():
+        app.action(action_id)(_button_listener(services, action_id))
 
     @app.error
     def on_error(error: Exception, body: dict[str, Any]) -> BoltResponse:
@@ -92,7 +97,11 @@ def create_app(services: Services, *, signing_secret: str | None,
 
 
 def _button_listener(services: Services,
-                     handler: ActionHandler) -> Callable[[Ack, dict[str, Any]], None]:
+                     action_id: str) -> Callable[[Ack, dict[str, Any]], None]:
+    """A click is stored and acked; it is decided after the ack (``bot.clicks``): no network
+    call (a membership read, an answer) spends Slack's 3 seconds."""
+    clicks = click_task(services)
+
     def listener(ack: Ack, body: dict[str, Any]) -> None:
         action = (body.get("actions") or [{}])[0]
         request = Request(
@@ -104,13 +113,8 @@ def _button_listener(services: Services,
             request_key=f"{action.get('action_id')}:{action.get('action_ts')}:"
                         f"{(body.get('user') or {}).get('id')}",
         )
-        try:
-            reply = handler(HandlerContext(request, services), action)
-        except Exception as error:
-            reply = error_text(error)
+        clicks.accept(request, action_id, action)
         ack()
-        if reply and request.response_url:
-            services.reply_ephemeral(request, reply)
 
     return listener
 

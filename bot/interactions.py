@@ -1,9 +1,11 @@
 """Button handlers: Approve, Reject, Cancel, Roll back.
 
 Every click is resolved from the database, never from memory, so buttons keep working across
-restarts and replicas. A Slack retry of the same click (same action_ts) is recognised and
-answered once; two people or a double click race through an atomic transition and the losers
-are told what happened. Refusals are ephemeral and audited.
+restarts and replicas. These handlers run after the ack, on ``bot.clicks``' threads: a click is
+stored by its listener (which also recognises a Slack retry of the same click, same
+action_ts, and drops it) and decided here, where reading a user group from Slack may take
+seconds. Two people or a double click race through an atomic transition and the losers are told
+what happened. Refusals are ephemeral and audited.
 """
 
 from __future__ import annotations
@@ -46,16 +48,9 @@ def _refuse(ctx: HandlerContext, deployment: DeploymentRecord, action: str, mess
     return PolicyRefusal(message, rule=rule, hint=hint)
 
 
-def _first_time(ctx: HandlerContext) -> bool:
-    key = ctx.request.request_key
-    return key is None or ctx.services.requests.first_time(f"click:{key}")
-
-
 @action_handler(actions.APPROVE)
 def approve(ctx: HandlerContext, action: dict[str, Any]) -> str | None:
     """Count an approval; the one that completes the count queues the run."""
-    if not _first_time(ctx):
-        return None  # Slack retried this very click: it was handled already
     services = ctx.services
     user = ctx.request.user_id
     deployment = _deployment(ctx, action)
@@ -161,8 +156,6 @@ def _not_pending(ctx: HandlerContext, deployment: DeploymentRecord,
 @action_handler(actions.REJECT)
 def reject(ctx: HandlerContext, action: dict[str, Any]) -> str | None:
     """End a pending request (an approver, or the requester withdrawing it)."""
-    if not _first_time(ctx):
-        return None
     services = ctx.services
     user = ctx.request.user_id
     deployment = _deployment(ctx, action)
@@ -185,8 +178,6 @@ def reject(ctx: HandlerContext, action: dict[str, Any]) -> str | None:
 @action_handler(actions.CANCEL)
 def cancel(ctx: HandlerContext, action: dict[str, Any]) -> str | None:
     """Stop a run and undo what it did (the requester or an approver; ``/qlp cancel`` too)."""
-    if not _first_time(ctx):
-        return None
     return cancel_deployment(ctx, _deployment(ctx, action))
 
 
@@ -194,8 +185,6 @@ def cancel(ctx: HandlerContext, action: dict[str, Any]) -> str | None:
 def rollback(ctx: HandlerContext, action: dict[str, Any]) -> str | None:
     """Request a manual rollback of the card's environment to the version before this one
     (confirmed in Slack's dialog first; approved by ``approvals.rollback``, not the presser)."""
-    if not _first_time(ctx):
-        return None
     return rollback_from_card(ctx, _deployment(ctx, action))
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from slack_sdk import WebClient
 from slack_sdk.webhook import WebhookClient
 
+from bot.clicks import ClickTask
 from bot.doctor import DoctorTask
 from bot.membership import SlackGroups
 from bot.notification_sender import NotificationSender
@@ -137,8 +138,10 @@ class Services:
             notifications = NotificationSender(self.outbox, notifiers_for(
                 self.policy.notifications, smtp_password=self.settings.smtp_password,
                 clock=self.clock), self.clock, audit=self.audit)
-            # /qlp doctor's checks (network calls) run here, never on a listener thread.
-            self.tasks = [recovery, runs, preflight, DoctorTask(self), notifications, sender]
+            # /qlp doctor's checks (network calls) run here, never on a listener thread; so are
+            # button clicks decided (bot.clicks), after their ack.
+            self.tasks = [recovery, runs, preflight, DoctorTask(self), ClickTask(self),
+                          notifications, sender]
         return self.tasks
 
     def worker_health(self) -> str:

@@ -7,6 +7,10 @@ element's whole selection, which is diffed against the stored ticks. Ticks live 
 deployment's ``options["checklist"]`` and are written with a revision guard, so two people
 ticking at once both count. Only the requester, an approver of the deployment's kind or an
 override approver may tick; everything is audited.
+
+Nothing here calls Slack before the ack: the command answers with a summary and the boxes are
+posted after it (``bot.clicks``' threads); a press is stored and decided after its ack like
+every click, so the membership read of ``_may_tick`` happens there.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 from slack_sdk.webhook import WebhookClient
 
 from bot import actions
+from bot.clicks import click_task
 from bot.context import HandlerContext
 from bot.formatting import escape, local_time
 from bot.grammar import Command
@@ -138,28 +143,37 @@ def checklist_text(ctx: HandlerContext, command: Command) -> str:
     deployment = _load(ctx, command.number)
     all_states = _states(ctx, deployment)
     text = _render(ctx, deployment, all_states)
-    if _send_blocks(ctx, text, checklist_blocks(ctx, deployment, all_states)):
-        done = sum(1 for state in all_states if state.tick is not None)
-        return (f"Checklist for #{deployment.id}: {done} of {len(all_states)} done; "
-                "tick items in the message with the boxes.")
-    return text
+    if not ctx.request.response_url:
+        return text
+    blocks = checklist_blocks(ctx, deployment, all_states)
+    # The boxes go out after the ack (bot.clicks' threads): no network call before it.
+    click_task(ctx.services).defer(lambda: _send_blocks(ctx, text, blocks))
+    done = sum(1 for state in all_states if state.tick is not None)
+    return (f"Checklist for #{deployment.id}: {done} of {len(all_states)} done; the list "
+            "follows, with boxes to tick.")
 
 
-def _send_blocks(ctx: HandlerContext, text: str, blocks: list[dict[str, Any]]) -> bool:
-    """Post the interactive checklist to the command's response_url (the ack carries text)."""
+def _send_blocks(ctx: HandlerContext, text: str, blocks: list[dict[str, Any]]) -> None:
+    """Post the interactive checklist to the command's response_url; through the outbox (an
+    ephemeral with the same blocks) if that fails. Runs after the ack."""
     url = ctx.request.response_url
-    if not url:
-        return False
+    assert url is not None
     try:
-        response = WebhookClient(url, timeout=2).send(
+        response = WebhookClient(url, timeout=5).send(
             text=text, blocks=blocks, response_type="ephemeral", replace_original=False)
-    except Exception:  # the text answer still says everything
-        log.warning("could not post the checklist to response_url", exc_info=True)
-        return False
-    if response.status_code != 200:
-        log.warning("response_url answered %s to the checklist", response.status_code)
-        return False
-    return True
+        if response.status_code == 200:
+            return
+        log.warning("response_url answered %s to the checklist; sending it through the outbox",
+                    response.status_code)
+    except Exception:
+        log.warning("could not post the checklist to response_url; sending it through the "
+                    "outbox", exc_info=True)
+    services = ctx.services
+    request = ctx.request
+    services.outbox.enqueue(request.channel_id, "ephemeral",
+                            {"user": request.user_id, "text": text, "blocks": blocks},
+                            ordering_key=f"answer:{request.channel_id}:{request.user_id}")
+    services.wake_worker()
 
 
 # -- ticking ------------------------------------------------------------------------------------
@@ -192,9 +206,6 @@ def tick_checklist(ctx: HandlerContext, action: Mapping[str, Any]) -> str | None
     """A press on a checklist's boxes: store what changed, by whom and when; answer the list."""
     services = ctx.services
     user = ctx.request.user_id
-    key = ctx.request.request_key
-    if key is not None and not services.requests.first_time(f"click:{key}"):
-        return None  # Slack retried this very press
     deployment_id, group_index = _deployment_of(ctx, action)
     deployment = _load(ctx, deployment_id)
     if not _may_tick(ctx, deployment, user):

@@ -35,10 +35,13 @@ def _steps(bot: BotHarness, deployment_id: int) -> None:
 
 
 def _checklist_message(bot: BotHarness, deployment_id: int, user: str = "U0DEV") -> Any:
+    before = len([m for m in bot.slack.ephemerals(user) if m.blocks])
     response = bot.command(f"checklist {deployment_id}", user=user)
     assert response.status_code == 200
     assert f"Checklist for #{deployment_id}" in response.text
-    return [m for m in bot.slack.ephemerals(user) if m.blocks][-1]
+    # The boxes are posted after the ack (no Slack call before it).
+    return bot.slack.wait_for(
+        lambda: [m for m in bot.slack.ephemerals(user) if m.blocks][before:])[-1]
 
 
 def _element(blocks: list[dict[str, Any]], first_option: str) -> tuple[str, dict[str, Any]]:

@@ -7,11 +7,15 @@ logged (``ApiCall.faulted``) but changes no state: no message, no ts, no use of 
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+from urllib.parse import urlsplit
 
-from bot.shell.slack_standin import Fault, SlackStandIn
+from bot.shell.slack_standin import _API_PREFIX, _RESPONSE_PREFIX, Fault, SlackStandIn
 
 _DEFAULT_ERRORS = {429: "ratelimited", 503: "service_unavailable"}
 
@@ -49,6 +53,11 @@ class SlackDouble(SlackStandIn):
       and ``{"ok": false, "error": ...}`` as Slack reports most errors.
     - ``down()`` / ``up()``: while down, everything gets 503.
     - ``clear_faults()`` forgets all of the above; ``fault_count`` / ``served_count`` count.
+    - ``slow(seconds, methods)``: matching calls are answered only after ``seconds`` (real
+      time: a Slack that is slow, for benchmarks); ``hold(methods)`` / ``release()``: matching
+      calls wait until released (the same in tests, without waiting on the clock).
+    - ``arrivals(method)``: every call *received*, in order, including those still being
+      delayed or held (``calls`` logs a call once it is answered).
     """
 
     def __init__(self, **kwargs: Any) -> None:
@@ -57,6 +66,52 @@ class SlackDouble(SlackStandIn):
         self._every: list[_EveryNth] = []
         self._next: list[_Next] = []
         self._is_down = False
+        self._delay = 0.0
+        self._delayed: frozenset[str] | None = frozenset()
+        self._held: frozenset[str] | None = frozenset()
+        self._released = threading.Event()
+        self._arrivals: list[str] = []
+
+    def slow(self, seconds: float, methods: Iterable[str] | None = None) -> None:
+        """Answer calls of ``methods`` (every method and ``response_url`` when None) only after
+        ``seconds`` of real time."""
+        with self._cond:
+            self._delay = seconds
+            self._delayed = None if methods is None else frozenset(methods)
+
+    def hold(self, methods: Iterable[str] | None = None) -> None:
+        """Keep calls of ``methods`` (all when None) waiting until ``release()``."""
+        with self._cond:
+            self._released.clear()
+            self._held = None if methods is None else frozenset(methods)
+
+    def release(self) -> None:
+        """Answer the held calls, and stop holding."""
+        with self._cond:
+            self._held = frozenset()
+            self._released.set()
+
+    def arrivals(self, method: str | None = None) -> list[str]:
+        """Method names of the calls received so far (``"response_url"`` for those posts),
+        answered or not."""
+        with self._cond:
+            return [m for m in self._arrivals if method is None or m == method]
+
+    def _serve(self, handler: BaseHTTPRequestHandler) -> None:
+        path = urlsplit(handler.path).path
+        method = (path[len(_API_PREFIX):] if path.startswith(_API_PREFIX)
+                  else "response_url" if path.startswith(_RESPONSE_PREFIX) else "")
+        with self._cond:
+            self._arrivals.append(method)
+            self._cond.notify_all()
+            delay = self._delay if self._delayed is None or method in self._delayed else 0.0
+            held = self._held is None or method in self._held
+            released = self._released
+        if held:
+            released.wait(60)
+        if delay:
+            time.sleep(delay)  # the slowness being simulated is real time by definition
+        super()._serve(handler)
 
     def fail_every(
         self,
@@ -108,6 +163,10 @@ class SlackDouble(SlackStandIn):
             self._every.clear()
             self._next.clear()
             self._is_down = False
+            self._delay = 0.0
+            self._delayed = frozenset()
+            self._held = frozenset()
+            self._released.set()
 
     @property
     def faults_injected(self) -> int:
