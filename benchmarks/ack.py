@@ -1,11 +1,13 @@
 """How fast Slack gets its ack: signed ``/qlp help`` and ``/qlp status`` against a real
 ``qlp-bot serve`` process, at concurrency 1 and 50, side by side with a bare Bolt app that only
 acks (``benchmarks/bare_app.py``), plus the resident memory of an idle ``qlp-bot serve``.
+Then (issue 11) an Approve click and ``/qlp checklist`` against a ``qlp-bot serve`` whose Slack
+answers every call (``usergroups.users.list``, ``response_url``...) only after 8 s.
 
-    python benchmarks/ack.py [--requests 400]
+    python benchmarks/ack.py [--requests 400] [--only-slow-slack]
 
 Prints figures; asserts nothing. Targets (issue 2): p99 within 1.2x of the bare app, no errors,
-idle RSS under 150 MB.
+idle RSS under 150 MB. Issue 11: with the slow Slack, p99 of the ack under 300 ms.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -27,8 +30,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bot.shell.slack_standin import SlackStandIn  # noqa: E402
-from bot.slack_requests import signed_headers, slash_command_body  # noqa: E402
+from bot.slack_requests import (  # noqa: E402
+    block_actions_body,
+    signed_headers,
+    slash_command_body,
+)
 from tests.fakes.policies import BASE, free_port  # noqa: E402
+from tests.fakes.slack_double import SlackDouble  # noqa: E402
 
 SECRET = "benchmark-signing-secret"
 
@@ -83,12 +91,94 @@ def _pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] * 1000
 
 
+SLOW_SLACK_SECONDS = 8.0
+
+
+def _timed(client: httpx.Client, url: str, body: str) -> tuple[float, bool, str]:
+    started = time.perf_counter()
+    response = client.post(url, content=body, headers=signed_headers(SECRET, body))
+    return time.perf_counter() - started, response.status_code == 200, response.text
+
+
+def slow_slack(requests: int, concurrency: int) -> None:
+    """Acks of an Approve click and ``/qlp checklist`` while Slack answers after 8 s."""
+    tmp = Path(tempfile.mkdtemp(prefix="qlp-bench-slow-"))
+    policy = tmp / "qlp.yml"
+    every_day = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+    data = {**BASE, "windows": {"preferred": [{"days": every_day, "start": "00:00",
+                                               "end": "23:59"}]}}
+    policy.write_text(yaml.safe_dump(data))
+    slack = SlackDouble(groups={"S0RELEASE": ["U0LEAD2"]}).start()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "QLP_"))}
+    env.update(SLACK_BOT_TOKEN="xoxb-bench", SLACK_SIGNING_SECRET=SECRET,
+               SLACK_API_URL=slack.api_url, QLP_CONFIG=str(policy), QLP_HOME=str(tmp))
+    port = free_port()
+    qlp = subprocess.Popen([sys.executable, "-m", "bot", "serve", "--port", str(port)],
+                           env=env, cwd=ROOT, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/slack/events"
+    try:
+        _wait(f"http://127.0.0.1:{port}/healthz", qlp)
+        with httpx.Client(timeout=30) as client:
+            _, _, answer = _timed(client, url, slash_command_body(
+                "deploy v1.2.3 to staging", user_id="U0DEV", channel_id="C0DEPLOY"))
+        print(f"request: {answer[:100]}")
+        slack.slow(SLOW_SLACK_SECONDS)  # from now on every Slack call takes 8 s
+        print(f"Slack answering every call after {SLOW_SLACK_SECONDS:g} s; "
+              f"{requests} requests per row, concurrency {concurrency}")
+        print(f"{'request':<18} {'n':>5} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+              f"{'errors':>6}")
+        counter = iter(range(1, 10**9))
+
+        def approve() -> str:
+            n = next(counter)
+            return block_actions_body(
+                action_id="qlp_approve", value="1", user_id="U0LEAD2", channel_id="C0DEPLOY",
+                message_ts="1764849600.000100", action_ts=f"1764849700.{n:06d}",
+                response_url=slack.response_url(f"act-{n}", channel="C0DEPLOY",
+                                                user="U0LEAD2"))
+
+        def checklist() -> str:
+            n = next(counter)
+            return slash_command_body(
+                "checklist 1", user_id="U0DEV", channel_id="C0DEPLOY",
+                response_url=slack.response_url(f"cmd-{n}", channel="C0DEPLOY", user="U0DEV"))
+
+        for name, make in (("approve click", approve), ("/qlp checklist", checklist)):
+            def worker(_: int, make: Callable[[], str] = make) -> list[tuple[float, bool]]:
+                with httpx.Client(timeout=30) as client:
+                    return [_timed(client, url, make())[:2]
+                            for _ in range(max(requests // concurrency, 1))]
+
+            with ThreadPoolExecutor(concurrency) as pool:
+                results = [r for rs in pool.map(worker, range(concurrency)) for r in rs]
+            times = [t for t, _ in results]
+            errors = sum(1 for _, ok in results if not ok)
+            print(f"{name:<18} {len(times):>5} {_pct(times, 50):>8.2f} {_pct(times, 99):>8.2f} "
+                  f"{max(times) * 1000:>8.2f} {errors:>6}   (target p99 < 300 ms)")
+        print(f"Slack calls received so far: {len(slack.arrivals())}, answered: "
+              f"{len(slack.calls())} (the decisions and answers go on after the acks)")
+    finally:
+        qlp.terminate()
+        try:
+            qlp.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            qlp.kill()
+        slack.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3,
                         help="interleaved rounds per row; the median round is reported")
+    parser.add_argument("--slow-requests", type=int, default=200,
+                        help="requests per row with the slow Slack")
+    parser.add_argument("--only-slow-slack", action="store_true",
+                        help="run only the slow-Slack rows (issue 11)")
     args = parser.parse_args()
+    if args.only_slow_slack:
+        slow_slack(args.slow_requests, 10)
+        return
     tmp = Path(tempfile.mkdtemp(prefix="qlp-bench-"))
     policy = tmp / "qlp.yml"
     policy.write_text(yaml.safe_dump(BASE))
@@ -148,6 +238,7 @@ def main() -> None:
             process.terminate()
             process.wait(timeout=10)
         standin.stop()
+    slow_slack(args.slow_requests, 10)
 
 
 if __name__ == "__main__":

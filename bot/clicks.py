@@ -86,6 +86,7 @@ class ClickTask:
         self._queue = ClickQueue(services.database, services.clock)
         self._handlers = handlers
         self._notice_after = notice_after
+        self._max_parallel = max_parallel
         self._pool = ThreadPoolExecutor(max_workers=max_parallel,
                                         thread_name_prefix="qlp-click")
         self._running: dict[str, Future[None]] = {}
@@ -113,7 +114,7 @@ class ClickTask:
                 log.exception("a deferred listener job failed")
 
         with self._lock:
-            self._running[f"job:{id(run)}"] = self._pool.submit(run)
+            self._running[f"job:{id(run)}"] = self._submit_locked(run)
 
     # -- the worker's side ---------------------------------------------------------------------
 
@@ -145,11 +146,18 @@ class ClickTask:
             current = self._running.get(key)
             if current is not None and not current.done():
                 return False
-            try:
-                self._running[key] = self._pool.submit(self._decide, key)
-            except RuntimeError:  # shut down: the row stays queued for the next process
-                return False
+            self._running[key] = self._submit_locked(self._decide, key)
         return True
+
+    def _submit_locked(self, fn: Callable[..., None], *args: Any) -> Future[None]:
+        try:
+            return self._pool.submit(fn, *args)
+        except RuntimeError:
+            # The worker stopped (shutdown) while the app still takes clicks: decide them on
+            # fresh threads; a click stored as the process ends stays queued for the next one.
+            self._pool = ThreadPoolExecutor(max_workers=self._max_parallel,
+                                            thread_name_prefix="qlp-click")
+            return self._pool.submit(fn, *args)
 
     def _decide(self, key: str) -> None:
         click = self._queue.claim(key, lease=CLICK_LEASE)

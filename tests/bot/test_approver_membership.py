@@ -2,8 +2,9 @@
 
 Membership used to be cached for a minute: someone taken out of the release group could still
 approve a production deployment for the next 30-60 s. Signed requests into the real app, with
-the group changed in the Slack double between two clicks. The read stays in the listener (as
-the cache's misses were), bounded by a timeout: a Slack that hangs refuses the click quickly.
+the group changed in the Slack double between two clicks. The read happens after the ack, when
+the click is decided (``bot.clicks``); the answer arrives asynchronously, so ``_press`` waits for
+it. The read is bounded by a timeout: a Slack that hangs refuses the decision.
 """
 
 from __future__ import annotations
