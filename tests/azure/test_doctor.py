@@ -1,13 +1,17 @@
 """``qlp-bot doctor`` against the ARM double: a correctly set-up environment passes (exit 0);
 each broken setup of a table fails (exit 1) on the line that names it: a missing origin group,
 a wrong origin port, an unreadable secret, Logs 403, a Slack token without ``chat:write``, a
-resource group or a user-assigned identity that does not exist.
+resource group or a user-assigned identity that does not exist, an image repository unknown to
+the registry or without tags, the groups' identity without AcrPull on the registry, and a bot
+that cannot read the registry (its resource, or its data plane).
 
 The world: a fresh Front Door (``tests.azure.fresh_world``: origin groups whose origins point
 at the colours' future FQDNs, the route at blue), the green container group created through
 the platform (so green's origins are compared with a real FQDN and port), two Key Vault
-secrets, the workspace-based Logs query, the PostgreSQL server's backups, and the role
-assignments of a correctly set-up bot (``authz.BOT_ROLES``). Slack is the Slack double with the
+secrets, the workspace-based Logs query, the PostgreSQL server's backups, the registry
+``prodqlpacr`` (in its own resource group) with three pushed versions of ``qlp``, and the role
+assignments of a correctly set-up bot (``authz.BOT_ROLES``) and of the groups' identity
+(``authz.IDENTITY_ROLES``: AcrPull on the registry). Slack is the Slack double with the
 manifest's scopes; the bot's database is a migrated SQLite file.
 """
 
@@ -36,7 +40,14 @@ from procedures.policy import Environment
 from storage.db import Database
 from storage.migrate import upgrade
 from tests.azure.arm_double import SUBSCRIPTION, ArmDouble, set_backups
-from tests.azure.arm_double.authz import IDENTITY_ID, RESOURCE_GROUP_ID, VAULT_ID, WORKSPACE_ID
+from tests.azure.arm_double.authz import (
+    IDENTITY_ID,
+    REGISTRY_ID,
+    RESOURCE_GROUP_ID,
+    VAULT_ID,
+    WORKSPACE_ID,
+)
+from tests.azure.arm_double.resources import IDENTITY_PRINCIPAL_ID
 from tests.azure.fresh_world import fqdn_for, fresh_front_door
 from tests.azure.test_azure_platform import DB_URL, RG, StaticTokenCredential, azure_section
 from tests.fakes.bot_harness import BOT_TOKEN
@@ -48,6 +59,7 @@ pytestmark = pytest.mark.slow  # HTTPS double, Slack double, SQLite
 WORKSPACE_GUID = "11111111-2222-3333-4444-555555555555"
 DB_SERVER = "qlp-prod-db"
 PROFILE = "qlp-frontdoor"
+LOGIN_SERVER = "prodqlpacr.azurecr.io"
 
 
 @dataclass
@@ -63,7 +75,8 @@ class DoctorWorld:
             StaticTokenCredential(), SUBSCRIPTION, base_url=self.double.url,
             client_kwargs={"connection_verify": self.certificate, "polling_interval": 0,
                            "retry_total": 0},
-            keyvault_kwargs={"verify_challenge_resource": False})
+            keyvault_kwargs={"verify_challenge_resource": False},
+            acr_endpoint=f"{self.double.url}/_acr/{{login_server}}")
 
     def factory(self, name: str, env: Environment, settings: AzureSettings,
                 clock: Clock) -> AzureParts:
@@ -107,6 +120,9 @@ def world(certificate: tuple[Path, Path], tmp_path: Path) -> Iterator[DoctorWorl
         database = Database(world.settings().database_url)
         upgrade(database)
         database.dispose()
+        # Three versions pushed (the last one newest); only pushed tags pull from now on.
+        for version in ("v0.9.0", "v1.0.0", "v1.1.0"):
+            double.push_image(f"{LOGIN_SERVER}/qlp:{version}")
         # The green colour exists (created the way the bot creates it); blue does not yet.
         env = Environment.model_validate({"platform": "azure", "url": "https://api.qlp-hq.com",
                                           "azure": section})
@@ -142,6 +158,14 @@ def test_a_correctly_set_up_environment_passes(world: DoctorWorld) -> None:
     assert "[ok] production: Logs query: runs on" in text
     assert "[ok] production: database backups" in text
     assert "[ok] production: permissions on userAssignedIdentities/qlp-acr-pull" in text
+    # The registry (found in its own resource group), its tags through its data plane, newest
+    # first, and the groups' identity's AcrPull on it.
+    assert (f"[ok] production: registry {LOGIN_SERVER}: repository qlp has 3 tags, newest "
+            "v1.1.0") in text
+    assert (f"[ok] production: registry pull role: qlp-acr-pull can pull from prodqlpacr: "
+            f"AcrPull at {REGISTRY_ID}") in text
+    exchanges = [c for c in world.double.calls_to("acr") if c.path.endswith("/oauth2/exchange")]
+    assert exchanges, "the tags were read without ACR's token exchange"
     assert "[ok] slack: Slack scopes: " + ", ".join(MANIFEST_BOT_SCOPES) in text
     # The manifest asks for channels:read: conversations.info tells whether the bot is in.
     assert "[ok] slack: deployment channel: the bot is" in text
@@ -187,6 +211,36 @@ def _missing_identity(world: DoctorWorld) -> dict[str, Any]:
     return {}
 
 
+def _unknown_repository(world: DoctorWorld) -> dict[str, Any]:
+    return {"image": "qlp-api"}
+
+
+def _repository_without_tags(world: DoctorWorld) -> dict[str, Any]:
+    world.double.add_repository(LOGIN_SERVER, "qlp-empty")
+    return {"image": "qlp-empty"}
+
+
+def _identity_without_acr_pull(world: DoctorWorld) -> dict[str, Any]:
+    world.double.revoke_principal(IDENTITY_PRINCIPAL_ID, REGISTRY_ID, "AcrPull")
+    return {}
+
+
+def _registry_unreadable(world: DoctorWorld) -> dict[str, Any]:
+    # The registry lives outside the bot's resource group: without Reader on it, it is not
+    # even listed.
+    world.double.revoke(REGISTRY_ID, "Reader")
+    return {}
+
+
+def _registry_data_plane_denied(world: DoctorWorld) -> dict[str, Any]:
+    # In ABAC repository permissions mode Reader's */read no longer reads tags; the groups'
+    # identity has the repository role, the bot does not.
+    world.double.set_registry_mode("AbacRepositoryPermissions")
+    world.double.grant_principal(IDENTITY_PRINCIPAL_ID, REGISTRY_ID,
+                                 "Container Registry Repository Reader")
+    return {}
+
+
 BROKEN: list[tuple[str, Callable[[DoctorWorld], dict[str, Any]], str, str]] = [
     ("missing resource group", _missing_resource_group, "resource group",
      f"{RG} does not exist in subscription {SUBSCRIPTION}"),
@@ -199,6 +253,17 @@ BROKEN: list[tuple[str, Callable[[DoctorWorld], dict[str, Any]], str, str]] = [
     ("unreadable secret", _unreadable_secret, "secret DATABASE_URL", "ForbiddenByRbac"),
     ("Logs 403", _logs_forbidden, "Logs query", "AuthorizationFailed (HTTP 403)"),
     ("Slack token without chat:write", _no_chat_write, "Slack scopes", "lacks chat:write"),
+    ("repository unknown", _unknown_repository, f"registry {LOGIN_SERVER}",
+     f"repository qlp-api does not exist in {LOGIN_SERVER} (NAME_UNKNOWN)"),
+    ("repository without tags", _repository_without_tags, f"registry {LOGIN_SERVER}",
+     "repository qlp-empty has no tags"),
+    ("groups' identity without AcrPull", _identity_without_acr_pull, "registry pull role",
+     "qlp-acr-pull (principal 11111111-0000-0000-0000-000000000001) has no AcrPull on "
+     "registry prodqlpacr"),
+    ("bot cannot read the registry", _registry_unreadable, f"registry {LOGIN_SERVER}",
+     f"no registry with login server {LOGIN_SERVER} that the bot can read"),
+    ("bot cannot read the registry's tags", _registry_data_plane_denied,
+     f"registry {LOGIN_SERVER}", "UNAUTHORIZED (HTTP 401): authentication required"),
 ]
 
 
@@ -220,6 +285,14 @@ def test_each_broken_setup_fails_on_its_check(world: DoctorWorld, case: str,
         permissions = [r.line() for r in report.results if r.name.startswith("permissions")]
         assert permissions and all(f"create resource group {RG} first" in text
                                    for text in permissions if "[FAIL]" in text), permissions
+    if case == "bot cannot read the registry's tags":
+        found = line(report, f"registry {LOGIN_SERVER}")
+        assert "AcrPull" in found and "Container Registry Repository Reader" in found
+        assert f"--scope {REGISTRY_ID}" in found and "<the bot's principal id>" in found
+        # The groups' identity holds the repository role: only the bot's read fails.
+        assert "[ok]" in line(report, "registry pull role")
+    if case == "groups' identity without AcrPull":
+        assert [r.name for r in report.failures] == ["registry pull role"], report.text()
 
 
 def test_a_missing_role_assignment_names_the_role_and_the_scope(world: DoctorWorld) -> None:

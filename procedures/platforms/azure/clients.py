@@ -7,7 +7,9 @@ time a client needs a token, so an environment that never touches Azure never bu
 Tests: pass a static token ``credential``, ``base_url`` (the local ARM double), and
 ``client_kwargs`` such as ``connection_verify=<the double's self-signed certificate>`` and
 ``polling_interval=0``; ``keyvault_kwargs`` reach only the Key Vault client
-(``verify_challenge_resource=False`` for a vault on 127.0.0.1).
+(``verify_challenge_resource=False`` for a vault on 127.0.0.1); ``acr_endpoint`` is where a
+registry's data plane answers instead of ``https://<login server>`` (a template with
+``{login_server}``, for a double on 127.0.0.1).
 
 HTTP-status retries are left to :class:`procedures.platforms.azure.errors.AzureCalls`
 (``retry_status=0`` here), so ``Retry-After`` is honoured in one layer with an injected sleep;
@@ -24,17 +26,21 @@ from typing import TYPE_CHECKING, Any
 from procedures.platforms.azure.settings import AzureSettings
 
 if TYPE_CHECKING:
+    from azure.containerregistry import ContainerRegistryClient
     from azure.core.credentials import AccessToken, TokenCredential
     from azure.keyvault.secrets import SecretClient
     from azure.mgmt.cdn import CdnManagementClient
     from azure.mgmt.containerinstance import ContainerInstanceManagementClient
     from azure.mgmt.frontdoor import FrontDoorManagementClient
 
-__all__ = ["TIMEOUTS", "AzureClients", "LazyCredential"]
+__all__ = ["ACR_AUDIENCE", "TIMEOUTS", "AzureClients", "LazyCredential"]
 
 # Per request: 10 s to connect, 60 s for an answer (the SDK's default read timeout is 300 s,
 # far past most steps' limits; a worker thread cannot be interrupted while it waits).
 TIMEOUTS: Mapping[str, float] = {"connection_timeout": 10, "read_timeout": 60}
+# The AAD audience of a registry's data plane in the public cloud: the token the SDK exchanges
+# for an ACR refresh token (the ARM audience works only when the registry allows it).
+ACR_AUDIENCE = "https://containerregistry.azure.net"
 
 
 class LazyCredential:
@@ -80,6 +86,8 @@ class AzureClients:
         credential_scope: str | None = None,
         client_kwargs: Mapping[str, Any] | None = None,
         keyvault_kwargs: Mapping[str, Any] | None = None,
+        acr_endpoint: str | None = None,
+        acr_audience: str = ACR_AUDIENCE,
     ) -> None:
         self.credential = credential
         self.subscription_id = subscription_id
@@ -92,6 +100,9 @@ class AzureClients:
         self._cdn: CdnManagementClient | None = None
         self._frontdoor: FrontDoorManagementClient | None = None
         self._vaults: dict[str, SecretClient] = {}
+        self._acr_endpoint = acr_endpoint
+        self._acr_audience = acr_audience
+        self._registries: dict[str, ContainerRegistryClient] = {}
 
     @classmethod
     def for_settings(cls, settings: AzureSettings, *, polling_interval: float | None = None
@@ -164,12 +175,32 @@ class AzureClients:
                 self._vaults[vault_url] = client
             return client
 
+    def registry(self, login_server: str) -> ContainerRegistryClient:
+        """The data-plane client of the registry at ``login_server`` (``name.azurecr.io``),
+        one per registry. It exchanges the credential's AAD token for the registry's own
+        tokens (``/oauth2/exchange``, ``/oauth2/token``) on the first challenge."""
+        from azure.containerregistry import ContainerRegistryClient
+
+        with self._lock:
+            client = self._registries.get(login_server)
+            if client is None:
+                endpoint = (self._acr_endpoint.format(login_server=login_server)
+                            if self._acr_endpoint else f"https://{login_server}")
+                kwargs = dict(self._kwargs)
+                kwargs.pop("polling_interval", None)
+                client = ContainerRegistryClient(endpoint, self.credential,
+                                                 audience=self._acr_audience, **kwargs)
+                self._registries[login_server] = client
+            return client
+
     def close(self) -> None:
         """Close every client built so far (and a lazily built credential)."""
         with self._lock:
-            clients: list[Any] = [self._aci, self._cdn, self._frontdoor, *self._vaults.values()]
+            clients: list[Any] = [self._aci, self._cdn, self._frontdoor, *self._vaults.values(),
+                                  *self._registries.values()]
             self._aci = self._cdn = self._frontdoor = None
             self._vaults = {}
+            self._registries = {}
         for client in clients:
             if client is not None:
                 client.close()

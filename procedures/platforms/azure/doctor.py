@@ -8,8 +8,11 @@ order a deployment needs them:
 3. both colours' container group names (valid ACI names) and whether the groups exist ("not
    yet created" is fine: the first deployment creates them);
 4. the user-assigned identity the groups pull their image with;
-5. the image repository (the registry's data plane is not checked: ACR answers its own tokens,
-   and the pull is the identity's, not the bot's);
+5. the image repository: the registry (found by its login server, in the resource group or
+   anywhere in the subscription), its tags newest first through the registry's data plane
+   (``azure-containerregistry``: the bot's identity needs AcrPull, or Container Registry
+   Repository Reader on an ABAC-mode registry), and the groups' identity's pull role on it
+   (the role assignments at the registry's scope);
 6. Front Door: the profile, the route and the colours' origin groups (Standard/Premium) or the
    routing rule and backend pools (classic), and each colour's origins against its container
    group's FQDN and first port when that group exists;
@@ -28,12 +31,14 @@ Nothing is changed anywhere. Azure's answers are reported with their code (``Aut
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from azure.containerregistry import ArtifactTagOrder
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
 from azure.core.rest import HttpRequest
 
@@ -69,7 +74,27 @@ __all__ = [
 RESOURCE_GROUP_API_VERSION = "2021-04-01"
 IDENTITY_API_VERSION = "2023-01-31"
 PERMISSIONS_API_VERSION = "2022-04-01"
+REGISTRY_API_VERSION = "2025-11-01"
+ROLE_ASSIGNMENTS_API_VERSION = "2022-04-01"
 MAX_PAGES = 20
+MAX_TAGS = 1000  # counted, newest first; a repository with more says "1000+"
+# The registry's role assignment modes (Registry.properties.roleAssignmentMode).
+ABAC_MODE = "AbacRepositoryPermissions"
+# Built-in role definition IDs that let an identity pull (the same GUIDs in every tenant). On a
+# registry in LegacyRegistryPermissions mode: AcrPull, and the roles holding
+# registries/pull/read (AcrPush, Reader, Contributor, Owner); in ABAC mode only the repository
+# roles count, of which Container Registry Repository Reader is the reading one.
+ACR_PULL_ROLE_ID = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
+REPOSITORY_READER_ROLE_ID = "b93aa761-3e63-49ed-ac28-beffa264f7ac"
+LEGACY_PULL_ROLES = {
+    ACR_PULL_ROLE_ID: "AcrPull",
+    "8311e382-0749-4cb8-b61a-304f252e45ec": "AcrPush",
+    "acdd72a7-3385-48ef-bd42-f606fba81ae7": "Reader",
+    "b24988ac-6180-42a0-ab88-20f7382dd24c": "Contributor",
+    "8e3af657-a8ff-443c-a75c-2fe8c4bcb635": "Owner",
+}
+ABAC_PULL_ROLES = {REPOSITORY_READER_ROLE_ID: "Container Registry Repository Reader"}
+TAGS_ACTION = "Microsoft.ContainerRegistry/registries/repositories/metadata/read"
 # ACI container group names: 1-63 lowercase letters, digits and single hyphens, not at the ends.
 _GROUP_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9]|-(?!-)){0,61}[a-z0-9]$|^[a-z0-9]$")
 
@@ -187,9 +212,10 @@ class _Arm:
         body = response.json()
         return body if isinstance(body, Mapping) else {}
 
-    def list(self, path: str, api_version: str) -> Iterator[Mapping[str, Any]]:
+    def list(self, path: str, api_version: str,
+             params: Mapping[str, str] | None = None) -> Iterator[Mapping[str, Any]]:
         request = HttpRequest("GET", self._client.format_url(path),
-                              params={"api-version": api_version})
+                              params={"api-version": api_version, **(params or {})})
         for _ in range(MAX_PAGES):
             response = self._client.send_request(request)
             if response.status_code != 200:
@@ -241,6 +267,7 @@ class _AzureDoctor:
         self.credential_ok = False
         self.resource_group_missing = False  # checks inside it then say so, not "not created"
         self.groups: dict[str, GroupState | None] = {}
+        self.identity_principal_id: str | None = None  # the groups' identity, once read
         self._arm: _Arm | None = None
 
     @property
@@ -365,6 +392,7 @@ class _AzureDoctor:
                         f"{identity.rsplit('/', 1)[-1]}) and give it AcrPull on the registry, "
                         "or fix azure.identity")
         client_id = (found.get("properties") or {}).get("clientId")
+        self.identity_principal_id = (found.get("properties") or {}).get("principalId")
         return ok(self.area, "user-assigned identity",
                   f"{identity.rsplit('/', 1)[-1]} exists"
                   + (f" (client ID {client_id})" if client_id else ""))
@@ -379,11 +407,128 @@ class _AzureDoctor:
         results = [ok(self.area, "image", f"repository {repository}; each version is a tag "
                       f"({s.image_for('v1.2.3')})"
                       + (f"; running now: {', '.join(running)}" if running else ""))]
-        results.append(skipped(self.area, "registry contents",
-                               f"not checked: {s.registry}'s data plane answers only its own "
-                               "tokens; the identity pulls with AcrPull (grant it on the "
-                               "registry)"))
+        results += self._registry()
         return results
+
+    def _registry(self) -> list[CheckResult]:
+        s = self.settings
+        login = s.registry
+        label = f"registry {login}"
+        found, problem = self._find_registry(login, label)
+        if found is None:
+            return [problem] if problem is not None else []
+        registry_id = str(found.get("id") or "")
+        mode = str((found.get("properties") or {}).get("roleAssignmentMode") or "")
+        return [self._tags(login, label, registry_id, mode),
+                self._pull_role(registry_id, str(found.get("name") or login), mode)]
+
+    def _find_registry(self, login: str, label: str
+                       ) -> tuple[Mapping[str, Any] | None, CheckResult | None]:
+        """The registry resource whose login server is ``login``: first where the settings'
+        resource group would hold it, then anywhere in the subscription (shared registries
+        often live elsewhere)."""
+        s = self.settings
+        name = login.split(".", 1)[0]
+        path = (f"/subscriptions/{s.subscription_id}/resourceGroups/{s.resource_group}/providers/"
+                f"Microsoft.ContainerRegistry/registries/{name}")
+        found: Mapping[str, Any] | None = None
+        try:
+            found = self.arm.get(path, REGISTRY_API_VERSION)
+        except AzureError as exc:
+            if not _forbidden(exc):
+                return None, fail(self.area, label, _azure_detail(exc, f"read registry {name}"))
+        if found is not None:
+            return found, None
+        listing = (f"/subscriptions/{s.subscription_id}/providers/"
+                   "Microsoft.ContainerRegistry/registries")
+        try:
+            for registry in self.arm.list(listing, REGISTRY_API_VERSION):
+                server = str((registry.get("properties") or {}).get("loginServer") or "")
+                if server.lower() == login:
+                    return registry, None
+        except AzureError as exc:
+            return None, self._azure_failure(label, exc, "list the container registries",
+                                             f"/subscriptions/{s.subscription_id}", "Reader")
+        return None, fail(self.area, label, f"no registry with login server {login} that the "
+                          f"bot can read in subscription {s.subscription_id}",
+                          f"create it (az acr create -n {name} -g <resource group> --sku "
+                          "Standard), fix azure.registry, or grant the bot's identity Reader on "
+                          "the registry")
+
+    def _tags(self, login: str, label: str, registry_id: str, mode: str) -> CheckResult:
+        """The image repository's tags, newest first, read as the bot (its own identity)."""
+        s = self.settings
+        names: list[str] = []
+        try:
+            client = self.clients.registry(login)
+            for tag in client.list_tag_properties(
+                    s.image, order_by=ArtifactTagOrder.LAST_UPDATED_ON_DESCENDING,
+                    results_per_page=100):
+                names.append(tag.name)
+                if len(names) >= MAX_TAGS:
+                    break
+        except HttpResponseError as exc:
+            status = exc.status_code
+            code, message = _acr_error(exc)
+            where = f"{code} (HTTP {status}): {message}" if code else f"HTTP {status}: {exc}"
+            if status in (401, 403):
+                return fail(self.area, label, f"{where} listing the tags of {s.image}",
+                            role_hint(TAGS_ACTION, registry_id)
+                            + ("" if mode != ABAC_MODE else " (this registry is in ABAC "
+                               "mode: grant Container Registry Repository Reader)"))
+            if status == 404 and code == "NAME_UNKNOWN":
+                return fail(self.area, label, f"repository {s.image} does not exist in {login} "
+                            f"({code})", f"push the first version (docker push "
+                            f"{s.image_for('<version>')}) or fix azure.image")
+            return fail(self.area, label, f"{where} listing the tags of {s.image}")
+        except AzureError as exc:
+            return fail(self.area, label, _azure_detail(exc, f"list the tags of {s.image}",
+                                                        "Azure Container Registry"))
+        if not names:
+            return fail(self.area, label, f"repository {s.image} has no tags",
+                        f"push a version (docker push {s.image_for('<version>')})")
+        count = f"{MAX_TAGS}+" if len(names) >= MAX_TAGS else str(len(names))
+        return ok(self.area, label, f"repository {s.image} has {count} "
+                  f"tag{'' if len(names) == 1 else 's'}, newest {names[0]}")
+
+    def _pull_role(self, registry_id: str, registry: str, mode: str) -> CheckResult:
+        """Whether the groups' identity holds a role that pulls from the registry."""
+        identity = self.settings.identity_id
+        identity_name = identity.rsplit("/", 1)[-1]
+        label = "registry pull role"
+        principal = self.identity_principal_id
+        if not principal:
+            return skipped(self.area, label, f"not checked: identity {identity_name} was not "
+                           "read (see the user-assigned identity line)")
+        try:
+            assignments = list(self.arm.list(
+                f"{registry_id}/providers/Microsoft.Authorization/roleAssignments",
+                ROLE_ASSIGNMENTS_API_VERSION, {"$filter": f"principalId eq '{principal}'"}))
+        except AzureError as exc:
+            return self._azure_failure(label, exc, f"list the role assignments of {registry}",
+                                       registry_id, "Reader")
+        pulling = ABAC_PULL_ROLES if mode == ABAC_MODE else LEGACY_PULL_ROLES
+        held = []
+        for assignment in assignments:
+            props = assignment.get("properties") or {}
+            scope = str(props.get("scope") or "").rstrip("/").lower()
+            if not scope or not (registry_id.lower() == scope
+                                 or registry_id.lower().startswith(scope + "/")):
+                continue  # below the registry: does not apply to it
+            role_id = str(props.get("roleDefinitionId") or "").rsplit("/", 1)[-1].lower()
+            if role_id in pulling:
+                held.append(f"{pulling[role_id]} at {props.get('scope')}")
+        if held:
+            return ok(self.area, label, f"{identity_name} can pull from {registry}: "
+                      + "; ".join(held))
+        role = "Container Registry Repository Reader" if mode == ABAC_MODE else "AcrPull"
+        why = " (the registry is in ABAC repository permissions mode)" if mode == ABAC_MODE else ""
+        return fail(self.area, label, f"{identity_name} (principal {principal}) has no {role} on "
+                    f"registry {registry}{why}: the container groups cannot pull "
+                    f"{self.settings.image}",
+                    f"az role assignment create --assignee-object-id {principal} "
+                    f"--assignee-principal-type ServicePrincipal --role \"{role}\" "
+                    f"--scope {registry_id} (a new assignment can take minutes to apply)")
 
     # 6. Front Door ------------------------------------------------------------------------
 
@@ -717,6 +862,20 @@ def _total_of(result: Any) -> int:
         return int(value or 0)
     except (TypeError, ValueError):
         return 0
+
+
+def _acr_error(exc: HttpResponseError) -> tuple[str | None, str]:
+    """ACR's own error body, ``{"errors": [{"code": ..., "message": ...}]}``: code and message
+    of the first error (the SDK's message is only the HTTP status for it)."""
+    try:
+        body = json.loads(exc.response.text()) if exc.response is not None else None
+    except (ValueError, TypeError):  # not JSON: a proxy's page
+        body = None
+    errors = body.get("errors") if isinstance(body, Mapping) else None
+    if isinstance(errors, list) and errors and isinstance(errors[0], Mapping):
+        return (str(errors[0].get("code") or "") or None,
+                str(errors[0].get("message") or exc.reason or ""))
+    return None, str(exc.reason or exc.message)
 
 
 def _inner_code(exc: BaseException) -> str | None:

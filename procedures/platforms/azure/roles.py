@@ -30,6 +30,7 @@ class RoleNeed:
     scope_kind: str  # resource_group | resource | identity | subnet | vault | workspace
     alternative: str = ""
     note: str = ""
+    assignee: str = ""  # who gets it, for the az command (default: by role, see role_hint)
 
 
 # The most specific prefix first: the first match wins.
@@ -55,6 +56,12 @@ ROLE_TABLE: tuple[RoleNeed, ...] = (
              note="on the Application Insights component, with resource-context access"),
     RoleNeed("Microsoft.Insights/metrics/", "Monitoring Reader", "resource_group"),
     RoleNeed("Microsoft.DBforPostgreSQL/", "Reader", "resource"),
+    RoleNeed("Microsoft.ContainerRegistry/registries/repositories/metadata/read", "AcrPull",
+             "resource", alternative="Container Registry Repository Reader, on a registry in "
+             "ABAC repository permissions mode", note="the bot's own identity lists the image's "
+             "tags (qlp-bot doctor); Reader on the registry grants it as well and also lets "
+             "doctor read the registry and its role assignments",
+             assignee="<the bot's principal id>"),
     RoleNeed("Microsoft.ContainerRegistry/", "AcrPull", "resource",
              note="granted to the container groups' user-assigned identity, not to the bot; "
              "a new assignment can take minutes to apply"),
@@ -132,7 +139,7 @@ def role_hint(action: str, scope: str) -> str:
         text += f" (or {need.alternative})"
     if need.note:
         text += f"; {need.note}"
-    assignee = ("<the identity's principal id>" if need.role == "AcrPull"
-                else "<the bot's principal id>")
+    assignee = need.assignee or ("<the identity's principal id>" if need.role == "AcrPull"
+                                 else "<the bot's principal id>")
     return (f"{text}: az role assignment create --assignee {assignee} "
             f"--role \"{need.role}\" --scope {target}")

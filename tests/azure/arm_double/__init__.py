@@ -5,9 +5,10 @@ It implements the endpoints the platform's SDK calls use (paths and api-versions
 installed SDKs send them, see ``../shared/research/azure.md`` §6.3), one module per service:
 ``aci`` (container groups), ``frontdoor`` (classic and Standard/Premium), ``keyvault``,
 ``logs`` (Log Analytics queries), ``metrics`` (Azure Monitor platform metrics), ``backups``
-(PostgreSQL flexible server backups) and ``resources`` (resource groups and user-assigned
-identities); ``authz`` has the role assignments, ``core`` the server, dispatch and long-running
-operations.
+(PostgreSQL flexible server backups), ``resources`` (resource groups and user-assigned
+identities) and ``acr`` (container registries, the role assignments at their scope, and their
+data plane: token exchange and tag listing); ``authz`` has the role assignments, ``core`` the
+server, dispatch and long-running operations.
 
 State is kept per resource, every request is recorded in ``calls`` (method, path, query, JSON
 body, whether it carried the expected bearer token), ARM requests without the token get 401,
@@ -17,6 +18,7 @@ and failures are injected on demand (``fail_next_create``, ``throttle``, ``set_c
 from __future__ import annotations
 
 from tests.azure.arm_double.aci import AciMixin
+from tests.azure.arm_double.acr import AcrMixin
 from tests.azure.arm_double.authz import ROLES, AuthzMixin
 from tests.azure.arm_double.backups import (
     BACKUPS_API_VERSION,
@@ -50,6 +52,6 @@ __all__ = [
 ]
 
 
-class ArmDouble(AciMixin, FrontDoorMixin, ResourcesMixin, KeyVaultMixin, LogsMixin, MetricsMixin,
-                BackupsMixin, AuthzMixin, ArmCore):
+class ArmDouble(AcrMixin, AciMixin, FrontDoorMixin, ResourcesMixin, KeyVaultMixin, LogsMixin,
+                MetricsMixin, BackupsMixin, AuthzMixin, ArmCore):
     """The double: ``url`` is its base URL, ``cert_path`` the certificate to trust."""

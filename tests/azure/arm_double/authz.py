@@ -34,7 +34,14 @@ the assignments of azure-first-run.md §7.1 for the test world (resource group `
 - Monitoring Reader on the resource group (it holds ``*/read``, so it covers every read in the
   resource group: a test that wants a read refused revokes it too, or starts from
   ``roles="none"`` and grants what it needs);
-- Reader on the PostgreSQL flexible server ``qlp-prod-db``.
+- Reader on the PostgreSQL flexible server ``qlp-prod-db``;
+- Reader on the container registry ``prodqlpacr`` (``REGISTRY_ID``, in its own resource group
+  ``qlp-shared-rg`` as shared registries usually are): ``qlp-bot doctor`` reads the registry and
+  its role assignments, and Reader's ``*/read`` holds ``registries/pull/read``, what ACR's data
+  plane checks to list tags on a registry in ``LegacyRegistryPermissions`` mode.
+
+Other principals' assignments (``IDENTITY_ROLES``: AcrPull of the groups' identity
+``qlp-acr-pull`` on the registry) are kept by the ``acr`` mixin: they grant the bot nothing.
 
 ``grant(scope, role)`` and ``revoke(scope, role)`` change them (``revoke`` of an assignment that
 is not there raises, so a test cannot revoke nothing by mistake).
@@ -62,8 +69,9 @@ from typing import Any
 from tests.azure.arm_double.core import SUBSCRIPTION, Answer, ArmCore, Route, _error
 
 __all__ = [
-    "BOT_CLIENT_ID", "BOT_OBJECT_ID", "COMPONENT_ID", "IDENTITY_ID", "PERMISSIONS_API_VERSION",
-    "RESOURCE_GROUP_ID", "ROLES", "AuthzMixin", "action_matches",
+    "BOT_CLIENT_ID", "BOT_OBJECT_ID", "COMPONENT_ID", "IDENTITY_ID", "IDENTITY_ROLES",
+    "PERMISSIONS_API_VERSION", "REGISTRY_ID", "RESOURCE_GROUP_ID", "ROLES",
+    "ROLE_DEFINITION_IDS", "SHARED_RESOURCE_GROUP", "AuthzMixin", "action_matches",
 ]
 
 PERMISSIONS_API_VERSION = "2022-04-01"
@@ -81,6 +89,9 @@ VAULT_ID = f"{_PROVIDERS}/Microsoft.KeyVault/vaults/qlp-kv"
 WORKSPACE_ID = f"{_PROVIDERS}/Microsoft.OperationalInsights/workspaces/qlp-logs"
 COMPONENT_ID = f"{_PROVIDERS}/Microsoft.Insights/components/qlp-insights"
 POSTGRES_ID = f"{_PROVIDERS}/Microsoft.DBforPostgreSQL/flexibleServers/qlp-prod-db"
+SHARED_RESOURCE_GROUP = "qlp-shared-rg"
+REGISTRY_ID = (f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{SHARED_RESOURCE_GROUP}/providers/"
+               "Microsoft.ContainerRegistry/registries/prodqlpacr")
 
 
 def _role(actions: list[str], not_actions: list[str] | None = None,
@@ -128,6 +139,29 @@ ROLES: dict[str, dict[str, list[str]]] = {
     "Key Vault Secrets User": _role([], data_actions=[
         "Microsoft.KeyVault/vaults/secrets/getSecret/action",
         "Microsoft.KeyVault/vaults/secrets/readMetadata/action"]),
+    "AcrPull": _role(["Microsoft.ContainerRegistry/registries/pull/read"]),
+    # The data-plane role of a registry in ABAC repository-permissions mode (there AcrPull
+    # grants nothing).
+    "Container Registry Repository Reader": _role([], data_actions=[
+        "Microsoft.ContainerRegistry/registries/repositories/content/read",
+        "Microsoft.ContainerRegistry/registries/repositories/metadata/read"]),
+}
+
+# The built-in role definitions' IDs (the GUIDs Azure publishes; the same in every tenant), as a
+# role assignment names them. The custom deployer role gets an ID of its own.
+ROLE_DEFINITION_IDS: dict[str, str] = {
+    "Owner": "8e3af657-a8ff-443c-a75c-2fe8c4bcb635",
+    "Contributor": "b24988ac-6180-42a0-ab88-20f7382dd24c",
+    "Reader": "acdd72a7-3385-48ef-bd42-f606fba81ae7",
+    "Container Instances Deployer": "5c0e5f8e-0000-4000-8000-00000000c1d0",
+    "Managed Identity Operator": "f1a07417-d97a-45cb-824c-7a7467783830",
+    "CDN Profile Contributor": "ec156ff8-a8d1-4d15-830c-5b80698ca432",
+    "Network Contributor": "4d97b98b-1d4f-4787-a291-c67834d212e7",
+    "Monitoring Reader": "43d0d8ad-25c7-4714-9337-8ba259a9fe05",
+    "Log Analytics Reader": "73c42c96-874c-492b-b04d-ab87d138a893",
+    "Key Vault Secrets User": "4633458b-17de-408a-b874-0445c86b69e6",
+    "AcrPull": "7f951dda-4ed3-4680-a7ca-43fe172d538d",
+    "Container Registry Repository Reader": "b93aa761-3e63-49ed-ac28-beffa264f7ac",
 }
 
 BOT_ROLES: tuple[tuple[str, str], ...] = (
@@ -140,6 +174,12 @@ BOT_ROLES: tuple[tuple[str, str], ...] = (
     (COMPONENT_ID, "Reader"),
     (RESOURCE_GROUP_ID, "Monitoring Reader"),
     (POSTGRES_ID, "Reader"),
+    (REGISTRY_ID, "Reader"),
+)
+
+# What the container groups' identity (qlp-acr-pull) is assigned: AcrPull on the registry.
+IDENTITY_ROLES: tuple[tuple[str, str], ...] = (
+    (REGISTRY_ID, "AcrPull"),
 )
 
 DATA_ACTION_PREFIXES = ("microsoft.keyvault/vaults/secrets/",)
