@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bot.clicks import click_task
 from procedures.clock import SystemClock
 from procedures.model import DeploymentState
 from storage.db import Database
@@ -126,6 +127,8 @@ def test_two_approvers_at_once_start_the_run_once(live_bot: BotHarness) -> None:
             lambda user: bot.press("qlp_approve", "1", user=user, message_ts=card.ts),
             ["U0LEAD1", "U0LEAD2", "U0LEAD1"]))
     assert all(p.status_code == 200 for p in presses)
+    clicks = click_task(bot.services)  # the clicks are decided after their acks
+    bot.wait_for(lambda: not clicks.busy(), what="the clicks to be decided")
     assert bot.services.deployments.get(1).state is DeploymentState.QUEUED
     approvals = [e for e in bot.services.audit.recent(100) if e.action == "deployment.approved"]
     assert len(approvals) == 1
@@ -147,6 +150,8 @@ def test_a_slack_retry_of_the_same_click_is_handled_once(live_bot: BotHarness) -
                       extra_headers={"x-slack-retry-num": "1",
                                      "x-slack-retry-reason": "http_timeout"})
     assert first.status_code == retry.status_code == 200
+    clicks = click_task(bot.services)  # the click is decided after its ack
+    bot.wait_for(lambda: not clicks.busy(), what="the click to be decided")
     assert _ephemeral_for(slack, "U0LEAD1").count("You approved #1") == 1
     assert "already" not in _ephemeral_for(slack, "U0LEAD1")
 
