@@ -51,6 +51,7 @@ def _request_and_approve(bot: BotHarness, version: str, approver: str) -> int:
     return deployment_id
 
 
+@pytest.mark.slow  # the local platform's real processes, monitoring on the wall clock
 def test_request_refusals_approval_run_and_automatic_rollback(live_bot: BotHarness) -> None:
     bot, slack = live_bot, live_bot.slack
     deployments = bot.services.deployments

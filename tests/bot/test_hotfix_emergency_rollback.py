@@ -405,6 +405,7 @@ def _approve_and_finish(bot: BotHarness, reply: str, approver: str) -> int:
     return deployment_id
 
 
+@pytest.mark.slow  # the local platform's real processes, monitoring on the wall clock
 def test_manual_rollback_and_emergency_end_to_end(live_bot: BotHarness) -> None:
     bot, slack = live_bot, live_bot.slack
     for version in ("v1.0.0", "v1.1.0"):

@@ -17,6 +17,8 @@ from bot.slack_requests import signed_headers, slash_command_body
 from tests.fakes.policies import BASE, free_port
 from tests.fakes.slack_double import SlackDouble
 
+pytestmark = pytest.mark.slow  # starts qlp-bot processes
+
 QLP_BOT = [sys.executable, "-m", "bot"]
 SECRET = "process-test-secret"
 

@@ -118,6 +118,7 @@ def test_dry_run_describes_the_plan_without_touching_anything(
         bot.close()
 
 
+@pytest.mark.slow  # runs pg_dump and the migration through the worker
 def test_request_posts_the_card_and_approval_runs_it(
         database: Database, slack: SlackDouble, tmp_path: Path, app_db: str,
         files: MigrationsDir) -> None:
