@@ -12,7 +12,6 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from slack_sdk import WebClient
-from slack_sdk.webhook import WebhookClient
 
 from bot.clicks import ClickTask
 from bot.doctor import DoctorTask
@@ -58,7 +57,6 @@ from storage.status import CachedStatusReader
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from bot.context import Request
 
 log = logging.getLogger(__name__)
 
@@ -146,15 +144,6 @@ class Services:
 
     def worker_health(self) -> str:
         return "stopped" if self.worker is None else self.worker.health()
-
-    def reply_ephemeral(self, request: Request, text: str) -> None:
-        """Answer a button press privately through its response_url."""
-        if not request.response_url:
-            return
-        response = WebhookClient(request.response_url, timeout=5).send(
-            text=text, response_type="ephemeral", replace_original=False)
-        if response.status_code != 200:
-            log.warning("response_url answered %s", response.status_code)
 
     def close(self) -> None:
         self.stop_scheduler()  # first: no tick runs while the worker and the database close
