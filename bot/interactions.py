@@ -24,7 +24,7 @@ from bot.formatting import local_time
 from bot.membership import describe_rule
 from bot.plan import describe_change, reset_plan
 from procedures.errors import ConflictError, PolicyRefusal, UserError
-from procedures.model import DeploymentState, ProcedureKind
+from procedures.model import HOLDING_STATES, DeploymentState, ProcedureKind
 from procedures.store import DeploymentRecord
 from storage.decisions import Outcome
 
@@ -196,8 +196,7 @@ def checklist_tick(ctx: HandlerContext, action: dict[str, Any]) -> str | None:
 
 def _under_way(ctx: HandlerContext, deployment: DeploymentRecord) -> int | None:
     """The run that holds ``deployment``'s environment now (running or rolling back), if any."""
-    active = (DeploymentState.RUNNING, DeploymentState.ROLLING_BACK)
-    for other in ctx.services.deployments.list_in_states(active,
+    for other in ctx.services.deployments.list_in_states(HOLDING_STATES,
                                                      environment=deployment.environment):
         if other.id is not None and other.id != deployment.id:
             return other.id

@@ -47,7 +47,7 @@ from procedures.decision import (
 )
 from procedures.durations import format_duration
 from procedures.errors import ConflictError, PolicyRefusal
-from procedures.model import DeploymentState, ProcedureKind
+from procedures.model import UNDER_WAY_STATES, DeploymentState, ProcedureKind
 from procedures.policy import ApprovalRule
 from procedures.store import DeploymentRecord
 from storage.decisions import Outcome
@@ -56,9 +56,7 @@ if TYPE_CHECKING:
     from bot.context import HandlerContext
     from bot.wiring import Services
 
-UNDER_WAY = (DeploymentState.PENDING_APPROVAL, DeploymentState.QUEUED, DeploymentState.RUNNING,
-             DeploymentState.ROLLING_BACK)
-"""States in which a deployment holds its environment for "one at a time"."""
+UNDER_WAY = UNDER_WAY_STATES  # what "one at a time" counts (procedures.model owns the set)
 
 OPTION = "override"
 """The key of the override request in a deployment's ``options``."""

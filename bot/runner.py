@@ -10,13 +10,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 
 from procedures.engine import Engine
-from procedures.model import DeploymentState, ProcedureKind
+from procedures.model import HOLDING_STATES, DeploymentState, ProcedureKind
 from procedures.store import DeploymentRecord, DeploymentStore
 
 log = logging.getLogger(__name__)
 
 
-HOLDING = (DeploymentState.RUNNING, DeploymentState.ROLLING_BACK)
+HOLDING = HOLDING_STATES
 """A deployment in these states has its environment: the next one there waits in line."""
 
 

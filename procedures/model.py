@@ -38,9 +38,16 @@ class DeploymentState(StrEnum):
     @property
     def active(self) -> bool:
         """Holds (or is about to hold) the environment."""
-        return self in (DeploymentState.QUEUED, DeploymentState.RUNNING,
-                        DeploymentState.ROLLING_BACK)
+        return self in ACTIVE_STATES
 
+
+# Which states hold an environment, in one place (every module asks these):
+HOLDING_STATES = (DeploymentState.RUNNING, DeploymentState.ROLLING_BACK)
+"""A worker runs it now: the environment is this run's."""
+ACTIVE_STATES = (DeploymentState.QUEUED, *HOLDING_STATES)
+"""Holds the environment, or will as soon as a worker claims it."""
+UNDER_WAY_STATES = (DeploymentState.PENDING_APPROVAL, *ACTIVE_STATES)
+"""Blocks another request for the environment (one at a time): waiting for approval or active."""
 
 TERMINAL_STATES = frozenset({
     DeploymentState.SUCCEEDED, DeploymentState.ROLLED_BACK, DeploymentState.FAILED,

@@ -14,7 +14,14 @@ from sqlmodel import Session, col, select
 from procedures.clock import Clock
 from procedures.decision import ONE_AT_A_TIME
 from procedures.errors import PolicyRefusal
-from procedures.model import DeploymentState, ProcedureKind, StepState
+from procedures.model import (
+    ACTIVE_STATES,
+    HOLDING_STATES,
+    UNDER_WAY_STATES,
+    DeploymentState,
+    ProcedureKind,
+    StepState,
+)
 from procedures.store import UNCHANGED, AuditEntry, NotRunning, Unchanged
 from storage.audit import AuditLog, canonical_detail, event_hash
 from storage.db import Database
@@ -22,9 +29,6 @@ from storage.models import AuditEvent, AuditHead, Deployment, StepRun
 from storage.sql import insert_ignoring_conflict, upsert
 from storage.types import UTCDateTime
 
-ACTIVE_STATES = (DeploymentState.QUEUED, DeploymentState.RUNNING, DeploymentState.ROLLING_BACK)
-
-UNDER_WAY_STATES = (DeploymentState.PENDING_APPROVAL, *ACTIVE_STATES)
 """A deployment in these states holds its environment for a new request ("one at a time")."""
 
 EXCLUSIVE_KINDS = frozenset({ProcedureKind.STANDARD, ProcedureKind.HOTFIX,
@@ -314,9 +318,7 @@ class DeploymentRepository:
                 s.exec(
                     select(Deployment)
                     .where(
-                        col(Deployment.state).in_(
-                            [DeploymentState.RUNNING, DeploymentState.ROLLING_BACK]
-                        ),
+                        col(Deployment.state).in_(HOLDING_STATES),
                         col(Deployment.heartbeat_at) < cutoff,
                     )
                     .order_by(col(Deployment.id))

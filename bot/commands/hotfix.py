@@ -26,12 +26,12 @@ from bot.membership import describe_rule
 from bot.plan import plan_hash
 from procedures.durations import format_duration
 from procedures.errors import PolicyRefusal
-from procedures.model import DeploymentState, ProcedureKind
+from procedures.model import ACTIVE_STATES, DeploymentState, ProcedureKind
 from procedures.playbooks.hotfix import HOTFIX_SKIPPED, describe_hotfix_plan, hotfix_monitoring
 from procedures.store import DeploymentRecord
 
 # Deployments that hold (or are about to hold) an environment.
-HOLDING = (DeploymentState.QUEUED, DeploymentState.RUNNING, DeploymentState.ROLLING_BACK)
+HOLDING = ACTIVE_STATES
 # A hotfix also waits for a request still pending approval (as a standard deployment does).
 HOTFIX_BLOCKERS = (DeploymentState.PENDING_APPROVAL, *HOLDING)
 

@@ -7,12 +7,11 @@ from bot.formatting import escape, local_time, relative
 from bot.grammar import Command
 from bot.lookup import environment_of
 from bot.undelivered import DEAD_WINDOW, report_lines
-from procedures.model import DeploymentState
+from procedures.model import ACTIVE_STATES, DeploymentState
 from procedures.store import DeploymentRecord as Deployment
 from procedures.store import EnvironmentRecord
 from storage.status import StatusReader
 
-ACTIVE_STATES = (DeploymentState.QUEUED, DeploymentState.RUNNING, DeploymentState.ROLLING_BACK)
 WAITING_STATES = (DeploymentState.PENDING_APPROVAL, DeploymentState.SCHEDULED)
 
 

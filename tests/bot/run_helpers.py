@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from bot.clicks import click_task
 from bot.runner import RunQueueTask
 from procedures.model import ProcedureKind
 from procedures.playbook import Playbook, Step, StepContext, StepResult
@@ -21,13 +22,23 @@ from tests.fakes.bot_harness import BotHarness
 CARD_TS = "1764849600.000100"  # handlers resolve clicks from the database, not the message
 
 
-def press(bot: BotHarness, deployment_id: int, user: str) -> str:
-    """Press Approve on ``deployment_id`` as ``user``; the ephemeral answer they got."""
+def press(bot: BotHarness, deployment_id: int, user: str, action: str = "qlp_approve") -> str:
+    """Press a card's button (Approve by default) on ``deployment_id`` as ``user``, wait until
+    the click is decided; the ephemeral answer they got."""
     before = len(bot.slack.ephemerals(user))
-    response = bot.press("qlp_approve", str(deployment_id), user=user, message_ts=CARD_TS)
+    response = bot.press(action, str(deployment_id), user=user, message_ts=CARD_TS)
     assert response.status_code == 200
-    bot.wait_for(lambda: len(bot.slack.ephemerals(user)) > before, what=f"{user}'s answer")
-    return str(bot.slack.ephemerals(user)[-1].text)
+    # The click is decided after its ack: wait for the decision, not only for an answer (a
+    # slow Slack first gets the person a "Checking your approval..." note).
+    clicks = click_task(bot.services)
+    bot.wait_for(lambda: not clicks.busy(), what=f"{user}'s click to be decided")
+
+    def answers() -> list[str]:
+        return [str(m.text) for m in bot.slack.ephemerals(user)[before:]
+                if not str(m.text).startswith("Checking your")]
+
+    bot.wait_for(answers, what=f"{user}'s answer")
+    return answers()[-1]
 
 
 def thread_text(bot: BotHarness, deployment_id: int) -> str:

@@ -21,6 +21,7 @@ from bot.membership import SlackGroups
 from procedures.errors import ExternalServiceError
 from procedures.model import DeploymentState as S
 from procedures.policy import ApprovalRule
+from tests.bot.run_helpers import press
 from tests.fakes.bot_harness import BOT_TOKEN, BotHarness
 from tests.fakes.slack_double import SlackDouble
 
@@ -41,12 +42,7 @@ class _HeldSlack(SlackDouble):
         super()._serve(handler)
 
 
-def _press(bot: BotHarness, deployment_id: int, user: str) -> str:
-    before = len(bot.slack.ephemerals(user))
-    response = bot.press("qlp_approve", str(deployment_id), user=user, message_ts=CARD_TS)
-    assert response.status_code == 200
-    bot.wait_for(lambda: len(bot.slack.ephemerals(user)) > before, what=f"{user}'s answer")
-    return str(bot.slack.ephemerals(user)[-1].text)
+_press = press  # the click is decided after its ack: run_helpers.press waits for it
 
 
 def _request(bot: BotHarness, text: str) -> int:

@@ -11,6 +11,7 @@ from typing import Any
 from procedures.clock import FixedClock
 from procedures.model import DeploymentState as S
 from procedures.model import ProcedureKind
+from tests.bot.run_helpers import press
 from tests.fakes.bot_harness import BotHarness
 
 FRIDAY = datetime(2026, 12, 4, 11, 0, tzinfo=UTC)  # an avoided day: the window is closed
@@ -41,13 +42,7 @@ def _card(bot: BotHarness, deployment_id: int) -> str:
     return json.dumps(cards[-1].get("blocks"))
 
 
-def _press(bot: BotHarness, deployment_id: int, user: str, action: str = "qlp_approve") -> str:
-    """Press a button as ``user``; return the ephemeral answer they got."""
-    before = len(bot.slack.ephemerals(user))
-    response = bot.press(action, str(deployment_id), user=user, message_ts=CARD_TS)
-    assert response.status_code == 200
-    bot.wait_for(lambda: len(bot.slack.ephemerals(user)) > before, what=f"{user}'s answer")
-    return str(bot.slack.ephemerals(user)[-1].text)
+_press = press  # the click is decided after its ack: run_helpers.press waits for it
 
 
 def _actions(bot: BotHarness) -> list[str]:

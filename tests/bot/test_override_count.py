@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 from procedures.clock import FixedClock
 from procedures.model import DeploymentState as S
+from tests.bot.run_helpers import press
 from tests.fakes.bot_harness import BotHarness
 
 FRIDAY = datetime(2026, 12, 4, 11, 0, tzinfo=UTC)  # an avoided day: the window is closed
@@ -19,12 +20,7 @@ CARD_TS = "1764849600.000100"
 OVERRIDE = 'deploy v1.2.3 --override "checkout fix cannot wait for Tuesday"'
 
 
-def _press(bot: BotHarness, deployment_id: int, user: str) -> str:
-    before = len(bot.slack.ephemerals(user))
-    response = bot.press("qlp_approve", str(deployment_id), user=user, message_ts=CARD_TS)
-    assert response.status_code == 200
-    bot.wait_for(lambda: len(bot.slack.ephemerals(user)) > before, what=f"{user}'s answer")
-    return str(bot.slack.ephemerals(user)[-1].text)
+_press = press  # the click is decided after its ack: run_helpers.press waits for it
 
 
 def _thread_text(bot: BotHarness, deployment_id: int) -> str:
