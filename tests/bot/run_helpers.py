@@ -83,8 +83,11 @@ class TinyRuns:
         """Claim and run until nothing is queued that can start, and no run is going."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            # Idle is read before the pass: a run that ends during the pass frees its
+            # environment after the pass looked, so only a pass that began idle may end this.
+            idle = not any(not f.done() for f in self.queue._running.values())
             claimed = self.queue.run_once()
-            if not claimed and not any(not f.done() for f in self.queue._running.values()):
+            if not claimed and idle:
                 return
             time.sleep(0.02)
         raise TimeoutError("runs still going")
