@@ -10,13 +10,21 @@ from __future__ import annotations
 import difflib
 import re
 import shlex
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from bot.formatting import escape
 from procedures.errors import UserError
 
+# ASCII only, spelled out: ``\d`` and str.isdigit() also take look-alike digits (fullwidth
+# U+FF11, Arabic-Indic U+0661) that an approver cannot tell from ``v1.2.3``. Semver with an
+# optional ``v``: three numbers, an optional pre-release (``-rc.1``) and optional build
+# metadata (``+build.5``).
+VERSION_CHARACTERS = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.+-")
 VERSION_PATTERN = re.compile(
-    r"^v?(\d{1,4})\.(\d{1,4})\.(\d{1,4})(-[0-9A-Za-z][0-9A-Za-z.-]{0,40})?$")
+    r"v?([0-9]{1,4})\.([0-9]{1,4})\.([0-9]{1,4})(-[0-9A-Za-z][0-9A-Za-z.-]{0,40})?"
+    r"(\+[0-9A-Za-z-]{1,40}(?:\.[0-9A-Za-z-]{1,40}){0,8})?", re.ASCII)
 MIGRATION_PATTERN = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_.-]{0,80}$")
 EMERGENCY_CATEGORIES = ("security", "outage", "critical-bug", "compliance")
 # Slack clients turn straight quotes into typographic ones; shlex only knows the straight ones.
@@ -112,21 +120,59 @@ def did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str:
     return (" Did you mean " + " or ".join(f"`{n}`" for n in near) + "?") if near else ""
 
 
+_VERSION_HINT = ("A version looks like `v1.2.3`, `v1.2.3-rc.1` or `v1.2.3+build.5` (three "
+                 "numbers, an optional pre-release and build of letters, digits, dots and "
+                 "dashes).")
+_VERSION_ALPHABET = "versions are ASCII: digits, letters, '.', '+', '-'"
+
+
 def normalise_version(text: str) -> str:
-    """Validate a version against the strict pattern and give it its ``v`` prefix."""
-    if not VERSION_PATTERN.match(text):
-        raise UserError(
-            f"`{_clip(text)}` is not a version.",
-            hint="A version looks like `v1.2.3` or `v1.2.3-rc.1` (three numbers, optional "
-                 "pre-release of letters, digits, dots and dashes).",
-        )
+    """Validate a version against the strict pattern and give it its ``v`` prefix.
+
+    Anything outside ASCII ``[0-9A-Za-z.+-]`` is refused with the character, its code point and
+    its position, so that a look-alike (a fullwidth digit) is told apart from what it imitates.
+    """
+    for position, char in enumerate(text, start=1):
+        if char not in VERSION_CHARACTERS:
+            kind = "a non-ASCII character" if ord(char) > 127 else "the character"
+            raise UserError(
+                f"`{_clip(text)}` is not a version: it has {kind} {describe_character(char)} "
+                f"at position {position}; {_VERSION_ALPHABET}.",
+                hint=_VERSION_HINT,
+            )
+    if not VERSION_PATTERN.fullmatch(text):
+        raise UserError(f"`{_clip(text)}` is not a version.", hint=_VERSION_HINT)
     return text if text.startswith("v") else "v" + text
+
+
+def describe_character(char: str) -> str:
+    """``'x' (U+FF11 FULLWIDTH DIGIT ONE)``: a character as Slack may show it, and its name.
+
+    Invisible and control characters (a right-to-left override, a zero-width space) are named
+    only: shown, they would rearrange or hide the message around them.
+    """
+    code = f"U+{ord(char):04X}"
+    name = unicodedata.name(char, "")
+    label = f"{code} {name}" if name else code
+    if _invisible(char) or unicodedata.category(char)[0] == "M" or char == "`":
+        return f"({label})"
+    quote = '"' if char == "'" else "'"
+    return f"{quote}{escape(char)}{quote} ({label})"
+
+
+def _invisible(char: str) -> bool:
+    # Control, format (bidi overrides, zero-width), separators other than a plain space,
+    # unassigned and private-use characters.
+    return unicodedata.category(char)[0] in "CZ" and char != " "
 
 
 def _clip(text: str, limit: int = 40) -> str:
     text = text if len(text) <= limit else text[: limit - 1] + "…"
-    # Echoed user text must not format, link or ping (``<!channel>``) in Slack.
-    return text.replace("`", "'").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    # Echoed user text must not format, link or ping (``<!channel>``) in Slack, nor reorder or
+    # hide what surrounds it (a right-to-left override, a zero-width space): those are shown as
+    # their code points.
+    text = "".join(f"<U+{ord(ch):04X}>" if _invisible(ch) else ch for ch in text)
+    return escape(text.replace("`", "'"))
 
 
 def _usage(name: str) -> str:
@@ -208,10 +254,15 @@ def _reason(tokens: _Tokens, required: bool) -> str | None:
 
 def _number(text: str, what: str, name: str, limit: int) -> int:
     cleaned = text.lstrip("#")
-    if not cleaned.isdigit() or not 0 < int(cleaned) <= limit:
+    # ASCII digits only: str.isdigit() takes '١٢' (int() reads it as 12) and '²' (int() fails).
+    if not _ascii_digits(cleaned) or len(cleaned) > 12 or not 0 < int(cleaned) <= limit:
         raise UserError(f"`{_clip(text)}` is not a {what} (a whole number from 1 to {limit}).",
                         hint=_usage(name))
     return int(cleaned)
+
+
+def _ascii_digits(text: str) -> bool:
+    return bool(text) and text.isascii() and text.isdigit()
 
 
 def _at(tokens: _Tokens) -> tuple[datetime | None, str | None]:
@@ -222,7 +273,8 @@ def _at(tokens: _Tokens) -> tuple[datetime | None, str | None]:
     time_part = words[1] if len(words) > 1 else ""
     zone = words[2] if len(words) > 2 else None
     # Put back anything that is not part of the time ("at 2026-12-01 10:00 --x" keeps flags).
-    if not re.fullmatch(r"\d{1,2}:\d{2}", time_part):
+    if not re.fullmatch(r"[0-9]{1,2}:[0-9]{2}", time_part) or \
+            not re.fullmatch(r"[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}", date_part):
         raise UserError(
             f"`at {_clip(' '.join(words))}` is not a date and time.",
             hint="Write `at YYYY-MM-DD HH:MM`, optionally followed by a time zone such as "
@@ -337,9 +389,9 @@ def _parse_env_number(tokens: _Tokens, what: str, limit: int) -> Command:
     number: int | None = None
     for word in list(tokens.words):
         tokens.words.remove(word)
-        if word.isdigit() and number is None:
+        if _ascii_digits(word) and number is None:
             number = _number(word, what, tokens.name, limit)
-        elif environment is None and not word.isdigit():
+        elif environment is None and not _ascii_digits(word):
             environment = word.lower()
         else:
             tokens.words.append(word)

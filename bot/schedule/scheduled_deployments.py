@@ -56,7 +56,7 @@ MAJOR_AUDIENCE = "leadership"
 
 _S = DeploymentState
 _WAITING = (_S.PENDING_APPROVAL, _S.SCHEDULED)
-_MAJOR = re.compile(r"v?(\d+)(?:\.(\d+))?(?:\.(\d+))?")
+_MAJOR = re.compile(r"v?([0-9]+)(?:\.([0-9]+))?(?:\.([0-9]+))?", re.ASCII)  # not look-alikes
 
 
 def is_major(version: str | None, live_version: str | None) -> bool:
