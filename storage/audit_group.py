@@ -21,7 +21,7 @@ from sqlalchemy import insert, update
 from sqlmodel import col
 
 from procedures.clock import Clock
-from storage.audit import AuditLog, VerifyResult, canonical_detail, event_hash
+from storage.audit import AuditKeyring, AuditLog, VerifyResult, canonical_detail
 from storage.db import Database
 from storage.models import AuditEvent, AuditHead
 
@@ -187,17 +187,23 @@ class GroupCommitAuditLog:
             head = self._audit._lock_head(session)
             last_id, last_hash = head.last_id, head.last_hash
             rows: list[dict[str, Any]] = []
+            first_at = (batch[0].at or self._clock.now()).astimezone(UTC)
+            rotation = self._audit.rotation_row(session, last_id, last_hash, first_at)
+            if rotation is not None:  # the key changed since the last row: say so first
+                rows.append(rotation)
+                last_id, last_hash = rotation["id"], rotation["hash"]
             for pending in batch:
                 kwargs = pending.kwargs
                 detail = canonical_detail(kwargs["detail"])
                 at = (pending.at or self._clock.now()).astimezone(UTC)
-                digest = event_hash(last_hash, at, pending.actor, pending.action,
-                                    kwargs["deployment_id"], kwargs["environment"], detail)
+                key_id, digest = self._audit.seal(last_hash, at, pending.actor, pending.action,
+                                                  kwargs["deployment_id"],
+                                                  kwargs["environment"], detail)
                 last_id += 1
                 row = {"id": last_id, "at": at, "actor": pending.actor,
                        "action": pending.action, "deployment_id": kwargs["deployment_id"],
                        "environment": kwargs["environment"], "detail": detail,
-                       "prev_hash": last_hash, "hash": digest}
+                       "prev_hash": last_hash, "hash": digest, "key_id": key_id}
                 rows.append(row)
                 if pending.waited:  # only a waiter reads the row back
                     pending.result = AuditEvent(**row)
@@ -217,6 +223,6 @@ class GroupCommitAuditLog:
         self.flush()
         return self._audit.recent(limit, deployment_id)
 
-    def verify(self) -> VerifyResult:
+    def verify(self, keyring: AuditKeyring | None = None) -> VerifyResult:
         self.flush()
-        return self._audit.verify()
+        return self._audit.verify(keyring)

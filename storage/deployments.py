@@ -23,7 +23,7 @@ from procedures.model import (
     StepState,
 )
 from procedures.store import UNCHANGED, AuditEntry, NotRunning, Unchanged
-from storage.audit import AuditLog, canonical_detail, event_hash
+from storage.audit import AuditLog, canonical_detail
 from storage.db import Database
 from storage.models import AuditEvent, AuditHead, Deployment, StepRun
 from storage.sql import insert_ignoring_conflict, upsert
@@ -622,12 +622,12 @@ class DeploymentRepository:
         last_id, last_hash = head
         detail = canonical_detail(entry.detail)
         at = self._clock.now().astimezone(UTC)
-        digest = event_hash(last_hash, at, entry.actor, entry.action, deployment_id,
-                            entry.environment, detail)
+        key_id, digest = self._audit.seal(last_hash, at, entry.actor, entry.action,
+                                          deployment_id, entry.environment, detail)
         values = {
             "e_id": last_id + 1, "e_at": at, "e_actor": entry.actor, "e_action": entry.action,
             "e_deployment_id": deployment_id, "e_environment": entry.environment,
-            "e_detail": detail, "e_prev_hash": last_hash, "e_hash": digest,
+            "e_detail": detail, "e_prev_hash": last_hash, "e_hash": digest, "e_key_id": key_id,
         }
         for write in self._audit_statements():
             connection.execute(write, values)
@@ -641,7 +641,7 @@ class DeploymentRepository:
             insert_ = insert(_AUDIT_EVENTS).values({
                 c: bindparam(f"e_{c}", type_=_AUDIT_EVENTS.c[c].type) for c in (
                     "id", "at", "actor", "action", "deployment_id", "environment", "detail",
-                    "prev_hash", "hash")
+                    "prev_hash", "hash", "key_id")
             })
             move = update(_AUDIT_HEAD).where(_AUDIT_HEAD.c.id == 1).values(
                 last_id=bindparam("e_id"), last_hash=bindparam("e_hash"))
