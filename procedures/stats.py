@@ -1,7 +1,9 @@
 """Deployment figures for ``/qlp stats``: the seed's dashboard and the four DORA keys.
 
-Pure computation over plain records (:class:`DeploymentFacts`); the bot builds them from the
-deployment rows. Nothing here reads a clock or a database: ``now`` is passed in.
+Pure computation: the figures come from a period's :class:`PeriodTotals`, which the database
+computes for the bot (``storage.stats_queries``, in SQL, exact over any number of deployments)
+and :func:`totals_of` computes from plain records (:class:`DeploymentFacts`), the reference the
+SQL is tested against. Nothing here reads a clock or a database: ``now`` is passed in.
 
 Definitions (each figure is ``None`` when there is nothing to compute it over):
 
@@ -117,44 +119,101 @@ class DeploymentStats:
         return self.automatic_rollbacks + self.manual_rollbacks
 
 
+@dataclass(frozen=True)
+class PeriodTotals:
+    """The counts, sums and medians the figures are made of, over one period's deployments.
+
+    Computed here from records (:func:`totals_of`) or by the database
+    (``storage.stats_queries``, exact over any number of rows); either way
+    :func:`stats_from_totals` turns them into the figures, so the definitions live once.
+    """
+
+    deployments: int = 0
+    requests: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    not_run: int = 0
+    in_progress: int = 0
+    duration_total: timedelta = timedelta()
+    durations: int = 0
+    automatic_rollbacks: int = 0
+    manual_rollbacks: int = 0
+    production_successes: int = 0
+    lead_time_median: timedelta | None = None
+    restore_median: timedelta | None = None
+    restored_incidents: int = 0
+    open_incidents: int = 0
+
+
+def period_start(now: datetime, days: int) -> datetime:
+    """The first moment of the ``days`` before ``now`` (the period is ``[start, now]``)."""
+    if days < 1:
+        raise ValueError("days must be at least 1")
+    return now - timedelta(days=days)
+
+
 def compute_stats(records: Iterable[DeploymentFacts], *, now: datetime, days: int,
                   frequency_environment: str) -> DeploymentStats:
     """The figures over the deployments requested in the ``days`` before ``now``."""
-    if days < 1:
-        raise ValueError("days must be at least 1")
-    since = now - timedelta(days=days)
+    since = period_start(now, days)
     period = [r for r in records if since <= r.requested_at <= now]
+    return stats_from_totals(totals_of(period, frequency_environment), now=now, days=days,
+                             frequency_environment=frequency_environment)
+
+
+def totals_of(period: Sequence[DeploymentFacts], frequency_environment: str) -> PeriodTotals:
+    """The totals of the deployments of one period (already chosen by the caller)."""
     changes = [r for r in period if r.is_change]
     succeeded = [r for r in changes if r.succeeded]
     failed = [r for r in changes if r.failed]
     completed = succeeded + failed
     durations = [r.finished_at - r.started_at for r in completed
                  if r.started_at is not None and r.finished_at is not None]
-    automatic = sum(1 for r in changes if r.state is DeploymentState.ROLLED_BACK
-                    and not r.cancelled)
-    manual = sum(1 for r in period if r.kind is ProcedureKind.ROLLBACK and r.succeeded)
-    weeks = days / 7
-    production = [r for r in succeeded if r.environment == frequency_environment]
     lead_times = [r.finished_at - r.requested_at for r in succeeded if r.finished_at is not None]
     restores, still_open = _restore_times(period)
-    return DeploymentStats(
-        since=since, until=now, days=days, frequency_environment=frequency_environment,
+    return PeriodTotals(
         deployments=len(period), requests=len(changes),
-        completed=len(completed), succeeded=len(succeeded), failed=len(failed),
+        succeeded=len(succeeded), failed=len(failed),
         cancelled=sum(1 for r in changes if r.was_cancelled),
         not_run=sum(1 for r in changes if r.state in NOT_RUN_STATES),
         in_progress=sum(1 for r in changes if not r.state.terminal),
-        success_rate=_ratio(len(succeeded), len(completed)),
-        mean_duration=_mean(durations),
-        automatic_rollbacks=automatic, manual_rollbacks=manual,
-        rollbacks_per_week=(automatic + manual) / weeks,
-        production_successes=len(production),
-        deployments_per_day=len(production) / days,
-        deployments_per_week=len(production) / weeks,
+        duration_total=sum(durations, timedelta()), durations=len(durations),
+        automatic_rollbacks=sum(1 for r in changes if r.state is DeploymentState.ROLLED_BACK
+                                and not r.cancelled),
+        manual_rollbacks=sum(1 for r in period if r.kind is ProcedureKind.ROLLBACK
+                             and r.succeeded),
+        production_successes=sum(1 for r in succeeded
+                                 if r.environment == frequency_environment),
         lead_time_median=_median(lead_times),
-        change_failure_rate=_ratio(len(failed), len(completed)),
         restore_median=_median(restores), restored_incidents=len(restores),
         open_incidents=still_open,
+    )
+
+
+def stats_from_totals(totals: PeriodTotals, *, now: datetime, days: int,
+                      frequency_environment: str) -> DeploymentStats:
+    """The figures of a period from its totals (see the module docstring)."""
+    since = period_start(now, days)
+    t = totals
+    completed = t.succeeded + t.failed
+    weeks = days / 7
+    return DeploymentStats(
+        since=since, until=now, days=days, frequency_environment=frequency_environment,
+        deployments=t.deployments, requests=t.requests,
+        completed=completed, succeeded=t.succeeded, failed=t.failed,
+        cancelled=t.cancelled, not_run=t.not_run, in_progress=t.in_progress,
+        success_rate=_ratio(t.succeeded, completed),
+        mean_duration=t.duration_total / t.durations if t.durations else None,
+        automatic_rollbacks=t.automatic_rollbacks, manual_rollbacks=t.manual_rollbacks,
+        rollbacks_per_week=(t.automatic_rollbacks + t.manual_rollbacks) / weeks,
+        production_successes=t.production_successes,
+        deployments_per_day=t.production_successes / days,
+        deployments_per_week=t.production_successes / weeks,
+        lead_time_median=t.lead_time_median,
+        change_failure_rate=_ratio(t.failed, completed),
+        restore_median=t.restore_median, restored_incidents=t.restored_incidents,
+        open_incidents=t.open_incidents,
     )
 
 
@@ -184,12 +243,6 @@ def _restore_times(period: Sequence[DeploymentFacts]) -> tuple[list[timedelta], 
 
 def _ratio(part: int, whole: int) -> float | None:
     return part / whole if whole else None
-
-
-def _mean(values: Sequence[timedelta]) -> timedelta | None:
-    if not values:
-        return None
-    return sum(values, timedelta()) / len(values)
 
 
 def _median(values: Sequence[timedelta]) -> timedelta | None:

@@ -57,6 +57,8 @@ class Deployment(SQLModel, table=True):
     __table_args__ = (
         Index("ix_deployments_state_created_at", "state", "created_at"),
         Index("ix_deployments_environment_created_at", "environment", "created_at"),
+        Index("ix_deployments_created_at", "created_at"),  # /qlp stats (migration 0004)
+        Index("ix_deployments_environment_id", "environment", "id"),  # /qlp history <env>
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -165,6 +167,7 @@ class Notification(SQLModel, table=True):
     __table_args__ = (
         Index("ix_notifications_state_ordering_key_id", "state", "ordering_key", "id"),
         Index("ix_notifications_state_next_attempt_at", "state", "next_attempt_at"),
+        Index("ix_notifications_state_sent_at", "state", "sent_at"),  # retention (0004)
         CheckConstraint(_in("kind", NOTIFICATION_KINDS), name="kind"),
         CheckConstraint(_in("state", NOTIFICATION_STATES), name="state"),
     )

@@ -12,7 +12,7 @@ from bot.formatting import escape, local_time
 from bot.grammar import Command
 from bot.lookup import environment_of
 from procedures.durations import format_duration
-from procedures.store import DeploymentRecord
+from storage.stats_queries import HistoryEntry, StatsQueries
 
 DEFAULT_COUNT = 10
 ERROR_LIMIT = 80
@@ -27,7 +27,8 @@ def history_text(ctx: HandlerContext, command: Command) -> str:
     services = ctx.services
     env = environment_of(services.policy, command.environment) if command.environment else None
     count = command.number or DEFAULT_COUNT
-    deployments = services.deployments.list_recent(env, limit=count)
+    # The deployments and their approvers in one read (not one query per line).
+    deployments = StatsQueries(services.database).history(env, count)
     where = f" to {env}" if env else ""
     if not deployments:
         return f"No deployments{where} yet."
@@ -46,12 +47,10 @@ def history_text(ctx: HandlerContext, command: Command) -> str:
     return "\n".join(lines)
 
 
-def _line(ctx: HandlerContext, deployment: DeploymentRecord) -> str:
+def _line(ctx: HandlerContext, entry: HistoryEntry) -> str:
     services = ctx.services
     zone = services.policy.zone
-    assert deployment.id is not None
-    approvers = [a.actor for a in services.approvals.for_deployment(
-        deployment.id, deployment.plan_hash or "") if a.decision == "approve"]
+    deployment, approvers = entry.deployment, entry.approvers
     state = deployment.state
     parts = [
         f"#{deployment.id} {deployment.kind.value} {deployment.version or '-'} → "

@@ -1,13 +1,13 @@
 """``/qlp stats [env] [days]``: the seed's dashboard figures (success rate, mean duration,
 rollback frequency) and the four DORA keys over the last ``days`` (30 unless asked).
 
-The figures are computed by :mod:`procedures.stats` from plain records built here; the
-definitions live in its docstring.
+The database computes the period's totals in SQL (:mod:`storage.stats_queries`, exact over any
+number of deployments) and :mod:`procedures.stats` turns them into the figures; the definitions
+live in its docstring.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import timedelta
 
 from bot.context import HandlerContext
@@ -15,13 +15,10 @@ from bot.formatting import local_time
 from bot.grammar import Command
 from bot.lookup import environment_of
 from procedures.durations import format_duration
-from procedures.engine import CANCELLED_BY
-from procedures.stats import DeploymentFacts, DeploymentStats, compute_stats
-from procedures.store import DeploymentRecord
+from procedures.stats import DeploymentStats, period_start, stats_from_totals
+from storage.stats_queries import StatsQueries
 
 DEFAULT_DAYS = 30
-# The newest this many deployments are read; a period that holds more says so.
-READ_LIMIT = 5000
 
 
 def stats_text(ctx: HandlerContext, command: Command) -> str:
@@ -31,33 +28,22 @@ def stats_text(ctx: HandlerContext, command: Command) -> str:
     env = environment_of(policy, command.environment) if command.environment else None
     days = command.number or DEFAULT_DAYS
     now = services.clock.now()
-    rows = services.deployments.list_recent(env, limit=READ_LIMIT)
-    stats = compute_stats(facts_of(rows), now=now, days=days,
-                          frequency_environment=env or policy.environment_name(None))
+    frequency_environment = env or policy.environment_name(None)
+    totals = StatsQueries(services.database).totals(
+        since=period_start(now, days), until=now, environment=env,
+        frequency_environment=frequency_environment)
+    stats = stats_from_totals(totals, now=now, days=days,
+                              frequency_environment=frequency_environment)
     where = f" to {env}" if env else ""
     period = f"the last {days} day{'s' if days > 1 else ''}"
     if stats.empty:
         return f"No deployments{where} in {period}."
-    truncated = (len(rows) == READ_LIMIT and rows[-1].created_at >= stats.since)
-    return _render(ctx, stats, where, period, truncated)
+    return _render(ctx, stats, where, period)
 
 
-def facts_of(rows: Iterable[DeploymentRecord]) -> list[DeploymentFacts]:
-    """The records :func:`compute_stats` reads, from deployment rows."""
-    return [DeploymentFacts(
-        id=row.id or 0, kind=row.kind, environment=row.environment, state=row.state,
-        requested_at=row.created_at, started_at=row.started_at, finished_at=row.finished_at,
-        cancelled=bool(row.error and row.error.startswith(CANCELLED_BY)),
-    ) for row in rows]
-
-
-def _render(ctx: HandlerContext, s: DeploymentStats, where: str, period: str,
-            truncated: bool) -> str:
+def _render(ctx: HandlerContext, s: DeploymentStats, where: str, period: str) -> str:
     zone = ctx.services.policy.zone
     lines = [f"*Deployments{where}, {period}* (since {local_time(s.since, zone)})"]
-    if truncated:
-        lines.append(f"_Only the newest {READ_LIMIT} deployments were read; the figures cover "
-                     "them alone._")
     lines.append(
         f"Requests: {s.requests}: {s.completed} completed ({s.succeeded} succeeded, "
         f"{s.failed} failed or rolled back), {s.cancelled} cancelled, {s.not_run} rejected or "
