@@ -45,8 +45,10 @@ def _epoch_us(dialect: str, column: str) -> str:
     """SQL for ``column`` (a timestamp) as integer microseconds since the epoch."""
     if dialect == "postgresql":
         return f"CAST(EXTRACT(EPOCH FROM {column}) * 1000000 AS BIGINT)"
-    # SQLAlchemy stores 'YYYY-MM-DD HH:MM:SS.ffffff' (UTC) on SQLite.
-    return (f"(CAST(strftime('%s', {column}) AS INTEGER) * 1000000"
+    # SQLAlchemy stores 'YYYY-MM-DD HH:MM:SS.ffffff' (UTC) on SQLite. The seconds are read
+    # without the fraction: SQLite rounds a parsed time to milliseconds, so '...:59.9996'
+    # would count as the next second.
+    return (f"(CAST(strftime('%s', substr({column}, 1, 19)) AS INTEGER) * 1000000"
             f" + CAST(substr({column}, 21, 6) AS INTEGER))")
 
 
