@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import random
+import shutil
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -49,6 +52,19 @@ def _enable_wal(cursor: Any) -> None:
             if "locked" not in str(exc) or attempt == _WAL_ATTEMPTS - 1:
                 raise
             time.sleep(0.05 + random.random() * 0.05)
+
+
+MIN_FREE_DISK = 4 * 1024 * 1024
+"""Below this much free space on a SQLite file's disk, the database counts as not writable."""
+
+_PROBES = itertools.count(1)
+
+
+def _one_line(error: BaseException) -> str:
+    """An exception as one line: the driver's own message if there is one, no SQL."""
+    original = getattr(error, "orig", None) or error
+    lines = str(original).strip().splitlines()
+    return lines[0] if lines else type(original).__name__
 
 
 # Connections per process: 16 HTTP threads, the worker's runs and its tasks, with room.
@@ -138,7 +154,8 @@ class Database:
             # Enough connections for every HTTP thread and the worker's runs at once: a
             # listener must never queue for a connection behind Slack's 3 s ack.
             kwargs.update(pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            if not database.startswith("file:"):  # a URI (``?mode=ro&uri=true``) names a file
+                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(self.url, **kwargs)
 
         @event.listens_for(engine, "connect")
@@ -226,6 +243,60 @@ class Database:
         except Exception:  # a health check reports; it does not raise
             log.warning("database ping failed", exc_info=True)
             return False
+
+    def write_problem(self, *, timeout: float = 2.0) -> str | None:
+        """None if the database accepts a write now; else why not, in one line (for liveness
+        and the start-up check). Never raises.
+
+        A table is created and a row inserted in a transaction that is then rolled back: nothing
+        stays, but the database has to accept the write, which a read-only file or mount,
+        ``default_transaction_read_only``, a standby after a failover, or (PostgreSQL extends
+        the table's file) a full disk refuse. SQLite writes its WAL only at commit, so for a
+        SQLite file the free space of its disk is checked too. Another writer holding the lock
+        past ``timeout`` is not a failure: writes work, they are merely queued.
+        """
+        name = f"qlp_write_probe_{os.getpid()}_{next(_PROBES)}"
+        try:
+            with self._engine.connect() as connection:
+                sqlite = connection.dialect.name == "sqlite"
+                raw: Any = connection.connection.driver_connection if sqlite else None
+                if sqlite:
+                    raw.execute(f"PRAGMA busy_timeout={int(timeout * 1000):d}")
+                try:
+                    transaction = connection.begin()
+                    if not sqlite:
+                        connection.exec_driver_sql(
+                            f"SET LOCAL lock_timeout = {int(timeout * 1000):d}")
+                        connection.exec_driver_sql(
+                            f"SET LOCAL statement_timeout = {int(timeout * 1500):d}")
+                    # ``name`` is made of two integers: nothing from outside.
+                    connection.exec_driver_sql(f"CREATE TABLE {name} (beat INTEGER)")
+                    connection.exec_driver_sql(
+                        f"INSERT INTO {name} (beat) VALUES (1)")  # noqa: S608
+                    transaction.rollback()
+                finally:
+                    if sqlite:
+                        raw.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS:d}")
+        except Exception as error:  # a health check reports; it does not raise
+            reason = _one_line(error)
+            if "database is locked" in reason or "lock timeout" in reason:
+                return None
+            return reason
+        return self._disk_problem()
+
+    def _disk_problem(self) -> str | None:
+        if self.dialect != "sqlite":
+            return None
+        database = self.url.database or ""
+        if database in ("", ":memory:") or database.startswith("file:"):
+            return None
+        try:
+            free = shutil.disk_usage(Path(database).expanduser().resolve().parent).free
+        except OSError as error:
+            return _one_line(error)
+        if free < MIN_FREE_DISK:
+            return f"disk full: {free // 1024} KiB free where the database file is"
+        return None
 
     def dispose(self) -> None:
         """Close every pooled connection (at shutdown, and in tests before dropping a db)."""
