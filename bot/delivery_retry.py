@@ -37,14 +37,16 @@ class RetryPolicy:
 
 def retry_or_give_up(outbox: Outbox, notification: Notification, detail: str, *,
                      now: datetime, policy: RetryPolicy,
-                     retry_after: float | None = None) -> float | None:
-    """Record a failed try of a claimed message: due again after the policy's delay, or dead
-    once it has had ``max_attempts`` tries. Returns the delay in seconds, None if given up."""
+                     retry_after: float | None = None,
+                     not_before: float = 0.0) -> float | None:
+    """Record a failed try of a claimed message: due again after the policy's delay (and no
+    sooner than ``not_before`` seconds), or dead once it has had ``max_attempts`` tries.
+    Returns the delay in seconds, None if given up."""
     assert notification.id is not None  # claimed rows always have one
     if notification.attempts >= policy.max_attempts:
         outbox.mark_dead(notification.id,
                          f"gave up after {notification.attempts} attempts: {detail}")
         return None
-    delay = policy.delay(notification.attempts, retry_after)
+    delay = max(policy.delay(notification.attempts, retry_after), not_before)
     outbox.mark_failed(notification.id, detail, now + timedelta(seconds=delay), now=now)
     return delay

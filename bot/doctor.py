@@ -62,7 +62,7 @@ __all__ = [
 
 MANIFEST_BOT_SCOPES: tuple[str, ...] = (
     "commands", "chat:write", "chat:write.public", "usergroups:read", "users:read",
-    "channels:read", "groups:read")
+    "channels:read", "groups:read", "channels:history", "groups:history", "channels:join")
 """The bot scopes of ``manifest.yml`` (``oauth_config.scopes.bot``; a test keeps them equal).
 Kept in code because the manifest is not part of the installed package."""
 
@@ -74,6 +74,9 @@ SCOPE_USE = {
     "users:read": "names on the cards",
     "channels:read": "checking that the bot is in the deployment channel",
     "groups:read": "the same for a private deployment channel",
+    "channels:history": "looking up a post whose answer was lost, so it is not posted twice",
+    "groups:history": "the same in a private deployment channel",
+    "channels:join": "rejoining a public channel the bot was removed from",
 }
 
 

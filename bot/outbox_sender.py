@@ -30,29 +30,58 @@ Delivery rules:
 - 429 (``Retry-After``, 1 s if absent): the message is handed back untried for that long and
   its channel pauses; it does not count towards giving up.
 - 5xx, ``internal_error``-like answers, connection errors: retried with exponential backoff
-  (1, 2, 4 ... capped at 60 s); after ``max_attempts`` tries the message is declared dead.
-- Any other Slack error (``channel_not_found``, ``not_in_channel``, ``invalid_blocks``,
-  ``msg_too_long``, ``invalid_auth``, ``message_not_found`` ...) is permanent: dead at once,
-  logged as an error. A dead message no longer holds back the rest of its key.
+  (1, 2, 4 ... capped at 60 s); after ``max_attempts`` tries the message is declared dead,
+  except a deployment's card, which is never given up for a failure that may pass.
+- Blocked (:data:`BLOCKING_ERRORS`: ``invalid_auth``, ``token_revoked``,
+  ``account_inactive``, ``not_in_channel``, ``channel_not_found`` ...): someone must fix
+  something, and then everything must still go out. The message stays pending (``last_error``
+  ``blocked: <code>``, not counted as an attempt), the workspace (token errors) or the channel
+  pauses with a backoff up to :data:`BLOCKED_BACKOFF`, one message probing at each end of
+  the pause; ``not_in_channel`` first tries ``conversations.join`` once (a public channel the
+  bot was removed from). The first block of an episode is logged as an error and paged
+  (``pager``: ``bot.undelivered.DeliveryPager``), ``/qlp status`` and ``/metrics`` show it
+  (``storage.undelivered``), and the first delivery after it resolves the page. A request
+  whose card could not be posted therefore gets its card (and its Approve button) once
+  Slack takes it again; it does not sit without one.
+- Any other Slack error (``invalid_blocks``, ``msg_too_long``, ``message_not_found`` ...) is
+  permanent: dead at once, logged as an error. A dead message no longer holds back the rest of
+  its key.
 
-Exactly once, nearly: Slack has no idempotency key for ``chat.postMessage``, so delivery is
-at least once. The window for a duplicate is the time between Slack accepting a message and
-the commit that marks it sent (for a card, the same commit stores its ``ts`` on the
-deployment, so the card and the mark can never disagree). Nothing else happens in that window
-(no logging, no other I/O); a crash or a database failure inside it makes the message go out
-again after its lease expires. A lease (60 s) longer than the client timeout keeps two
-replicas from sending one message at once, and a pass stops taking on messages from its batch
-once half the lease is used up.
+Exactly once: Slack has no idempotency key for ``chat.postMessage``, so each post carries its
+outbox id in Slack message metadata (``{"event_type": "qlp_outbox", "event_payload":
+{"outbox_id": N}}``, plus ``merged`` ids when replies were joined; an update carries its own
+on ``chat.update``). A try that may have reached Slack without the bot hearing the answer (a
+timeout, a closed connection, a 5xx: :func:`_classify`'s *ambiguous*) leaves the message
+``unconfirmed`` (``storage.outbox.UNCONFIRMED``) and due again no sooner than ``settle`` (the
+client's timeout: Slack may still be taking it). Before an unconfirmed message is sent again,
+the sender looks it up (``conversations.replies`` for a thread reply, ``conversations.history``
+for a top-level post or a card's update, ``include_all_metadata``, from the newest ``ts`` the
+outbox knows in that thread or key: ``Outbox.last_sent_ts``) and, when Slack has it, marks it
+sent with that ``ts`` instead of posting again. So does a message claimed again after a crash
+mid-call (``attempts`` > 1 and no ``last_error``). ``chat.postMessage`` goes through a copy of
+the client without the SDK's connection-error retries: those would re-post behind the
+sender's back. What is left: an ephemeral message cannot be looked up, so one whose call
+timed out or lost its connection is not sent again (marked sent, ``unconfirmed``); a message
+Slack accepts later than ``settle`` after the bot gave up, or a token without the history
+scopes (the lookup is then skipped with a warning), can still be posted twice.
+
+The crash window: between Slack accepting a message and the commit that marks it sent (for a
+card, the same commit stores its ``ts`` on the deployment, so the card and the mark can never
+disagree). A lease (60 s) longer than the client timeout keeps two replicas from sending one
+message at once, and a pass stops taking on messages from its batch once half the lease is
+used up.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
+from urllib.error import URLError
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
@@ -62,25 +91,51 @@ from bot.delivery_retry import backoff as backoff  # re-exported: the tests read
 from procedures.clock import Clock
 from storage.deployments import DeploymentRepository
 from storage.models import Notification
-from storage.outbox import DEFAULT_LEASE, Outbox
+from storage.outbox import BLOCKED, DEFAULT_LEASE, UNCONFIRMED, Outbox, is_unconfirmed
 
 log = logging.getLogger(__name__)
 
 SLACK_KINDS = ("post", "update", "ephemeral")
 """The outbox kinds this sender delivers."""
 
+EVENT_TYPE = "qlp_outbox"
+"""``metadata.event_type`` of every message the sender posts (``event_payload.outbox_id``)."""
+
 DEFAULT_RETRY_AFTER = 1.0
 CARD_RETRY = timedelta(seconds=1)
 DEFAULT_CARD_WAIT = timedelta(hours=6)
+BLOCKED_BACKOFF = 60.0
+"""The longest pause between two probes of a blocked workspace or channel (seconds)."""
+LOOKUP_PAGE = 200
+LOOKUP_PAGES = 3
 
 RATE_LIMIT_ERRORS = frozenset({"ratelimited", "rate_limited"})
 TRANSIENT_ERRORS = frozenset(
     {"internal_error", "fatal_error", "service_unavailable", "request_timeout"}
 )
+TOKEN_ERRORS = frozenset({"invalid_auth", "not_authed", "token_revoked", "token_expired",
+                          "account_inactive", "missing_scope", "team_access_not_granted"})
+"""Blocking errors about the bot's token: every channel waits."""
+CHANNEL_ERRORS = frozenset({"not_in_channel", "channel_not_found", "is_archived"})
+"""Blocking errors about one channel: that channel waits."""
+BLOCKING_ERRORS = TOKEN_ERRORS | CHANNEL_ERRORS
+READ_BLOCKS = TOKEN_ERRORS - {"missing_scope"}
+"""Blocking errors of a lookup that block the post too (the others only stop the lookup)."""
+WORKSPACE = "*"
+"""The scope of a block caused by the token (a channel id for the others)."""
 
 
 # Merged thread replies stay well inside Slack's 4,000-character text guidance.
 MERGED_TEXT_LIMIT = 3500
+
+
+class BlockPager(Protocol):
+    """Told when Slack delivery becomes blocked and when it flows again (pages on-call)."""
+
+    def blocked(self, scope: str, code: str, detail: str, first_id: int) -> None: ...
+
+    def unblocked(self, scope: str, code: str, first_id: int) -> None: ...
+
 
 class _Done(Exception):
     """Internal: this message is handled (marked or handed back); ``progressed`` for run_once."""
@@ -94,17 +149,32 @@ class _Done(Exception):
 class _Failure:
     """How one failed Slack call is treated."""
 
-    kind: str  # "ratelimited" | "transient" | "permanent"
+    kind: str  # "ratelimited" | "transient" | "blocked" | "permanent"
     detail: str
     retry_after: float = 0.0
+    ambiguous: bool = False  # the call may have done its work (a timeout, a lost answer)
+    code: str = ""
+
+
+@dataclass
+class _Block:
+    """A workspace or channel that Slack refuses for now."""
+
+    code: str
+    detail: str
+    first_id: int
+    tries: int = 0
+    until: float = 0.0  # monotonic end of the current pause
 
 
 class SlackOutboxSender:
     """A :class:`bot.worker.WorkerTask` that delivers ``post``/``update``/``ephemeral`` messages.
 
     ``clock`` gives the outbox's notion of now (retry times, leases); ``monotonic`` measures
-    real elapsed time for pacing (tests pass a controllable one). Pacing and pauses are kept
-    in memory: a restart forgets them, which at worst costs one early post (and a 429).
+    real elapsed time for pacing (tests pass a controllable one). Pacing, pauses and blocks are
+    kept in memory: a restart forgets them, which at worst costs one early post (and a 429).
+    ``settle`` is how long after an ambiguous failure a message is looked up (default: the
+    client's timeout). ``pager`` is told about blocks (see the module's delivery rules).
     """
 
     name = "slack-outbox"
@@ -123,10 +193,16 @@ class SlackOutboxSender:
         max_attempts: int = MAX_ATTEMPTS,
         lease: timedelta = DEFAULT_LEASE,
         card_wait: timedelta = DEFAULT_CARD_WAIT,
+        settle: timedelta | None = None,
+        pager: BlockPager | None = None,
     ) -> None:
         self._outbox = outbox
         self._deployments = deployments
         self._client = client
+        # Posts are never retried inside the SDK: a re-post after a lost answer is exactly the
+        # duplicate the lookup prevents. (Reads and updates keep the client's retries.)
+        self._post_client = copy.copy(client)
+        self._post_client.retry_handlers = []
         self._clock = clock
         self._interval = per_channel_interval
         # chat.update is Tier 3 (about 50 a minute per workspace): a card is updated at most
@@ -136,10 +212,17 @@ class SlackOutboxSender:
         self._batch = batch
         self._monotonic = monotonic
         self._retry = RetryPolicy(max_attempts, MAX_BACKOFF)
+        self._never_give_up = RetryPolicy(2**62, MAX_BACKOFF)
         self._lease = lease
         self._card_wait = card_wait
+        timeout = float(getattr(client, "timeout", 10) or 10)
+        self._settle = settle if settle is not None else timedelta(seconds=timeout)
+        self._pager = pager
         self._last_post: dict[str, float] = {}  # channel -> monotonic time of the last post
         self._paused_until: dict[str, float] = {}  # channel -> monotonic end of a 429 pause
+        self._blocks: dict[str, _Block] = {}  # WORKSPACE or a channel -> its block
+        self._joined: set[str] = set()  # channels conversations.join was tried for
+        self._no_lookup_warned = False
 
     # -- the WorkerTask protocol --------------------------------------------------------------
 
@@ -180,6 +263,10 @@ class SlackOutboxSender:
             log.warning("slack outbox: could not count pending messages", exc_info=True)
             return False
 
+    def blocked(self) -> dict[str, str]:
+        """What this sender knows to be blocked: scope (``*`` or a channel) -> error code."""
+        return {scope: block.code for scope, block in self._blocks.items()}
+
     # -- one message --------------------------------------------------------------------------
 
     def _deliver(self, notification: Notification) -> NoReturn:
@@ -202,30 +289,42 @@ class SlackOutboxSender:
         if payload.get("blocks"):
             args["blocks"] = payload["blocks"]
         merged: list[int] = []
+        thread_ts: str | None = None
         if n.thread_of is not None:
-            channel, card_ts = self._card_of(n, n.thread_of)
-            args["thread_ts"] = card_ts  # always the parent's ts, as a string
+            channel, thread_ts = self._card_of(n, n.thread_of)
+            args["thread_ts"] = thread_ts  # always the parent's ts, as a string
             args["reply_broadcast"] = bool(payload.get("reply_broadcast", False))
+        if self._needs_lookup(n):
+            self._wait_for_channel(n, channel, paced=False)
+            found = self._find_post(n, channel, thread_ts)
+            if found is not None:
+                self._confirm_post(n, channel, found)
+            log.info("slack outbox: message #%s is not in Slack after an unconfirmed try; "
+                     "posting it again", n.id)
         self._wait_for_channel(n, channel, paced=True)
         if n.thread_of is not None and not payload.get("blocks"):
             args["text"], merged = self._merge_replies(n, str(args["text"] or ""))
-        response = self._call(n, channel, lambda: self._client.chat_postMessage(
-            channel=channel, **args))
-        ts = str(response["ts"])
-        card_for = payload.get("card_for")
+        event: dict[str, Any] = {"outbox_id": self._id(n)}
+        if merged:
+            event["merged"] = ",".join(str(m) for m in merged)
+        args["metadata"] = {"event_type": EVENT_TYPE, "event_payload": event}
+        response = self._call(n, channel, lambda: self._post_client.chat_postMessage(
+            channel=channel, **args), write=True)
+        self._mark_posted(n, channel, str(response["ts"]), merged,
+                          str(response.get("channel") or channel))
+
+    def _mark_posted(self, n: Notification, channel: str, ts: str, merged: list[int],
+                     posted_in: str) -> NoReturn:
+        card_for = n.payload.get("card_for")
         now = self._clock.now()
-        if card_for is None:
-            with self._outbox.database.session() as session:
-                marked = self._outbox.mark_sent(self._id(n), ts, now=now, session=session)
+        # The crash window: Slack has the message; until this commit we do not know it.
+        with self._outbox.database.session() as session:
+            marked = self._outbox.mark_sent(self._id(n), ts, now=now, session=session)
+            if marked:
                 for other in merged:
                     self._outbox.mark_sent(other, ts, now=now, session=session,
                                            note=f"merged into #{n.id}")
-        else:
-            posted_in = str(response.get("channel") or channel)
-            # The crash window: Slack has the card; until this commit we do not know it.
-            with self._outbox.database.session() as session:
-                marked = self._outbox.mark_sent(self._id(n), ts, now=now, session=session)
-                if marked:
+                if card_for is not None:
                     self._deployments.update_fields(
                         int(card_for), session=session, card_ts=ts, channel=posted_in
                     )
@@ -233,6 +332,7 @@ class SlackOutboxSender:
             # Its lease ran out mid-call and another sender delivered it too.
             log.warning("slack outbox: message #%s was already marked; posted twice (ts %s)",
                         n.id, ts)
+        self._delivered(channel)
         raise _Done(True)
 
     def _merge_replies(self, n: Notification, text: str) -> tuple[str, list[int]]:
@@ -276,6 +376,11 @@ class SlackOutboxSender:
             raise _Done(True)
         channel, card_ts = self._card_of(n, n.deployment_id)
         self._wait_for_channel(n, channel, paced=False)
+        if self._needs_lookup(n) and self._card_shows(n, channel, card_ts):
+            self._outbox.mark_sent(self._id(n), card_ts, now=self._clock.now(),
+                                   note="confirmed by lookup")
+            self._delivered(channel)
+            raise _Done(True)
         key = str(n.ordering_key)
         mono = self._monotonic()
         free_at = self._last_update.get(key, float("-inf")) + self._card_interval
@@ -283,13 +388,16 @@ class SlackOutboxSender:
             self._release(n, self._clock.now() + timedelta(seconds=free_at - mono), None)
             raise _Done(False)
         self._last_update[key] = mono
-        args: dict[str, Any] = {"text": payload.get("text")}
+        args: dict[str, Any] = {"text": payload.get("text"),
+                                "metadata": {"event_type": EVENT_TYPE,
+                                             "event_payload": {"outbox_id": self._id(n)}}}
         if "blocks" in payload:
             args["blocks"] = payload["blocks"]
         response = self._call(n, channel, lambda: self._client.chat_update(
-            channel=channel, ts=card_ts, **args))
+            channel=channel, ts=card_ts, **args), write=True)
         self._outbox.mark_sent(self._id(n), str(response.get("ts") or card_ts),
                                now=self._clock.now())
+        self._delivered(channel)
         raise _Done(True)
 
     def _ephemeral(self, n: Notification) -> NoReturn:
@@ -301,12 +409,84 @@ class SlackOutboxSender:
         args: dict[str, Any] = {"text": payload.get("text")}
         if payload.get("blocks"):
             args["blocks"] = payload["blocks"]
-        response = self._call(n, n.channel, lambda: self._client.chat_postEphemeral(
-            channel=n.channel, user=user, **args))
+        response = self._call(n, n.channel, lambda: self._post_client.chat_postEphemeral(
+            channel=n.channel, user=user, **args), write=True)
         ts = response.get("message_ts")
         self._outbox.mark_sent(self._id(n), None if ts is None else str(ts),
                                now=self._clock.now())
+        self._delivered(n.channel)
         raise _Done(True)
+
+    # -- looking up what may already be in Slack ----------------------------------------------
+
+    @staticmethod
+    def _needs_lookup(n: Notification) -> bool:
+        """An earlier try may have reached Slack: its answer was lost, or the sender died."""
+        if is_unconfirmed(n.last_error):
+            return True
+        return n.attempts > 1 and n.last_error is None
+
+    def _find_post(self, n: Notification, channel: str,
+                   thread_ts: str | None) -> Mapping[str, Any] | None:
+        """The message Slack has for ``n`` (by its metadata), or None; on a failed read ``n``
+        is handed back, still unconfirmed."""
+        oldest = self._outbox.last_sent_ts(str(n.ordering_key), channel, self._id(n),
+                                           thread_of=n.thread_of) or thread_ts
+        args: dict[str, Any] = {"channel": channel, "include_all_metadata": True,
+                                "limit": LOOKUP_PAGE}
+        if oldest is not None:
+            args["oldest"] = oldest
+        for _ in range(LOOKUP_PAGES):
+            if thread_ts is not None:
+                response = self._read(n, channel, lambda: self._client.conversations_replies(
+                    ts=thread_ts, **args))
+            else:
+                response = self._read(n, channel, lambda: self._client.conversations_history(
+                    **args))
+            if response is None:
+                return None
+            for message in response.get("messages") or []:
+                if _outbox_id(message) == n.id:
+                    return dict(message)
+            cursor = (response.get("response_metadata") or {}).get("next_cursor")
+            if not response.get("has_more") or not cursor:
+                return None
+            args["cursor"] = cursor
+        log.warning("slack outbox: message #%s not found in the %d newest pages; posting it "
+                    "again", n.id, LOOKUP_PAGES)
+        return None
+
+    def _card_shows(self, n: Notification, channel: str, card_ts: str) -> bool:
+        """Whether the card already carries update ``n`` (its metadata names it)."""
+        response = self._read(n, channel, lambda: self._client.conversations_history(
+            channel=channel, oldest=card_ts, latest=card_ts, inclusive=True, limit=1,
+            include_all_metadata=True))
+        if response is None:
+            return False
+        return any(_outbox_id(m) == n.id for m in response.get("messages") or [])
+
+    def _read(self, n: Notification, channel: str,
+              call: Callable[[], Any]) -> Mapping[str, Any] | None:
+        """A lookup call; None when the bot may not read the channel's history (the message
+        then goes out again: at least once). Other failures stop ``n``, still unconfirmed."""
+        try:
+            return self._call(n, channel, call, write=False)
+        except _NoHistory as missing:
+            if not self._no_lookup_warned:
+                self._no_lookup_warned = True
+                log.warning("slack outbox: cannot look messages up (%s: add the "
+                            "channels:history and groups:history scopes); a message whose "
+                            "answer was lost may be posted twice", missing.detail)
+            return None
+
+    def _confirm_post(self, n: Notification, channel: str,
+                      message: Mapping[str, Any]) -> NoReturn:
+        """Slack has ``n`` already: mark it (and the replies merged into it) sent."""
+        event = (message.get("metadata") or {}).get("event_payload") or {}
+        merged = [int(m) for m in str(event.get("merged") or "").split(",") if m.isdigit()]
+        log.info("slack outbox: message #%s was delivered by an unconfirmed try (ts %s); "
+                 "not posting it again", n.id, message.get("ts"))
+        self._mark_posted(n, channel, str(message["ts"]), merged, channel)
 
     # -- the card a message refers to ---------------------------------------------------------
 
@@ -333,12 +513,16 @@ class SlackOutboxSender:
         self._dead(n, f"the card of deployment #{deployment_id} was not posted within "
                       f"{self._card_wait}")
 
-    # -- pacing -------------------------------------------------------------------------------
+    # -- pacing and blocks --------------------------------------------------------------------
 
     def _wait_for_channel(self, n: Notification, channel: str, *, paced: bool) -> None:
         """Return if ``channel`` may be written to now; otherwise hand ``n`` back untried."""
         mono = self._monotonic()
         free_at = self._paused_until.get(channel, 0.0)
+        for scope in (WORKSPACE, channel):
+            block = self._blocks.get(scope)
+            if block is not None:
+                free_at = max(free_at, block.until)
         if paced and channel in self._last_post:
             free_at = max(free_at, self._last_post[channel] + self._interval)
         if mono >= free_at:
@@ -346,11 +530,65 @@ class SlackOutboxSender:
         self._release(n, self._clock.now() + timedelta(seconds=free_at - mono), None)
         raise _Done(False)
 
+    def _delivered(self, channel: str) -> None:
+        """A call in ``channel`` went through: what blocked it (and the token) is fixed."""
+        for scope in (WORKSPACE, channel):
+            block = self._blocks.pop(scope, None)
+            if block is None:
+                continue
+            self._joined.discard(channel)
+            log.warning("slack outbox: delivery %s flows again (it was blocked by %s)",
+                        "to Slack" if scope == WORKSPACE else f"to {scope}", block.code)
+            if self._pager is not None:
+                try:
+                    self._pager.unblocked(scope, block.code, block.first_id)
+                except Exception:
+                    log.exception("slack outbox: could not resolve the delivery page")
+
+    def _block(self, n: Notification, channel: str, failure: _Failure) -> float:
+        """Record a blocking failure; the seconds until the scope is probed again."""
+        scope = WORKSPACE if failure.code in TOKEN_ERRORS else channel
+        block = self._blocks.get(scope)
+        if block is None:
+            block = self._blocks[scope] = _Block(failure.code, failure.detail, self._id(n))
+            where = "every channel" if scope == WORKSPACE else f"channel {channel}"
+            log.error("slack outbox: delivery to %s is blocked: %s; messages stay queued and "
+                      "go out once it is fixed", where, failure.detail)
+            if self._pager is not None:
+                try:
+                    self._pager.blocked(scope, failure.code, failure.detail, block.first_id)
+                except Exception:
+                    log.exception("slack outbox: could not page about the blocked delivery")
+        block.code, block.detail = failure.code, failure.detail
+        block.tries += 1
+        delay = backoff(block.tries, BLOCKED_BACKOFF)
+        block.until = self._monotonic() + delay
+        return delay
+
+    def _try_join(self, channel: str) -> bool:
+        """``conversations.join`` once per block of ``channel``; True if the bot is in it."""
+        if channel in self._joined:
+            return False
+        self._joined.add(channel)
+        try:
+            self._client.conversations_join(channel=channel)
+        except Exception as error:
+            log.warning("slack outbox: could not join %s after not_in_channel: %s", channel,
+                        _classify(error).detail)
+            return False
+        log.warning("slack outbox: joined %s again (Slack said not_in_channel)", channel)
+        return True
+
     # -- calling Slack ------------------------------------------------------------------------
 
-    def _call(self, n: Notification, channel: str, call: Callable[[], Any]) -> Mapping[str, Any]:
-        """Make the Slack call; on failure mark ``n`` as the failure deserves and stop."""
-        if n.kind == "post":
+    def _call(self, n: Notification, channel: str, call: Callable[[], Any], *,
+              write: bool) -> Mapping[str, Any]:
+        """Make the Slack call; on failure mark ``n`` as the failure deserves and stop.
+
+        ``write``: the call posts or changes a message (so an ambiguous failure leaves ``n``
+        unconfirmed); otherwise it is a lookup, and ``n`` keeps what it was.
+        """
+        if write and n.kind == "post":
             self._last_post[channel] = self._monotonic()
         try:
             response = call()
@@ -359,20 +597,47 @@ class SlackOutboxSender:
         else:
             return response
         now = self._clock.now()
+        # A lookup leaves an unconfirmed message unconfirmed; a refused write was not sent.
+        unconfirmed = (not write and self._needs_lookup(n)) or (write and failure.ambiguous)
+        prefix = UNCONFIRMED if unconfirmed else ""
+        if not write and (failure.kind == "permanent" or (
+                failure.kind == "blocked" and failure.code not in READ_BLOCKS)):
+            # No history scope, or a public channel the bot posts to without being in it
+            # (chat:write.public): the lookup cannot be done, the post can.
+            raise _NoHistory(failure.detail)
         if failure.kind == "ratelimited":
             self._paused_until[channel] = self._monotonic() + failure.retry_after
             log.warning("slack outbox: rate limited in %s for %.0fs (message #%s)",
                         channel, failure.retry_after, n.id)
-            self._release(n, now + timedelta(seconds=failure.retry_after), failure.detail)
+            self._release(n, now + timedelta(seconds=failure.retry_after),
+                          prefix + failure.detail)
+        elif failure.kind == "blocked":
+            if failure.code == "not_in_channel" and self._try_join(channel):
+                self._release(n, now, f"{prefix}{failure.detail}; joined the channel")
+                raise _Done(True)
+            delay = self._block(n, channel, failure)
+            # Not an attempt: a blocked message is never given up for it.
+            self._release(n, now + timedelta(seconds=delay), f"{prefix}{BLOCKED}{failure.detail}")
         elif failure.kind == "transient":
-            delay = retry_or_give_up(self._outbox, n, failure.detail, now=now,
-                                     policy=self._retry)
-            if delay is None:
+            if write and failure.ambiguous and n.kind == "ephemeral" and not failure.code:
+                # A timeout or a lost connection (Slack answered nothing): an ephemeral
+                # message cannot be looked up, and sending it again could show it twice.
+                self._outbox.mark_sent(self._id(n), now=now, note=(
+                    f"{UNCONFIRMED}{failure.detail}; not sent again (an ephemeral message "
+                    "cannot be looked up)"))
+                log.warning("slack outbox: ephemeral message #%s may not have been shown (%s)",
+                            n.id, failure.detail)
+                raise _Done(True)
+            policy = self._never_give_up if n.payload.get("card_for") else self._retry
+            retry_in = retry_or_give_up(self._outbox, n, prefix + failure.detail, now=now,
+                                        policy=policy, not_before=self._settle.total_seconds()
+                                        if unconfirmed else 0.0)
+            if retry_in is None:
                 log.error("slack outbox: gave up on message #%s (%s to %s) after %s attempts: %s",
                           n.id, n.kind, channel, n.attempts, failure.detail)
             else:
                 log.info("slack outbox: message #%s failed (%s); retry in %.0fs",
-                         n.id, failure.detail, delay)
+                         n.id, prefix + failure.detail, retry_in)
         else:
             self._outbox.mark_dead(self._id(n), failure.detail)
             log.error("slack outbox: message #%s (%s to %s) can never be delivered: %s",
@@ -396,8 +661,34 @@ class SlackOutboxSender:
         return n.id
 
 
+class _NoHistory(Exception):
+    """Internal: a lookup was refused for good (no history scope, say)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+def _outbox_id(message: Mapping[str, Any]) -> int | None:
+    """The outbox id in a Slack message's metadata, if the sender posted it."""
+    metadata = message.get("metadata")
+    if not isinstance(metadata, Mapping) or metadata.get("event_type") != EVENT_TYPE:
+        return None
+    payload = metadata.get("event_payload")
+    value = payload.get("outbox_id") if isinstance(payload, Mapping) else None
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
 def _classify(error: Exception) -> _Failure:
-    """Rate limit, transient or permanent, from an exception the Slack call raised."""
+    """Rate limit, transient, blocked or permanent, from an exception the Slack call raised.
+
+    *Ambiguous* failures are those after which Slack may have done the work: a 5xx or an
+    ``internal_error``-like answer, a timeout while waiting for the answer, a connection closed
+    before it. A connection that was never made (``URLError``: refused, no route, DNS) is not.
+    """
     if isinstance(error, SlackApiError):
         response = error.response
         status = int(getattr(response, "status_code", 0) or 0)
@@ -407,12 +698,19 @@ def _classify(error: Exception) -> _Failure:
             code = ""
         detail = f"{code or 'error'} (HTTP {status})" if status != 200 else code or "error"
         if status == 429 or code in RATE_LIMIT_ERRORS:
-            return _Failure("ratelimited", detail, _retry_after(response))
+            return _Failure("ratelimited", detail, _retry_after(response), code=code)
         if status >= 500 or status == 408 or code in TRANSIENT_ERRORS:
-            return _Failure("transient", detail)
-        return _Failure("permanent", detail)
-    # Connection refused/reset, timeouts, a proxy's HTML page: the network, not the message.
-    return _Failure("transient", f"{type(error).__name__}: {error}"[:500])
+            return _Failure("transient", detail, ambiguous=True, code=code or str(status))
+        if code in BLOCKING_ERRORS:
+            return _Failure("blocked", detail, code=code)
+        return _Failure("permanent", detail, code=code)
+    detail = f"{type(error).__name__}: {error}"[:500]
+    if isinstance(error, URLError):  # raised before the request was sent
+        return _Failure("transient", detail)
+    # A timeout reading the answer (TimeoutError), a reset or closed connection
+    # (ConnectionError, http.client.HTTPException), anything else mid-way: the request may
+    # have reached Slack. No ``code``: Slack said nothing.
+    return _Failure("transient", detail, ambiguous=True)
 
 
 def _retry_after(response: Any) -> float:

@@ -18,6 +18,29 @@ from storage.sql import insert_ignoring_conflict
 DEFAULT_LEASE = timedelta(seconds=60)
 """How long a claimed message is hidden from other senders before it is tried again."""
 
+UNCONFIRMED = "unconfirmed: "
+"""``last_error`` prefix: an earlier try may have reached the receiver (a timeout, a closed
+connection, a 5xx); the sender looks the message up before sending it again."""
+BLOCKED = "blocked: "
+"""``last_error`` marker (after :data:`UNCONFIRMED` when both hold): the receiver refused the
+message for a reason someone must fix (a revoked token, the bot removed from the channel); the
+message stays pending and goes out once it is fixed. The receiver's error code follows."""
+
+
+def is_unconfirmed(last_error: str | None) -> bool:
+    """Whether a pending message's ``last_error`` says an earlier try may have been delivered."""
+    return last_error is not None and last_error.startswith(UNCONFIRMED)
+
+
+def blocked_reason(last_error: str | None) -> str | None:
+    """The error code after the :data:`BLOCKED` marker of ``last_error``, or None."""
+    if last_error is None:
+        return None
+    _, marker, rest = last_error.partition(BLOCKED)
+    if not marker:
+        return None
+    return rest.split(" ", 1)[0].strip(";,.") or None
+
 
 def default_ordering_key(channel: str, deployment_id: int | None, thread_of: int | None) -> str:
     """Messages about one deployment keep their order; others keep the order of their channel.
@@ -244,6 +267,34 @@ class Outbox:
                        col(Notification.id) > after_id)
                 .order_by(col(Notification.id)).limit(limit)).all())
 
+    def last_sent_ts(self, ordering_key: str, channel: str, before_id: int, *,
+                     thread_of: int | None = None) -> str | None:
+        """The newest Slack ``ts`` among the posts sent before ``before_id`` in its ordering
+        key and ``channel`` (in the thread of deployment ``thread_of``, or top-level): a lower
+        bound for the ts of ``before_id``'s own post, which Slack accepted later than theirs.
+
+        The sender looks an unconfirmed post up from there (``oldest``), not through the whole
+        channel. None when no such post is known.
+        """
+        statement = (
+            select(Notification.slack_ts)
+            .where(col(Notification.ordering_key) == ordering_key,
+                   col(Notification.channel) == channel,
+                   col(Notification.kind) == "post",
+                   col(Notification.state) == "sent",
+                   col(Notification.slack_ts).is_not(None),
+                   col(Notification.id) < before_id)
+            .order_by(col(Notification.id).desc())
+            .limit(50)
+        )
+        if thread_of is None:
+            statement = statement.where(col(Notification.thread_of).is_(None))
+        else:
+            statement = statement.where(col(Notification.thread_of) == thread_of)
+        with self._db.session(read_only=True) as s:
+            found = [str(ts) for ts in s.exec(statement).all() if ts]
+        return max(found, key=_ts_key) if found else None
+
     def _set(self, id: int, *, session: Session | None = None, **values: Any) -> bool:
         with self._db.using(session) as s:
             result = s.exec(
@@ -286,3 +337,11 @@ class Outbox:
                     .limit(limit)
                 ).all()
             )
+
+
+def _ts_key(ts: str) -> tuple[int, int]:
+    seconds, _, micros = ts.partition(".")
+    try:
+        return int(seconds), int(micros or 0)
+    except ValueError:
+        return 0, 0

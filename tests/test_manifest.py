@@ -46,6 +46,9 @@ REQUIRED_BOT_SCOPES = {
     "users:read",
     "channels:read",
     "groups:read",
+    "channels:history",  # the outbox looks up a post whose answer was lost
+    "groups:history",
+    "channels:join",  # and rejoins a public channel after not_in_channel
 }
 
 

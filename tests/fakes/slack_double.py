@@ -3,19 +3,50 @@
 Faults are decided before the stand-in authenticates or serves a call, so a faulted call is
 logged (``ApiCall.faulted``) but changes no state: no message, no ts, no use of a
 ``response_url``. ``response_url`` posts are matched with the method name ``"response_url"``.
+
+On top of the stand-in's model it keeps what the outbox's exactly-once delivery relies on, as
+Slack does it: message ``metadata`` (validated like Slack: an object, ``event_type`` a
+non-empty string, ``event_payload`` an object; stored with the message, replaced by a
+``chat.update`` that carries one) returned by ``conversations.history`` and
+``conversations.replies`` only when ``include_all_metadata`` is true; and channel membership
+(``remove_bot`` / ``conversations.join``).
 """
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import urlsplit
 
-from bot.shell.slack_standin import _API_PREFIX, _RESPONSE_PREFIX, Fault, SlackStandIn
+from bot.shell.slack_standin import (
+    _API_PREFIX,
+    _RESPONSE_PREFIX,
+    Fault,
+    SlackStandIn,
+    StoredMessage,
+    _ApiError,
+    _truthy,
+    _ts_sort_key,
+)
+
+CHAT_METHODS = frozenset({"chat.postMessage", "chat.update", "chat.postEphemeral"})
+"""The methods that post or change messages (``hang_then_accept``'s default)."""
+
+# Arguments the read methods take (Slack's reference); anything else is refused, so that a
+# misspelt ``include_all_metadata`` fails loudly instead of quietly returning no metadata.
+_READ_ARGS = {
+    "conversations.history": frozenset({"channel", "cursor", "include_all_metadata",
+                                        "inclusive", "latest", "limit", "oldest"}),
+    "conversations.replies": frozenset({"channel", "ts", "cursor", "include_all_metadata",
+                                        "inclusive", "latest", "limit", "oldest"}),
+    "conversations.join": frozenset({"channel"}),
+}
+_READ_LIMIT = 1000
 
 _DEFAULT_ERRORS = {429: "ratelimited", 503: "service_unavailable"}
 
@@ -56,8 +87,16 @@ class SlackDouble(SlackStandIn):
     - ``slow(seconds, methods)``: matching calls are answered only after ``seconds`` (real
       time: a Slack that is slow, for benchmarks); ``hold(methods)`` / ``release()``: matching
       calls wait until released (the same in tests, without waiting on the clock).
+    - ``hang_then_accept(seconds, methods)``: matching calls (``chat.*`` by default) hang for
+      ``seconds`` of real time and are then served as usual: a client that gave up after its
+      timeout never hears of it, but the message is stored (Slack accepted it late).
     - ``arrivals(method)``: every call *received*, in order, including those still being
       delayed or held (``calls`` logs a call once it is answered).
+    - ``remove_bot(channel, private=False)``: the bot is no longer a member of ``channel``:
+      ``chat.*`` there answers ``not_in_channel`` unless the token has ``chat:write.public``
+      and the channel is public; ``conversations.join`` (``channels:join``) joins a public
+      one again, ``invite_bot`` any.
+    - ``metadata_of(ts)``: the metadata stored with a message.
     """
 
     def __init__(self, **kwargs: Any) -> None:
@@ -71,6 +110,190 @@ class SlackDouble(SlackStandIn):
         self._held: frozenset[str] | None = frozenset()
         self._released = threading.Event()
         self._arrivals: list[str] = []
+        self._removed: set[str] = set()
+        self._private: set[str] = set()
+
+    def hang_then_accept(self, seconds: float, methods: Iterable[str] | None = CHAT_METHODS
+                         ) -> None:
+        """Let calls of ``methods`` (``chat.*`` by default; every call when None) hang for
+        ``seconds`` of real time, then serve them normally: the message is stored even though
+        a client with a shorter timeout has given up on the call."""
+        self.slow(seconds, methods)
+
+    def remove_bot(self, channel: str, *, private: bool = False) -> None:
+        """The bot was removed from ``channel`` (a private one when ``private``)."""
+        with self._cond:
+            self._removed.add(channel)
+            if private:
+                self._private.add(channel)
+
+    def invite_bot(self, channel: str) -> None:
+        """Someone invited the bot (back) into ``channel``."""
+        with self._cond:
+            self._removed.discard(channel)
+
+    def metadata_of(self, ts: str) -> dict[str, Any] | None:
+        """The metadata stored with the message ``ts`` (None without)."""
+        with self._cond:
+            found = self._metadata.get(ts)
+            return None if found is None else copy.deepcopy(found)
+
+    # -- the model's additions ---------------------------------------------------------------
+
+    def _reset_state(self) -> None:
+        super()._reset_state()
+        self._metadata: dict[str, dict[str, Any]] = {}
+
+    def _methods(self) -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
+        methods = super()._methods()
+        post, update, ephemeral = (methods["chat.postMessage"], methods["chat.update"],
+                                   methods["chat.postEphemeral"])
+        info = methods["conversations.info"]
+
+        def post_message(args: dict[str, Any]) -> dict[str, Any]:
+            self._check_member(args)
+            metadata = _metadata_arg(args)
+            answer = post(args)
+            if metadata is not None:
+                self._metadata[answer["ts"]] = metadata
+                answer["message"]["metadata"] = copy.deepcopy(metadata)
+            return answer
+
+        def update_message(args: dict[str, Any]) -> dict[str, Any]:
+            self._check_member(args)
+            metadata = _metadata_arg(args)
+            answer = update(args)
+            if metadata is not None:
+                self._metadata[answer["ts"]] = metadata
+            return answer
+
+        def post_ephemeral(args: dict[str, Any]) -> dict[str, Any]:
+            self._check_member(args)
+            return ephemeral(args)
+
+        def conversations_info(args: dict[str, Any]) -> dict[str, Any]:
+            answer = info(args)
+            channel = answer["channel"]["id"]
+            if channel in self._removed:
+                answer["channel"]["is_member"] = False
+            return answer
+
+        return {**methods, "chat.postMessage": post_message, "chat.update": update_message,
+                "chat.postEphemeral": post_ephemeral, "conversations.info": conversations_info,
+                "conversations.history": self._conversations_history,
+                "conversations.replies": self._conversations_replies,
+                "conversations.join": self._conversations_join}
+
+    def _is_private(self, channel: str) -> bool:
+        return channel.startswith("G") or channel in self._private
+
+    def _check_member(self, args: dict[str, Any]) -> None:
+        channel = args.get("channel")
+        if not isinstance(channel, str) or channel not in self._removed:
+            return
+        if self._is_private(channel):
+            raise _ApiError("channel_not_found")  # a private channel is invisible to outsiders
+        if "chat:write.public" not in self.scopes:
+            raise _ApiError("not_in_channel")
+
+    def _read_args(self, method: str, args: dict[str, Any]) -> str:
+        """Check a read method's arguments, scope and membership; the channel."""
+        if self.strict:
+            unknown = sorted(set(args) - _READ_ARGS[method])
+            if unknown:
+                raise _ApiError("invalid_arguments", response_metadata={
+                    "messages": [f"[ERROR] unknown argument: {name}" for name in unknown]})
+        channel = self._channel_arg(args)
+        private = self._is_private(channel)
+        needed = "groups:history" if private else "channels:history"
+        if needed not in self.scopes:
+            raise _ApiError("missing_scope", needed=needed, provided=",".join(self.scopes))
+        if channel in self._removed or (self.member_of is not None
+                                        and channel not in self.member_of):
+            raise _ApiError("channel_not_found" if private else "not_in_channel")
+        return channel
+
+    def _page(self, messages: list[StoredMessage], args: dict[str, Any]) -> dict[str, Any]:
+        """Filter by ``oldest``/``latest``/``inclusive``, page by ``limit``/``cursor``."""
+        inclusive = _truthy(args.get("inclusive"))
+        oldest, latest = args.get("oldest"), args.get("latest")
+        try:
+            low = _ts_sort_key(str(oldest)) if oldest not in (None, "") else None
+            high = _ts_sort_key(str(latest)) if latest not in (None, "") else None
+            limit = int(args.get("limit") or 100)
+            start = int(args.get("cursor") or 0)
+        except ValueError:
+            raise _ApiError("invalid_arguments") from None
+        if limit < 1 or start < 0:
+            raise _ApiError("invalid_limit" if limit < 1 else "invalid_cursor")
+        limit = min(limit, _READ_LIMIT)
+
+        def inside(message: StoredMessage) -> bool:
+            key = _ts_sort_key(message.ts)
+            if low is not None and (key < low or (key == low and not inclusive)):
+                return False
+            return not (high is not None and (key > high or (key == high and not inclusive)))
+
+        chosen = [m for m in messages if inside(m)]
+        page = chosen[start:start + limit]
+        more = start + limit < len(chosen)
+        with_metadata = _truthy(args.get("include_all_metadata"))
+        wire = []
+        for message in page:
+            body = self._wire(message)
+            if message.reply_count and not message.is_reply:
+                body["reply_count"] = message.reply_count
+            if with_metadata and message.ts in self._metadata:
+                body["metadata"] = copy.deepcopy(self._metadata[message.ts])
+            wire.append(body)
+        return {"messages": wire, "has_more": more,
+                "response_metadata": {"next_cursor": str(start + limit) if more else ""}}
+
+    def _conversations_history(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = self._read_args("conversations.history", args)
+        # Newest first, as Slack returns a channel's history.
+        top = [self._by_ts[ts] for ts in reversed(self._channels.get(channel, []))]
+        return self._page(top, args)
+
+    def _conversations_replies(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = self._read_args("conversations.replies", args)
+        ts = args.get("ts")
+        parent = self._by_ts.get(ts) if isinstance(ts, str) else None
+        if parent is None or parent.channel != channel or parent.ephemeral:
+            raise _ApiError("thread_not_found")
+        if parent.is_reply:
+            assert parent.thread_ts is not None
+            parent = self._by_ts[parent.thread_ts]
+        replies = [self._by_ts[r] for r in self._replies.get((channel, parent.ts), [])]
+        # Oldest first, the parent always first (Slack returns it whatever the window).
+        answer = self._page(replies, args)
+        head = self._page([parent], {k: v for k, v in args.items()
+                                     if k in ("include_all_metadata",)})["messages"]
+        answer["messages"] = head + answer["messages"]
+        return answer
+
+    def _conversations_join(self, args: dict[str, Any]) -> dict[str, Any]:
+        if self.strict:
+            unknown = sorted(set(args) - _READ_ARGS["conversations.join"])
+            if unknown:
+                raise _ApiError("invalid_arguments")
+        channel = self._channel_arg(args)
+        if "channels:join" not in self.scopes:
+            raise _ApiError("missing_scope", needed="channels:join",
+                            provided=",".join(self.scopes))
+        if self._is_private(channel):
+            raise _ApiError("method_not_supported_for_channel_type")
+        was_member = channel not in self._removed
+        self._removed.discard(channel)
+        if self.member_of is not None:
+            self.member_of.add(channel)
+        answer: dict[str, Any] = {"channel": {
+            "id": channel, "name": channel.lower(), "is_channel": True, "is_group": False,
+            "is_im": False, "is_private": False, "is_archived": False, "is_member": True}}
+        if was_member:
+            answer["warning"] = "already_in_channel"
+            answer["response_metadata"] = {"warnings": ["already_in_channel"]}
+        return answer
 
     def slow(self, seconds: float, methods: Iterable[str] | None = None) -> None:
         """Answer calls of ``methods`` (every method and ``response_url`` when None) only after
@@ -197,3 +420,16 @@ class SlackDouble(SlackStandIn):
                 if chosen is None and every.seen % every.n == 0:
                     chosen = every.fault
         return chosen
+
+
+def _metadata_arg(args: dict[str, Any]) -> dict[str, Any] | None:
+    """``metadata`` checked as Slack checks it (None when absent)."""
+    metadata = args.get("metadata")
+    if metadata is None or metadata == "":
+        return None
+    if not isinstance(metadata, dict):
+        raise _ApiError("invalid_metadata_format")
+    event_type, payload = metadata.get("event_type"), metadata.get("event_payload")
+    if not isinstance(event_type, str) or not event_type or not isinstance(payload, dict):
+        raise _ApiError("invalid_metadata_schema")
+    return {"event_type": event_type, "event_payload": copy.deepcopy(payload)}
