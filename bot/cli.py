@@ -17,6 +17,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from bot.log_redaction import install as redact_logs
+from bot.log_redaction import settings_secrets
 from bot.settings import Settings
 from procedures.errors import ConfigError, QlpError
 
@@ -63,6 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=settings.qlp_log_level.upper(),
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         logging.getLogger("azure").setLevel(logging.WARNING)  # azure-core logs every request
+        redact_logs(settings_secrets(settings))  # no body, response_url or token in any log
         mode = args.mode or choose_mode(settings)
         if mode == "shell":
             from bot.shell.repl import run_shell
