@@ -132,19 +132,20 @@ outcomes AS (
     WHERE f_us IS NOT NULL AND (state = '{S.SUCCEEDED.value}' OR bad = 1)
 ),
 runs AS (
-    -- Outcomes in order of finishing, per environment; grp counts the successes so far, so
-    -- the failures after the k-th success share grp k and the (k+1)-th success closes them.
+    -- Outcomes in order of finishing, per environment; grp counts the successes before each
+    -- one, so the failures after the k-th success and the (k+1)-th success that closes them
+    -- share grp k: an incident is a grp with a failure, open while it has no success.
     SELECT environment, f_us, won,
            sum(won) OVER (PARTITION BY environment ORDER BY f_us, id
-                          ROWS UNBOUNDED PRECEDING) AS grp
+                          ROWS UNBOUNDED PRECEDING) - won AS grp
     FROM outcomes
 ),
 incidents AS (
-    SELECT o.opened, c.f_us AS closed
-    FROM (SELECT environment, grp, min(f_us) AS opened FROM runs WHERE won = 0
-          GROUP BY environment, grp) AS o
-    LEFT JOIN runs AS c
-      ON c.environment = o.environment AND c.won = 1 AND c.grp = o.grp + 1
+    SELECT min(CASE WHEN won = 0 THEN f_us END) AS opened,
+           max(CASE WHEN won = 1 THEN f_us END) AS closed
+    FROM runs
+    GROUP BY environment, grp
+    HAVING min(won) = 0
 ),
 incident_counts AS (
     SELECT count(closed) AS restored_incidents, count(*) - count(closed) AS open_incidents
