@@ -6,7 +6,10 @@
     qlp-bot socket
     qlp-bot shell [--user U123]
     qlp-bot db upgrade
-    qlp-bot audit verify
+    qlp-bot audit verify [--anchors FILE ...]
+                            check the keyed audit chain and its anchors; exit 1 naming the
+                            first altered row, 2 for a wrong or missing audit key
+    qlp-bot audit anchor    anchor the audit chain head now (log, anchor file, audit channel)
     qlp-bot doctor [env]    check what a deployment needs; exit 0 only when one can run
 """
 
@@ -16,6 +19,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from bot.log_redaction import install as redact_logs
 from bot.log_redaction import settings_secrets
@@ -40,7 +44,10 @@ def _parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="the bot's own database")
     db.add_argument("action", choices=["upgrade", "current"])
     audit = sub.add_parser("audit", help="the audit log")
-    audit.add_argument("action", choices=["verify"])
+    audit.add_argument("action", choices=["verify", "anchor"])
+    audit.add_argument("--anchors", action="append", default=[], type=Path, metavar="FILE",
+                       help="verify: also compare with the anchors in FILE (a saved log or an "
+                            "export of the audit channel); repeatable")
     doctor = sub.add_parser("doctor", help="check the policy, database, Slack and each "
                                            "environment's platform; exit 0 when a deployment "
                                            "can run")
@@ -71,6 +78,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bot.shell.repl import run_shell
 
             return run_shell(settings, user=getattr(args, "user", "U0DEV"),
+        if mode in ("shell", "serve", "socket"):
+            from bot.audit_cli import install_audit_key
+
+            install_audit_key(settings, mode)  # every audit row is signed with it
                              channel=getattr(args, "channel", None),
                              color=getattr(args, "color", False))
         if mode == "serve":
@@ -92,9 +103,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return main_doctor(settings, args.environment)
         if mode == "audit":
-            from bot.modes import run_audit_verify
+            from bot.audit_cli import run_audit_anchor, run_audit_verify
 
-            return run_audit_verify(settings)
+            if args.action == "anchor":
+                return run_audit_anchor(settings)
+            return run_audit_verify(settings, anchors=args.anchors)
     except ConfigError as error:
         print(f"qlp-bot: configuration error: {error.message}", file=sys.stderr)
         return EXIT_CONFIG

@@ -39,6 +39,16 @@ class Settings(BaseSettings):
     qlp_scheduler_lease: float = Field(default=30.0, gt=0, alias="QLP_SCHEDULER_LEASE")
     # The SMTP password for `notifications.email.username` in the policy (never in the file).
     smtp_password: str | None = Field(default=None, alias="SMTP_PASSWORD", repr=False)
+    # The audit chain's HMAC key (README "Audit key"): never stored in the database. Unset, a
+    # key generated in QLP_HOME/audit.key is used (serve and socket modes warn). Rotation: the
+    # previous keys in QLP_AUDIT_OLD_KEYS ("key" or "id:key", comma-separated) still verify.
+    qlp_audit_key: str | None = Field(default=None, alias="QLP_AUDIT_KEY", repr=False)
+    qlp_audit_key_id: str | None = Field(default=None, alias="QLP_AUDIT_KEY_ID")
+    qlp_audit_old_keys: str | None = Field(default=None, alias="QLP_AUDIT_OLD_KEYS", repr=False)
+    # The chain head is anchored (posted here, logged, appended to the anchor file) this often.
+    qlp_audit_channel: str | None = Field(default=None, alias="QLP_AUDIT_CHANNEL")
+    qlp_audit_anchor_every: float = Field(default=900.0, gt=0, alias="QLP_AUDIT_ANCHOR_EVERY")
+    qlp_audit_anchor_file: Path | None = Field(default=None, alias="QLP_AUDIT_ANCHOR_FILE")
 
     @property
     def database_url(self) -> str:

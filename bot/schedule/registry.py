@@ -22,4 +22,7 @@ def build_due_works(services: Services) -> list[DueWork]:
     from bot.schedule.lock_reminders import LockReminders
 
     works.append(LockReminders(services.environments, services.outbox, services.policy))
+    from bot.schedule.audit_anchor import AuditAnchors
+
+    works.append(AuditAnchors.from_services(services))
     return works
