@@ -74,14 +74,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("azure").setLevel(logging.WARNING)  # azure-core logs every request
         redact_logs(settings_secrets(settings))  # no body, response_url or token in any log
         mode = args.mode or choose_mode(settings)
-        if mode == "shell":
-            from bot.shell.repl import run_shell
-
-            return run_shell(settings, user=getattr(args, "user", "U0DEV"),
         if mode in ("shell", "serve", "socket"):
             from bot.audit_cli import install_audit_key
 
             install_audit_key(settings, mode)  # every audit row is signed with it
+        if mode == "shell":
+            from bot.shell.repl import run_shell
+
+            return run_shell(settings, user=getattr(args, "user", "U0DEV"),
                              channel=getattr(args, "channel", None),
                              color=getattr(args, "color", False))
         if mode == "serve":
