@@ -43,9 +43,10 @@ COPY qlp.example.yml /app/qlp.example.yml
 # Numeric uid:gid of `qlp`, so Kubernetes' runAsNonRoot can verify it without /etc/passwd.
 USER 10001:10001
 
-# POST /slack/events, GET /healthz, GET /metrics
+# POST /slack/events, GET /healthz (liveness), GET /readyz (readiness), GET /metrics
 EXPOSE 3000
 
+# Liveness: the database accepts a write and the worker runs; Slack's state never fails it.
 HEALTHCHECK --interval=30s --timeout=3s --start-period=10s CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:3000/healthz', timeout=2).status == 200 else 1)"
 
 # Exec form: the bot is PID 1 and receives SIGTERM from `docker stop` directly.
