@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +22,7 @@ class Metrics:
         self._sum = 0.0
         self._count = 0
         self._gauges: dict[str, Callable[[], float]] = {}
+        self._labelled: dict[str, tuple[str, Callable[[], Mapping[str, float]]]] = {}
 
     def observe_request(self, status: int, seconds: float) -> None:
         with self._lock:
@@ -35,6 +36,12 @@ class Metrics:
     def gauge(self, name: str, read: Callable[[], float]) -> None:
         """Register a gauge whose value is read at scrape time."""
         self._gauges[name] = read
+
+    def labelled_gauge(self, name: str, label: str,
+                       read: Callable[[], Mapping[str, float]]) -> None:
+        """Register a gauge with one label, read at scrape time as ``{label value: value}``
+        (no samples when the mapping is empty)."""
+        self._labelled[name] = (label, read)
 
     def render(self) -> str:
         with self._lock:
@@ -54,4 +61,18 @@ class Metrics:
                 log.debug("gauge %s could not be read", name, exc_info=True)
                 continue
             lines += [f"# TYPE {name} gauge", f"{name} {value}"]
+        for name, (label, read_all) in sorted(self._labelled.items()):
+            try:
+                values = dict(read_all())
+            except Exception:
+                log.debug("gauge %s could not be read", name, exc_info=True)
+                continue
+            lines.append(f"# TYPE {name} gauge")
+            lines += [f'{name}{{{label}="{_label_value(key)}"}} {value}'
+                      for key, value in sorted(values.items())]
         return "\n".join(lines) + "\n"
+
+
+def _label_value(value: str) -> str:
+    """A Prometheus label value, escaped (backslash, double quote, newline)."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

@@ -15,6 +15,7 @@ from bot.http_server import HttpServer, SlackWsgiApp, raise_open_files_limit
 from bot.metrics import Metrics
 from bot.policy_source import load_configured_policy
 from bot.settings import Settings
+from bot.undelivered import blocked_gauges
 from bot.wiring import Services, build_services
 from procedures.errors import ConfigError
 from storage.db import Database
@@ -129,6 +130,9 @@ def run_serve(settings: Settings, *, host: str, port: int, threads: int) -> int:
                               database=open_writable_database(settings))
     metrics = Metrics()
     metrics.gauge("qlp_outbox_pending", lambda: float(services.outbox.pending_count()))
+    # Slack messages held back by a blocking error (a revoked token, the bot out of a channel).
+    metrics.labelled_gauge("qlp_slack_delivery_blocked", "reason",
+                           lambda: blocked_gauges(services.database))
     app = create_app(services, signing_secret=settings.slack_signing_secret)
     raise_open_files_limit()
     server = HttpServer(SlackWsgiApp(app, CachedHealth(services), metrics,

@@ -199,10 +199,6 @@ class SlackOutboxSender:
         self._outbox = outbox
         self._deployments = deployments
         self._client = client
-        # Posts are never retried inside the SDK: a re-post after a lost answer is exactly the
-        # duplicate the lookup prevents. (Reads and updates keep the client's retries.)
-        self._post_client = copy.copy(client)
-        self._post_client.retry_handlers = []
         self._clock = clock
         self._interval = per_channel_interval
         # chat.update is Tier 3 (about 50 a minute per workspace): a card is updated at most
@@ -215,14 +211,28 @@ class SlackOutboxSender:
         self._never_give_up = RetryPolicy(2**62, MAX_BACKOFF)
         self._lease = lease
         self._card_wait = card_wait
-        timeout = float(getattr(client, "timeout", 10) or 10)
-        self._settle = settle if settle is not None else timedelta(seconds=timeout)
+        self._settle_option = settle
         self._pager = pager
         self._last_post: dict[str, float] = {}  # channel -> monotonic time of the last post
         self._paused_until: dict[str, float] = {}  # channel -> monotonic end of a 429 pause
         self._blocks: dict[str, _Block] = {}  # WORKSPACE or a channel -> its block
         self._joined: set[str] = set()  # channels conversations.join was tried for
         self._no_lookup_warned = False
+
+    @property
+    def _post_client(self) -> WebClient:
+        """The client without the SDK's connection-error retries, for posts: a re-post after
+        a lost answer is exactly the duplicate the lookup prevents. (Reads and updates keep
+        the client's retries.) A shallow copy per call, so it follows the client's settings."""
+        plain = copy.copy(self._client)
+        plain.retry_handlers = []
+        return plain
+
+    @property
+    def _settle(self) -> timedelta:
+        if self._settle_option is not None:
+            return self._settle_option
+        return timedelta(seconds=float(getattr(self._client, "timeout", 10) or 10))
 
     # -- the WorkerTask protocol --------------------------------------------------------------
 

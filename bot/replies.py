@@ -27,7 +27,8 @@ def error_text(error: BaseException) -> str:
     if isinstance(error, ConflictError):
         return _join(f":information_source: {error.message}", error.hint)
     if isinstance(error, ExternalServiceError):
-        again = " It will be retried." if error.retryable else ""
+        # Nothing retries a command or a click by itself: say what the person can do.
+        again = " This may pass: try again in a minute." if error.retryable else ""
         return f":x: {error.message}.{again}"
     if isinstance(error, StepFailure):
         return _join(f":x: {error.message}", error.hint)

@@ -27,6 +27,7 @@ from bot.schedule.registry import build_due_works
 from bot.schedule.scheduler import LeasedScheduler
 from bot.settings import Settings
 from bot.slack_reporter import SlackReporter
+from bot.undelivered import DeliveryPager
 from bot.worker import Worker, WorkerTask
 from procedures.checks.http import HttpChecker
 from procedures.clock import Clock, SystemClock
@@ -127,7 +128,8 @@ class Services:
     def worker_tasks(self) -> list[WorkerTask]:
         """The worker's tasks, in the order they run each pass."""
         if not self.tasks:
-            sender = SlackOutboxSender(self.outbox, self.deployments, self.slack, self.clock)
+            sender = SlackOutboxSender(self.outbox, self.deployments, self.slack, self.clock,
+                                       pager=DeliveryPager(self.outbox, self.policy))
             runs = RunQueueTask(self.engine, self.deployments, worker_id=self.worker_id)
             recovery = RecoveryTask(self.engine, runs, stale_after=timedelta(
                 seconds=self.settings.qlp_stale_after))
