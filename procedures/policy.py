@@ -411,6 +411,43 @@ class Notifications(_Strict):
         return audiences
 
 
+_FOREVER = ("forever", "never", "off")
+_RETENTION_MINIMUM = timedelta(days=1)
+
+
+def _kept_for(value: Any) -> timedelta | None:
+    """A retention period: a duration of at least a day, or ``forever`` (never purged)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in _FOREVER):
+        return None
+    period = _duration(value)
+    if period < _RETENTION_MINIMUM:
+        raise ValueError(f"{value!r} is too short: keep rows at least 1d, or write forever")
+    return period
+
+
+KeptFor = Annotated[timedelta | None, BeforeValidator(_kept_for)]
+
+
+class Retention(_Strict):
+    """How long old rows are kept before the scheduled retention job deletes them.
+
+    The audit log is not here: it is never purged.
+    """
+
+    processed_requests: KeptFor = timedelta(days=30)
+    sent_notifications: KeptFor = timedelta(days=90)
+    step_results: KeptFor = timedelta(days=365)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_audit(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in data:
+                if str(key).lower().startswith("audit"):
+                    raise ValueError(f"{key}: the audit log is never purged; remove this key")
+        return data
+
+
 class Policy(_Strict):
     """The whole policy file."""
 
@@ -423,6 +460,7 @@ class Policy(_Strict):
     monitoring: Monitoring = Monitoring()
     notifications: Notifications = Notifications()
     lock_max_age: Duration = timedelta(hours=8)
+    retention: Retention = Retention()
 
     @field_validator("timezone")
     @classmethod
@@ -528,7 +566,7 @@ def _all_field_names() -> dict[str, type[BaseModel] | None]:
     names: dict[str, type[BaseModel] | None] = {}
     for model in (Policy, Environment, LocalPlatformSettings, PreferredWindow, HolidayCalendar,
                   Freeze, Windows, ApprovalRule, Monitoring, Notifications, PagerDutyRoute,
-                  EmailRoute):
+                  EmailRoute, Retention):
         for field, info in model.model_fields.items():
             names.setdefault(info.alias or field, None)
     return names

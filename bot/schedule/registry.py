@@ -25,4 +25,7 @@ def build_due_works(services: Services) -> list[DueWork]:
     from bot.schedule.audit_anchor import AuditAnchors
 
     works.append(AuditAnchors.from_services(services))
+    from bot.schedule.retention import RetentionWork
+
+    works.append(RetentionWork.from_services(services))
     return works
