@@ -34,6 +34,7 @@ from procedures.errors import ConfigError
 from storage.audit import Anchor, AuditKey, AuditKeyring, use_keyring
 
 if TYPE_CHECKING:
+    from procedures.doctor import Check, CheckResult
     from storage.db import Database
 
 log = logging.getLogger(__name__)
@@ -305,3 +306,27 @@ def run_audit_anchor(settings: Settings, out: TextIO | None = None) -> int:
         database.dispose()
     print(written or "audit anchor: the chain is empty, nothing to anchor", file=out)
     return 0
+
+
+def audit_key_check(settings: Settings, *, served: bool) -> Check:
+    """``doctor``'s line about the audit key: a warning when a served bot (``served``: Slack
+    tokens are set) has no ``QLP_AUDIT_KEY``, a failure when the keys given are invalid."""
+    from procedures.doctor import Check, fail, ok, warn
+
+    def run() -> CheckResult:
+        try:
+            source = audit_keyring(settings, create=False)
+        except ConfigError as error:
+            return fail("audit", "audit key", error.message,
+                        "QLP_AUDIT_KEY: 32+ characters, e.g. `openssl rand -hex 32`")
+        keyring = source.keyring
+        ids = keyring.describe() if keyring else "none"
+        if settings.qlp_audit_key:
+            return ok("audit", "audit key", f"QLP_AUDIT_KEY is set (keys: {ids})")
+        if not served:
+            return ok("audit", "audit key", f"the local shell's generated key in "
+                                            f"{key_file(settings)} (keys: {ids})")
+        return warn("audit", "audit key", no_key_warning(settings) or "",
+                    "set QLP_AUDIT_KEY on every replica (README: Audit key)")
+
+    return Check("audit", "audit key", run)

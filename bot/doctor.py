@@ -308,7 +308,10 @@ def doctor_checks(settings: Settings, *, environment: str | None = None,
             return [fail("platforms", "environments", error.message, error.hint)]
         return list(run_checks(checks).results)
 
+    from bot.audit_cli import audit_key_check
+
     return [policy_check, _database_check(database),
+            audit_key_check(settings, served=not allow_demo),
             *_slack_checks(settings.slack_bot_token, slack, channel),
             Check("platforms", "environments", environments)]
 

@@ -25,6 +25,7 @@ from bot.audit_cli import (
     EXIT_KEY,
     anchor_file,
     announce_audit_key,
+    audit_key_check,
     audit_keyring,
     install_audit_key,
     key_file,
@@ -224,3 +225,20 @@ def test_the_demo_shell_prints_no_audit_warning(tmp_path: Path) -> None:
     verify = subprocess.run([sys.executable, "-m", "bot", "audit", "verify"], env=env,
                             capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert verify.returncode == 0 and "audit chain intact" in verify.stdout, verify.stdout
+
+
+def test_doctor_warns_a_served_bot_without_an_audit_key(tmp_path: Path,
+                                                        database: Database) -> None:
+    def line(settings: Settings, served: bool) -> str:
+        result = audit_key_check(settings, served=served).run()
+        assert not isinstance(result, (list, tuple))
+        return result.line()
+
+    no_key = _settings(tmp_path, database, QLP_AUDIT_KEY=None)
+    assert line(no_key, served=True).startswith("[warn] audit: audit key: QLP_AUDIT_KEY is not")
+    assert line(no_key, served=False).startswith("[ok] audit: audit key: the local shell's")
+    assert line(_settings(tmp_path, database), served=True).startswith(
+        f"[ok] audit: audit key: QLP_AUDIT_KEY is set (keys: current {AuditKey.of(KEY).key_id}")
+    short = _settings(tmp_path, database, QLP_AUDIT_KEY="hunter2")
+    assert line(short, served=True).startswith("[FAIL] audit: audit key: QLP_AUDIT_KEY: an")
+    assert "hunter2" not in line(short, served=True)
