@@ -4,7 +4,7 @@
                             is, else the local shell
     qlp-bot serve [--host H] [--port N]
     qlp-bot socket
-    qlp-bot shell [--user U123]
+    qlp-bot shell [--user U123] [--shared-database]
     qlp-bot db upgrade
     qlp-bot audit verify [--anchors FILE ...]
                             check the keyed audit chain and its anchors; exit 1 naming the
@@ -41,6 +41,10 @@ def _parser() -> argparse.ArgumentParser:
     shell.add_argument("--user", default="U0DEV", help="the Slack user you are (default U0DEV)")
     shell.add_argument("--channel", default=None, help="the channel you type in")
     shell.add_argument("--color", action="store_true", help="colour the output")
+    shell.add_argument("--shared-database", "--i-know-this-is-shared", dest="shared_database",
+                       action="store_true",
+                       help="start even though a served bot uses this database (refused "
+                            "otherwise); only this shell's own messages are shown")
     db = sub.add_parser("db", help="the bot's own database")
     db.add_argument("action", choices=["upgrade", "current"])
     audit = sub.add_parser("audit", help="the audit log")
@@ -83,7 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_shell(settings, user=getattr(args, "user", "U0DEV"),
                              channel=getattr(args, "channel", None),
-                             color=getattr(args, "color", False))
+                             color=getattr(args, "color", False),
+                             shared_database=getattr(args, "shared_database", False))
         if mode == "serve":
             from bot.modes import run_serve
 

@@ -15,6 +15,7 @@ from slack_sdk import WebClient
 
 from bot.clicks import ClickTask
 from bot.doctor import DoctorTask
+from bot.instance_marker import InstanceMarker
 from bot.membership import SlackGroups
 from bot.notification_sender import NotificationSender
 from bot.outbox_sender import SlackOutboxSender
@@ -45,11 +46,13 @@ from procedures.windows import WindowPolicy
 from storage.approvals import ApprovalRepository
 from storage.audit import AuditLog
 from storage.audit_group import GroupCommitAuditLog
+from storage.audit_via import ViaAuditLog
 from storage.baselines import BaselineRepository
 from storage.db import Database
 from storage.decisions import DecisionRecorder
 from storage.deployments import DeploymentRepository
 from storage.environments import EnvironmentStateRepository
+from storage.markers import BotMarkers
 from storage.migrate import upgrade
 from storage.outbox import Outbox
 from storage.requests import ProcessedRequests
@@ -92,6 +95,7 @@ class Services:
     tasks: list[WorkerTask] = field(default_factory=list)
     scheduler: LeasedScheduler | None = None
     status_reader: CachedStatusReader | None = None
+    mode: str | None = None  # serve, socket or shell: the heartbeat row says (storage.markers)
 
     def start_worker(self) -> None:
         """Start the background worker (outbox delivery, queued runs, recovery)."""
@@ -141,8 +145,14 @@ class Services:
             # /qlp doctor's checks (network calls) run here, never on a listener thread; so are
             # button clicks decided (bot.clicks), after their ack.
             self.tasks = [recovery, runs, preflight, DoctorTask(self), ClickTask(self),
-                          notifications, sender]
+                          notifications, sender, self.instance_marker()]
         return self.tasks
+
+    def instance_marker(self) -> InstanceMarker:
+        """This process's heartbeat row (the shell refuses a database a served bot uses)."""
+        mode = self.mode or ("socket" if self.settings.slack_app_token else "serve")
+        return InstanceMarker(BotMarkers(self.database, self.clock), id=self.worker_id,
+                              mode=mode)
 
     def worker_health(self) -> str:
         return "stopped" if self.worker is None else self.worker.health()
@@ -172,8 +182,14 @@ def _worker_id() -> str:
 def build_services(settings: Settings, *, policy: Policy, clock: Clock | None = None,
                    bot_token: str | None = None, migrate: bool = True,
                    database: Database | None = None,
-                   sleep: Callable[[float], None] | None = None) -> Services:
-    """Build storage, policy, Slack client, platforms and the engine."""
+                   sleep: Callable[[float], None] | None = None,
+                   outbox: Outbox | None = None, audit_via: str | None = None) -> Services:
+    """Build storage, policy, Slack client, platforms and the engine.
+
+    ``outbox``: another outbox than the database's whole one (the shell on a shared database
+    delivers only its own messages); ``audit_via``: every row of the bot's audit log says so
+    in ``detail["via"]`` (the shell's ``"shell"``).
+    """
     from bot.app import make_web_client
 
     clock = clock or SystemClock()
@@ -185,11 +201,12 @@ def build_services(settings: Settings, *, policy: Policy, clock: Clock | None = 
         upgrade(database)
     token = bot_token or settings.slack_bot_token or "xoxb-local"
     slack = make_web_client(token, settings.api_url)
-    outbox = Outbox(database, clock)
+    outbox = outbox if outbox is not None else Outbox(database, clock)
     environments = EnvironmentStateRepository(database, clock)
     deployments = DeploymentRepository(database, clock)
     approvals = ApprovalRepository(database, clock)
-    audit = GroupCommitAuditLog(AuditLog(database, clock), database, clock)
+    audit = GroupCommitAuditLog(AuditLog(database, clock), database, clock) if audit_via is None \
+        else ViaAuditLog(AuditLog(database, clock), database, clock, via=audit_via)
     platforms = PlatformRegistry(
         policy, settings.qlp_home / "platform", clock,
         extra_env={"QLP_SAMPLE_HEALTHY_FOR": str(settings.qlp_sample_healthy_for)})

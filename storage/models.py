@@ -269,5 +269,23 @@ APSCHEDULER_JOBS = Table(
 """APScheduler's job store table (rows are pickled jobs, written only by APScheduler)."""
 
 
+class BotInstance(SQLModel, table=True):
+    """A running bot process, its mode (``serve``, ``socket``, ``shell``) and its heartbeat.
+
+    Each process writes its row at start and refreshes ``heartbeat_at`` while it runs
+    (:mod:`storage.markers`); the local shell refuses a database whose served bot beat
+    recently, unless told the database is shared on purpose.
+    """
+
+    __tablename__ = "bot_instances"
+
+    id: str = Field(primary_key=True, max_length=128)
+    mode: str = Field(max_length=16)
+    host: str = Field(max_length=255)
+    pid: int = Field(nullable=False)
+    started_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    heartbeat_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+
+
 metadata = SQLModel.metadata
 """All tables of the bot (the migration target)."""

@@ -5,12 +5,20 @@ and the app's Web API client talks to an in-process stand-in for Slack that prin
 posts: cards, their threads (indented), ephemeral answers (marked), and buttons, numbered so that
 ``!1`` or ``!approve`` presses one. ``--user U123`` (or ``!user U123``) chooses who you are.
 
+Everything it does is audited with ``"via": "shell"``. It refuses a database that a served bot
+(``serve``, ``socket``) uses unless given ``--shared-database``; then it delivers only the
+messages it wrote itself and leaves timed work and queued runs to the served bot
+(:mod:`bot.shell.shared_db`).
+
 Piped input runs the lines, waits until queued work has finished, and exits 0.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import secrets
+import socket
 import sys
 import threading
 import time
@@ -24,9 +32,15 @@ from bot.app import create_app
 from bot.policy_source import load_configured_policy
 from bot.settings import Settings
 from bot.shell.render import RenderedButton, mrkdwn_to_text, render_message
+from bot.shell.shared_db import SHARED_TASKS, check_database
 from bot.shell.slack_standin import SlackStandIn, StandInEvent, StoredMessage
 from bot.slack_requests import block_actions_body, signed_headers, slash_command_body
 from bot.wiring import Services, build_services
+from procedures.clock import Clock, SystemClock
+from storage.db import Database
+from storage.session_outbox import SessionOutbox
+
+log = logging.getLogger(__name__)
 
 SHELL_TOKEN = "xoxb-local-shell"  # noqa: S105  (the stand-in accepts only this)
 SHELL_HELP = """Type a slash command as in Slack, e.g. /qlp help, /qlp window, /qlp status.
@@ -41,7 +55,9 @@ class LocalShell:
     """The stand-in for Slack plus the real app, wired together for a terminal."""
 
     def __init__(self, settings: Settings, *, user: str, channel: str | None,
-                 out: TextIO, interactive: bool, color: bool = False) -> None:
+                 out: TextIO, interactive: bool, color: bool = False,
+                 shared_database: bool = False, clock: Clock | None = None,
+                 database: Database | None = None) -> None:
         self.out = out
         self.user = user
         self.interactive = interactive
@@ -54,14 +70,45 @@ class LocalShell:
         self._count = 0
         policy = load_configured_policy(settings, allow_demo=True)
         self.channel = channel or policy.channel
+        clock = clock or SystemClock()
+        settings.qlp_home.mkdir(parents=True, exist_ok=True)
+        database = database or Database(settings.database_url)
+        try:
+            served = check_database(database, clock, shared_ok=shared_database)
+        except Exception:
+            database.dispose()
+            raise
+        # Told the database is shared: shared mode even if its served bot is down right now.
+        self.shared = shared_database or bool(served)
         self.standin = SlackStandIn(token=SHELL_TOKEN).start()
         local = settings.model_copy(update={"slack_api_url": self.standin.api_url})
-        self.services: Services = build_services(local, policy=policy, bot_token=SHELL_TOKEN)
+        self.services: Services = build_services(
+            local, policy=policy, bot_token=SHELL_TOKEN, clock=clock, database=database,
+            outbox=SessionOutbox(database, clock) if self.shared else None, audit_via="shell")
+        self.services.mode = "shell"
+        if self.shared:
+            # Only what answers this terminal: queued runs, recovery, preflights, e-mail and
+            # pager notifications stay with the served bot (their messages go to Slack).
+            self.services.tasks = [task for task in self.services.worker_tasks()
+                                   if task.name in SHARED_TASKS]
         self.app: App = create_app(self.services, signing_secret=self.secret)
         self._unsubscribe = self.standin.subscribe(self._on_event)
         self.services.start_worker()
-        # Daemon threads: the scheduler never keeps a piped shell from exiting.
-        self.services.start_scheduler()
+        if not self.shared:
+            # Daemon threads: the scheduler never keeps a piped shell from exiting. On a shared
+            # database timed work is the served bot's: its reminders go to Slack.
+            self.services.start_scheduler()
+        now = clock.now()
+        self.services.audit.append(user, "shell.started", detail={
+            "host": socket.gethostname(), "pid": os.getpid(), "channel": self.channel,
+            "shared_database": self.shared,
+            "served_bots": [marker.describe(now) for marker in served]})
+        if self.shared:
+            print("qlp-bot shell: on a shared database"
+                  + (f" (a served bot: {served[0].describe(now)})" if served else "")
+                  + ": what you do is real and audited via shell; only messages this shell "
+                    "writes are shown here, the served bot's go to Slack.",
+                  file=sys.stderr, flush=True)
 
     # -- output -------------------------------------------------------------------------------
 
@@ -147,7 +194,9 @@ class LocalShell:
             if not rest.strip():
                 self._print(f"You are {self.user}.")
             else:
-                self.user = rest.strip().split()[0]
+                before, self.user = self.user, rest.strip().split()[0]
+                self.services.audit.append(before, "shell.user_switched",
+                                           detail={"from": before, "to": self.user})
                 self._print(f"You are now {self.user}.")
         elif name == "wait":
             self.wait_idle()
@@ -200,6 +249,10 @@ class LocalShell:
             self._print("(not confirmed; nothing sent)")
             return
         self._count += 1
+        # A click has no command text of its own in the audit: say who pressed what, here.
+        self.services.audit.append(self.user, "shell.pressed", detail={
+            "action_id": button.action_id, "value": button.value or "", "text": button.text,
+            "channel": button.channel, "message_ts": button.message_ts})
         response_url = self.standin.response_url(f"act-{self._count}", channel=button.channel,
                                                  user=self.user, message_ts=button.message_ts)
         body = block_actions_body(action_id=button.action_id, value=button.value or "",
@@ -224,6 +277,11 @@ class LocalShell:
             self._print("(still working after the wait; leaving anyway)")
 
     def close(self) -> None:
+        try:
+            self.services.audit.append(self.user, "shell.stopped",
+                                       detail={"shared_database": self.shared})
+        except Exception:  # the database is away: closing must still stop the threads
+            log.warning("could not audit the shell's stop", exc_info=True)
         self._unsubscribe()
         self.services.stop_scheduler()
         self.services.stop_worker()
@@ -237,11 +295,12 @@ def _plain(value: object) -> str:
     return str(value or "")
 
 
-def run_shell(settings: Settings, *, user: str, channel: str | None, color: bool) -> int:
+def run_shell(settings: Settings, *, user: str, channel: str | None, color: bool,
+              shared_database: bool = False) -> int:
     """``qlp-bot shell``: read lines from stdin until EOF or ``exit``."""
     interactive = sys.stdin.isatty()
     shell = LocalShell(settings, user=user, channel=channel, out=sys.stdout,
-                       interactive=interactive, color=color)
+                       interactive=interactive, color=color, shared_database=shared_database)
     try:
         if interactive:
             print(f"QLP local shell: you are {user} in #{shell.channel}. "

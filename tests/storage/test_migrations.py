@@ -15,7 +15,7 @@ from tests.storage.concurrency import run_concurrently
 TABLES = {
     "deployments", "step_runs", "approvals", "audit_events", "audit_head", "notifications",
     "environment_state", "performance_baselines", "processed_requests",
-    "scheduler_leases", "apscheduler_jobs",
+    "scheduler_leases", "apscheduler_jobs", "bot_instances",
 }
 
 
