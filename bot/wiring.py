@@ -144,8 +144,9 @@ class Services:
                 clock=self.clock), self.clock, audit=self.audit)
             # /qlp doctor's checks (network calls) run here, never on a listener thread; so are
             # button clicks decided (bot.clicks), after their ack.
-            self.tasks = [recovery, runs, preflight, DoctorTask(self), ClickTask(self),
-                          notifications, sender, self.instance_marker()]
+            # The heartbeat row first: the sender stays the last task (tests deliver with it).
+            self.tasks = [self.instance_marker(), recovery, runs, preflight, DoctorTask(self),
+                          ClickTask(self), notifications, sender]
         return self.tasks
 
     def instance_marker(self) -> InstanceMarker:
