@@ -25,7 +25,7 @@ from bot.audit_cli import (
     anchor_text,
     announce_audit_key,
     append_anchor_file,
-    read_anchor_file,
+    parse_anchor_lines,
 )
 from storage.audit import AuditLog
 from storage.db import Database
@@ -36,6 +36,19 @@ if TYPE_CHECKING:
     from bot.wiring import Services
 
 anchor_log = logging.getLogger("qlp.audit")
+
+
+def _tail(path: Path, size: int = 4096) -> list[str]:
+    """The last whole lines of the anchor file (it only grows: never read it all per tick)."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(0, 2)
+            end = handle.tell()
+            handle.seek(max(0, end - size))
+            lines = handle.read().decode("utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        return []
+    return lines[1:] if end > size else lines
 
 
 @dataclass(frozen=True)
@@ -79,7 +92,7 @@ class AuditAnchors:
             event_id = row.dedup_key[len(ANCHOR_DEDUP_PREFIX):].split(":", 1)[0]
             if event_id.isdigit():
                 candidates.append(_Last(int(event_id), row.created_at))
-        filed = read_anchor_file(self._path)
+        filed = parse_anchor_lines(_tail(self._path), str(self._path))
         if filed:
             newest = filed[-1]
             at = datetime.fromisoformat(newest.at) if newest.at else None

@@ -242,3 +242,20 @@ def test_doctor_warns_a_served_bot_without_an_audit_key(tmp_path: Path,
     short = _settings(tmp_path, database, QLP_AUDIT_KEY="hunter2")
     assert line(short, served=True).startswith("[FAIL] audit: audit key: QLP_AUDIT_KEY: an")
     assert "hunter2" not in line(short, served=True)
+
+
+def test_the_anchor_job_reads_only_the_end_of_a_long_anchor_file(
+        tmp_path: Path, database: Database, clock: FixedClock) -> None:
+    settings, _ = _history(tmp_path, database, clock)
+    audit = AuditLog(database, clock)
+    head_id, head_hash, _ = audit.head()
+    path = anchor_file(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    at = clock.now() - timedelta(seconds=60)
+    older = [json.dumps({"at": at.isoformat(), "event_id": 1, "hash": "0" * 64})] * 2000
+    newest = json.dumps({"at": at.isoformat(), "event_id": head_id, "hash": head_hash})
+    path.write_text("\n".join([*older, newest]) + "\n")
+    job = AuditAnchors(audit, Outbox(database, clock), database, channel=None, every=900,
+                       path=path)
+    assert job.run_due(clock.now()) == 0  # the head is anchored already (the last line)
+    assert job.upcoming(clock.now(), timedelta(hours=1)) == [at + timedelta(seconds=900)]
