@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from procedures.clock import FixedClock
 from procedures.model import DeploymentState as S
 from procedures.model import ProcedureKind as K
@@ -163,3 +165,26 @@ def test_stats_for_one_environment_and_a_shorter_period(bot: BotHarness,
         "No deployments to production in the last 5 days."
     week = bot.command("stats production 7").text
     assert "Requests: 1: 0 completed" in week and "1 cancelled" in week
+
+
+@pytest.mark.slow  # about 6 s on a busy machine (6,000 rows and the command over HTTP)
+def test_stats_count_every_deployment_of_a_period_past_5000(bot: BotHarness,
+                                                             clock: FixedClock) -> None:
+    # 6,000 successes in the last 30 days, bulk-loaded: all of them are counted (the figures
+    # once came from the newest 5,000 rows only), and nothing says they were cut.
+    from procedures.stats import DeploymentFacts
+    from tests.storage.test_stats_sql import _load
+
+    now = clock.now()
+    facts = [DeploymentFacts(id=i, kind=K.STANDARD, environment="production",
+                             state=S.SUCCEEDED, requested_at=now - timedelta(minutes=i * 7),
+                             started_at=now - timedelta(minutes=i * 7 - 1),
+                             finished_at=now - timedelta(minutes=i * 7 - 3))
+             for i in range(1, 6001)]
+    _load(bot.services.database, facts)
+    text = bot.command("stats").text
+    assert "Requests: 6000: 6000 completed (6000 succeeded, 0 failed or rolled back)" in text
+    assert "• Deployment frequency: 6000 successful deployments to production, 200 a day" \
+        in text
+    assert "• Lead time (request to success, median): 3m" in text
+    assert "newest" not in text
