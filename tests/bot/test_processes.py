@@ -110,8 +110,10 @@ def test_serve_answers_signed_help_and_refuses_bad_signatures(
                          headers=signed_headers(SECRET, body, int(time.time()) - 360))
         assert old.status_code == 401
         health = httpx.get(url + "/healthz").json()
-        assert health == {"status": "ok", "database": "ok", "worker": "ok",
-                          "scheduler": "leader"}  # the only replica holds the lease
+        assert {key: health[key] for key in ("status", "database", "worker", "scheduler")} == {
+            "status": "ok", "database": "ok", "worker": "ok",
+            "scheduler": "leader"}  # the only replica holds the lease
+        assert health["ready"] is True and httpx.get(url + "/readyz").status_code == 200
     finally:
         process.terminate()
         process.wait(timeout=10)
