@@ -606,8 +606,8 @@ class DeploymentRepository:
         """``AuditLog.append(..., session=session)`` in Core statements (as
         ``GroupCommitAuditLog`` writes a batch): lock the ``audit_head`` row (unless the
         caller already did and passes ``head``), insert the next event of the chain (same id
-        rule, same key and hash, :meth:`AuditLog.seal`), move the head. The head stays locked until the
-        transaction ends, so this must come last in it."""
+        rule, same key and hash: :meth:`AuditLog.seal`), move the head. The head stays locked
+        until the transaction ends, so this must come last in it."""
         connection = session.connection()
         if head is None:
             statement = _head_select()
