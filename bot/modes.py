@@ -48,8 +48,10 @@ def health_report(services: Services) -> dict[str, Any]:
     details: dict[str, Any] = {}
     try:
         details["outbox_pending"] = services.outbox.pending_count()
+        # Slack refusing delivery (a revoked token, the bot out of a channel): messages held.
+        details["slack_delivery_blocked"] = blocked_gauges(services.database)
     except Exception as error:  # a detail must not fail the report
-        details["outbox_pending"] = f"unknown ({type(error).__name__})"
+        details["unknown"] = f"{type(error).__name__}: Slack's state could not be read"
     if worker == "stalled":
         details["worker"] = ("a worker pass is taking long: a slow or unreachable Slack or "
                              "cloud API holds it; not a reason to restart")

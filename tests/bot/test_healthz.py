@@ -72,6 +72,8 @@ def test_a_slack_outage_is_a_detail_not_a_liveness_failure(
     status, report = _get(running, "/healthz")
     assert status == 200, report
     assert report["worker"] == "stalled" and "Slack" in report["details"]["worker"]
+    assert report["details"]["slack_delivery_blocked"] == {}
+    assert report["details"]["outbox_pending"] == 0
     assert _get(running, "/readyz")[0] == 200
 
 
