@@ -144,6 +144,26 @@ def test_a_5xx_that_stored_nothing_is_posted_again_once(rig: Rig, slack: SlackDo
     assert slack.served_count("chat.postMessage") == 2
 
 
+def test_a_connection_closed_after_slack_stored_the_post_is_not_posted_twice(
+    rig: Rig, slack: SlackDouble
+) -> None:
+    """The production client retries closed connections by itself; a post must not be."""
+    d = rig.deployment()
+    rig.card(d)
+    rig.drain()
+    reply = rig.reply(d, "once")
+    slack.drop_answer("chat.postMessage")
+    rig.tick(1)
+    rig.sender.run_once()
+    row = rig.outbox.get(reply)
+    assert row is not None and (row.last_error or "").startswith("unconfirmed: ")
+    assert slack.call_count("chat.postMessage") == 2  # the card, and this one: no SDK retry
+    rig.drain()
+    (top,) = slack.messages(CHANNEL)
+    assert [m.text for m in slack.thread(CHANNEL, top.ts)] == ["once"]
+    assert slack.call_count("conversations.replies") == 1
+
+
 def test_a_retry_waits_at_least_the_settle_time(database: Database, clock: FixedClock,
                                                   slack: SlackDouble) -> None:
     rig = Rig(database, clock, _client(slack), settle=timedelta(seconds=10))

@@ -112,6 +112,8 @@ class SlackDouble(SlackStandIn):
         self._arrivals: list[str] = []
         self._removed: set[str] = set()
         self._private: set[str] = set()
+        self._drops: dict[str, int] = {}
+        self._dropping = threading.local()
 
     def hang_then_accept(self, seconds: float, methods: Iterable[str] | None = CHAT_METHODS
                          ) -> None:
@@ -119,6 +121,12 @@ class SlackDouble(SlackStandIn):
         ``seconds`` of real time, then serve them normally: the message is stored even though
         a client with a shorter timeout has given up on the call."""
         self.slow(seconds, methods)
+
+    def drop_answer(self, method: str, *, times: int = 1) -> None:
+        """Serve the next ``times`` calls of ``method`` (the message is stored) but close the
+        connection without answering: the client sees the connection closed mid-call."""
+        with self._cond:
+            self._drops[method] = self._drops.get(method, 0) + times
 
     def remove_bot(self, channel: str, *, private: bool = False) -> None:
         """The bot was removed from ``channel`` (a private one when ``private``)."""
@@ -334,7 +342,21 @@ class SlackDouble(SlackStandIn):
             released.wait(60)
         if delay:
             time.sleep(delay)  # the slowness being simulated is real time by definition
-        super()._serve(handler)
+        with self._cond:
+            drop = self._drops.get(method, 0) > 0
+            if drop:
+                self._drops[method] -= 1
+        self._dropping.on = drop
+        try:
+            super()._serve(handler)
+        finally:
+            self._dropping.on = False
+
+    def _write(self, handler: BaseHTTPRequestHandler, reply: Any) -> None:  # type: ignore[override]
+        if getattr(self._dropping, "on", False):
+            handler.close_connection = True  # served, never answered
+            return
+        SlackStandIn._write(handler, reply)
 
     def fail_every(
         self,
