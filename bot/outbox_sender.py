@@ -309,8 +309,8 @@ class SlackOutboxSender:
             found = self._find_post(n, channel, thread_ts)
             if found is not None:
                 self._confirm_post(n, channel, found)
-            log.info("slack outbox: message #%s is not in Slack after an unconfirmed try; "
-                     "posting it again", n.id)
+            log.info("slack outbox: message #%s was not found in Slack after an unconfirmed "
+                     "try (or could not be looked up); posting it again", n.id)
         self._wait_for_channel(n, channel, paced=True)
         if n.thread_of is not None and not payload.get("blocks"):
             args["text"], merged = self._merge_replies(n, str(args["text"] or ""))
