@@ -208,19 +208,7 @@ def run_db(settings: Settings, action: str) -> int:
 
 
 def run_audit_verify(settings: Settings) -> int:
-    """``qlp-bot audit verify``: walk the hash chain; exit 1 and name the first bad row."""
-    from procedures.clock import SystemClock
-    from storage.audit import AuditLog
-    from storage.db import Database
+    """``qlp-bot audit verify``: see :func:`bot.audit_cli.run_audit_verify`."""
+    from bot.audit_cli import run_audit_verify as verify
 
-    database = Database(settings.database_url)
-    try:
-        result = AuditLog(database, SystemClock()).verify()
-    finally:
-        database.dispose()
-    if result.ok:
-        print(f"audit chain intact: {result.checked} rows checked")
-        return 0
-    print(f"audit chain broken at row {result.first_bad_id}: {result.problem} "
-          f"({result.checked} rows checked before it)")
-    return 1
+    return verify(settings)

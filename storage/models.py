@@ -142,11 +142,11 @@ class AuditEvent(SQLModel, table=True):
     detail: dict[str, Any] = Field(default_factory=dict, sa_type=JSONDocument, nullable=False)
     prev_hash: str = Field(max_length=64)
     hash: str = Field(max_length=64)
-
-
     # The audit key whose HMAC-SHA256 ``hash`` is (storage.audit); NULL: a plain SHA-256 row
     # written before the chain was keyed.
     key_id: str | None = Field(default=None, max_length=16)
+
+
 class AuditHead(SQLModel, table=True):
     """The single row (``id = 1``) that points at the last audit event; appends lock it."""
 
