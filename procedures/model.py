@@ -56,6 +56,41 @@ TERMINAL_STATES = frozenset({
 })
 
 
+_S = DeploymentState
+TRANSITIONS: dict[DeploymentState, frozenset[DeploymentState]] = {
+    # Waiting for approval: a decision bumps its revision in place (same state); approved, it
+    # is queued or, when its moment is still ahead, scheduled.
+    _S.PENDING_APPROVAL: frozenset({_S.PENDING_APPROVAL, _S.QUEUED, _S.SCHEDULED, _S.REJECTED,
+                                    _S.EXPIRED, _S.CANCELLED, _S.FAILED}),
+    # Approved ahead of its moment: T-0 queues it; a failed preflight sends it back for a
+    # fresh approval; it may be cancelled or expire.
+    _S.SCHEDULED: frozenset({_S.SCHEDULED, _S.QUEUED, _S.PENDING_APPROVAL, _S.CANCELLED,
+                             _S.EXPIRED, _S.FAILED}),
+    # Ready: a worker claims it, or the gate refuses it at its start (FAILED, nothing done).
+    _S.QUEUED: frozenset({_S.QUEUED, _S.RUNNING, _S.CANCELLED, _S.FAILED, _S.EXPIRED,
+                          _S.ROLLING_BACK}),
+    # Running: recovery puts a dead worker's run back in line (QUEUED); the run ends, or
+    # compensates.
+    _S.RUNNING: frozenset({_S.RUNNING, _S.QUEUED, _S.ROLLING_BACK, _S.SUCCEEDED, _S.FAILED,
+                           _S.NEEDS_ATTENTION, _S.CANCELLED, _S.ROLLED_BACK}),
+    # Undoing: everything undone (ROLLED_BACK, or CANCELLED when nothing had changed yet),
+    # or an undo failed.
+    _S.ROLLING_BACK: frozenset({_S.ROLLING_BACK, _S.ROLLED_BACK, _S.CANCELLED,
+                                _S.NEEDS_ATTENTION, _S.FAILED}),
+}
+"""The one transition table: from each non-terminal state, the states a deployment may move
+to (``storage.deployments.DeploymentRepository.transition`` refuses any other move). Terminal
+states move nowhere; "moving" to the same state is a revision bump, allowed in any state."""
+
+
+def may_move(from_state: DeploymentState, to_state: DeploymentState) -> bool:
+    """May a deployment in ``from_state`` move to ``to_state`` (:data:`TRANSITIONS`)?"""
+    from_state = DeploymentState(from_state)
+    if to_state == from_state:  # a revision bump (compare-and-set of other fields), no move
+        return True
+    return to_state in TRANSITIONS.get(from_state, frozenset())
+
+
 class StepState(StrEnum):
     """The life of one step of one run."""
 

@@ -21,6 +21,7 @@ from procedures.model import (
     DeploymentState,
     ProcedureKind,
     StepState,
+    may_move,
 )
 from procedures.store import UNCHANGED, AuditEntry, NotRunning, Unchanged
 from storage.audit import AuditLog, canonical_detail
@@ -350,6 +351,11 @@ class DeploymentRepository:
         if not from_states:
             raise ValueError("transition() needs at least one from_state")
         to_state = DeploymentState(to_state)
+        illegal = [DeploymentState(s).value for s in from_states
+                   if not may_move(DeploymentState(s), to_state)]
+        if illegal:  # a bug in the caller, never a race: the table is procedures.model's
+            raise ValueError(f"transition() from {', '.join(illegal)} to {to_state.value} is "
+                             "not in procedures.model.TRANSITIONS")
         now = self._clock.now()
         values: dict[str, Any] = dict(fields)
         values.update(state=to_state, updated_at=now, revision=Deployment.revision + 1)
