@@ -17,14 +17,14 @@ from bot import override as break_glass
 from bot.app import action_handler
 from bot.commands.cancel import cancel_deployment
 from bot.commands.checklist import tick_checklist
-from bot.commands.deploy import evidence_for
 from bot.commands.rollback import rollback_from_card
 from bot.context import HandlerContext
+from bot.flows import Moment
 from bot.formatting import local_time
 from bot.membership import describe_rule
 from bot.plan import describe_change, reset_plan
 from procedures.errors import ConflictError, PolicyRefusal, UserError
-from procedures.model import HOLDING_STATES, DeploymentState, ProcedureKind
+from procedures.model import HOLDING_STATES, DeploymentState
 from procedures.store import DeploymentRecord
 from storage.decisions import Outcome
 
@@ -61,26 +61,17 @@ def approve(ctx: HandlerContext, action: dict[str, Any]) -> str | None:
         # A break-glass request: the click grants the override or approves, by who clicks.
         return break_glass.approve(ctx, deployment, _refresh_plan)
     rule = services.policy.approval_rule(deployment.kind)
-    if user == deployment.requester:
-        raise _refuse(ctx, deployment, "approval", f"You requested #{deployment.id}; someone "
-                      "else must approve it.", "no-self-approval",
-                      f"Approvers: {describe_rule(rule)}.")
-    if not services.groups.may_approve(user, rule):
-        raise _refuse(ctx, deployment, "approval",
-                      f"You may not approve {deployment.kind} deployments.", "approvers",
-                      f"Approvers: {describe_rule(rule)}.")
-    if deployment.kind is ProcedureKind.STANDARD:
-        # A scheduled deployment is approved ahead of time: judged at its moment.
-        now = services.clock.now()
-        at = deployment.scheduled_at if deployment.scheduled_at and \
-            deployment.scheduled_at > now else now
-        verdict = services.windows.verdict(at)
-        if not verdict.open:
-            when = (f" The next preferred slot opens "
-                    f"{local_time(verdict.next_open, services.policy.zone)}."
-                    if verdict.next_open else "")
-            raise _refuse(ctx, deployment, "approval", "The deployment window is closed: "
-                          f"{verdict.reason}.{when}", verdict.rule.value)
+    gate = services.flows.gate
+    # Who may approve is read now (group membership from Slack): no cached answer decides.
+    check = gate.check_approver(deployment, user)
+    if not check.allowed:
+        raise _refuse(ctx, deployment, "approval", check.message, check.rule,
+                      check.hint or None)
+    # The one gate, at the approval moment (at its scheduled moment when that is ahead).
+    verdict = gate.judge_deployment(deployment, Moment.APPROVAL)
+    if not verdict.allowed:
+        raise _refuse(ctx, deployment, "approval", f"{verdict.reason}.", verdict.rule,
+                      verdict.what_would_allow.split(" Or break glass:", 1)[0] or None)
     _refresh_plan(ctx, deployment)
     decision = services.decisions.approve(deployment.id, user, required=rule.required)
     run = services.views.snapshot(deployment.id)
@@ -125,7 +116,7 @@ def _refresh_plan(ctx: HandlerContext, deployment: DeploymentRecord) -> None:
     services = ctx.services
     assert deployment.id is not None
     old = dict(deployment.options.get("evidence") or {})
-    new = evidence_for(ctx, deployment.environment, at=deployment.scheduled_at)
+    new = services.flows.requests.evidence(deployment.environment, at=deployment.scheduled_at)
     if old == new:
         return
     note = f"Approvals reset: {describe_change(old, new)} since the request."
@@ -161,8 +152,9 @@ def reject(ctx: HandlerContext, action: dict[str, Any]) -> str | None:
     deployment = _deployment(ctx, action)
     assert deployment.id is not None
     rule = services.policy.approval_rule(deployment.kind)
-    if user != deployment.requester and not services.groups.may_approve(user, rule) \
-            and not break_glass.may_refuse(services, deployment, user):
+    if user != deployment.requester \
+            and not services.flows.gate.check_approver(deployment, user).allowed \
+            and not break_glass.may_refuse(ctx, deployment, user):
         raise _refuse(ctx, deployment, "rejection", f"You may not reject #{deployment.id}.",
                       "approvers", f"Approvers: {describe_rule(rule)}, or the requester.")
     decision = services.decisions.reject(deployment.id, user)

@@ -26,83 +26,32 @@ on or a person holds the environment's lock (never past a deployment under way):
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
-from datetime import datetime
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from bot.commands.requesting import open_request
+from bot.flows import Moment
+from bot.flows.gate import OVERRIDE_OPTION
 from bot.formatting import escape, local_time
 from bot.membership import describe_rule
-from bot.plan import plan_hash
 from procedures.decision import (
     OVERRIDE_KIND,
     OVERRIDE_TTL,
-    ActiveRun,
-    Facts,
-    Lock,
     Override,
-    Request,
     Verdict,
-    decide,
-    may_decide,
 )
 from procedures.durations import format_duration
 from procedures.errors import ConflictError, PolicyRefusal
-from procedures.model import UNDER_WAY_STATES, DeploymentState, ProcedureKind
+from procedures.model import DeploymentState, ProcedureKind
 from procedures.policy import ApprovalRule
 from procedures.store import DeploymentRecord
 from storage.decisions import Outcome
 
 if TYPE_CHECKING:
     from bot.context import HandlerContext
-    from bot.wiring import Services
 
-UNDER_WAY = UNDER_WAY_STATES  # what "one at a time" counts (procedures.model owns the set)
-
-OPTION = "override"
-"""The key of the override request in a deployment's ``options``."""
-
-
-# -- facts ------------------------------------------------------------------------------------
-
-
-def group_members(services: Services, *rules: ApprovalRule) -> dict[str, frozenset[str]]:
-    """The members of every user group ``rules`` name (asked of Slack, cached briefly)."""
-    return {group: services.groups.members(group)
-            for rule in rules for group in rule.groups}
-
-
-def decision_facts(services: Services, environment: str, *, at: datetime,
-                   exclude: int | None = None, include_pending: bool = True,
-                   members: Mapping[str, frozenset[str]] | None = None) -> Facts:
-    """What a request for ``environment`` at ``at`` is judged on, from the bot's own state.
-
-    ``exclude`` is the deployment being decided: it is never "another deployment under way".
-    ``include_pending``: a request still waiting for approval counts as under way (a new
-    request is refused while one waits); when deciding an approval, only queued and running
-    deployments do.
-    """
-    states = UNDER_WAY if include_pending else UNDER_WAY[1:]
-    state = services.environments.get(environment)
-    lock = None
-    if state is not None and state.lock_holder:
-        holder = (services.deployments.get(state.lock_deployment_id)
-                  if state.lock_deployment_id is not None else None)
-        lock = Lock(state.lock_holder, state.lock_reason, state.lock_deployment_id,
-                    holder.state.value if holder is not None else None)
-    running = None
-    for other in services.deployments.list_in_states(states, environment=environment):
-        if other.id is not None and other.id != exclude:
-            running = ActiveRun(other.id, other.version, other.state.value)
-            break
-    return Facts(policy=services.policy, window=services.windows.verdict(at),
-                 freeze=services.windows.in_freeze(at), lock=lock, running=running,
-                 group_members=dict(members or {}))
-
-
-def refusal(verdict: Verdict, *, extra_hint: str = "") -> PolicyRefusal:
-    """The PolicyRefusal of a refused verdict: its reason, its rule, what would allow it."""
-    hint = " ".join(part for part in (verdict.what_would_allow, extra_hint) if part)
-    return PolicyRefusal(f"{verdict.reason}.", rule=verdict.rule, hint=hint or None)
+OPTION = OVERRIDE_OPTION
+"""The key of the override request in a deployment's ``options`` (``bot.flows.gate`` owns it)."""
 
 
 # -- requesting -------------------------------------------------------------------------------
@@ -110,10 +59,9 @@ def refusal(verdict: Verdict, *, extra_hint: str = "") -> PolicyRefusal:
 
 def request_with_override(ctx: HandlerContext, *, kind: ProcedureKind, version: str | None,
                           environment: str, reason: str, verdict: Verdict,
-                          options: dict[str, Any], evidence: Mapping[str, Any]) -> str:
+                          options: dict[str, Any]) -> str:
     """Create the PENDING_APPROVAL request that waits for an override grant and approvals."""
-    services = ctx.services
-    policy = services.policy
+    policy = ctx.services.policy
     user = ctx.request.user_id
     grantors = describe_rule(policy.approval_rule(OVERRIDE_KIND))
     rule = policy.approval_rule(kind.value)
@@ -123,29 +71,18 @@ def request_with_override(ctx: HandlerContext, *, kind: ProcedureKind, version: 
     options = {**options, OPTION: {"reason": reason, "requested_by": user,
                                    "rules": [verdict.rule]},
                "notes": [note]}
-    digest = plan_hash(kind, version, environment, options, dict(evidence))
-    deployment, created = services.deployments.create_or_get(
-        kind, version, environment, user, state=DeploymentState.PENDING_APPROVAL,
-        reason=reason, options=options, plan_hash=digest, channel=policy.channel,
-        request_key=f"command:{ctx.request.request_key}" if ctx.request.request_key else None)
-    assert deployment.id is not None
+    needs = _needs(rule)
+    deployment, created = open_request(
+        ctx, kind=kind, version=version, environment=environment, reason=reason,
+        options=options,
+        audit=[("override.requested", {"reason": reason, "rule": verdict.rule,
+                                       "refusal": verdict.reason})],
+        announce=lambda _: (
+            f":rotating_light: <@{user}> asks to break glass: {version} to {environment} "
+            f"although {verdict.reason} (rule: {verdict.rule}). Reason: {escape(reason)}. "
+            f"Needs a break-glass override from {grantors} and {needs}."))
     if not created:
         return f"This request was already received: it is deployment #{deployment.id}."
-    services.audit.append(user, "deployment.requested", deployment_id=deployment.id,
-                          environment=environment,
-                          detail={"version": version, "kind": kind.value, "options": options,
-                                  "plan_hash": digest})
-    services.audit.append(user, "override.requested", deployment_id=deployment.id,
-                          environment=environment,
-                          detail={"reason": reason, "rule": verdict.rule,
-                                  "refusal": verdict.reason})
-    run = services.views.snapshot(deployment.id)
-    services.reporter.run_changed(run)
-    needs = _needs(rule)
-    services.reporter.event(
-        run, f":rotating_light: <@{user}> asks to break glass: {version} to {environment} "
-             f"although {verdict.reason} (rule: {verdict.rule}). Reason: {escape(reason)}. "
-             f"Needs a break-glass override from {grantors} and {needs}.")
     return (f"Deployment #{deployment.id} requested with a break-glass override: {version} to "
             f"{environment}. {grantors} (not you) must grant the override, and it needs "
             f"{needs} as usual. The card is in <#{policy.channel}>.")
@@ -167,44 +104,9 @@ def _needs(rule: ApprovalRule) -> str:
 # -- reading an override back -------------------------------------------------------------------
 
 
-def override_of(services: Services, deployment: DeploymentRecord) -> Override | None:
-    """The deployment's override: None if it asked for none; granted once a grant row exists
-    on the current plan (a changed plan voids the grant like any approval)."""
-    asked = deployment.options.get(OPTION)
-    if not asked:
-        return None
-    reason = str(asked.get("reason") or "")
-    requested_by = str(asked.get("requested_by") or deployment.requester)
-    grant = _grant_row(services, deployment)
-    if grant is None:
-        return Override(reason, requested_by, deployment_id=deployment.id)
-    return Override.grant(reason, requested_by, grant[0], grant[1],
-                          deployment_id=deployment.id)
-
-
-def _rows(services: Services, deployment: DeploymentRecord) -> list[Any]:
-    assert deployment.id is not None
-    return services.approvals.for_deployment(deployment.id, deployment.plan_hash or "")
-
-
-def _grant_row(services: Services, deployment: DeploymentRecord) -> tuple[str, datetime] | None:
-    for row in _rows(services, deployment):
-        if row.decision == "override":
-            return row.actor, row.created_at
-    return None
-
-
-def _approvers(services: Services, deployment: DeploymentRecord,
-               granter: str | None) -> list[str]:
-    return [row.actor for row in _rows(services, deployment)
-            if row.decision == "approve" and row.actor != granter]
-
-
-def may_refuse(services: Services, deployment: DeploymentRecord, user: str) -> bool:
+def may_refuse(ctx: HandlerContext, deployment: DeploymentRecord, user: str) -> bool:
     """May ``user`` reject this request as an override approver (refusing to break glass)?"""
-    if not deployment.options.get(OPTION) or user == deployment.requester:
-        return False
-    return services.groups.may_approve(user, services.policy.approval_rule(OVERRIDE_KIND))
+    return ctx.services.flows.gate.may_grant_override(deployment, user)
 
 
 # -- the Approve button on a request with an override ---------------------------------------------
@@ -227,47 +129,45 @@ def approve(ctx: HandlerContext, deployment: DeploymentRecord,
     refresh_plan(ctx, deployment)
     deployment = services.deployments.get(deployment.id) or deployment
     assert deployment.id is not None
-    members = group_members(services, override_rule)
-    grant = _grant_row(services, deployment)
+    gate = services.flows.gate
+    grant = gate.grant_of(deployment)
     granter = grant[0] if grant else None
-    approvers = _approvers(services, deployment, granter)
-    may_grant, _ = may_decide(user, deployment.requester, override_rule, members)
-    if granter is None and may_grant:
+    approvers = gate.approvers_of(deployment)
+    if granter is None and gate.may_grant_override(deployment, user):
         if user in approvers:
             raise _refuse(ctx, deployment, f"You approved #{deployment.id} already; the "
                           "override must come from someone else.", "one-role",
                           f"Override: {describe_rule(override_rule)}.")
-        return _grant(ctx, deployment, members)
+        return _grant(ctx, deployment)
     if user == granter:
         raise ConflictError(f"You granted the override of #{deployment.id}; another approver "
                             f"must approve the deployment itself ({describe_rule(kind_rule)}).")
     if user in approvers:
         raise ConflictError(f"You already approved #{deployment.id}.")
-    if not services.groups.may_approve(user, kind_rule):
+    if not gate.check_approver(deployment, user).allowed:
         what = ("approve it" if granter else
                 f"approve it, and {describe_rule(override_rule)} grants its override")
         raise _refuse(ctx, deployment, f"You may not approve #{deployment.id}.", "approvers",
                       f"{describe_rule(kind_rule)} may {what}.")
-    return _approve(ctx, deployment, members)
+    return _approve(ctx, deployment)
 
 
-def _grant(ctx: HandlerContext, deployment: DeploymentRecord,
-           members: Mapping[str, frozenset[str]]) -> str:
+def _grant(ctx: HandlerContext, deployment: DeploymentRecord) -> str:
     services = ctx.services
     user = ctx.request.user_id
     assert deployment.id is not None
     now = services.clock.now()
-    asked = override_of(services, deployment)
+    asked = services.flows.gate.override_of(deployment)
     assert asked is not None
     override = Override.grant(asked.reason, asked.requested_by, user, now,
                               deployment_id=deployment.id)
-    verdict = _verdict(ctx, deployment, override, members, now)
+    verdict = _verdict(ctx, deployment, override)
     if not verdict.allowed:
         raise _refuse(ctx, deployment, f"{verdict.reason}.", verdict.rule,
                       verdict.what_would_allow or None)
     plan = deployment.plan_hash or ""
     services.approvals.record(deployment.id, user, "override", plan, asked.reason)
-    first = _grant_row(services, deployment)
+    first = services.flows.gate.grant_of(deployment)
     if first is not None and first[0] != user:
         raise ConflictError(f"<@{first[0]}> granted the override of #{deployment.id} first.")
     expires = now + OVERRIDE_TTL
@@ -290,12 +190,12 @@ def _grant(ctx: HandlerContext, deployment: DeploymentRecord,
              f", requested by <@{asked.requested_by}>: {escape(asked.reason)}. It lifts "
              f"{lifted} for this deployment only, until {local_time(expires, zone)}.",
         broadcast=True)
-    if _queue_if_complete(ctx, deployment.id, members):
+    if _queue_if_complete(ctx, deployment.id):
         return f"You granted the override of #{deployment.id}; it is starting."
     rule = services.policy.approval_rule(deployment.kind)
-    have = len(_approvers(services, deployment, user))
+    have = len(services.flows.gate.approvers_of(deployment))
     if have >= rule.required:  # the approvals are in, yet it was not queued: say why
-        now_verdict = _verdict(ctx, deployment, override, members, services.clock.now())
+        now_verdict = _verdict(ctx, deployment, override)
         why = (f": {now_verdict.reason}" if not now_verdict.allowed
                else " (another click queued it)")
         return (f"You granted the override of #{deployment.id} until "
@@ -306,14 +206,12 @@ def _grant(ctx: HandlerContext, deployment: DeploymentRecord,
             f"{'s' if rule.required - have > 1 else ''} from {describe_rule(rule)}.")
 
 
-def _approve(ctx: HandlerContext, deployment: DeploymentRecord,
-             members: Mapping[str, frozenset[str]]) -> str:
+def _approve(ctx: HandlerContext, deployment: DeploymentRecord) -> str:
     services = ctx.services
     user = ctx.request.user_id
     assert deployment.id is not None
-    now = services.clock.now()
-    override = override_of(services, deployment)
-    verdict = _verdict(ctx, deployment, override, members, now)
+    override = services.flows.gate.override_of(deployment)
+    verdict = _verdict(ctx, deployment, override)
     if not verdict.allowed and verdict.rule == "override-expired":
         _expire(ctx, deployment, verdict)
         raise _refuse(ctx, deployment, f"{verdict.reason}.", verdict.rule,
@@ -344,7 +242,7 @@ def _approve(ctx: HandlerContext, deployment: DeploymentRecord,
         raise ConflictError(f"#{deployment.id} is no longer waiting for approval; there is "
                             "nothing to approve.")
     count = len(decision.approvers)
-    if _queue_if_complete(ctx, deployment.id, members):
+    if _queue_if_complete(ctx, deployment.id):
         return f"You approved #{deployment.id}; it is starting."
     run = services.views.snapshot(deployment.id)
     services.reporter.run_changed(run)
@@ -353,8 +251,7 @@ def _approve(ctx: HandlerContext, deployment: DeploymentRecord,
             + waiting)
 
 
-def _queue_if_complete(ctx: HandlerContext, deployment_id: int,
-                       members: Mapping[str, frozenset[str]]) -> bool:
+def _queue_if_complete(ctx: HandlerContext, deployment_id: int) -> bool:
     """Queue the request once the approvals are in and the decision allows it: with the
     granted override, or without one if no rule refuses it any more. True if this call queued
     it (a conditional update: of two racing calls exactly one wins)."""
@@ -362,14 +259,15 @@ def _queue_if_complete(ctx: HandlerContext, deployment_id: int,
     deployment = services.deployments.get(deployment_id)
     if deployment is None or deployment.state is not DeploymentState.PENDING_APPROVAL:
         return False
-    override = override_of(services, deployment)
+    gate = services.flows.gate
+    override = gate.override_of(deployment)
     if override is not None and not override.granted:
         override = None
-    approvers = _approvers(services, deployment, override.approver if override else None)
+    approvers = gate.approvers_of(deployment)
     rule = services.policy.approval_rule(deployment.kind)
     if len(approvers) < rule.required:
         return False
-    verdict = _verdict(ctx, deployment, override, members, services.clock.now())
+    verdict = _verdict(ctx, deployment, override)
     if not verdict.allowed:
         if verdict.rule == "override-expired":
             _expire(ctx, deployment, verdict)
@@ -410,13 +308,12 @@ def _expire(ctx: HandlerContext, deployment: DeploymentRecord, verdict: Verdict)
                             broadcast=True)
 
 
-def _verdict(ctx: HandlerContext, deployment: DeploymentRecord, override: Override | None,
-             members: Mapping[str, frozenset[str]], now: datetime) -> Verdict:
-    services = ctx.services
-    facts = decision_facts(services, deployment.environment, at=now, exclude=deployment.id,
-                           include_pending=False, members=members)
-    return decide(Request(deployment.kind, deployment.requester, deployment.environment, now,
-                          override=override, deployment_id=deployment.id), facts)
+def _verdict(ctx: HandlerContext, deployment: DeploymentRecord,
+             override: Override | None) -> Verdict:
+    """The gate's verdict at this approval, with ``override`` (granted or not)."""
+    return ctx.services.flows.gate.judge(
+        deployment.kind, deployment.requester, deployment.environment, Moment.APPROVAL,
+        deployment_id=deployment.id, override=override)
 
 
 def _note(ctx: HandlerContext, deployment: DeploymentRecord, note: str) -> None:

@@ -6,9 +6,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 
+from procedures.decision import Verdict
 from procedures.engine import Engine
 from procedures.model import HOLDING_STATES, DeploymentState, ProcedureKind
 from procedures.store import DeploymentRecord, DeploymentStore
@@ -34,8 +36,10 @@ class RunQueueTask:
     name = "runs"
 
     def __init__(self, engine: Engine, deployments: DeploymentStore, *, max_parallel: int = 4,
-                 worker_id: str) -> None:
+                 worker_id: str,
+                 gate: Callable[[DeploymentRecord], Verdict] | None = None) -> None:
         self._engine = engine
+        self._gate = gate
         self._deployments = deployments
         self._worker_id = worker_id
         self._pool = ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="qlp-run")
@@ -77,6 +81,8 @@ class RunQueueTask:
             if ahead is not None and ahead.id != deployment.id:
                 self._say_waiting(deployment, ahead)
                 continue
+            if not self._allowed_to_start(deployment):
+                continue
             now = self._engine.clock.now()
             if self._deployments.transition(
                 deployment.id, [DeploymentState.QUEUED], DeploymentState.RUNNING,
@@ -87,6 +93,24 @@ class RunQueueTask:
             # now held; the rest of the line waits for the next pass.
             holding.setdefault(deployment.environment, deployment)
         return None
+
+    def _allowed_to_start(self, deployment: DeploymentRecord) -> bool:
+        """The policy gate at run start (``bot.flows.gate``). A run that started before (put
+        back in line by recovery, or waiting behind another run) is resumed, never judged
+        again: its steps may have changed something."""
+        if self._gate is None or deployment.started_at is not None:
+            return True
+        assert deployment.id is not None
+        try:
+            verdict = self._gate(deployment)
+        except Exception:  # e.g. Slack down for a membership read: try again next pass
+            log.warning("the gate could not judge #%s at its start; it stays queued",
+                        deployment.id, exc_info=True)
+            return False
+        if verdict.allowed:
+            return True
+        self._engine.refuse_start(deployment.id, verdict.rule, verdict.reason)
+        return False
 
     def _say_waiting(self, deployment: DeploymentRecord, ahead: DeploymentRecord) -> None:
         assert deployment.id is not None and ahead.id is not None

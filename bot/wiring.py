@@ -15,6 +15,7 @@ from slack_sdk import WebClient
 
 from bot.clicks import ClickTask
 from bot.doctor import DoctorTask
+from bot.flows import DeploymentFlows, Gate, RequestWriter
 from bot.instance_marker import InstanceMarker
 from bot.membership import SlackGroups
 from bot.notification_sender import NotificationSender
@@ -95,6 +96,19 @@ class Services:
     tasks: list[WorkerTask] = field(default_factory=list)
     scheduler: LeasedScheduler | None = None
     status_reader: CachedStatusReader | None = None
+    flows: DeploymentFlows = field(init=False)
+
+    def __post_init__(self) -> None:
+        windows = self.windows
+        self.flows = DeploymentFlows(
+            gate=Gate(policy=self.policy, windows=windows, environments=self.environments,
+                      deployments=self.deployments, approvals=self.approvals,
+                      groups=self.groups, clock=self.clock),
+            requests=RequestWriter(database=self.database, deployments=self.deployments,
+                                   audit=self.audit, views=self.views, reporter=self.reporter,
+                                   environments=self.environments, windows=windows,
+                                   clock=self.clock, channel=self.policy.channel,
+                                   wake_worker=self.wake_worker))
     mode: str | None = None  # serve, socket or shell: the heartbeat row says (storage.markers)
 
     def start_worker(self) -> None:
@@ -134,7 +148,8 @@ class Services:
         if not self.tasks:
             sender = SlackOutboxSender(self.outbox, self.deployments, self.slack, self.clock,
                                        pager=DeliveryPager(self.outbox, self.policy))
-            runs = RunQueueTask(self.engine, self.deployments, worker_id=self.worker_id)
+            runs = RunQueueTask(self.engine, self.deployments, worker_id=self.worker_id,
+                                gate=self.flows.gate.ready_to_start)
             recovery = RecoveryTask(self.engine, runs, stale_after=timedelta(
                 seconds=self.settings.qlp_stale_after))
             # Preflights (bot.preflight) before the sender: their card updates go out this pass.

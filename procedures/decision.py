@@ -15,14 +15,18 @@ standard   refuses             refuses        refuses     refuses when closed
 migration  refuses             refuses        refuses     refuses when closed
 hotfix     refuses             refuses        refuses     ignored
 rollback   refuses             refuses        ignored     ignored
-emergency  refuses             refuses        ignored     ignored
+emergency  waits in line [3]    refuses        ignored     ignored
 =========  ==================  =============  ==========  ====================
 
-[1] Another deployment of the environment that is under way (or waiting for approval), or
+[1] Another deployment of the environment that is under way (or, for a standard deployment, a
+    hotfix or a migration, waiting for approval: the gate, ``bot.flows.gate``, decides which
+    deployments it hands in as ``running``), or
     a lock held by another deployment: one deployment at a time, always. A lock kept after a
     run that needs attention (an undo failed) refuses under its own rule, ``needs-attention``:
     someone must check the environment by hand and unlock it. No override lifts either.
 [2] Preferred days and hours, avoided days and holiday weeks (``procedures.windows``).
+[3] Behind a deployment queued, running or rolling back; a lock kept after a run that needs
+    attention refuses an emergency too.
 
 Why these choices:
 
@@ -33,8 +37,10 @@ Why these choices:
   lifts it for that one deployment: its run *passes* the lock (``procedures.engine``) and
   never takes it over or frees it, so the lock is there, with its holder and reason, when the
   run ends.
-- An emergency approved while another run has the environment is not refused then: it waits
-  in line and starts right after that run (the worker's run queue, ``bot.runner``).
+- An emergency asked for or approved while another deployment is queued, running or rolling
+  back is not refused: the verdict is allowed with ``waits_for`` naming that deployment, and it
+  starts right after it (the worker's run queue, ``bot.runner``). A request still waiting for
+  approval does not hold an emergency back.
 - A rollback restores a known-good version, which is what one wants in a freeze or at night,
   so only a lock and a run under way stop it.
 - A hotfix is urgent by definition: it ignores the preferred hours, avoided days and holiday
@@ -51,8 +57,8 @@ normal approvals (``approval_kind`` / ``required``).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import datetime, time, timedelta, tzinfo
 
 from procedures.durations import format_duration
 from procedures.model import ProcedureKind
@@ -188,6 +194,9 @@ class Verdict:
     approval_kind: str
     required: int
     overridden: tuple[str, ...] = ()
+    waits_for: int | None = None
+    """An allowed emergency that waits in line: it starts right after this deployment (under
+    way on the environment now) has ended."""
 
 
 @dataclass(frozen=True)
@@ -229,10 +238,19 @@ def decide(request: Request, facts: Facts) -> Verdict:
     approval_kind = kind.value if kind.value in policy.approvals else "standard"
     required = policy.approval_rule(kind.value).required
 
+    waits_for = _emergency_waits_for(kind, request, facts)
+    if kind is ProcedureKind.EMERGENCY and facts.running is not None \
+            and facts.running.deployment_id != request.deployment_id:
+        # Behind a run under way it waits in line; a request pending approval never holds it.
+        facts = replace(facts, running=None)
+    if waits_for is not None and facts.lock is not None and not facts.lock.manual \
+            and facts.lock.holder_state != "needs_attention":
+        facts = replace(facts, lock=None)  # the run ahead's own lock: it waits for that run
+
     def verdict(allowed: bool, rule: str, reason: str, remedy: str = "", *,
                 needs_override: bool = False, overridden: tuple[str, ...] = ()) -> Verdict:
         return Verdict(allowed, rule, reason, remedy, needs_override, approval_kind, required,
-                       overridden)
+                       overridden, waits_for if allowed else None)
 
     busy = _one_at_a_time(request, facts)
     if busy is not None:
@@ -277,6 +295,24 @@ def decide(request: Request, facts: Facts) -> Verdict:
 
 
 # -- the rules ------------------------------------------------------------------------------------
+
+
+def _emergency_waits_for(kind: ProcedureKind, request: Request, facts: Facts) -> int | None:
+    """An emergency is not refused by a deployment already queued, running or rolling back:
+    it waits in line right after it (the worker's run queue) and the verdict says so. A
+    request still waiting for approval never holds an emergency back."""
+    if kind is not ProcedureKind.EMERGENCY:
+        return None
+    running = facts.running
+    if running is not None and running.deployment_id != request.deployment_id \
+            and running.state != "pending_approval":
+        return running.deployment_id
+    lock = facts.lock  # a run's lock (not a person's, not one kept after a failed undo)
+    if lock is not None and not lock.manual and lock.deployment_id is not None \
+            and lock.deployment_id != request.deployment_id \
+            and lock.holder_state != "needs_attention":
+        return lock.deployment_id
+    return None
 
 
 def _one_at_a_time(request: Request, facts: Facts) -> _Refusal | None:
@@ -326,10 +362,14 @@ def _overridable(kind: ProcedureKind, request: Request, facts: Facts) -> list[_R
         reason = (window.reason if window.rule is WindowRule.FREEZE
                   else f"deployment freeze {freeze.start.isoformat()} to "
                        f"{freeze.end.isoformat()}: {freeze.reason}")
+        after = datetime.combine(freeze.end + timedelta(days=1), time(0, 0),
+                                 tzinfo=_policy_zone(facts))
         refusals.append(_Refusal(
             WindowRule.FREEZE.value, reason,
-            f"The freeze ends after {freeze.end.isoformat()}; only an emergency or a "
-            "rollback runs in a freeze."))
+            f"The freeze ends after {freeze.end.isoformat()}: {_kind_plural(kind)} are possible "
+            f"again from {_clock(after, facts)}. Only an emergency (`/qlp emergency "
+            "&lt;category&gt; &lt;version&gt; --reason \"...\"`) or a rollback runs in a "
+            "freeze."))
     if kind in (ProcedureKind.STANDARD, ProcedureKind.MIGRATION) and not window.open \
             and window.rule is not WindowRule.FREEZE:
         refusals.append(_Refusal(window.rule.value, window.reason, next_slot))
@@ -397,6 +437,16 @@ def _kind_label(kind: ProcedureKind) -> str:
         ProcedureKind.ROLLBACK: "A rollback",
         ProcedureKind.MIGRATION: "A migration",
     }[kind]
+
+
+def _kind_plural(kind: ProcedureKind) -> str:
+    return {ProcedureKind.HOTFIX: "hotfixes", ProcedureKind.MIGRATION: "migrations"}.get(
+        kind, "deployments")
+
+
+def _policy_zone(facts: Facts) -> tzinfo:
+    """The policy's time zone (freeze dates are whole days there)."""
+    return facts.policy.zone
 
 
 def _clock(moment: datetime, facts: Facts) -> str:

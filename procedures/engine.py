@@ -379,6 +379,27 @@ class Engine:
                        f"{record.environment}: #{deployment_id} starts when #{ahead_id} "
                        "has ended.")
 
+    def refuse_start(self, deployment_id: int, rule: str, reason: str) -> bool:
+        """A queued deployment that the policy gate refuses at its start (a window closed, a
+        lock taken, an override expired while it waited): FAILED with nothing done, said on
+        the card and in the channel. False if it was no longer queued."""
+        record = self.deployments.get(deployment_id)
+        if record is None:
+            return False
+        message = f"did not start: {reason}"
+        if not self.deployments.transition(deployment_id, [_S.QUEUED], _S.FAILED,
+                                           error=message, current_step=None):
+            return False
+        self.audit.append(self.worker_id, "run.refused", deployment_id=deployment_id,
+                          environment=record.environment, detail={"rule": rule,
+                                                                  "reason": reason})
+        snapshot = self.snapshot(deployment_id)
+        _safely("run_changed", lambda: self.reporter.run_changed(snapshot))
+        _safely("event", lambda: self.reporter.event(
+            snapshot, f"✗ #{deployment_id} did not start: {reason} (rule: {rule}). Nothing "
+                      "was changed.", broadcast=True))
+        return True
+
     def _announce(self, deployment_id: int, text: str | None) -> None:
         snapshot = self.snapshot(deployment_id)
         _safely("run_changed", lambda: self.reporter.run_changed(snapshot))
@@ -708,7 +729,8 @@ class _Run:
             current.locked_since <= started
 
     def _lock_under_way(self) -> int | None:
-        """The deployment holding the lock, if it is queued, running or rolling back."""
+        """The deployment holding the lock, unless it needs attention (that lock stays until a
+        person unlocks): queued, running, rolling back, or ended and releasing it now."""
         try:
             current = self.e.environments.get(self.view.environment)
             holder = current.lock_deployment_id if current is not None else None
@@ -717,8 +739,12 @@ class _Run:
             record = self.e.deployments.get(holder)
         except Exception:
             return None
-        if record is None or record.state not in (_S.QUEUED, _S.RUNNING, _S.ROLLING_BACK):
+        if record is None or record.state is _S.NEEDS_ATTENTION or not (
+                record.state.terminal or record.state in (_S.QUEUED, _S.RUNNING,
+                                                          _S.ROLLING_BACK)):
             return None
+        # A run that has just ended releases its lock right after its last transition: a
+        # claim in between waits in line for that release rather than failing on it.
         return holder
 
     def _back_in_line(self, ahead: int) -> DeploymentState:

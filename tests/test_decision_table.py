@@ -95,6 +95,7 @@ class Case:
     remedy: str = ""  # a fragment of what_would_allow
     approval: tuple[str, int] = ("standard", 1)
     overridden: tuple[str, ...] = field(default_factory=tuple)
+    waits_for: int | None = None
 
 
 CASES = [
@@ -117,7 +118,7 @@ CASES = [
     Case("utc-holiday-week", K.STANDARD, THANKSGIVING_WEEK, False, "holiday-week",
          "Thanksgiving Day", needs_override=True, remedy="Tue 2026-12-01 10:00 UTC"),
     Case("utc-freeze", K.STANDARD, FREEZE, False, "freeze", "year-end freeze",
-         needs_override=True, remedy="only an emergency or a rollback"),
+         needs_override=True, remedy="Only an emergency"),
     Case("utc-refusal-offers-override", K.STANDARD, NIGHT, False, "outside-hours",
          "outside the preferred hours", needs_override=True,
          remedy='`--override "why"`; <@U0HEAD1> (not you) must grant it'),
@@ -164,8 +165,11 @@ CASES = [
     Case("emergency-override-past-lock", K.EMERGENCY, NIGHT, True, "environment-lock",
          "lifts: production is locked", lock=MANUAL_LOCK, override=granted(at=NIGHT),
          needs_override=True, overridden=("environment-lock",)),
-    Case("emergency-running", K.EMERGENCY, NIGHT, False, "one-at-a-time",
-         "#5 (v1.2.2, running) is already under way", running=RUNNING),
+    Case("emergency-running-waits-in-line", K.EMERGENCY, NIGHT, True, "emergency",
+         "an emergency may run at any time", running=RUNNING, waits_for=5),
+    Case("emergency-pending-other", K.EMERGENCY, NIGHT, True, "emergency",
+         "an emergency may run at any time",
+         running=ActiveRun(6, "v1.2.3", "pending_approval")),
     Case("rollback-freeze-night", K.ROLLBACK, utc("2026-12-26 03:00"), True, "rollback",
          "in a freeze too", approval=("rollback", 1)),
     Case("rollback-running", K.ROLLBACK, TUE_OPEN, False, "one-at-a-time",
@@ -282,6 +286,7 @@ def test_decision(case: Case) -> None:
     assert case.remedy in verdict.what_would_allow, verdict.what_would_allow
     assert (verdict.approval_kind, verdict.required) == case.approval
     assert verdict.overridden == case.overridden
+    assert verdict.waits_for == case.waits_for
     if not verdict.allowed:
         assert verdict.what_would_allow, "every refusal says what would allow it"
     else:

@@ -7,52 +7,23 @@ happen elsewhere (buttons, the worker). With ``--override`` a refusal that an ov
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from bot.commands.requesting import judge_request, open_request
 from bot.commands.schedule_request import schedule_text, scheduled_moment
 from bot.context import HandlerContext
+from bot.flows.gate import refusal
 from bot.formatting import local_time
 from bot.grammar import Command
 from bot.lookup import environment_of
 from bot.membership import describe_rule
-from bot.override import UNDER_WAY, decision_facts, refusal, request_with_override
-from bot.plan import plan_hash
-from procedures.decision import Request, decide
+from bot.override import request_with_override
 from procedures.durations import format_duration
 from procedures.errors import PolicyRefusal
-from procedures.model import DeploymentState, ProcedureKind, Slot
+from procedures.model import ProcedureKind, Slot
 from procedures.windows import WindowRule, WindowVerdict
 
-if TYPE_CHECKING:
-    from bot.wiring import Services
-
-ACTIVE = UNDER_WAY
 _WINDOW_RULES = frozenset(rule.value for rule in WindowRule)
-
-
-def evidence_for(ctx: HandlerContext, environment: str, *,
-                 at: datetime | None = None) -> dict[str, Any]:
-    """:func:`evidence_of` for a listener."""
-    return evidence_of(ctx.services, environment, at=at)
-
-
-def evidence_of(services: Services, environment: str, *,
-                at: datetime | None = None) -> dict[str, Any]:
-    """What the request is judged on, from the bot's own state (no network on a listener).
-
-    The window is judged at ``at`` (a scheduled deployment's moment) when it is still ahead,
-    else now.
-    """
-    state = services.environments.get(environment)
-    now = services.clock.now()
-    verdict = services.windows.verdict(at if at is not None and at > now else now)
-    return {
-        "live_version": state.live_version if state else None,
-        "live_slot": str(state.live_slot) if state and state.live_slot else None,
-        "window": verdict.rule.value,
-        "lock": state.lock_holder if state and state.lock_deployment_id is None else None,
-    }
 
 
 def refuse_maintenance_on_azure(ctx: HandlerContext, env: str, what: str, instead: str) -> None:
@@ -78,21 +49,19 @@ def deploy_text(ctx: HandlerContext, command: Command) -> str:
         refuse_maintenance_on_azure(ctx, env, "the deployment",
                                     f"`/qlp deploy {command.version} to {env}`")
     if command.at is not None and not command.dry_run:
-        return schedule_text(ctx, command, env, evidence_for)
+        return schedule_text(ctx, command, env)
     if command.dry_run:
         if command.at is not None:
             verdict = services.windows.verdict(scheduled_moment(command, policy.zone)[0])
         return _dry_run(ctx, command, env, verdict)
     user = ctx.request.user_id
-    decision = decide(Request(ProcedureKind.STANDARD, user, env, now),
-                      decision_facts(services, env, at=now))
-    evidence = evidence_for(ctx, env)
-    options: dict[str, Any] = {"maintenance": command.maintenance, "evidence": evidence}
+    decision = judge_request(ctx, ProcedureKind.STANDARD, env)
+    options: dict[str, Any] = {"maintenance": command.maintenance}
     if not decision.allowed:
         if command.override and decision.needs_override:
             return request_with_override(
                 ctx, kind=ProcedureKind.STANDARD, version=command.version, environment=env,
-                reason=command.override, verdict=decision, options=options, evidence=evidence)
+                reason=command.override, verdict=decision, options=options)
         services.audit.append(user, "deployment.refused", environment=env,
                               detail={"version": command.version, "rule": decision.rule,
                                       "reason": decision.reason,
@@ -102,31 +71,19 @@ def deploy_text(ctx: HandlerContext, command: Command) -> str:
         if command.override:
             hint = "An override never lifts this rule."
         raise refusal(decision, extra_hint=hint)
-    digest = plan_hash(ProcedureKind.STANDARD, command.version, env, options, evidence)
-    deployment, created = services.deployments.create_or_get(
-        ProcedureKind.STANDARD, command.version, env, ctx.request.user_id,
-        state=DeploymentState.PENDING_APPROVAL, options=options, plan_hash=digest,
-        channel=policy.channel, request_key=f"command:{ctx.request.request_key}"
-        if ctx.request.request_key else None)
-    assert deployment.id is not None
+    needed = (f"{rule.required} approval{'s' if rule.required > 1 else ''} from "
+              f"{describe_rule(rule)}")
+    deployment, created = open_request(
+        ctx, kind=ProcedureKind.STANDARD, version=command.version, environment=env,
+        reason=None, options=options,
+        announce=lambda _: f"<@{user}> requested {command.version} to {env}. Waiting for "
+                           f"{needed}.")
     if not created:
         return f"This request was already received: it is deployment #{deployment.id}."
-    services.audit.append(ctx.request.user_id, "deployment.requested",
-                          deployment_id=deployment.id, environment=env,
-                          detail={"version": command.version, "kind": "standard",
-                                  "options": options, "plan_hash": digest})
-    run = services.views.snapshot(deployment.id)
-    services.reporter.run_changed(run)
-    services.reporter.event(
-        run, f"<@{ctx.request.user_id}> requested {command.version} to {env}. Waiting for "
-             f"{rule.required} approval{'s' if rule.required > 1 else ''} from "
-             f"{describe_rule(rule)}.")
-    services.wake_worker()
     unneeded = (f" No override was needed ({decision.reason}), so none was asked for."
                 if command.override else "")
     return (f"Deployment #{deployment.id} requested: {command.version} to {env}. It needs "
-            f"{rule.required} approval{'s' if rule.required > 1 else ''} from "
-            f"{describe_rule(rule)} (not you). The card is in <#{policy.channel}>.{unneeded}")
+            f"{needed} (not you). The card is in <#{policy.channel}>.{unneeded}")
 
 
 def _dry_run(ctx: HandlerContext, command: Command, env: str, verdict: WindowVerdict) -> str:

@@ -1,10 +1,10 @@
 """``/qlp emergency <security|outage|critical-bug|compliance> <version> [to <env>]
 --reason "..." [--dry-run]``: request an emergency deployment.
 
-Allowed 24/7, even in a freeze (not past a manual lock, and one deployment at a time: the
-policy gate, ``procedures.decision.decide``, says so before anything is written). Approved
-while another run has the environment, it waits in line and starts right after it
-(``bot.runner.RunQueueTask``). A
+Allowed 24/7, even in a freeze, never past a person's lock (the gate, ``bot.flows.gate``, says
+so before anything is written). Asked for or approved while another deployment is queued or
+running, it waits in line and starts right after it (``bot.runner.RunQueueTask``), and the
+request's reply and card say so up front. A
 second person in ``approvals.emergency`` presses Approve: the bot records who, so nobody types
 an approver's name as the seed's script asked. The request is broadcast to the channel, the
 on-call route is paged through the outbox (``bot.paging``: kind ``pagerduty``, delivered by
@@ -18,9 +18,11 @@ from __future__ import annotations
 from typing import Any
 
 from bot import paging
-from bot.commands.hotfix import (
+from bot.commands.requesting import (
     approvals_needed,
+    judge_request,
     open_request,
+    refuse_unless_allowed,
     refused,
     steps_listing,
 )
@@ -28,10 +30,7 @@ from bot.context import HandlerContext
 from bot.formatting import escape, local_time
 from bot.grammar import Command
 from bot.lookup import environment_of
-from bot.override import decision_facts
-from procedures.decision import ENVIRONMENT_LOCK, Request, decide
 from procedures.durations import format_duration
-from procedures.errors import PolicyRefusal
 from procedures.model import ProcedureKind
 from procedures.playbooks.emergency import (
     BLUE_GREEN_READY,
@@ -64,7 +63,9 @@ def _emergency(ctx: HandlerContext, command: Command, env: str) -> str:
     version = command.version or ""
     if command.dry_run:
         return _dry_run(ctx, command, env)
-    _refuse_unless_allowed(ctx, env)
+    verdict = refuse_unless_allowed(ctx, ProcedureKind.EMERGENCY, env)
+    waits = (f"It waits for #{verdict.waits_for}, under way on {env}, and starts right "
+             "after it." if verdict.waits_for is not None else "")
     user = ctx.request.user_id
     reason = command.reason or ""
     now = services.clock.now()
@@ -81,7 +82,8 @@ def _emergency(ctx: HandlerContext, command: Command, env: str) -> str:
                 f"({category}) of {version} to {env}: {escape(reason)}.\n"
                 f"Plan: snapshot of the live version (and the newest database backup's age "
                 f"where the platform knows it), then {_track(category)}.\n"
-                f"Waiting for {needed} (not the requester). The on-call route is paged.\n"
+                f"Waiting for {needed} (not the requester). {waits}"
+                f"{' ' if waits else ''}The on-call route is paged.\n"
                 f"Post-emergency review due by {local_time(due, policy.zone)} (within "
                 f"{format_duration(REVIEW_WITHIN)}). The emergency checklist "
                 f"({len(checklist)} items) is attached: `/qlp checklist {deployment_id}`.")
@@ -97,26 +99,8 @@ def _emergency(ctx: HandlerContext, command: Command, env: str) -> str:
     if not created:
         return f"This request was already received: it is emergency deployment #{deployment.id}."
     return (f"Emergency deployment #{deployment.id} requested: {version} to {env} "
-            f"({category}). It needs {needed} (not you). The on-call route is paged; the card "
-            f"is in <#{policy.channel}>.")
-
-
-def _refuse_unless_allowed(ctx: HandlerContext, env: str) -> None:
-    """Ask the policy gate (``procedures.decision.decide``): a deployment under way or a lock
-    kept after one that needs attention refuses (one at a time), and so does a person's lock
-    (an emergency passes it only when its holder unlocks: ``/qlp emergency`` takes no
-    override). A request still waiting for approval does not hold an emergency back."""
-    services = ctx.services
-    now = services.clock.now()
-    verdict = decide(Request(ProcedureKind.EMERGENCY, ctx.request.user_id, env, now),
-                     decision_facts(services, env, at=now, include_pending=False))
-    if verdict.allowed:
-        return
-    hint = verdict.what_would_allow
-    if verdict.rule == ENVIRONMENT_LOCK:
-        # The gate also offers a break-glass override, which this command does not take.
-        hint = hint.split(" Or break glass:", 1)[0]
-    raise PolicyRefusal(f"{verdict.reason}.", rule=verdict.rule, hint=hint or None)
+            f"({category}). It needs {needed} (not you).{' ' + waits if waits else ''} The "
+            f"on-call route is paged; the card is in <#{policy.channel}>.")
 
 
 def _page_oncall(ctx: HandlerContext, deployment_id: int, category: str, version: str,
@@ -144,9 +128,11 @@ def _page_oncall(ctx: HandlerContext, deployment_id: int, category: str, version
 def _dry_run(ctx: HandlerContext, command: Command, env: str) -> str:
     category = command.category or ""
     skip = set() if not is_fast_track(category) else {"smoke_tests"}
+    verdict = judge_request(ctx, ProcedureKind.EMERGENCY, env)
     lines = [
         f"*Dry run: emergency ({category}) {command.version} to {env}* (nothing was changed)",
-        "Allowed now: yes (emergencies deploy 24/7, even in a freeze)",
+        "Allowed now: " + (f"yes ({verdict.reason})" if verdict.allowed else
+                           f"*refused*: {verdict.reason} (rule: {verdict.rule})"),
         f"Approval: {approvals_needed(ctx, ProcedureKind.EMERGENCY)}, not the requester",
         f"Plan: snapshot of the live version (and the newest database backup's age where "
         f"the platform knows it), then {_track(category)}",

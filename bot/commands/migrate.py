@@ -2,7 +2,7 @@
 the application's database.
 
 The listener only reads the migration file (name checked by the grammar and again against the
-migrations directory, see ``procedures.migrations.files``), asks the policy decision (a
+migrations directory, see ``procedures.migrations.files``), asks the gate (``bot.flows.gate``: a
 migration follows the standard rules: window, freeze, lock, one at a time), writes the request
 (kind MIGRATION, version = the migration name, the file's checksum in its options) and answers.
 It never connects to the database: validation, the backup and the run are the playbook's
@@ -14,12 +14,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.commands.hotfix import approvals_needed, open_request, refused, steps_listing
+from bot.commands.requesting import (
+    approvals_needed,
+    judge_request,
+    open_request,
+    refuse_unless_allowed,
+    refused,
+    steps_listing,
+)
 from bot.context import HandlerContext
 from bot.grammar import Command
 from bot.lookup import environment_of
-from bot.override import decision_facts
-from procedures.decision import OVERRIDE_FLAG, Request, decide
 from procedures.errors import PolicyRefusal
 from procedures.migrations.files import MigrationDirectory, MigrationFile
 from procedures.model import ProcedureKind
@@ -46,11 +51,7 @@ def _migrate(ctx: HandlerContext, command: Command, env: str) -> str:
             hint=f"Migrate without `--maintenance`: `/qlp migrate {migration.name} to {env}`.")
     if command.dry_run:
         return _dry_run(ctx, command, env, migration)
-    now = services.clock.now()
-    decision = decide(Request(KIND, user, env, now), decision_facts(services, env, at=now))
-    if not decision.allowed:
-        raise PolicyRefusal(f"{decision.reason}.", rule=decision.rule,
-                            hint=_without_override(decision.what_would_allow) or None)
+    refuse_unless_allowed(ctx, KIND, env)
     up = migration.up
     staging = rehearses_on_staging(policy, env)
     options: dict[str, Any] = {
@@ -107,24 +108,10 @@ def _how(migration: MigrationFile) -> str:
     return f"{shape}, {down}, checksum {up.checksum[:12]}"
 
 
-def _without_override(remedy: str) -> str:
-    """The decision's remedy without its break-glass sentence (``migrate`` has no override)."""
-    cut = remedy.find(f"ask again with {OVERRIDE_FLAG}")
-    if cut < 0:
-        return remedy
-    head = remedy[:cut].rstrip()
-    for tail in ("Or break glass:", "Or break glass"):
-        if head.endswith(tail):
-            head = head[: -len(tail)].rstrip()
-    return head
-
-
 def _dry_run(ctx: HandlerContext, command: Command, env: str, migration: MigrationFile) -> str:
     services = ctx.services
     policy = services.policy
-    now = services.clock.now()
-    decision = decide(Request(KIND, ctx.request.user_id, env, now),
-                      decision_facts(services, env, at=now))
+    decision = judge_request(ctx, KIND, env)
     allowed = ("allowed now" if decision.allowed else
                f"*refused now*: {decision.reason} (rule: {decision.rule})")
     staging = rehearses_on_staging(policy, env)

@@ -1,7 +1,8 @@
 """``/qlp rollback [<version>] [in <env>] --reason "..." [--dry-run]`` and the Roll back button
 of a card: request a manual rollback.
 
-Allowed any time (not past a manual lock, and one deployment at a time); approved by
+Allowed any time, in a freeze too (not past a manual lock, and not while another deployment is
+queued or running: the gate, ``bot.flows.gate``, says so); approved by
 ``approvals.rollback``, never the requester. The button asks for confirmation with a Slack
 confirm dialog (``bot.cards``) before it gets here. The run is a blue-green deployment of the
 earlier version (``procedures.playbooks.rollback``).
@@ -19,12 +20,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.commands.hotfix import (
-    HOLDING,
+from bot.commands.requesting import (
     approvals_needed,
     open_request,
-    refuse_when_busy,
-    refuse_when_locked,
+    refuse_unless_allowed,
     refused,
     steps_listing,
 )
@@ -173,8 +172,7 @@ def request_rollback(ctx: HandlerContext, env: str, version: str | None, reason:
     if dry_run:
         return _dry_run(ctx, plan)
     refuse_irreversible(ctx, plan)
-    refuse_when_locked(ctx, env, "A rollback")
-    refuse_when_busy(ctx, env, HOLDING)
+    refuse_unless_allowed(ctx, ProcedureKind.ROLLBACK, env)
     user = ctx.request.user_id
     needed = approvals_needed(ctx, ProcedureKind.ROLLBACK)
 

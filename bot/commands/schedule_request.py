@@ -13,13 +13,14 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from bot.commands.requesting import open_request
 from bot.context import HandlerContext
+from bot.flows import Moment
 from bot.formatting import local_time, relative
 from bot.grammar import Command
 from bot.membership import describe_rule
-from bot.plan import plan_hash
 from procedures.errors import PolicyRefusal, UserError
-from procedures.model import DeploymentState, ProcedureKind
+from procedures.model import ProcedureKind
 
 MIN_LEAD = timedelta(minutes=5)
 """A scheduled moment must be at least this far ahead (sooner: deploy now instead)."""
@@ -45,9 +46,9 @@ def scheduled_moment(command: Command, default_zone: ZoneInfo) -> tuple[datetime
     return command.at.replace(tzinfo=zone), zone
 
 
-def schedule_text(ctx: HandlerContext, command: Command, env: str,
-                  evidence_for: Any) -> str:
-    """Validate the moment against the window, then write the request and post its card."""
+def schedule_text(ctx: HandlerContext, command: Command, env: str) -> str:
+    """Validate the moment with the gate (window and freeze then), then write the request
+    through the one writer and post its card."""
     services = ctx.services
     policy = services.policy
     now = services.clock.now()
@@ -66,49 +67,38 @@ def schedule_text(ctx: HandlerContext, command: Command, env: str,
     if moment > now + MAX_LEAD:
         raise UserError(f"{shown} is more than {MAX_LEAD.days} days ahead.",
                         hint="Schedule it closer to the day.")
+    user = ctx.request.user_id
+    decision = services.flows.gate.judge(ProcedureKind.STANDARD, user, env, Moment.SCHEDULE,
+                                         at=moment)
     verdict = services.windows.verdict(moment)
-    if not verdict.open:
+    if not decision.allowed:
         following = services.windows.next_open(moment)
         slot = (f" The next preferred slot opens {local_time(following, policy.zone)}."
                 if following else " No preferred slot opens in the next months.")
-        services.audit.append(ctx.request.user_id, "deployment.refused", environment=env,
-                              detail={"version": command.version, "rule": verdict.rule.value,
-                                      "reason": verdict.reason, "at": moment.isoformat()})
+        services.audit.append(user, "deployment.refused", environment=env,
+                              detail={"version": command.version, "rule": decision.rule,
+                                      "reason": decision.reason, "at": moment.isoformat()})
         raise PolicyRefusal(f"{shown} is outside the deployment window: {verdict.reason}."
-                            f"{slot}", rule=verdict.rule.value,
+                            f"{slot}", rule=decision.rule,
                             hint=f"`/qlp deploy {command.version} at YYYY-MM-DD HH:MM` "
                                  "inside a preferred slot (`/qlp window`).")
     closes_at = verdict.closes_at or moment
     rule = policy.approval_rule(ProcedureKind.STANDARD)
-    evidence = evidence_for(ctx, env, at=moment)
     options: dict[str, Any] = {
-        "maintenance": command.maintenance, "evidence": evidence,
+        "maintenance": command.maintenance,
         SCHEDULE_OPTION: {"at": moment.isoformat(), "zone": zone.key,
                           "closes_at": closes_at.isoformat()},
     }
-    digest = plan_hash(ProcedureKind.STANDARD, command.version, env, options, evidence)
-    user = ctx.request.user_id
-    deployment, created = services.deployments.create_or_get(
-        ProcedureKind.STANDARD, command.version, env, user,
-        state=DeploymentState.PENDING_APPROVAL, options=options, plan_hash=digest,
-        channel=policy.channel, scheduled_at=moment,
-        request_key=f"command:{ctx.request.request_key}" if ctx.request.request_key else None)
-    assert deployment.id is not None
+    needed = f"{rule.required} approval{'s' if rule.required > 1 else ''}"
+    deployment, created = open_request(
+        ctx, kind=ProcedureKind.STANDARD, version=command.version, environment=env,
+        reason=None, options=options, scheduled_at=moment, action="deployment.scheduled",
+        announce=lambda _: (
+            f"<@{user}> scheduled {command.version} to {env} for {shown}. Waiting for "
+            f"{needed} from {describe_rule(rule)}; unapproved by "
+            f"{local_time(closes_at, policy.zone)} (the window's close), it expires."))
     if not created:
         return f"This request was already received: it is deployment #{deployment.id}."
-    services.audit.append(user, "deployment.scheduled", deployment_id=deployment.id,
-                          environment=env,
-                          detail={"version": command.version, "kind": "standard",
-                                  "at": moment.isoformat(), "options": options,
-                                  "plan_hash": digest})
-    needed = f"{rule.required} approval{'s' if rule.required > 1 else ''}"
-    run = services.views.snapshot(deployment.id)
-    services.reporter.run_changed(run)
-    services.reporter.event(
-        run, f"<@{user}> scheduled {command.version} to {env} for {shown}. Waiting for "
-             f"{needed} from {describe_rule(rule)}; unapproved by "
-             f"{local_time(closes_at, policy.zone)} (the window's close), it expires.")
-    services.wake_worker()
     return (f"Deployment #{deployment.id} scheduled: {command.version} to {env} at {shown} "
             f"({relative(moment, now)}). It needs {needed} from {describe_rule(rule)} (not "
             f"you) before then. Notices go out 24 h ahead, final validation runs 2 h ahead; "

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from bot.commands.schedule_request import schedule_of
 from bot.formatting import local_time
 from bot.membership import describe_rule
+from bot.plan import describe_change, reset_plan
 from procedures.durations import format_duration
 from procedures.model import DeploymentState, ProcedureKind
 
@@ -224,6 +225,11 @@ class ScheduledDeployments:
         if deployment.state is _S.SCHEDULED:
             if self._plan_changed(deployment):
                 return 1  # approvals reset: it waits for a new approval like any request
+            # The one gate, at its run start: a person's lock or a run under way now holds it
+            # (until the window closes); the run queue asks the gate again when it claims it.
+            gate = services.flows.gate.ready_to_start(deployment)
+            if not gate.allowed:
+                return self._held(deployment, gate.reason, gate.what_would_allow, closes)
             if not services.deployments.transition(
                     deployment.id, [_S.SCHEDULED], _S.QUEUED,
                     expected_revision=deployment.revision):
@@ -248,16 +254,30 @@ class ScheduledDeployments:
                  f"unapproved at {local_time(closes, zone)} it expires.", dedup_key=key)
         return 1
 
+    def _held(self, deployment: DeploymentRecord, reason: str, remedy: str,
+              closes: datetime) -> int:
+        """Said once per reason in the thread: it is time, but the gate holds it."""
+        services = self._services
+        assert deployment.id is not None
+        key = dedup(deployment.id, f"held:{reason}")
+        if services.outbox.has(key):
+            return 0
+        zone = services.policy.zone
+        run = services.views.snapshot(deployment.id)
+        services.reporter.event(
+            run, f":hourglass: It is time for #{deployment.id}, but it cannot start: "
+                 f"{reason}. {remedy} It starts when that clears; at "
+                 f"{local_time(closes, zone)} (the window's close) it expires.",
+            dedup_key=key)
+        return 1
+
     def _plan_changed(self, deployment: DeploymentRecord) -> bool:
         """At T-0, re-judge the plan: if what was approved changed, approvals reset."""
-        from bot.commands.deploy import evidence_of
-        from bot.plan import describe_change, reset_plan
-
         services = self._services
         assert deployment.id is not None
         old = dict(deployment.options.get("evidence") or {})
         # Judged now, its moment (the caller checked that the window is open).
-        new = evidence_of(services, deployment.environment)
+        new = services.flows.requests.evidence(deployment.environment)
         if old == new:
             return False
         note = f"Approvals reset at the scheduled time: {describe_change(old, new)}."

@@ -258,7 +258,9 @@ def test_what_the_shell_does_is_audited_via_shell(
     shell.handle("/qlp deploy v1.2.3")
     shell.handle("!user U0LEAD1")
     _settle(shell, clock)
-    shell.handle("!approve")
+    # Reject, not approve: an approved run would start the local platform's processes (on
+    # the policy's ports), which outlive the shell and this test.
+    shell.handle("!reject")
     shell.services.audit.flush()
     events = {e.action: e for e in shell.services.audit.recent(200)}
     for action in ("shell.started", "command.status", "command.deploy", "shell.user_switched",
