@@ -58,8 +58,10 @@ class TinyRuns:
         engine = bot.services.engine
         engine.playbooks = {kind: Playbook(kind, "Tiny", (Step("work", "Work", self._work),))
                             for kind in ProcedureKind}
+        # As wired in production: the policy gate judges each queued run at its start.
         self.queue = RunQueueTask(engine, bot.services.deployments, max_parallel=2,
-                                  worker_id=engine.worker_id)
+                                  worker_id=engine.worker_id,
+                                  gate=bot.services.flows.gate.ready_to_start)
 
     def _work(self, ctx: StepContext) -> StepResult:
         row = self.bot.services.environments.get(ctx.environment_name)

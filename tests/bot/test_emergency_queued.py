@@ -84,3 +84,49 @@ def test_a_run_that_finds_another_run_holding_the_lock_goes_back_in_line(
     gate.set()
     runs.drain()
     assert deployments.get(2).state is S.SUCCEEDED
+
+
+def test_an_emergency_requested_during_a_run_is_told_it_waits_then_runs_after_it(
+        bot: BotHarness, runs: TinyRuns) -> None:
+    deployments = bot.services.deployments
+    bot.command("deploy v1.2.3")
+    press(bot, 1, "U0LEAD1")
+    runs.hold[1] = gate = threading.Event()
+    assert runs.pass_once()
+    runs.wait_started(1)
+
+    answer = bot.command('emergency outage v1.2.5 --reason "API down"').text
+    assert "Emergency deployment #2 requested" in answer, answer
+    assert "It waits for #1, under way on production, and starts right after it." in answer
+    assert "It waits for #1" in thread_text(bot, 2)  # the card's thread says so up front
+    press(bot, 2, "U0LEAD2")
+    assert deployments.get(2).state is S.QUEUED
+    assert "Starting." not in thread_text(bot, 2)
+    assert not runs.pass_once()
+
+    gate.set()
+    runs.drain()
+    assert deployments.get(1).state is S.SUCCEEDED
+    assert deployments.get(2).state is S.SUCCEEDED
+    assert "did not start" not in thread_text(bot, 2)
+
+
+def test_a_queued_run_that_the_gate_no_longer_allows_does_not_start(
+        bot: BotHarness, runs: TinyRuns) -> None:
+    """Approved, then someone locks the environment before a worker claims the run: the gate
+    refuses it at its start (nothing done, said with the rule); the person's lock stays."""
+    deployments = bot.services.deployments
+    bot.command("deploy v1.2.3")
+    press(bot, 1, "U0LEAD1")
+    assert deployments.get(1).state is S.QUEUED
+    assert bot.services.environments.acquire_lock("production", "U0OPS", "db maintenance",
+                                                  None, None)
+    assert not runs.pass_once()
+    record = deployments.get(1)
+    assert record.state is S.FAILED
+    assert record.error.startswith("did not start: A standard deployment is not allowed now: "
+                                   "production is locked by <@U0OPS>"), record.error
+    assert "(rule: environment-lock)" in thread_text(bot, 1)
+    assert 1 not in runs.started
+    lock = bot.services.environments.get("production")
+    assert (lock.lock_holder, lock.lock_reason) == ("U0OPS", "db maintenance")

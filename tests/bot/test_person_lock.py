@@ -75,6 +75,13 @@ def test_a_break_glass_deployment_passes_a_persons_lock_and_leaves_it_theirs(
     _after_the_run_the_lock_is_the_persons(bot, deployment_id)
 
 
+def _granted_and_approved(bot: BotHarness, deployment_id: int) -> None:
+    """The rows the override flow writes before it queues a break-glass run (the gate checks
+    them again when the run starts)."""
+    bot.services.approvals.record(deployment_id, "U0HEAD1", "override", "")
+    bot.services.approvals.record(deployment_id, "U0LEAD1", "approve", "")
+
+
 def test_a_queued_break_glass_run_passes_the_lock_and_ends_its_pass_only(
         bot: BotHarness, runs: TinyRuns) -> None:
     """The run side on its own: a break-glass request queued past the person's lock (as the
@@ -85,13 +92,14 @@ def test_a_queued_break_glass_run_passes_the_lock_and_ends_its_pass_only(
                                state=S.QUEUED)
     runs.drain()
     assert deployments.get(plain.id).state is S.FAILED
-    assert "production is locked by <@U0OPS> (db maintenance)" in deployments.get(plain.id).error
+    assert "production is locked by <@U0OPS>: db maintenance" in deployments.get(plain.id).error
     assert _lock_row(bot) == PERSONS_LOCK
 
     glass = deployments.create(
         ProcedureKind.STANDARD, "v1.0.0", ENV, "U0DEV", state=S.QUEUED,
         options={"override": {"reason": "checkout fix cannot wait", "requested_by": "U0DEV",
                               "rules": ["environment-lock"]}})
+    _granted_and_approved(bot, glass.id)
     runs.drain()
     seen = runs.seen[glass.id]
     assert {k: seen[k] for k in PERSONS_LOCK} == PERSONS_LOCK
@@ -108,6 +116,7 @@ def test_the_holder_may_unlock_during_a_pass_and_nothing_is_left_locked(
     glass = bot.services.deployments.create(
         ProcedureKind.STANDARD, "v1.0.0", ENV, "U0DEV", state=S.QUEUED,
         options={"override": {"reason": "why", "requested_by": "U0DEV", "rules": []}})
+    _granted_and_approved(bot, glass.id)
     runs.hold[glass.id] = gate = threading.Event()
     assert runs.pass_once()
     runs.wait_started(glass.id)
