@@ -243,6 +243,10 @@ class Windows(_Strict):
     avoid_days: list[Day] = Field(default_factory=list)
     holidays: HolidayCalendar | None = None
     freezes: list[Freeze] = Field(default_factory=list)
+    # A time that is neither preferred nor avoided (seed 3.1: "prefer Tue/Wed 10-14"): allowed
+    # and marked "outside the preferred window" (the seed's default), one more approval, or
+    # refused unless broken glass.
+    outside_preferred: Literal["allow", "extra-approval", "refuse"] = "allow"
 
 
 class ApprovalRule(_Strict):

@@ -1,0 +1,46 @@
+"""The seed's window tiers through signed requests: preferred goes, an "allowed" time (neither
+preferred nor avoided) goes with the "outside the preferred window" mark on the reply, the
+card and its thread, an avoided day is refused unless broken glass, and a queued run is judged
+again when it starts (``tests/flows/test_gate_table.py`` has the whole table)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from procedures.clock import FixedClock
+from procedures.model import DeploymentState as S
+from tests.bot.run_helpers import press, thread_text
+from tests.fakes.bot_harness import BotHarness
+
+THURSDAY = datetime(2026, 12, 3, 11, 0, tzinfo=UTC)
+FRIDAY = datetime(2026, 12, 4, 11, 0, tzinfo=UTC)
+
+
+def _card(bot: BotHarness, deployment_id: int) -> str:
+    cards = [n for n in bot.services.outbox.undelivered(1000)
+             if n.payload.get("card_for") == deployment_id]
+    assert cards, "no card was queued"
+    return json.dumps(cards[-1].payload)
+
+
+def test_thursday_1100_is_allowed_and_marked_outside_the_preferred_window(
+        bot: BotHarness, clock: FixedClock) -> None:
+    clock.set(THURSDAY)
+    answer = bot.command("deploy v1.2.3").text
+    assert answer.startswith("Deployment #1 requested: v1.2.3 to production."), answer
+    assert "Outside the preferred window: allowed outside the preferred window" in answer
+    assert "Outside the preferred window" in thread_text(bot, 1)
+    assert "Outside the preferred window" in _card(bot, 1)
+    press(bot, 1, "U0LEAD1")
+    assert bot.services.deployments.get(1).state is S.QUEUED  # approvers may approve it
+
+
+def test_a_friday_request_is_refused_as_an_avoided_day(
+        bot: BotHarness, clock: FixedClock) -> None:
+    clock.set(FRIDAY)
+    answer = bot.command("deploy v1.2.3").text
+    assert answer.startswith(":no_entry:"), answer
+    assert "Friday is an avoided day" in answer and "(rule: avoided-day)" in answer
+    assert "The next preferred slot opens Tue 2026-12-08 10:00 UTC" in answer
+    assert bot.services.deployments.list_recent() == []
