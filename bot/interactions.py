@@ -5,22 +5,22 @@ restarts and replicas. These handlers run after the ack, on ``bot.clicks``' thre
 stored by its listener (which also recognises a Slack retry of the same click, same
 action_ts, and drops it) and decided here, where reading a user group from Slack may take
 seconds. Two people or a double click race through an atomic transition and the losers are told
-what happened. Refusals are ephemeral and audited.
+what happened. Refusals are ephemeral and audited. ``bot.listeners.BUTTONS`` names each by its
+action id.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from bot import actions
 from bot import override as break_glass
-from bot.app import action_handler
 from bot.commands.cancel import cancel_deployment
 from bot.commands.checklist import tick_checklist
 from bot.commands.rollback import rollback_from_card
 from bot.context import HandlerContext
 from bot.flows import Moment
-from bot.formatting import local_time
+from bot.formatting import escape, local_time
 from bot.membership import describe_rule
 from bot.plan import describe_change, reset_plan
 from procedures.errors import ConflictError, PolicyRefusal, UserError
@@ -28,16 +28,35 @@ from procedures.model import HOLDING_STATES, DeploymentState
 from procedures.store import DeploymentRecord
 from storage.decisions import Outcome
 
+# A deployment number as the cards write it: ASCII digits (str.isdigit() also takes '١٢' and
+# '²'), short enough for a database id (int() of a 10,000-digit string raises ValueError).
+_DEPLOYMENT_VALUE = re.compile(r"[0-9]{1,18}")
+
 
 def _deployment(ctx: HandlerContext, action: dict[str, Any]) -> DeploymentRecord:
     value = str(action.get("value") or "")
-    if not value.isdigit():
+    if _DEPLOYMENT_VALUE.fullmatch(value) is None:
         raise UserError("This button does not name a deployment; it may be from an older "
                         "version of the bot.")
     deployment = ctx.services.deployments.get(int(value))
     if deployment is None:
         raise UserError(f"Deployment #{value} does not exist (any more).")
+    # A card's buttons are pressed where the card is: the deployment's channel (cards are
+    # posted in the policy's channel when the row names none). A click naming another channel
+    # is not a press on that card (issue 13, finding 6).
+    card_channel = deployment.channel or ctx.services.policy.channel
+    if ctx.request.channel_id != card_channel:
+        raise _refuse(ctx, deployment, "click", f"This button was pressed in "
+                      f"{_channel(ctx.request.channel_id)}, but #{deployment.id}'s card is in "
+                      f"<#{card_channel}>; it was not acted on.", "channel",
+                      f"Use the buttons on the card in <#{card_channel}>.")
     return deployment
+
+
+def _channel(channel: str) -> str:
+    """A channel id as a link when it looks like one, else as escaped text."""
+    return f"<#{channel}>" if re.fullmatch(r"[CGD][A-Z0-9]{2,20}", channel) else \
+        f"`{escape(channel or 'no channel')}`"
 
 
 def _refuse(ctx: HandlerContext, deployment: DeploymentRecord, action: str, message: str,
@@ -48,7 +67,6 @@ def _refuse(ctx: HandlerContext, deployment: DeploymentRecord, action: str, mess
     return PolicyRefusal(message, rule=rule, hint=hint)
 
 
-@action_handler(actions.APPROVE)
 def approve(ctx: HandlerContext, action: dict[str, Any]) -> str | None:
     """Count an approval; the one that completes the count queues the run."""
     services = ctx.services
@@ -73,6 +91,9 @@ def approve(ctx: HandlerContext, action: dict[str, Any]) -> str | None:
         raise _refuse(ctx, deployment, "approval", f"{verdict.reason}.", verdict.rule,
                       verdict.what_would_allow.split(" Or break glass:", 1)[0] or None)
     _refresh_plan(ctx, deployment)
+    # The count the gate asks for (one more outside the preferred window when the policy
+    # says so), shown everywhere below as "N of M".
+    rule = rule.model_copy(update={"required": verdict.required})
     decision = services.decisions.approve(deployment.id, user, required=rule.required)
     run = services.views.snapshot(deployment.id)
     if decision.outcome is Outcome.SCHEDULED:
@@ -144,7 +165,6 @@ def _not_pending(ctx: HandlerContext, deployment: DeploymentRecord,
                         f"{by}; there is nothing to approve.")
 
 
-@action_handler(actions.REJECT)
 def reject(ctx: HandlerContext, action: dict[str, Any]) -> str | None:
     """End a pending request (an approver, or the requester withdrawing it)."""
     services = ctx.services
@@ -167,20 +187,17 @@ def reject(ctx: HandlerContext, action: dict[str, Any]) -> str | None:
     return f"You rejected #{deployment.id}."
 
 
-@action_handler(actions.CANCEL)
 def cancel(ctx: HandlerContext, action: dict[str, Any]) -> str | None:
     """Stop a run and undo what it did (the requester or an approver; ``/qlp cancel`` too)."""
     return cancel_deployment(ctx, _deployment(ctx, action))
 
 
-@action_handler(actions.ROLLBACK)
 def rollback(ctx: HandlerContext, action: dict[str, Any]) -> str | None:
     """Request a manual rollback of the card's environment to the version before this one
     (confirmed in Slack's dialog first; approved by ``approvals.rollback``, not the presser)."""
     return rollback_from_card(ctx, _deployment(ctx, action))
 
 
-@action_handler(actions.CHECKLIST_TICK)
 def checklist_tick(ctx: HandlerContext, action: dict[str, Any]) -> str | None:
     """A press on ``/qlp checklist``'s boxes: tick or untick items (bot.commands.checklist)."""
     return tick_checklist(ctx, action)

@@ -11,8 +11,8 @@ overridable ones are listed together so an override approver sees everything the
 =========  ==================  =============  ==========  ====================
 kind       one at a time [1]   person's lock  freeze      preferred window [2]
 =========  ==================  =============  ==========  ====================
-standard   refuses             refuses        refuses     refuses when closed
-migration  refuses             refuses        refuses     refuses when closed
+standard   refuses             refuses        refuses     tiers [2]
+migration  refuses             refuses        refuses     tiers [2]
 hotfix     refuses             refuses        refuses     ignored
 rollback   refuses             refuses        ignored     ignored
 emergency  waits in line [3]    refuses        ignored     ignored
@@ -24,7 +24,12 @@ emergency  waits in line [3]    refuses        ignored     ignored
     a lock held by another deployment: one deployment at a time, always. A lock kept after a
     run that needs attention (an undo failed) refuses under its own rule, ``needs-attention``:
     someone must check the environment by hand and unlock it. No override lifts either.
-[2] Preferred days and hours, avoided days and holiday weeks (``procedures.windows``).
+[2] Preferred days and hours, avoided days and holiday weeks (``procedures.windows``), in
+    tiers as the seed means them: *preferred* goes; *allowed* (neither preferred nor avoided,
+    e.g. Thursday 11:00) goes marked "outside the preferred window", or needs one more
+    approval, or is refused, as ``windows.outside_preferred`` says (default: goes); *avoided*
+    (an avoided day, a holiday week) is refused unless broken glass; *freeze* lets only an
+    emergency or a rollback through.
 [3] Behind a deployment queued, running or rolling back; a lock kept after a run that needs
     attention refuses an emergency too.
 
@@ -195,6 +200,9 @@ class Verdict:
     required: int
     overridden: tuple[str, ...] = ()
     waits_for: int | None = None
+    outside_preferred: bool = False
+    """Allowed at a time that is neither preferred nor avoided: the card and the approvers see
+    "outside the preferred window" (``windows.outside_preferred``)."""
     """An allowed emergency that waits in line: it starts right after this deployment (under
     way on the environment now) has ended."""
 
@@ -237,6 +245,9 @@ def decide(request: Request, facts: Facts) -> Verdict:
     policy = facts.policy
     approval_kind = kind.value if kind.value in policy.approvals else "standard"
     required = policy.approval_rule(kind.value).required
+    outside = _outside_preferred(kind, facts)
+    if outside and policy.windows.outside_preferred == "extra-approval":
+        required += 1
 
     waits_for = _emergency_waits_for(kind, request, facts)
     if kind is ProcedureKind.EMERGENCY and facts.running is not None \
@@ -250,7 +261,7 @@ def decide(request: Request, facts: Facts) -> Verdict:
     def verdict(allowed: bool, rule: str, reason: str, remedy: str = "", *,
                 needs_override: bool = False, overridden: tuple[str, ...] = ()) -> Verdict:
         return Verdict(allowed, rule, reason, remedy, needs_override, approval_kind, required,
-                       overridden, waits_for if allowed else None)
+                       overridden, waits_for if allowed else None, outside and allowed)
 
     busy = _one_at_a_time(request, facts)
     if busy is not None:
@@ -371,7 +382,7 @@ def _overridable(kind: ProcedureKind, request: Request, facts: Facts) -> list[_R
             "&lt;category&gt; &lt;version&gt; --reason \"...\"`) or a rollback runs in a "
             "freeze."))
     if kind in (ProcedureKind.STANDARD, ProcedureKind.MIGRATION) and not window.open \
-            and window.rule is not WindowRule.FREEZE:
+            and window.rule is not WindowRule.FREEZE and not _outside_preferred(kind, facts):
         refusals.append(_Refusal(window.rule.value, window.reason, next_slot))
     lock = facts.lock
     if lock is not None and lock.manual:
@@ -382,8 +393,21 @@ def _overridable(kind: ProcedureKind, request: Request, facts: Facts) -> list[_R
     return refusals
 
 
+def _outside_preferred(kind: ProcedureKind, facts: Facts) -> bool:
+    """The "allowed" tier: a standard deployment or a migration at a time that is neither
+    preferred nor avoided (no avoided day, holiday week or freeze), which the policy allows."""
+    return kind in (ProcedureKind.STANDARD, ProcedureKind.MIGRATION) \
+        and facts.window.rule is WindowRule.OUTSIDE_HOURS \
+        and facts.policy.windows.outside_preferred != "refuse"
+
+
 def _allowed_by(kind: ProcedureKind, facts: Facts) -> tuple[str, str]:
     window = facts.window
+    if _outside_preferred(kind, facts):
+        extra = (", with one more approval than usual"
+                 if facts.policy.windows.outside_preferred == "extra-approval" else "")
+        return ("outside-preferred",
+                f"allowed outside the preferred window{extra} ({window.reason})")
     if kind is ProcedureKind.EMERGENCY:
         return "emergency", "an emergency may run at any time, in a freeze too"
     if kind is ProcedureKind.ROLLBACK:

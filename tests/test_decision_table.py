@@ -35,15 +35,23 @@ _BERLIN_WINDOWS = {
 }
 _APPROVALS = BASE["approvals"]
 
+_STRICT = {**BASE["windows"], "outside_preferred": "refuse"}
+
 POLICIES: dict[str, Policy] = {
-    "utc": make_policy(),
-    "berlin": make_policy(timezone="Europe/Berlin", windows=_BERLIN_WINDOWS),
+    # Strict windows: outside the preferred hours is refused (``outside_preferred: refuse``),
+    # so the table checks the calendar itself; the seed's tiers have their own policies.
+    "utc": make_policy(windows=_STRICT),
+    "berlin": make_policy(timezone="Europe/Berlin",
+                          windows={**_BERLIN_WINDOWS, "outside_preferred": "refuse"}),
+    "seed": make_policy(),  # outside_preferred: allow (the default)
+    "extra": make_policy(windows={**BASE["windows"], "outside_preferred": "extra-approval"}),
     # the override rule names a group; the table hands in its members
-    "groups": make_policy(approvals={**_APPROVALS,
+    "groups": make_policy(windows=_STRICT, approvals={**_APPROVALS,
                                      "override": {"groups": ["S0BREAK"], "required": 1}}),
     # no override rule: approvals.standard decides overrides too
-    "no-override-rule": make_policy(approvals={"standard": _APPROVALS["standard"]}),
-    "hotfix-two": make_policy(approvals={**_APPROVALS,
+    "no-override-rule": make_policy(windows=_STRICT,
+                                    approvals={"standard": _APPROVALS["standard"]}),
+    "hotfix-two": make_policy(windows=_STRICT, approvals={**_APPROVALS,
                                          "hotfix": {"users": ["U0LEAD1", "U0LEAD3"],
                                                     "required": 2}}),
 }
@@ -96,9 +104,32 @@ class Case:
     approval: tuple[str, int] = ("standard", 1)
     overridden: tuple[str, ...] = field(default_factory=tuple)
     waits_for: int | None = None
+    outside_preferred: bool = False
 
+
+THURSDAY = utc("2026-12-03 11:00")  # neither preferred nor avoided
 
 CASES = [
+    # -- the seed's tiers: preferred, allowed (marked), avoided, freeze ---------------------
+    Case("seed-thursday-allowed", K.STANDARD, THURSDAY, True, "outside-preferred",
+         "allowed outside the preferred window", policy="seed", outside_preferred=True),
+    Case("seed-tuesday-night-allowed", K.STANDARD, NIGHT, True, "outside-preferred",
+         "outside the preferred hours", policy="seed", outside_preferred=True),
+    Case("seed-migration-thursday", K.MIGRATION, THURSDAY, True, "outside-preferred",
+         "allowed outside the preferred window", policy="seed", outside_preferred=True),
+    Case("seed-preferred-unmarked", K.STANDARD, TUE_OPEN, True, "preferred",
+         "inside the preferred hours", policy="seed"),
+    Case("seed-friday-avoided", K.STANDARD, FRIDAY, False, "avoided-day",
+         "Friday is an avoided day", policy="seed", needs_override=True),
+    Case("seed-holiday-week", K.STANDARD, THANKSGIVING_WEEK, False, "holiday-week",
+         "holds a public holiday", policy="seed", needs_override=True),
+    Case("seed-freeze", K.STANDARD, FREEZE, False, "freeze", "year-end freeze",
+         policy="seed", needs_override=True),
+    Case("extra-approval-thursday", K.STANDARD, THURSDAY, True, "outside-preferred",
+         "with one more approval than usual", policy="extra", approval=("standard", 2),
+         outside_preferred=True),
+    Case("extra-approval-preferred", K.STANDARD, TUE_OPEN, True, "preferred",
+         "inside the preferred hours", policy="extra"),
     # -- the window, UTC policy ------------------------------------------------------------
     Case("utc-inside", K.STANDARD, TUE_OPEN, True, "preferred", "inside the preferred hours"),
     Case("utc-start-inclusive", K.STANDARD, utc("2026-12-01 10:00"), True, "preferred",
@@ -287,6 +318,7 @@ def test_decision(case: Case) -> None:
     assert (verdict.approval_kind, verdict.required) == case.approval
     assert verdict.overridden == case.overridden
     assert verdict.waits_for == case.waits_for
+    assert verdict.outside_preferred is case.outside_preferred
     if not verdict.allowed:
         assert verdict.what_would_allow, "every refusal says what would allow it"
     else:

@@ -71,19 +71,27 @@ def deploy_text(ctx: HandlerContext, command: Command) -> str:
         if command.override:
             hint = "An override never lifts this rule."
         raise refusal(decision, extra_hint=hint)
-    needed = (f"{rule.required} approval{'s' if rule.required > 1 else ''} from "
+    required = decision.required
+    needed = (f"{required} approval{'s' if required > 1 else ''} from "
               f"{describe_rule(rule)}")
+    outside = mark = ""
+    if decision.outside_preferred:
+        mark = ":large_orange_circle: "
+        # The seed's "allowed" tier: it goes, and everyone sees that it is not the preferred
+        # time (the card keeps the note; approvers read it before they press).
+        outside = f" Outside the preferred window: {decision.reason}."
+        options["notes"] = [f"Outside the preferred window: {decision.reason}."]
     deployment, created = open_request(
         ctx, kind=ProcedureKind.STANDARD, version=command.version, environment=env,
         reason=None, options=options,
-        announce=lambda _: f"<@{user}> requested {command.version} to {env}. Waiting for "
-                           f"{needed}.")
+        announce=lambda _: f"{mark}<@{user}> requested {command.version} to {env}.{outside} "
+                           f"Waiting for {needed}.")
     if not created:
         return f"This request was already received: it is deployment #{deployment.id}."
     unneeded = (f" No override was needed ({decision.reason}), so none was asked for."
                 if command.override else "")
-    return (f"Deployment #{deployment.id} requested: {command.version} to {env}. It needs "
-            f"{needed} (not you). The card is in <#{policy.channel}>.{unneeded}")
+    return (f"Deployment #{deployment.id} requested: {command.version} to {env}.{outside} It "
+            f"needs {needed} (not you). The card is in <#{policy.channel}>.{unneeded}")
 
 
 def _dry_run(ctx: HandlerContext, command: Command, env: str, verdict: WindowVerdict) -> str:

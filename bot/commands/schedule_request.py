@@ -23,6 +23,8 @@ from procedures.errors import PolicyRefusal, UserError
 from procedures.model import ProcedureKind
 
 MIN_LEAD = timedelta(minutes=5)
+ALLOWED_GRACE = timedelta(hours=1)
+"""How long a deployment scheduled outside the preferred window may wait for its start."""
 """A scheduled moment must be at least this far ahead (sooner: deploy now instead)."""
 MAX_LEAD = timedelta(days=90)
 """And at most this far: a plan approved months ahead approves a world that will not exist."""
@@ -82,7 +84,9 @@ def schedule_text(ctx: HandlerContext, command: Command, env: str) -> str:
                             f"{slot}", rule=decision.rule,
                             hint=f"`/qlp deploy {command.version} at YYYY-MM-DD HH:MM` "
                                  "inside a preferred slot (`/qlp window`).")
-    closes_at = verdict.closes_at or moment
+    # At a preferred time it may start until the window closes; at an "allowed" time (neither
+    # preferred nor avoided) it waits at most ALLOWED_GRACE for its start.
+    closes_at = verdict.closes_at or moment + ALLOWED_GRACE
     rule = policy.approval_rule(ProcedureKind.STANDARD)
     options: dict[str, Any] = {
         "maintenance": command.maintenance,

@@ -173,7 +173,7 @@ class Gate:
         verdict = self.judge_deployment(deployment, Moment.RUN_START)
         if not verdict.allowed:
             return verdict
-        problem = self._approvals_problem(deployment)
+        problem = self._approvals_problem(deployment, verdict.required)
         if problem is None:
             return verdict
         rule, reason, remedy = problem
@@ -268,7 +268,8 @@ class Gate:
         assert deployment.id is not None
         return self._approvals.for_deployment(deployment.id, deployment.plan_hash or "")
 
-    def _approvals_problem(self, deployment: DeploymentRecord) -> tuple[str, str, str] | None:
+    def _approvals_problem(self, deployment: DeploymentRecord,
+                           required: int) -> tuple[str, str, str] | None:
         rule = self.policy.approval_rule(deployment.kind.value)
         approvers = self.approvers_of(deployment)
         who = describe_approvers(rule)
@@ -281,7 +282,7 @@ class Gate:
         valid = [a for a in approvers
                  if may_decide(a, deployment.requester, rule, members)[0]]
         lapsed = [a for a in approvers if a not in valid]
-        if len(valid) >= rule.required:
+        if len(valid) >= required:
             return None
         if lapsed:
             names = ", ".join(f"<@{a}>" for a in lapsed)
@@ -289,5 +290,5 @@ class Gate:
                     f"the approval of {names} no longer counts: not one of the approvers "
                     f"({who}) any more", f"Ask {who} to approve it again.")
         return ("approvals",
-                f"#{deployment.id} has {len(valid)} of the {rule.required} approvals it needs",
+                f"#{deployment.id} has {len(valid)} of the {required} approvals it needs",
                 f"{who} must approve it.")

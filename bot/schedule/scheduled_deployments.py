@@ -34,6 +34,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from bot.commands.schedule_request import schedule_of
+from bot.flows import Moment
 from bot.formatting import local_time
 from bot.membership import describe_rule
 from bot.plan import describe_change, reset_plan
@@ -41,7 +42,7 @@ from procedures.durations import format_duration
 from procedures.model import DeploymentState, ProcedureKind
 
 if TYPE_CHECKING:
-    from bot.wiring import Services
+    from bot.ports import ScheduledDeploymentServices
     from procedures.store import DeploymentRecord
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ class ScheduledDeployments:
 
     name = "scheduled-deployments"
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: ScheduledDeploymentServices) -> None:
         self._services = services
 
     def run_due(self, now: datetime) -> int:
@@ -218,10 +219,15 @@ class ScheduledDeployments:
         assert deployment.id is not None
         if deployment.state not in _WAITING:
             return 0
-        verdict = services.windows.verdict(now)
-        if now >= closes or not verdict.open:
-            return self._expire(deployment, now, verdict.reason if not verdict.open and
-                                now < closes else None)
+        if now >= closes:
+            return self._expire(deployment, now, None)
+        # The window and the freeze now, by the one gate (an "allowed" time that is not the
+        # preferred one still goes, as the policy says).
+        window = services.flows.gate.judge(deployment.kind, deployment.requester,
+                                           deployment.environment, Moment.SCHEDULE, at=now,
+                                           deployment_id=deployment.id)
+        if not window.allowed:
+            return self._expire(deployment, now, window.reason)
         if deployment.state is _S.SCHEDULED:
             if self._plan_changed(deployment):
                 return 1  # approvals reset: it waits for a new approval like any request

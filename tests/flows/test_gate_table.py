@@ -54,9 +54,8 @@ LOCK = "environment-lock"
 # rule -> kind -> (request, approval, run start)
 TABLE: dict[str, dict[str, tuple[str, str, str]]] = {
     "none": {kind: _all(A) for kind in KINDS},
-    "window": {"standard": _all("outside-hours"), "migration": _all("outside-hours"),
-               "hotfix": _all(A), "emergency": _all(A), "rollback": _all(A),
-               "override": _all(A)},
+    # Neither preferred nor avoided: the seed's "allowed" tier (marked; see below).
+    "window": {kind: _all(A) for kind in KINDS},
     "avoided-day": {"standard": _all("avoided-day"), "migration": _all("avoided-day"),
                     "hotfix": _all(A), "emergency": _all(A), "rollback": _all(A),
                     "override": _all(A)},
@@ -277,3 +276,18 @@ def test_an_emergency_behind_a_run_is_told_it_waits(world: World) -> None:
     _set_up(world, "active run")
     verdict = world.gate.judge(K.EMERGENCY, "U0DEV", ENV, Moment.REQUEST)
     assert verdict.allowed and verdict.waits_for == 1
+
+
+@pytest.mark.parametrize(("mode", "answer", "required"), [
+    ("allow", A, 1), ("extra-approval", A, 2), ("refuse", "outside-hours", 1)])
+def test_outside_the_preferred_window_follows_the_policy(
+        sqlite_database: Database, mode: str, answer: str, required: int) -> None:
+    world = _world(sqlite_database, "window")
+    world.gate.policy = make_policy(windows={**world.gate.policy.model_dump()["windows"],
+                                             "outside_preferred": mode})
+    verdict = world.gate.judge(K.STANDARD, "U0DEV", ENV, Moment.REQUEST)
+    assert (A if verdict.allowed else verdict.rule) == answer
+    assert verdict.required == required
+    assert verdict.outside_preferred is verdict.allowed
+    hotfix = world.gate.judge(K.HOTFIX, "U0DEV", ENV, Moment.REQUEST)
+    assert hotfix.allowed and not hotfix.outside_preferred  # a hotfix ignores the window
