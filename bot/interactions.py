@@ -137,7 +137,8 @@ def _refresh_plan(ctx: HandlerContext, deployment: DeploymentRecord) -> None:
     services = ctx.services
     assert deployment.id is not None
     old = dict(deployment.options.get("evidence") or {})
-    new = services.flows.requests.evidence(deployment.environment, at=deployment.scheduled_at)
+    new = services.flows.requests.evidence(deployment.environment, at=deployment.scheduled_at,
+                                           kind=deployment.kind)
     if old == new:
         return
     note = f"Approvals reset: {describe_change(old, new)} since the request."

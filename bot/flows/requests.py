@@ -21,7 +21,10 @@ from procedures.reporting import Reporter, RunSnapshot
 from procedures.store import DeploymentRecord
 from procedures.windows import WindowPolicy
 
-__all__ = ["NewRequest", "RequestWriter"]
+__all__ = ["WINDOWED_KINDS", "NewRequest", "RequestWriter"]
+
+WINDOWED_KINDS = frozenset({ProcedureKind.STANDARD, ProcedureKind.MIGRATION})
+"""The kinds the deployment window applies to (``procedures.decision``'s table)."""
 
 
 class UnitOfWork(Protocol):
@@ -97,25 +100,30 @@ class RequestWriter:
         self._channel = channel
         self._wake = wake_worker
 
-    def evidence(self, environment: str, *, at: datetime | None = None) -> dict[str, Any]:
+    def evidence(self, environment: str, *, at: datetime | None = None,
+                 kind: ProcedureKind = ProcedureKind.STANDARD) -> dict[str, Any]:
         """What a request is judged on, from the bot's own state (no network on a listener):
-        the live version and slot, the window's rule (at ``at`` when that is still ahead, else
-        now) and a person's lock. A change of any of it before the run resets approvals."""
+        the live version and slot, a person's lock, and for the kinds the window applies to
+        (standard, migration) the window's rule (at ``at`` when that is still ahead, else now).
+        A change of any of it before the run resets approvals; a hotfix, an emergency or a
+        rollback ignores the window, so a window that closes does not reset theirs."""
         state = self._environments.get(environment)
         now = self._clock.now()
-        verdict = self._windows.verdict(at if at is not None and at > now else now)
-        return {
+        evidence: dict[str, Any] = {
             "live_version": state.live_version if state else None,
             "live_slot": str(state.live_slot) if state and state.live_slot else None,
-            "window": verdict.rule.value,
             "lock": state.lock_holder if state and state.lock_deployment_id is None else None,
         }
+        if ProcedureKind(kind) in WINDOWED_KINDS:
+            at = at if at is not None and at > now else now
+            evidence["window"] = self._windows.verdict(at).rule.value
+        return evidence
 
     def open(self, new: NewRequest, *, announce: Callable[[int], str],
              broadcast: bool = False) -> tuple[DeploymentRecord, bool]:
         """Write ``new`` (PENDING_APPROVAL) with its evidence and plan hash, audit it, post its
         card and ``announce(id)`` as its first thread reply. (deployment, created)."""
-        evidence = self.evidence(new.environment, at=new.scheduled_at)
+        evidence = self.evidence(new.environment, at=new.scheduled_at, kind=new.kind)
         options = {**new.options, "evidence": evidence}
         digest = plan_hash(new.kind, new.version, new.environment, options, evidence)
         with self._db.session() as s:

@@ -44,3 +44,14 @@ def test_a_friday_request_is_refused_as_an_avoided_day(
     assert "Friday is an avoided day" in answer and "(rule: avoided-day)" in answer
     assert "The next preferred slot opens Tue 2026-12-08 10:00 UTC" in answer
     assert bot.services.deployments.list_recent() == []
+
+
+def test_a_window_that_closes_does_not_reset_a_hotfix_or_an_emergency(
+        bot: BotHarness, clock: FixedClock) -> None:
+    """Seed gap 28: the window does not apply to them, so it is not part of their plan."""
+    clock.set(datetime(2026, 12, 1, 13, 59, tzinfo=UTC))  # Tue, a minute before the close
+    assert "Hotfix #1 requested" in bot.command('hotfix v1.2.4 --reason "500s"').text
+    clock.set(datetime(2026, 12, 1, 14, 1, tzinfo=UTC))  # closed now
+    press(bot, 1, "U0LEAD1")
+    assert bot.services.deployments.get(1).state is S.QUEUED
+    assert "Approvals reset" not in thread_text(bot, 1)
