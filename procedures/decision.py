@@ -203,6 +203,9 @@ class Verdict:
     outside_preferred: bool = False
     """Allowed at a time that is neither preferred nor avoided: the card and the approvers see
     "outside the preferred window" (``windows.outside_preferred``)."""
+    overrun: str = ""
+    """Allowed inside the preferred window but closer to its close than the planned duration
+    (``windows.planned_duration``): says by how much it may overrun."""
     """An allowed emergency that waits in line: it starts right after this deployment (under
     way on the environment now) has ended."""
 
@@ -261,7 +264,8 @@ def decide(request: Request, facts: Facts) -> Verdict:
     def verdict(allowed: bool, rule: str, reason: str, remedy: str = "", *,
                 needs_override: bool = False, overridden: tuple[str, ...] = ()) -> Verdict:
         return Verdict(allowed, rule, reason, remedy, needs_override, approval_kind, required,
-                       overridden, waits_for if allowed else None, outside and allowed)
+                       overridden, waits_for if allowed else None, outside and allowed,
+                       _overrun(kind, request, facts) if allowed else "")
 
     busy = _one_at_a_time(request, facts)
     if busy is not None:
@@ -391,6 +395,22 @@ def _overridable(kind: ProcedureKind, request: Request, facts: Facts) -> list[_R
             f"{request.environment} is locked by <@{lock.holder}>: {lock.reason or 'no reason'}",
             f"Ask <@{lock.holder}> to `/qlp unlock {request.environment}` when it is safe."))
     return refusals
+
+
+def _overrun(kind: ProcedureKind, request: Request, facts: Facts) -> str:
+    """"It may overrun the window" when a standard deployment or a migration starts closer to
+    the preferred window's close than the policy's planned duration (seed 3.1: 30-60 min)."""
+    window = facts.window
+    if kind not in (ProcedureKind.STANDARD, ProcedureKind.MIGRATION) or not window.open \
+            or window.closes_at is None:
+        return ""
+    planned = facts.policy.windows.planned_duration
+    left = window.closes_at - request.at
+    if left >= planned:
+        return ""
+    return (f"it may overrun the window: it closes {_clock(window.closes_at, facts)}, "
+            f"{format_duration(left)} from now, and a deployment takes about "
+            f"{format_duration(planned)}")
 
 
 def _outside_preferred(kind: ProcedureKind, facts: Facts) -> bool:

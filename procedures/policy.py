@@ -247,6 +247,9 @@ class Windows(_Strict):
     # and marked "outside the preferred window" (the seed's default), one more approval, or
     # refused unless broken glass.
     outside_preferred: Literal["allow", "extra-approval", "refuse"] = "allow"
+    # How long a deployment takes (seed 3.1: 30-60 minutes): a start closer than this to the
+    # window's close is marked "may overrun the window".
+    planned_duration: Duration = timedelta(minutes=45)
 
 
 class ApprovalRule(_Strict):

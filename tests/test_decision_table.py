@@ -105,6 +105,7 @@ class Case:
     overridden: tuple[str, ...] = field(default_factory=tuple)
     waits_for: int | None = None
     outside_preferred: bool = False
+    overrun: str = ""
 
 
 THURSDAY = utc("2026-12-03 11:00")  # neither preferred nor avoided
@@ -130,6 +131,12 @@ CASES = [
          outside_preferred=True),
     Case("extra-approval-preferred", K.STANDARD, TUE_OPEN, True, "preferred",
          "inside the preferred hours", policy="extra"),
+    Case("close-to-the-close", K.STANDARD, utc("2026-12-01 13:40"), True, "preferred",
+         "inside the preferred hours", policy="seed",
+         overrun="it may overrun the window: it closes Tue 2026-12-01 14:00 UTC, 20m from "
+                 "now, and a deployment takes about 45m"),
+    Case("hotfix-close-to-the-close", K.HOTFIX, utc("2026-12-01 13:40"), True, "preferred",
+         "inside the preferred hours", policy="seed"),
     # -- the window, UTC policy ------------------------------------------------------------
     Case("utc-inside", K.STANDARD, TUE_OPEN, True, "preferred", "inside the preferred hours"),
     Case("utc-start-inclusive", K.STANDARD, utc("2026-12-01 10:00"), True, "preferred",
@@ -319,6 +326,7 @@ def test_decision(case: Case) -> None:
     assert verdict.overridden == case.overridden
     assert verdict.waits_for == case.waits_for
     assert verdict.outside_preferred is case.outside_preferred
+    assert verdict.overrun == case.overrun
     if not verdict.allowed:
         assert verdict.what_would_allow, "every refusal says what would allow it"
     else:

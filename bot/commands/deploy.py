@@ -80,7 +80,11 @@ def deploy_text(ctx: HandlerContext, command: Command) -> str:
         # The seed's "allowed" tier: it goes, and everyone sees that it is not the preferred
         # time (the card keeps the note; approvers read it before they press).
         outside = f" Outside the preferred window: {decision.reason}."
-        options["notes"] = [f"Outside the preferred window: {decision.reason}."]
+    if decision.overrun:
+        mark = ":large_orange_circle: "
+        outside = f" Mind the clock: {decision.overrun}."
+    if outside:
+        options["notes"] = [outside.strip()]
     deployment, created = open_request(
         ctx, kind=ProcedureKind.STANDARD, version=command.version, environment=env,
         reason=None, options=options,

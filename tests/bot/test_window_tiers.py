@@ -55,3 +55,13 @@ def test_a_window_that_closes_does_not_reset_a_hotfix_or_an_emergency(
     press(bot, 1, "U0LEAD1")
     assert bot.services.deployments.get(1).state is S.QUEUED
     assert "Approvals reset" not in thread_text(bot, 1)
+
+
+def test_a_start_close_to_the_windows_close_says_it_may_overrun(
+        bot: BotHarness, clock: FixedClock) -> None:
+    clock.set(datetime(2026, 12, 1, 13, 40, tzinfo=UTC))  # Tue, 20 min before the close
+    answer = bot.command("deploy v1.2.3").text
+    assert "Deployment #1 requested" in answer, answer
+    assert "Mind the clock: it may overrun the window: it closes Tue 2026-12-01 14:00 UTC, " \
+        "20m from now, and a deployment takes about 45m." in answer
+    assert "may overrun the window" in _card(bot, 1)
