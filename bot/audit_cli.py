@@ -285,29 +285,6 @@ def run_audit_verify(settings: Settings, anchors: Sequence[Path] = (),
     return 0 if ok else EXIT_BROKEN
 
 
-def run_audit_anchor(settings: Settings, out: TextIO | None = None) -> int:
-    """``qlp-bot audit anchor``: anchor the chain head now (file, log, audit channel)."""
-    from bot.schedule.audit_anchor import AuditAnchors
-    from procedures.clock import SystemClock
-    from storage.audit import AuditLog
-    from storage.db import Database
-    from storage.outbox import Outbox
-
-    out = out or sys.stdout
-    clock = SystemClock()
-    database = Database(settings.database_url)
-    try:
-        anchors = AuditAnchors(AuditLog(database, clock), Outbox(database, clock), database,
-                               channel=settings.qlp_audit_channel,
-                               every=settings.qlp_audit_anchor_every,
-                               path=anchor_file(settings))
-        written = anchors.anchor_now(clock.now())
-    finally:
-        database.dispose()
-    print(written or "audit anchor: the chain is empty, nothing to anchor", file=out)
-    return 0
-
-
 def audit_key_check(settings: Settings, *, served: bool) -> Check:
     """``doctor``'s line about the audit key: a warning when a served bot (``served``: Slack
     tokens are set) has no ``QLP_AUDIT_KEY``, a failure when the keys given are invalid."""

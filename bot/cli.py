@@ -108,7 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return main_doctor(settings, args.environment)
         if mode == "audit":
-            from bot.audit_cli import run_audit_anchor, run_audit_verify
+            from bot.audit_cli import run_audit_verify
+            from bot.schedule.audit_anchor import run_audit_anchor
 
             if args.action == "anchor":
                 return run_audit_anchor(settings)

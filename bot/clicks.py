@@ -42,7 +42,7 @@ from bot.replies import error_text
 from storage.requests import ClickQueue
 
 if TYPE_CHECKING:
-    from bot.wiring import Services
+    from bot.ports import HandlerServices, HasWorkerTasks
 
 log = logging.getLogger(__name__)
 
@@ -67,21 +67,13 @@ _NOTICES = {
 Handler = Callable[[HandlerContext, dict[str, Any]], str | None]
 
 
-def _default_handlers() -> Mapping[str, Handler]:
-    # Imported when first needed: bot.app registers the handlers and itself uses this module.
-    from bot.app import action_handlers
-
-    return action_handlers()
-
-
 class ClickTask:
     """Worker task deciding stored button clicks on its own threads (see the module doc)."""
 
     name = "clicks"
 
-    def __init__(self, services: Services, *, max_parallel: int = 2,
-                 notice_after: float = NOTICE_AFTER,
-                 handlers: Callable[[], Mapping[str, Handler]] = _default_handlers) -> None:
+    def __init__(self, services: HandlerServices, *, handlers: Mapping[str, Handler],
+                 max_parallel: int = 2, notice_after: float = NOTICE_AFTER) -> None:
         self._services = services
         self._queue = ClickQueue(services.database, services.clock)
         self._handlers = handlers
@@ -173,7 +165,7 @@ class ClickTask:
                 self.answer(request, notice)
 
         try:
-            handler = self._handlers().get(action_id)
+            handler = self._handlers.get(action_id)
             if handler is None:
                 reply: str | None = "This button is not handled by this version of the bot."
             else:
@@ -207,7 +199,7 @@ class ClickTask:
         services.wake_worker()
 
 
-def click_task(services: Services) -> ClickTask:
+def click_task(services: HasWorkerTasks) -> ClickTask:
     """The services' click task (one of the worker's tasks, see ``Services.worker_tasks``)."""
     for task in services.worker_tasks():
         if isinstance(task, ClickTask):

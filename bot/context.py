@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from bot.wiring import Services
+    from bot.ports import HandlerServices
 
 
 @dataclass(frozen=True)
@@ -26,4 +26,4 @@ class HandlerContext:
     """A request plus the services."""
 
     request: Request
-    services: Services
+    services: HandlerServices

@@ -45,7 +45,7 @@ from procedures.policy import Policy
 
 if TYPE_CHECKING:
     from bot.platforms import AzureFactory, PlatformRegistry
-    from bot.wiring import Services
+    from bot.ports import DoctorServices, HasWorkerTasks
     from storage.db import Database
 
 log = logging.getLogger(__name__)
@@ -317,15 +317,15 @@ def doctor_checks(settings: Settings, *, environment: str | None = None,
 
 
 def run_doctor(settings: Settings, environment: str | None = None, *,
-               services: Services | None = None, allow_demo: bool | None = None,
+               services: DoctorServices | None = None, allow_demo: bool | None = None,
                azure_factory: AzureFactory | None = None,
                clock: Clock | None = None) -> DoctorReport:
     """Run every check. With ``services`` (``/qlp doctor``): the running bot's database, Slack
     client and platforms. Without (``qlp-bot doctor``): built here, closed afterwards;
     ``azure_factory`` points Azure environments elsewhere (tests). ``allow_demo`` (default:
     when no Slack token is set, as the local shell does) accepts the built-in demo policy."""
-    from bot.app import make_web_client
     from bot.platforms import PlatformRegistry
+    from bot.slack_client import make_web_client
 
     if allow_demo is None:
         allow_demo = not (settings.slack_bot_token or settings.slack_app_token
@@ -435,8 +435,9 @@ class DoctorTask:
 
     name = "doctor"
 
-    def __init__(self, services: Services,
-                 run: Callable[[Services, str | None], DoctorReport] | None = None) -> None:
+    def __init__(self, services: DoctorServices,
+                 run: Callable[[DoctorServices, str | None], DoctorReport] | None = None,
+                 ) -> None:
         self._services = services
         self._run = run or (lambda svc, env: run_doctor(svc.settings, env, services=svc))
         self._queue: deque[DoctorRequest] = deque()
@@ -483,7 +484,7 @@ class DoctorTask:
 
 
 
-def doctor_task(services: Services) -> DoctorTask:
+def doctor_task(services: HasWorkerTasks) -> DoctorTask:
     """The services' doctor task (one of the worker's tasks, see ``Services.worker_tasks``)."""
     for task in services.worker_tasks():
         if isinstance(task, DoctorTask):

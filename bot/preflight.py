@@ -52,7 +52,7 @@ from procedures.policy import Environment, Policy
 from procedures.store import DeploymentRecord
 
 if TYPE_CHECKING:
-    from bot.wiring import Services
+    from bot.ports import PreflightServices
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ class _PreflightContext:
     environment's platform and metrics (built only when a check asks), the bot's clock; the
     checks' reports are kept here, not posted (the findings go on the card)."""
 
-    def __init__(self, services: Services, environment: str) -> None:
+    def __init__(self, services: PreflightServices, environment: str) -> None:
         self._services = services
         self.environment_name = environment
         self.reports: list[str] = []
@@ -190,7 +190,8 @@ class _PreflightContext:
 class Preflight:
     """Claims, runs and stores deployments' preflights (see the module docstring)."""
 
-    def __init__(self, services: Services, validation: FinalValidation | None = None) -> None:
+    def __init__(self, services: PreflightServices,
+                 validation: FinalValidation | None = None) -> None:
         self._services = services
         self._http: HttpChecker | None = None
         if validation is None:
@@ -319,7 +320,7 @@ class Preflight:
         self.close()
 
 
-def run_preflight(services: Services, deployment_id: int, *,
+def run_preflight(services: PreflightServices, deployment_id: int, *,
                   force: bool = False) -> PreflightResult:
     """Run (or, unless ``force``, return the current) preflight of ``deployment_id`` and store
     its findings on the deployment; the card is updated when they are stored.
@@ -341,7 +342,7 @@ class PreflightTask:
 
     name = "preflight"
 
-    def __init__(self, services: Services, *, max_parallel: int = 2) -> None:
+    def __init__(self, services: PreflightServices, *, max_parallel: int = 2) -> None:
         self._services = services
         self._preflight = Preflight(services)
         self._pool = ThreadPoolExecutor(max_workers=max_parallel,

@@ -17,6 +17,7 @@ from bot.clicks import ClickTask
 from bot.doctor import DoctorTask
 from bot.flows import DeploymentFlows, Gate, RequestWriter
 from bot.instance_marker import InstanceMarker
+from bot.listeners import BUTTONS
 from bot.membership import SlackGroups
 from bot.notification_sender import NotificationSender
 from bot.outbox_sender import SlackOutboxSender
@@ -28,6 +29,7 @@ from bot.runs import CardReporter, RunViews
 from bot.schedule.registry import build_due_works
 from bot.schedule.scheduler import LeasedScheduler
 from bot.settings import Settings
+from bot.slack_client import make_web_client
 from bot.slack_reporter import SlackReporter
 from bot.undelivered import DeliveryPager
 from bot.worker import Worker, WorkerTask
@@ -161,7 +163,7 @@ class Services:
             # button clicks decided (bot.clicks), after their ack.
             # The heartbeat row first: the sender stays the last task (tests deliver with it).
             self.tasks = [self.instance_marker(), recovery, runs, preflight, DoctorTask(self),
-                          ClickTask(self), notifications, sender]
+                          ClickTask(self, handlers=BUTTONS), notifications, sender]
         return self.tasks
 
     def instance_marker(self) -> InstanceMarker:
@@ -206,8 +208,6 @@ def build_services(settings: Settings, *, policy: Policy, clock: Clock | None = 
     delivers only its own messages); ``audit_via``: every row of the bot's audit log says so
     in ``detail["via"]`` (the shell's ``"shell"``).
     """
-    from bot.app import make_web_client
-
     clock = clock or SystemClock()
     if sleep is None:
         sleep = _interruptible_sleep()

@@ -155,6 +155,6 @@ def test_action_ids_are_unique() -> None:
 
 
 def test_registered_actions_match_constants() -> None:
-    from bot.app import registered_action_ids
+    from bot.listeners import registered_action_ids
 
     assert registered_action_ids() == set(ALL_ACTIONS)

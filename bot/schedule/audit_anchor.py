@@ -12,10 +12,11 @@ had: a rewrite by someone holding the audit key, or a cut of the newest rows, sh
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from sqlmodel import col, select
 
@@ -33,7 +34,8 @@ from storage.models import Notification
 from storage.outbox import Outbox
 
 if TYPE_CHECKING:
-    from bot.wiring import Services
+    from bot.ports import AnchorServices
+    from bot.settings import Settings
 
 anchor_log = logging.getLogger("qlp.audit")
 
@@ -72,7 +74,7 @@ class AuditAnchors:
         self._path = path
 
     @classmethod
-    def from_services(cls, services: Services) -> AuditAnchors:
+    def from_services(cls, services: AnchorServices) -> AuditAnchors:
         """The bot's anchor job; built as the bot starts, which is when a missing
         ``QLP_AUDIT_KEY`` is announced (serve, socket)."""
         announce_audit_key()
@@ -134,3 +136,22 @@ class AuditAnchors:
             return []
         following = last.at + self._every
         return [following] if now < following <= now + horizon else []
+
+
+def run_audit_anchor(settings: Settings, out: TextIO | None = None) -> int:
+    """``qlp-bot audit anchor``: anchor the chain head now (file, log, audit channel)."""
+    from procedures.clock import SystemClock
+
+    out = out or sys.stdout
+    clock = SystemClock()
+    database = Database(settings.database_url)
+    try:
+        anchors = AuditAnchors(AuditLog(database, clock), Outbox(database, clock), database,
+                               channel=settings.qlp_audit_channel,
+                               every=settings.qlp_audit_anchor_every,
+                               path=anchor_file(settings))
+        written = anchors.anchor_now(clock.now())
+    finally:
+        database.dispose()
+    print(written or "audit anchor: the chain is empty, nothing to anchor", file=out)
+    return 0

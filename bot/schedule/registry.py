@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from bot.ports import ScheduleServices
     from bot.schedule.work import DueWork
-    from bot.wiring import Services
 
 
-def build_due_works(services: Services) -> list[DueWork]:
+def build_due_works(services: ScheduleServices) -> list[DueWork]:
     """Every kind of timed work, in the order a tick runs them."""
     from bot.schedule.scheduled_deployments import ScheduledDeployments
 

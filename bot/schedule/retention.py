@@ -18,7 +18,7 @@ from storage.db import Database
 from storage.retention import Periods, Retention
 
 if TYPE_CHECKING:
-    from bot.wiring import Services
+    from bot.ports import RetentionServices
 
 EVERY = timedelta(hours=1)
 
@@ -46,7 +46,7 @@ class RetentionWork:
         self._more = False
 
     @classmethod
-    def from_services(cls, services: Services) -> RetentionWork:
+    def from_services(cls, services: RetentionServices) -> RetentionWork:
         return cls(services.database, services.policy)
 
     def run_due(self, now: datetime) -> int:

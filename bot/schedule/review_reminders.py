@@ -37,7 +37,7 @@ from procedures.playbooks.emergency import REVIEW_WITHIN
 if TYPE_CHECKING:
     from zoneinfo import ZoneInfo
 
-    from bot.wiring import Services
+    from bot.ports import ReminderServices
     from storage.deployments import DeploymentRepository
     from storage.models import Deployment
     from storage.outbox import Outbox
@@ -138,7 +138,7 @@ class ReviewReminders:
         self._sent: dict[str, datetime] = {}
 
     @classmethod
-    def from_services(cls, services: Services) -> ReviewReminders:
+    def from_services(cls, services: ReminderServices) -> ReviewReminders:
         """The reminders for the bot's policy channel and zone, outbox and deployments."""
         return cls(channel=services.policy.channel, zone=services.policy.zone,
                    outbox=services.outbox, deployments=services.deployments)

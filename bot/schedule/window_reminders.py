@@ -51,7 +51,7 @@ from procedures.windows import WindowOccurrence, WindowPolicy, WindowRule
 if TYPE_CHECKING:
     from zoneinfo import ZoneInfo
 
-    from bot.wiring import Services
+    from bot.ports import WindowReminderServices
     from storage.deployments import DeploymentRepository
     from storage.environments import EnvironmentStateRepository
     from storage.models import Deployment, EnvironmentStateRow
@@ -187,7 +187,7 @@ class WindowReminders:
         self._sent: dict[str, datetime] = {}
 
     @classmethod
-    def from_services(cls, services: Services) -> WindowReminders:
+    def from_services(cls, services: WindowReminderServices) -> WindowReminders:
         """The reminders for the bot's policy channel, windows and storage."""
         return cls(channel=services.policy.channel, windows=services.windows,
                    outbox=services.outbox, deployments=services.deployments,

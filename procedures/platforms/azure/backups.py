@@ -192,18 +192,29 @@ class FlexibleServerBackups:
 
 
 def latest_backup(platform: object, now: datetime) -> BackupAge | None:
-    """The backup age of ``platform``'s PostgreSQL server when ``platform`` is an
-    ``AzurePlatform`` whose settings name ``postgres_server``, else None.
+    """The backup age of ``platform``'s PostgreSQL server when ``platform`` is an Azure
+    platform (its ``settings`` are :class:`AzureSettings`) whose settings name
+    ``postgres_server``, else None.
 
-    Raises ExternalServiceError when Azure cannot answer.
+    Raises ExternalServiceError when Azure cannot answer. The platform is recognised by its
+    settings, not its class: ``procedures.platforms.azure.platform`` imports this module.
     """
-    from procedures.platforms.azure.platform import AzurePlatform
-
-    if not isinstance(platform, AzurePlatform) or not platform.settings.postgres_server:
+    settings = getattr(platform, "settings", None)
+    clients: AzureClients | None = getattr(platform, "_clients", None)  # same package
+    if not isinstance(settings, AzureSettings) or clients is None:
         return None
-    client = arm_pipeline(platform._clients)  # same package: the platform's own clients
+    return backup_age(settings, clients, now)
+
+
+def backup_age(settings: AzureSettings, clients: AzureClients,
+               now: datetime) -> BackupAge | None:
+    """The backup age of the PostgreSQL flexible server ``settings`` name (None: none named),
+    read with ``clients``' credential. Raises ExternalServiceError when Azure cannot answer."""
+    if not settings.postgres_server:
+        return None
+    client = arm_pipeline(clients)
     try:
-        return FlexibleServerBackups(platform.settings, client).age(now)
+        return FlexibleServerBackups(settings, client).age(now)
     finally:
         client.close()
 

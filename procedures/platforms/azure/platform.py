@@ -51,7 +51,7 @@ from procedures.clock import Clock, SystemClock
 from procedures.durations import format_duration
 from procedures.errors import ConfigError, ExternalServiceError, StepFailure
 from procedures.model import Slot
-from procedures.platforms.azure.backups import BackupAge, latest_backup
+from procedures.platforms.azure.backups import BackupAge, backup_age
 from procedures.platforms.azure.clients import AzureClients
 from procedures.platforms.azure.container_groups import (
     ContainerGroups,
@@ -321,7 +321,7 @@ class AzurePlatform:
         It only reads the server's backups (automatic and on-demand alike): the bot takes no
         backup on Azure. Raises ExternalServiceError when Azure cannot answer.
         """
-        return latest_backup(self, now)
+        return backup_age(self.settings, self._clients, now)
 
     @property
     def ready_timeout(self) -> timedelta:

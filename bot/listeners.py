@@ -1,0 +1,95 @@
+"""Every listener the Bolt app answers, registered explicitly (as Bolt's starter template does).
+
+:data:`BUTTONS` names each button's handler by action id; :func:`register` puts the slash command
+and every button on an app. Handlers are plain functions of ``(HandlerContext, action)``: none of
+them imports the app, and a test calls one directly. A button's listener only stores the click
+and acks; ``bot.clicks.ClickTask`` (built by the composition root with these same handlers)
+decides it after the ack.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from bot import actions, interactions
+from bot.commands.registry import run_command
+from bot.context import HandlerContext, Request
+from bot.replies import error_text
+
+if TYPE_CHECKING:
+    from slack_bolt import Ack, App
+
+    from bot.clicks import ClickTask
+    from bot.ports import HandlerServices
+
+__all__ = ["BUTTONS", "ButtonHandler", "register", "registered_action_ids"]
+
+ButtonHandler = Callable[[HandlerContext, dict[str, Any]], str | None]
+
+BUTTONS: Mapping[str, ButtonHandler] = MappingProxyType({
+    actions.APPROVE: interactions.approve,
+    actions.REJECT: interactions.reject,
+    actions.CANCEL: interactions.cancel,
+    actions.ROLLBACK: interactions.rollback,
+    actions.CHECKLIST_TICK: interactions.checklist_tick,
+})
+"""Every button's handler by action id."""
+
+
+def registered_action_ids() -> set[str]:
+    """The action ids the app registers (the manifest test checks them)."""
+    return set(BUTTONS)
+
+
+def register(app: App, services: HandlerServices, clicks: ClickTask) -> None:
+    """Register ``/qlp`` and every button of :data:`BUTTONS` on ``app``."""
+    app.command(actions.COMMAND)(_command_listener(services))
+    for action_id in BUTTONS:
+        app.action(action_id)(_button_listener(clicks, action_id))
+
+
+def _command_listener(services: HandlerServices) -> Callable[[Ack, dict[str, Any]], None]:
+    def on_command(ack: Ack, body: dict[str, Any]) -> None:
+        request = _request_from_command(body)
+        try:
+            text = run_command(HandlerContext(request, services), str(body.get("text") or ""))
+        except Exception as error:  # the one place a command error becomes a reply
+            text = error_text(error)
+        ack(text=text)
+
+    return on_command
+
+
+def _button_listener(clicks: ClickTask,
+                     action_id: str) -> Callable[[Ack, dict[str, Any]], None]:
+    """A click is stored and acked; it is decided after the ack (``bot.clicks``): no network
+    call (a membership read, an answer) spends Slack's 3 seconds."""
+
+    def listener(ack: Ack, body: dict[str, Any]) -> None:
+        action = (body.get("actions") or [{}])[0]
+        request = Request(
+            user_id=str((body.get("user") or {}).get("id", "")),
+            channel_id=str((body.get("channel") or {}).get("id", "")),
+            team_id=(body.get("team") or {}).get("id"),
+            response_url=body.get("response_url"),
+            trigger_id=body.get("trigger_id"),
+            request_key=f"{action.get('action_id')}:{action.get('action_ts')}:"
+                        f"{(body.get('user') or {}).get('id')}",
+        )
+        clicks.accept(request, action_id, action)
+        ack()
+
+    return listener
+
+
+def _request_from_command(body: dict[str, Any]) -> Request:
+    return Request(
+        user_id=str(body.get("user_id", "")),
+        channel_id=str(body.get("channel_id", "")),
+        team_id=body.get("team_id"),
+        response_url=body.get("response_url"),
+        trigger_id=body.get("trigger_id"),
+        request_key=body.get("trigger_id"),
+    )
