@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from slack_sdk import WebClient
 
+from bot.audiences import AudienceReporter
 from bot.clicks import ClickTask
 from bot.doctor import DoctorTask
 from bot.flows import DeploymentFlows, Gate, RequestWriter
@@ -241,7 +242,9 @@ def build_services(settings: Settings, *, policy: Policy, clock: Clock | None = 
     worker_id = _worker_id()
     engine = Engine(
         deployments=deployments, environments=environments, audit=audit,
-        reporter=PagingReporter(reporter, outbox, policy),  # pages on rollbacks, resolves
+        # pages on rollbacks and resolves; tells the audiences of starts and ends
+        reporter=AudienceReporter(PagingReporter(reporter, outbox, policy), outbox, policy,
+                                  environments),
         playbooks=playbooks, policy=policy, platform_for=platforms.platform_for,
         metrics_for=platforms.metrics_for, baselines=BaselineRepository(database, clock),
         clock=clock, sleep=sleep, worker_id=worker_id,

@@ -28,11 +28,11 @@ the T-24h notice is not sent after T-0.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from bot.audiences import AUDIENCES, MAJOR_AUDIENCE, is_major
 from bot.commands.schedule_request import schedule_of
 from bot.flows import Moment
 from bot.formatting import local_time
@@ -53,23 +53,8 @@ SUMMARY_AFTER = timedelta(minutes=30)
 SUMMARY_GRACE = timedelta(hours=2)
 """A T+30 summary more than this late (the bot was down) is no longer posted."""
 
-AUDIENCES = ("engineering", "customer-success")
-MAJOR_AUDIENCE = "leadership"
-
 _S = DeploymentState
 _WAITING = (_S.PENDING_APPROVAL, _S.SCHEDULED)
-_MAJOR = re.compile(r"v?([0-9]+)(?:\.([0-9]+))?(?:\.([0-9]+))?", re.ASCII)  # not look-alikes
-
-
-def is_major(version: str | None, live_version: str | None) -> bool:
-    """A major version: its major number differs from the live one's, or it is ``X.0.0``."""
-    new = _MAJOR.match(version or "")
-    if new is None:
-        return False
-    live = _MAJOR.match(live_version or "")
-    if live is not None:
-        return new.group(1) != live.group(1)
-    return (new.group(2) or "0") == "0" and (new.group(3) or "0") == "0"
 
 
 def dedup(deployment_id: int, phase: str) -> str:
