@@ -37,8 +37,10 @@ from slack_sdk.webhook import WebhookClient
 
 from bot import actions
 from bot.context import HandlerContext, Request
+from bot.formatting import escape
 from bot.membership import when_slow
 from bot.replies import error_text
+from bot.workspace import WorkspaceIdentity
 from storage.requests import ClickQueue
 
 if TYPE_CHECKING:
@@ -83,6 +85,8 @@ class ClickTask:
                                         thread_name_prefix="qlp-click")
         self._running: dict[str, Future[None]] = {}
         self._lock = threading.Lock()
+        # Clicks from another workspace or organisation are refused (bot.workspace).
+        self._workspace = WorkspaceIdentity.of(services)
 
     # -- the listener's side: write, hand over, return ---------------------------------------
 
@@ -158,16 +162,20 @@ class ClickTask:
         request = Request(**click["request"])
         action: dict[str, Any] = dict(click["action"])
         action_id = str(click["action_id"])
-        notice = _NOTICES.get(action_id, "").format(id=action.get("value") or "?")
+        notice = _NOTICES.get(action_id, "").format(
+            id=escape(str(action.get("value") or "?"))[:20])
 
         def tell_checking() -> None:
             if notice:
                 self.answer(request, notice)
 
         try:
+            foreign = self._foreign(request, action_id, action)
             handler = self._handlers.get(action_id)
-            if handler is None:
-                reply: str | None = "This button is not handled by this version of the bot."
+            if foreign is not None:
+                reply: str | None = foreign
+            elif handler is None:
+                reply = "This button is not handled by this version of the bot."
             else:
                 with when_slow(self._notice_after, tell_checking):
                     reply = handler(HandlerContext(request, self._services), action)
@@ -176,6 +184,19 @@ class ClickTask:
         self._queue.finish(key, reply or "")
         if reply:
             self.answer(request, reply)
+
+    def _foreign(self, request: Request, action_id: str,
+                 action: Mapping[str, Any]) -> str | None:
+        """The refusal of a click from another workspace or organisation (audited), or None."""
+        why = self._workspace.get().refusal(request.team_id, request.enterprise_id)
+        if why is None:
+            return None
+        self._services.audit.append(
+            request.user_id or "unknown", "click.refused",
+            detail={"rule": "workspace", "action": action_id,
+                    "value": str(action.get("value") or "")[:64], "team": request.team_id,
+                    "enterprise": request.enterprise_id, "channel": request.channel_id})
+        return f":no_entry: {why} _(rule: workspace)_"
 
     def answer(self, request: Request, text: str) -> None:
         """Tell the person who clicked: its response_url, else an outbox ephemeral."""

@@ -16,6 +16,7 @@ class Request:
     user_id: str
     channel_id: str
     team_id: str | None = None
+    enterprise_id: str | None = None  # an Enterprise Grid org's id (None outside one)
     response_url: str | None = None
     trigger_id: str | None = None
     request_key: str | None = None  # idempotency key: same key, same effect, once

@@ -79,6 +79,8 @@ def _button_listener(clicks: ClickTask,
                         f"{(body.get('user') or {}).get('id')}",
         )
         clicks.accept(request, action_id, action)
+            enterprise_id=((body.get("enterprise") or {}).get("id")
+                           or (body.get("team") or {}).get("enterprise_id")),
         ack()
 
     return listener

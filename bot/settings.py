@@ -19,6 +19,10 @@ class Settings(BaseSettings):
     slack_signing_secret: str | None = Field(default=None, alias="SLACK_SIGNING_SECRET")
     slack_app_token: str | None = Field(default=None, alias="SLACK_APP_TOKEN")
     slack_api_url: str = Field(default=SLACK_DEFAULT_API_URL, alias="SLACK_API_URL")
+    # The bot's own workspace (and Enterprise Grid org): clicks from any other are refused.
+    # Unset, the workspace of the token's install (auth.test) is used (bot/workspace.py).
+    slack_team_id: str | None = Field(default=None, alias="SLACK_TEAM_ID")
+    slack_enterprise_id: str | None = Field(default=None, alias="SLACK_ENTERPRISE_ID")
     qlp_home: Path = Field(default=Path(".qlp"), alias="QLP_HOME")
     qlp_database_url: str | None = Field(default=None, alias="QLP_DATABASE_URL")
     qlp_config: Path | None = Field(default=None, alias="QLP_CONFIG")

@@ -13,6 +13,10 @@ from urllib.parse import urlencode
 
 from slack_sdk.signature import SignatureVerifier
 
+LOCAL_TEAM_ID = "T0QLP0001"
+"""The team of built requests: the stand-in's workspace (its ``auth.test`` names it), so a
+click built here comes from the bot's own workspace (``bot.workspace``)."""
+
 
 def signed_headers(secret: str, body: str, timestamp: int | None = None) -> dict[str, str]:
     """Headers Slack would send with ``body``, signed with ``secret``."""
@@ -26,7 +30,7 @@ def signed_headers(secret: str, body: str, timestamp: int | None = None) -> dict
 
 
 def slash_command_body(text: str, *, user_id: str, channel_id: str, command: str = "/qlp",
-                       response_url: str = "", trigger_id: str = "", team_id: str = "T0LOCAL",
+                       response_url: str = "", trigger_id: str = "", team_id: str = LOCAL_TEAM_ID,
                        user_name: str | None = None) -> str:
     """A slash-command body as Slack form-encodes it."""
     return urlencode({
@@ -47,7 +51,7 @@ def slash_command_body(text: str, *, user_id: str, channel_id: str, command: str
 
 
 def block_actions_body(*, action_id: str, value: str, user_id: str, channel_id: str,
-                       message_ts: str, response_url: str = "", team_id: str = "T0LOCAL",
+                       message_ts: str, response_url: str = "", team_id: str = LOCAL_TEAM_ID,
                        thread_ts: str | None = None, action_ts: str | None = None,
                        text: str = "", block_id: str = "actions") -> str:
     """A ``block_actions`` interaction (a button press) as Slack form-encodes it."""
@@ -81,7 +85,7 @@ def block_actions_body(*, action_id: str, value: str, user_id: str, channel_id: 
 
 def checkboxes_body(*, action_id: str, block_id: str, selected: list[tuple[str, str]],
                     user_id: str, channel_id: str, response_url: str = "",
-                    team_id: str = "T0LOCAL", action_ts: str | None = None) -> str:
+                    team_id: str = LOCAL_TEAM_ID, action_ts: str | None = None) -> str:
     """A ``block_actions`` interaction from a ``checkboxes`` element on an ephemeral message.
 
     ``selected`` is every option now ticked in that element, as (value, text): Slack sends the

@@ -29,7 +29,10 @@ from procedures.durations import parse_duration
 from procedures.errors import ConfigError
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-PROCEDURE_KINDS = ("standard", "hotfix", "emergency", "rollback", "override", "migration")
+# The keys of ``approvals``: the procedure kinds, plus ``override`` (who grants a break-glass
+# request) and ``lock`` (who may ``/qlp lock`` an environment or lift another person's lock).
+PROCEDURE_KINDS = ("standard", "hotfix", "emergency", "rollback", "override", "migration",
+                   "lock")
 _SLACK_USER = re.compile(r"^[UW][A-Z0-9]{2,}$")
 _SLACK_GROUP = re.compile(r"^S[A-Z0-9]{2,}$")
 _SLACK_CHANNEL = re.compile(r"^[CG][A-Z0-9]{2,}$")
@@ -577,6 +580,10 @@ def _all_field_names() -> dict[str, type[BaseModel] | None]:
         for field, info in model.model_fields.items():
             names.setdefault(info.alias or field, None)
     return names
+        lock = rules.get("lock")
+        if lock is not None and lock.required != 1:
+            raise ValueError("approvals.lock names who may lock an environment; it counts no "
+                             "approvals, so leave out required")
 
 
 def parse_policy(data: Any, *, source: str = "policy") -> Policy:

@@ -16,6 +16,7 @@ every click, so the membership read of ``_may_tick`` happens there.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -181,8 +182,9 @@ def _send_blocks(ctx: HandlerContext, text: str, blocks: list[dict[str, Any]]) -
 
 def _deployment_of(ctx: HandlerContext, action: Mapping[str, Any]) -> tuple[int, int]:
     parts = str(action.get("block_id") or "").split(":")
-    if len(parts) != 3 or parts[0] != BLOCK_PREFIX or not parts[1].isdigit() \
-            or not parts[2].isdigit():
+    # ASCII digits of a database id's length: isdigit() takes '١٢', int() refuses huge ones.
+    if len(parts) != 3 or parts[0] != BLOCK_PREFIX \
+            or not all(re.fullmatch(r"[0-9]{1,18}", part) for part in parts[1:]):
         raise UserError("These boxes do not name a deployment's checklist; they may be from an "
                         "older version of the bot.",
                         hint="Ask again with `/qlp checklist <id>`.")

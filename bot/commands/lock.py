@@ -3,12 +3,15 @@ environment.
 
 A manual lock is the environment lock with no deployment and no owning worker: deployments
 refuse to start while it is held (``/qlp deploy`` says so; a run that reaches the lock fails
-closed) and the stale-lock reaper never frees it. Its holder, or an approver of the
-``override`` rule (``standard`` when there is none), lifts it. A lock a deployment holds is not
-lifted here: cancelling the deployment releases it. The one exception is the lock a deployment
-keeps after NEEDS_ATTENTION (an undo failed); an approver lifts it once someone has looked. A
-break-glass run granted past a person's lock only passes it (``procedures.engine``): the lock
-stays the person's, who may still lift it here during the run.
+closed) and the stale-lock reaper never frees it. Only the people of the policy's
+``approvals.lock`` rule (the ``standard`` approvers when the policy has none) may take one: a
+lock stops even an emergency, so not everyone in the workspace may set it (issue 13, finding
+6). Its holder lifts it; so may the people of ``approvals.lock`` and of the ``override`` rule.
+A lock a deployment holds is not lifted here: cancelling the deployment releases it. The one
+exception is the lock a deployment keeps after NEEDS_ATTENTION (an undo failed); an approver
+lifts it once someone has looked. A break-glass run granted past a person's lock only passes
+it (``procedures.engine``): the lock stays the person's, who may still lift it here during the
+run.
 
 Both commands are audited and tell the deployment channel, through the outbox.
 """
@@ -28,6 +31,7 @@ from procedures.policy import ApprovalRule
 from procedures.store import DeploymentRecord, EnvironmentRecord
 
 OVERRIDE = "override"
+LOCK = "lock"
 
 
 def lock_text(ctx: HandlerContext, command: Command) -> str:
@@ -37,6 +41,11 @@ def lock_text(ctx: HandlerContext, command: Command) -> str:
     user = ctx.request.user_id
     env = environment_of(policy, command.environment)
     reason = command.reason or ""  # the grammar requires it for lock
+    rule_name, rule = _lock_rule(ctx)
+    if not services.groups.may_approve(user, rule):
+        raise _refusal(ctx, env, "lock", f"You may not lock {env}: a lock stops every "
+                       "deployment to it, an emergency too.", rule_name,
+                       f"{describe_rule(rule)} may lock it; ask one of them.")
     current = services.environments.get(env)
     if current is not None and current.lock_holder:
         raise _refuse_locked(ctx, env, current)
@@ -86,9 +95,16 @@ def unlock_text(ctx: HandlerContext, command: Command) -> str:
             raise _refusal(ctx, env, "unlock", f"{env} stays locked after deployment "
                            f"#{deployment_id} ({_state(deployment)}) until someone has looked.",
                            rule_name, f"{describe_rule(rule)} may unlock it.")
-    elif user != holder and not services.groups.may_approve(user, rule):
-        raise _refusal(ctx, env, "unlock", f"You may not unlock {env}: <@{holder}> locked it.",
-                       rule_name, f"<@{holder}> or {describe_rule(rule)} may unlock it.")
+    elif user != holder:
+        lock_name, lock_rule = _lock_rule(ctx)
+        if not services.groups.may_approve(user, lock_rule) \
+                and not services.groups.may_approve(user, rule):
+            who = f"{describe_rule(lock_rule)} (`{lock_name}`)" if lock_rule == rule else \
+                (f"{describe_rule(lock_rule)} (`{lock_name}`) or {describe_rule(rule)} "
+                 f"(`{rule_name}`)")
+            raise _refusal(ctx, env, "unlock", f"You may not unlock {env}: <@{holder}> locked "
+                           "it.", lock_name, f"<@{holder}> (who locked it), {who} may unlock "
+                           "it.")
     # Conditional on the same kind of lock we judged: a deployment lock taken in between, or
     # a different deployment's, is left alone.
     if not services.environments.release_lock(env, deployment_id):
@@ -142,6 +158,14 @@ def _refusal(ctx: HandlerContext, env: str, action: str, message: str, rule: str
 def _override_rule(ctx: HandlerContext) -> tuple[str, ApprovalRule]:
     approvals = ctx.services.policy.approvals
     name = OVERRIDE if OVERRIDE in approvals else "standard"
+    return f"approvals.{name}", approvals[name]
+
+
+def _lock_rule(ctx: HandlerContext) -> tuple[str, ApprovalRule]:
+    """Who may take a lock (and lift another's): ``approvals.lock``, else the standard
+    approvers."""
+    approvals = ctx.services.policy.approvals
+    name = LOCK if LOCK in approvals else "standard"
     return f"approvals.{name}", approvals[name]
 
 

@@ -119,8 +119,9 @@ def test_a_stranger_may_not_unlock_and_is_told_who_may(bot: BotHarness) -> None:
     bot.command('lock production --reason "incident 42"')
     text = bot.command("unlock production", user="U0STRANGER").text
     assert text.startswith(":no_entry: You may not unlock production: <@U0DEV> locked it. "
-                           "_(rule: approvals.override)_")
-    assert "<@U0DEV> or <@U0HEAD1> may unlock it." in text
+                           "_(rule: approvals.lock)_")
+    assert text.split("\n")[1].startswith("<@U0DEV> (who locked it), ")
+    assert text.endswith("(`approvals.lock`) or <@U0HEAD1> (`approvals.override`) may unlock it.")
     assert bot.services.environments.get("production").lock_holder == "U0DEV"
     assert "unlock.refused" in _actions(bot)
 
@@ -184,10 +185,12 @@ def standard_only_bot(database: Database, clock: FixedClock, slack: SlackDouble,
 def test_without_an_override_rule_standard_approvers_unlock(
         standard_only_bot: BotHarness) -> None:
     bot = standard_only_bot
-    bot.command('lock production --reason "incident 42"')
+    # Without approvals.lock the standard approvers lock (issue 13, finding 6).
+    bot.command('lock production --reason "incident 42"', user="U0LEAD1")
     refused = bot.command("unlock production", user="U0STRANGER").text
     assert "(rule: approvals.standard)" in refused
-    assert "<@U0DEV> or <@U0LEAD1> or a member of <!subteam^S0RELEASE> may" in refused
+    assert ("<@U0LEAD1> (who locked it), <@U0LEAD1> or a member of <!subteam^S0RELEASE> "
+            "(`approvals.standard`) may") in refused
     # U0LEAD2 approves through the release group, asked of Slack.
     assert "production is unlocked" in bot.command("unlock production", user="U0LEAD2").text
 

@@ -39,6 +39,8 @@ BASE: dict[str, Any] = {
         "standard": {"users": ["U0LEAD1"], "groups": ["S0RELEASE"], "required": 1},
         "rollback": {"users": ["U0LEAD1"], "required": 1},
         "override": {"users": ["U0HEAD1"], "required": 1},
+        # The lock tests act as U0DEV; tests/bot/test_lock_rule.py checks the default rule.
+        "lock": {"users": ["U0DEV", "U0OPS", "U0LEAD1"], "groups": ["S0RELEASE"]},
     },
     "monitoring": {"duration": "2s", "interval": "1s", "health_failure_ratio": 0.5,
                    "response_time_ms": 2000, "error_threshold": 10},
