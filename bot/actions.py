@@ -12,5 +12,6 @@ REJECT = "qlp_reject"
 CANCEL = "qlp_cancel"
 ROLLBACK = "qlp_rollback"
 CHECKLIST_TICK = "qlp_checklist_tick"
+OFFER = "qlp_offer"  # a refusal's one-click alternative, e.g. "Schedule for Tue 10:00"
 
-ALL_ACTIONS = (APPROVE, REJECT, CANCEL, ROLLBACK, CHECKLIST_TICK)
+ALL_ACTIONS = (APPROVE, REJECT, CANCEL, ROLLBACK, CHECKLIST_TICK, OFFER)

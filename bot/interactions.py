@@ -17,10 +17,12 @@ from typing import Any
 from bot import override as break_glass
 from bot.commands.cancel import cancel_deployment
 from bot.commands.checklist import tick_checklist
+from bot.commands.registry import run_command
 from bot.commands.rollback import rollback_from_card
 from bot.context import HandlerContext
 from bot.flows import Moment
 from bot.formatting import escape, local_time
+from bot.grammar import parse
 from bot.membership import describe_rule
 from bot.plan import describe_change, reset_plan
 from procedures.errors import ConflictError, PolicyRefusal, UserError
@@ -197,6 +199,23 @@ def rollback(ctx: HandlerContext, action: dict[str, Any]) -> str | None:
     """Request a manual rollback of the card's environment to the version before this one
     (confirmed in Slack's dialog first; approved by ``approvals.rollback``, not the presser)."""
     return rollback_from_card(ctx, _deployment(ctx, action))
+
+
+def run_offer(ctx: HandlerContext, action: dict[str, Any]) -> str | None:
+    """A refusal's one-click alternative (``procedures.errors.Offer``): run the offered
+    command as the person who pressed, exactly as if they had typed it. Only a scheduled
+    deployment is ever offered, so only that is accepted (a forged value runs nothing else);
+    a double click creates one request (the click's key is the request's key)."""
+    text = str(action.get("value") or "")
+    try:
+        command = parse(text)
+    except UserError:
+        command = None
+    if command is None or command.name != "deploy" or command.at is None or command.dry_run:
+        raise UserError("This button does not carry a command the bot offers; nothing was "
+                        "done.", hint="Type the command instead, e.g. `/qlp deploy v1.2.3 at "
+                                      "2026-12-08 10:00`.")
+    return run_command(ctx, text)
 
 
 def checklist_tick(ctx: HandlerContext, action: dict[str, Any]) -> str | None:

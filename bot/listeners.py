@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from bot import actions, interactions
 from bot.commands.registry import run_command
 from bot.context import HandlerContext, Request
-from bot.replies import error_text
+from bot.replies import error_blocks, error_text
 
 if TYPE_CHECKING:
     from slack_bolt import Ack, App
@@ -34,6 +34,7 @@ BUTTONS: Mapping[str, ButtonHandler] = MappingProxyType({
     actions.CANCEL: interactions.cancel,
     actions.ROLLBACK: interactions.rollback,
     actions.CHECKLIST_TICK: interactions.checklist_tick,
+    actions.OFFER: interactions.run_offer,
 })
 """Every button's handler by action id."""
 
@@ -53,11 +54,16 @@ def register(app: App, services: HandlerServices, clicks: ClickTask) -> None:
 def _command_listener(services: HandlerServices) -> Callable[[Ack, dict[str, Any]], None]:
     def on_command(ack: Ack, body: dict[str, Any]) -> None:
         request = _request_from_command(body)
+        blocks = None
         try:
             text = run_command(HandlerContext(request, services), str(body.get("text") or ""))
         except Exception as error:  # the one place a command error becomes a reply
             text = error_text(error)
-        ack(text=text)
+            blocks = error_blocks(error, text)  # a refusal's one-click alternative, if any
+        if blocks is None:
+            ack(text=text)
+        else:
+            ack(text=text, blocks=blocks)
 
     return on_command
 
@@ -73,14 +79,14 @@ def _button_listener(clicks: ClickTask,
             user_id=str((body.get("user") or {}).get("id", "")),
             channel_id=str((body.get("channel") or {}).get("id", "")),
             team_id=(body.get("team") or {}).get("id"),
+            enterprise_id=((body.get("enterprise") or {}).get("id")
+                           or (body.get("team") or {}).get("enterprise_id")),
             response_url=body.get("response_url"),
             trigger_id=body.get("trigger_id"),
             request_key=f"{action.get('action_id')}:{action.get('action_ts')}:"
                         f"{(body.get('user') or {}).get('id')}",
         )
         clicks.accept(request, action_id, action)
-            enterprise_id=((body.get("enterprise") or {}).get("id")
-                           or (body.get("team") or {}).get("enterprise_id")),
         ack()
 
     return listener

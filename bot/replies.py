@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import Any
 
+from bot.actions import OFFER
 from procedures.errors import (
     ConfigError,
     ConflictError,
@@ -40,6 +42,21 @@ def error_text(error: BaseException) -> str:
     log.exception("unexpected error (reference %s)", reference, exc_info=error)
     return (f":x: Something went wrong on the bot's side (reference `{reference}`). "
             "Nothing was changed; the operators can find the details in the log.")
+
+
+def error_blocks(error: BaseException, text: str) -> list[dict[str, Any]] | None:
+    """Blocks for a refusal that offers a one-click alternative (a button that runs the
+    offered command as the person who presses it); None for any other error."""
+    offer = getattr(error, "offer", None) if isinstance(error, PolicyRefusal) else None
+    if offer is None:
+        return None
+    return [
+        {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}},
+        {"type": "actions", "elements": [{
+            "type": "button", "action_id": OFFER, "style": "primary",
+            "text": {"type": "plain_text", "text": offer.label[:75], "emoji": True},
+            "value": offer.command[:2000]}]},
+    ]
 
 
 def _join(first: str, hint: str | None) -> str:

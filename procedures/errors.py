@@ -14,6 +14,8 @@ into a Slack reply in one place, so a listener never shows a traceback.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 
 class QlpError(Exception):
     """Root of every error the bot raises on purpose."""
@@ -31,12 +33,24 @@ class UserError(QlpError):
     """The request is malformed. ``hint`` says what is accepted."""
 
 
-class PolicyRefusal(QlpError):
-    """The policy refuses the request. ``rule`` names the rule that refused."""
+@dataclass(frozen=True)
+class Offer:
+    """A follow-up the person refused may take in one click: ``command`` (the text of a
+    ``/qlp`` command) run as themselves, e.g. scheduling for the next preferred slot."""
 
-    def __init__(self, message: str, *, rule: str, hint: str | None = None) -> None:
+    label: str
+    command: str
+
+
+class PolicyRefusal(QlpError):
+    """The policy refuses the request. ``rule`` names the rule that refused; ``offer`` is
+    what the person may do instead in one click, if anything."""
+
+    def __init__(self, message: str, *, rule: str, hint: str | None = None,
+                 offer: Offer | None = None) -> None:
         super().__init__(message, hint=hint)
         self.rule = rule
+        self.offer = offer
 
 
 class ConflictError(QlpError):

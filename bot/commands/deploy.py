@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot.commands.requesting import judge_request, open_request
-from bot.commands.schedule_request import schedule_text, scheduled_moment
+from bot.commands.schedule_request import MIN_LEAD, schedule_text, scheduled_moment
 from bot.context import HandlerContext
 from bot.flows.gate import refusal
 from bot.formatting import local_time
@@ -19,7 +19,7 @@ from bot.lookup import environment_of
 from bot.membership import describe_rule
 from bot.override import request_with_override
 from procedures.durations import format_duration
-from procedures.errors import PolicyRefusal
+from procedures.errors import Offer, PolicyRefusal
 from procedures.model import ProcedureKind, Slot
 from procedures.windows import WindowRule, WindowVerdict
 
@@ -70,7 +70,10 @@ def deploy_text(ctx: HandlerContext, command: Command) -> str:
                 if decision.rule in _WINDOW_RULES else "")
         if command.override:
             hint = "An override never lifts this rule."
-        raise refusal(decision, extra_hint=hint)
+        error = refusal(decision, extra_hint=hint)
+        if decision.rule in _WINDOW_RULES and not command.override:
+            error.offer = _schedule_offer(ctx, command, env)
+        raise error
     required = decision.required
     needed = (f"{required} approval{'s' if required > 1 else ''} from "
               f"{describe_rule(rule)}")
@@ -96,6 +99,20 @@ def deploy_text(ctx: HandlerContext, command: Command) -> str:
                 if command.override else "")
     return (f"Deployment #{deployment.id} requested: {command.version} to {env}.{outside} It "
             f"needs {needed} (not you). The card is in <#{policy.channel}>.{unneeded}")
+
+
+def _schedule_offer(ctx: HandlerContext, command: Command, env: str) -> Offer | None:
+    """"Schedule for <the next preferred slot>": one click creates the scheduled deployment
+    the person would otherwise type (``/qlp deploy <version> to <env> at <slot>``)."""
+    services = ctx.services
+    slot = services.windows.next_open(services.clock.now() + MIN_LEAD)
+    if slot is None:
+        return None
+    zone = services.policy.zone
+    local = slot.astimezone(zone)
+    text = (f"deploy {command.version} to {env} at {local:%Y-%m-%d %H:%M} {zone.key}"
+            + (" --maintenance" if command.maintenance else ""))
+    return Offer(f"Schedule for {local:%a %d %b %H:%M} {local.tzname()}", text)
 
 
 def _dry_run(ctx: HandlerContext, command: Command, env: str, verdict: WindowVerdict) -> str:

@@ -12,6 +12,7 @@ from procedures.clock import FixedClock
 from procedures.model import DeploymentState as S
 from tests.bot.run_helpers import press, thread_text
 from tests.fakes.bot_harness import BotHarness
+from tests.fakes.slack_views import ephemeral_for
 
 THURSDAY = datetime(2026, 12, 3, 11, 0, tzinfo=UTC)
 FRIDAY = datetime(2026, 12, 4, 11, 0, tzinfo=UTC)
@@ -65,3 +66,32 @@ def test_a_start_close_to_the_windows_close_says_it_may_overrun(
     assert "Mind the clock: it may overrun the window: it closes Tue 2026-12-01 14:00 UTC, " \
         "20m from now, and a deployment takes about 45m." in answer
     assert "may overrun the window" in _card(bot, 1)
+
+
+def test_a_refused_friday_request_offers_a_working_schedule_button(
+        bot: BotHarness, clock: FixedClock) -> None:
+    clock.set(FRIDAY)
+    reply = bot.command("deploy v1.2.3")
+    assert reply.text.startswith(":no_entry:") and "(rule: avoided-day)" in reply.text
+    [button] = [element for block in reply.blocks if block["type"] == "actions"
+                for element in block["elements"]]
+    assert button["text"]["text"] == "Schedule for Tue 08 Dec 10:00 UTC"
+    assert button["value"] == "deploy v1.2.3 to production at 2026-12-08 10:00 UTC"
+    for _ in range(2):  # a double click creates one scheduled deployment
+        bot.press(button["action_id"], button["value"], user="U0DEV", message_ts="9.000001",
+                  action_ts="1733310000.000001")
+    record = bot.wait_for(lambda: bot.services.deployments.get(1), what="the scheduled request")
+    assert record.scheduled_at == datetime(2026, 12, 8, 10, 0, tzinfo=UTC)
+    assert (record.version, record.requester, record.state) == ("v1.2.3", "U0DEV",
+                                                                S.PENDING_APPROVAL)
+    bot.wait_for(lambda: "Deployment #1 scheduled" in ephemeral_for(bot.slack, "U0DEV"),
+                 what="the answer")
+    assert len(bot.services.deployments.list_recent()) == 1
+
+
+def test_a_forged_offer_runs_nothing_else(bot: BotHarness) -> None:
+    bot.press("qlp_offer", "lock production --reason x", user="U0DEV", message_ts="9.1")
+    bot.wait_for(lambda: "does not carry a command the bot offers" in
+                 ephemeral_for(bot.slack, "U0DEV"), what="the refusal")
+    assert bot.services.environments.get("production") is None \
+        or bot.services.environments.get("production").lock_holder is None

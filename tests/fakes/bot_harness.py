@@ -7,9 +7,11 @@ sends requests signed as Slack signs them.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -24,6 +26,25 @@ from procedures.clock import Clock
 from procedures.policy import Policy
 from storage.db import Database
 from tests.fakes.slack_double import SlackDouble
+
+
+class AckReply:
+    """The HTTP answer to a slash command as Slack reads it: ``text`` is the message text
+    whether the ack is plain text or a JSON message with ``blocks`` (then in ``blocks``);
+    everything else is the HTTP response's."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self.blocks: list[dict[str, Any]] = []
+        self.text = response.text
+        if response.headers.get("content-type", "").startswith("application/json"):
+            message = json.loads(response.text or "{}")
+            if isinstance(message, dict) and "text" in message:
+                self.text = str(message["text"])
+                self.blocks = list(message.get("blocks") or [])
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.response, name)
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 BOT_TOKEN = "xoxb-test-token"
@@ -57,13 +78,13 @@ class BotHarness:
         return self.http.post("/slack/events", content=body.encode(), headers=headers)
 
     def command(self, text: str, *, user: str = "U0DEV", channel: str = "C0DEPLOY",
-                timestamp: int | None = None, secret: str = SECRET) -> httpx.Response:
+                timestamp: int | None = None, secret: str = SECRET) -> AckReply:
         """Send ``/qlp <text>`` as ``user``; the ack's body is the ephemeral answer."""
         self._n += 1
         response_url = self.slack.response_url(f"cmd-{self._n}", channel=channel, user=user)
         body = slash_command_body(text, user_id=user, channel_id=channel,
                                   response_url=response_url)
-        return self.post(body, timestamp=timestamp, secret=secret)
+        return AckReply(self.post(body, timestamp=timestamp, secret=secret))
 
     def press(self, action_id: str, value: str, *, user: str, message_ts: str,
               channel: str = "C0DEPLOY", action_ts: str | None = None,
