@@ -6,6 +6,11 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from procedures.durations import format_duration
+from procedures.mrkdwn import escape
+
+__all__ = ["escape", "local_time", "relative"]
+# ``escape`` is procedures.mrkdwn's, the one escaping function of user- and service-supplied
+# text put into Slack mrkdwn; the message builders import it from here.
 
 
 def local_time(moment: datetime, zone: ZoneInfo) -> str:
@@ -22,8 +27,3 @@ def relative(moment: datetime, now: datetime) -> str:
     if delta.total_seconds() > 0:
         return f"in {format_duration(delta)}"
     return f"{format_duration(-delta)} ago"
-
-
-def escape(text: str) -> str:
-    """Escape the three characters Slack's mrkdwn reserves (``<`` would start a link)."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -89,8 +89,10 @@ def request_with_override(ctx: HandlerContext, *, kind: ProcedureKind, version: 
 
 
 def _plain(text: str) -> str:
-    """Mentions as plain ``@U123`` / ``@S123``: card notes are shown escaped, not as markup."""
-    return _MENTION.sub(lambda m: "@" + m.group(1), text)
+    """A verdict's mrkdwn as the plain text a card note is (the card escapes its notes once):
+    mentions as ``@U123`` / ``@S123``, entities back to the characters they stand for."""
+    plain = _MENTION.sub(lambda m: "@" + m.group(1), text)
+    return plain.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
 _MENTION = re.compile(r"<[@!](?:subteam\^)?([A-Z0-9]+)>")

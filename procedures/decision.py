@@ -67,6 +67,7 @@ from datetime import datetime, time, timedelta, tzinfo
 
 from procedures.durations import format_duration
 from procedures.model import ProcedureKind
+from procedures.mrkdwn import escape
 from procedures.policy import ApprovalRule, Freeze, Policy
 from procedures.windows import WindowRule, WindowVerdict
 
@@ -347,10 +348,10 @@ def _one_at_a_time(request: Request, facts: Facts) -> _Refusal | None:
         return _Refusal(
             NEEDS_ATTENTION,
             f"{env} stays locked because deployment #{lock.deployment_id} needs attention "
-            f"({lock.reason or 'an undo failed'})",
+            f"({escape(lock.reason or 'an undo failed')})",
             f"Someone must check {env} by hand, then `/qlp unlock {env}`.")
     if lock is not None and not lock.manual and lock.deployment_id != request.deployment_id:
-        why = (f" ({lock.reason})" if lock.reason
+        why = (f" ({escape(lock.reason)})" if lock.reason
                and lock.reason != f"deployment #{lock.deployment_id}" else "")
         return _Refusal(
             ONE_AT_A_TIME,
@@ -374,9 +375,9 @@ def _overridable(kind: ProcedureKind, request: Request, facts: Facts) -> list[_R
         freeze = window.freeze
     frozen_kinds = (ProcedureKind.STANDARD, ProcedureKind.MIGRATION, ProcedureKind.HOTFIX)
     if kind in frozen_kinds and freeze is not None:
-        reason = (window.reason if window.rule is WindowRule.FREEZE
-                  else f"deployment freeze {freeze.start.isoformat()} to "
-                       f"{freeze.end.isoformat()}: {freeze.reason}")
+        reason = escape(window.reason if window.rule is WindowRule.FREEZE
+                        else f"deployment freeze {freeze.start.isoformat()} to "
+                             f"{freeze.end.isoformat()}: {freeze.reason}")
         after = datetime.combine(freeze.end + timedelta(days=1), time(0, 0),
                                  tzinfo=_policy_zone(facts))
         refusals.append(_Refusal(
@@ -387,12 +388,13 @@ def _overridable(kind: ProcedureKind, request: Request, facts: Facts) -> list[_R
             "freeze."))
     if kind in (ProcedureKind.STANDARD, ProcedureKind.MIGRATION) and not window.open \
             and window.rule is not WindowRule.FREEZE and not _outside_preferred(kind, facts):
-        refusals.append(_Refusal(window.rule.value, window.reason, next_slot))
+        refusals.append(_Refusal(window.rule.value, escape(window.reason), next_slot))
     lock = facts.lock
     if lock is not None and lock.manual:
         refusals.append(_Refusal(
             ENVIRONMENT_LOCK,
-            f"{request.environment} is locked by <@{lock.holder}>: {lock.reason or 'no reason'}",
+            f"{request.environment} is locked by <@{lock.holder}>: "
+            f"{escape(lock.reason or 'no reason')}",
             f"Ask <@{lock.holder}> to `/qlp unlock {request.environment}` when it is safe."))
     return refusals
 
@@ -427,14 +429,15 @@ def _allowed_by(kind: ProcedureKind, facts: Facts) -> tuple[str, str]:
         extra = (", with one more approval than usual"
                  if facts.policy.windows.outside_preferred == "extra-approval" else "")
         return ("outside-preferred",
-                f"allowed outside the preferred window{extra} ({window.reason})")
+                f"allowed outside the preferred window{extra} ({escape(window.reason)})")
     if kind is ProcedureKind.EMERGENCY:
         return "emergency", "an emergency may run at any time, in a freeze too"
     if kind is ProcedureKind.ROLLBACK:
         return "rollback", "a rollback may run at any time, in a freeze too"
     if kind is ProcedureKind.HOTFIX and not window.open:
-        return "hotfix", f"a hotfix may run outside the preferred window ({window.reason})"
-    return window.rule.value, window.reason
+        return "hotfix", ("a hotfix may run outside the preferred window "
+                          f"({escape(window.reason)})")
+    return window.rule.value, escape(window.reason)
 
 
 def _override_problem(request: Request, override: Override, rule: ApprovalRule,
@@ -443,7 +446,8 @@ def _override_problem(request: Request, override: Override, rule: ApprovalRule,
     grantors = describe_approvers(rule)
     if not override.granted:
         return ("override-pending",
-                f"the break-glass override ({override.reason}) is waiting for {grantors}",
+                f"the break-glass override ({escape(override.reason)}) is waiting for "
+                f"{grantors}",
                 f"{grantors} (not the requester) grants the override by approving it.")
     approver = override.approver or ""
     if approver in (request.requester, override.requested_by):

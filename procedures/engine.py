@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -72,6 +73,7 @@ from procedures.engine_context import (
 )
 from procedures.errors import ConflictError, ExternalServiceError, QlpError, StepFailure
 from procedures.model import DeploymentState, ProcedureKind, Slot, StepState
+from procedures.mrkdwn import escape
 from procedures.platforms.base import Platform
 from procedures.playbook import MetricsSource, Playbook, Step
 from procedures.policy import Policy
@@ -105,6 +107,24 @@ _DONE = (StepState.SUCCEEDED, StepState.SKIPPED)
 _TOUCHED = (StepState.SUCCEEDED, StepState.RUNNING, StepState.UNDOING, StepState.UNDONE,
             StepState.UNDO_FAILED)
 _CANCELLABLE_AT_ONCE = (_S.PENDING_APPROVAL, _S.SCHEDULED, _S.QUEUED)
+
+
+_MENTION_ONLY = re.compile(r"(?:cancelled by )?<@[UW][A-Z0-9]{2,20}>")
+_LOCKED_BY = re.compile(r"([a-z][a-z0-9-]{0,30}) is locked by &lt;@([UW][A-Z0-9]{2,20})&gt;")
+
+
+def _shown(error: str, *, lock_problem: bool = False) -> str:
+    """A run's error (plain text: a service's words, an exception's message) as mrkdwn for a
+    thread reply: escaped (issue 13, finding 4), except the engine's own mentions: a whole
+    "cancelled by <@U…>", and with ``lock_problem`` (``_take_lock``'s words) the holder of
+    "<env> is locked by <@U…>" at its very start; the lock's reason after it stays escaped."""
+    if _MENTION_ONLY.fullmatch(error):
+        return error
+    shown = escape(error)
+    if lock_problem:
+        shown = _LOCKED_BY.sub(r"\1 is locked by <@\2>", shown, count=1) \
+            if _LOCKED_BY.match(shown) else shown
+    return shown
 
 
 def describe_error(exc: BaseException) -> str:
@@ -704,9 +724,9 @@ class _Run:
                 if first:
                     self._audit("lock.passed", {"holder": current.lock_holder,
                                                 "reason": current.lock_reason})
-                    self.report(f"The lock of <@{current.lock_holder}> on {env}{reason} stays "
-                                f"theirs: the break-glass override of #{self.view.id} passes "
-                                "it for this run only.")
+                    self.report(f"The lock of <@{current.lock_holder}> on {env}"
+                                f"{escape(reason)} stays theirs: the break-glass override "
+                                f"of #{self.view.id} passes it for this run only.")
                 return None
         return f"{env} is locked by <@{current.lock_holder}>{reason}"
 
@@ -938,7 +958,7 @@ class _Run:
                       "delay_s": delay.total_seconds(), "undo": not forward},
                      error=f"attempt {attempts} failed: {error}")
         what = "undo of " + step.title if not forward else step.title
-        self.report(f"↻ {what}: {error}; trying again in {format_duration(delay)} "
+        self.report(f"↻ {what}: {escape(error)}; trying again in {format_duration(delay)} "
                     f"(attempt {tries + 1} of {step.retry.attempts})")
         self.wait(delay.total_seconds(), deadline=None, timeout=None, forward=forward)
 
@@ -971,7 +991,7 @@ class _Run:
             self._audit("run.rolling_back", {"error": error, "step": failure.step.name})
             self._report_changed()
             self.report(self.with_held(
-                f"✗ {failure.step.title} failed: {failure.error}. Rolling back."),
+                f"✗ {failure.step.title} failed: {_shown(failure.error)}. Rolling back."),
                 broadcast=True)
         else:
             self._refresh_owned()  # a cancel won the race: compensate as cancelled
@@ -1013,7 +1033,8 @@ class _Run:
         self._release_lock()
         self._audit("run.failed", {"error": message, "changed": False})
         self._report_changed()
-        self.report(f"✗ #{self.view.id} did not start: {message}. Nothing was changed.",
+        self.report(f"✗ #{self.view.id} did not start: {_shown(message, lock_problem=True)}. "
+                    "Nothing was changed.",
                     broadcast=True)
         return _S.FAILED
 
@@ -1038,7 +1059,7 @@ class _Run:
                        for r in self.records.values())
         error = self.view.error or ""
         if error.startswith(CANCELLED_BY) and not resuming:
-            self.report(f"Cancelled by {error[len(CANCELLED_BY):]}; undoing "
+            self.report(f"Cancelled by {_shown(error[len(CANCELLED_BY):])}; undoing "
                         f"{_steps(len(todo))}", broadcast=True)
         elif resuming:
             self.report(f"Resuming the rollback: undoing {_steps(len(todo))}")
@@ -1098,7 +1119,7 @@ class _Run:
             self.report(f"Rolled back #{self.view.id}: undid {_steps(undone)}{note}. "
                         f"{self.view.environment} is unlocked.", broadcast=True)
         else:
-            self.report(f"#{self.view.id} {final.value.replace('_', ' ')}: {error}. "
+            self.report(f"#{self.view.id} {final.value.replace('_', ' ')}: {_shown(error)}. "
                         "Nothing was changed.", broadcast=True)
         return final
 
@@ -1127,7 +1148,7 @@ class _Run:
         self._report_changed()
         tail = (f" The environment {self.view.environment} stays locked." if locked
                 else "")
-        self.report(f":rotating_light: #{self.view.id} needs attention: {message}.{tail}",
+        self.report(f":rotating_light: #{self.view.id} needs attention: {_shown(message)}.{tail}",
                     broadcast=True)
         return _S.NEEDS_ATTENTION
 

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from procedures.model import ProcedureKind, Slot
+from procedures.mrkdwn import escape
 from procedures.platforms.base import Platform
 from procedures.playbook import MetricsSource, Step
 from procedures.policy import Environment, Policy
@@ -169,6 +170,9 @@ class EngineContext:
         return self._run.result_of(step_name)
 
     def report(self, text: str, *, broadcast: bool = False) -> None:
+        # A playbook's text is plain: the services' words in it (a version a slot reported on
+        # /health, an error body) are shown, never rendered (issue 13, finding 4).
+        text = escape(text)
         # Quick findings ride with the step's "✓"/"✗" reply (one post per phase); a long
         # step (monitoring) or a broadcast speaks at once, with whatever was held before.
         started = self._deadline - self._step.timeout
