@@ -80,7 +80,7 @@ def approve(ctx: HandlerContext, action: dict[str, Any]) -> str | None:
     if deployment.options.get(break_glass.OPTION):
         # A break-glass request: the click grants the override or approves, by who clicks.
         return break_glass.approve(ctx, deployment, _refresh_plan)
-    rule = services.policy.approval_rule(deployment.kind)
+    rule = services.policy.approval_rule(deployment.kind, deployment.environment)
     gate = services.flows.gate
     # Who may approve is read now (group membership from Slack): no cached answer decides.
     check = gate.check_approver(deployment, user)
@@ -174,7 +174,7 @@ def reject(ctx: HandlerContext, action: dict[str, Any]) -> str | None:
     user = ctx.request.user_id
     deployment = _deployment(ctx, action)
     assert deployment.id is not None
-    rule = services.policy.approval_rule(deployment.kind)
+    rule = services.policy.approval_rule(deployment.kind, deployment.environment)
     if user != deployment.requester \
             and not services.flows.gate.check_approver(deployment, user).allowed \
             and not break_glass.may_refuse(ctx, deployment, user):

@@ -63,8 +63,8 @@ def request_with_override(ctx: HandlerContext, *, kind: ProcedureKind, version: 
     """Create the PENDING_APPROVAL request that waits for an override grant and approvals."""
     policy = ctx.services.policy
     user = ctx.request.user_id
-    grantors = describe_rule(policy.approval_rule(OVERRIDE_KIND))
-    rule = policy.approval_rule(kind.value)
+    grantors = describe_rule(policy.approval_rule(OVERRIDE_KIND, environment))
+    rule = policy.approval_rule(kind.value, environment)
     note = (f"Break-glass override needed ({verdict.rule}): {_plain(verdict.reason)}. It "
             f"must be granted by {_plain(grantors)} (not the requester), for this deployment "
             f"only, valid {format_duration(OVERRIDE_TTL)} from the grant.")
@@ -121,8 +121,8 @@ def approve(ctx: HandlerContext, deployment: DeploymentRecord,
     policy = services.policy
     user = ctx.request.user_id
     assert deployment.id is not None
-    kind_rule = policy.approval_rule(deployment.kind)
-    override_rule = policy.approval_rule(OVERRIDE_KIND)
+    kind_rule = policy.approval_rule(deployment.kind, deployment.environment)
+    override_rule = policy.approval_rule(OVERRIDE_KIND, deployment.environment)
     if user == deployment.requester:
         raise _refuse(ctx, deployment, f"You requested #{deployment.id}; someone else must "
                       "grant its override and someone else must approve it.",
@@ -194,7 +194,7 @@ def _grant(ctx: HandlerContext, deployment: DeploymentRecord) -> str:
         broadcast=True)
     if _queue_if_complete(ctx, deployment.id):
         return f"You granted the override of #{deployment.id}; it is starting."
-    rule = services.policy.approval_rule(deployment.kind)
+    rule = services.policy.approval_rule(deployment.kind, deployment.environment)
     have = len(services.flows.gate.approvers_of(deployment))
     if have >= rule.required:  # the approvals are in, yet it was not queued: say why
         now_verdict = _verdict(ctx, deployment, override)
@@ -221,11 +221,12 @@ def _approve(ctx: HandlerContext, deployment: DeploymentRecord) -> str:
     if not verdict.allowed and verdict.rule != "override-pending":
         raise _refuse(ctx, deployment, f"{verdict.reason}.", verdict.rule,
                       verdict.what_would_allow or None)
-    rule = services.policy.approval_rule(deployment.kind)
+    rule = services.policy.approval_rule(deployment.kind, deployment.environment)
     granted = override is not None and override.granted
     waiting = ""
     if not verdict.allowed:  # override-pending: the grant is still missing
-        grantors = describe_rule(services.policy.approval_rule(OVERRIDE_KIND))
+        grantors = describe_rule(services.policy.approval_rule(OVERRIDE_KIND,
+                                                                  deployment.environment))
         waiting = f" Waiting for the break-glass override from {grantors}."
     # Counted in one serialised transaction with its audit row: the count never passes the
     # rule's number ("2 of 1"); an approval once the count is complete is not recorded.
@@ -266,7 +267,7 @@ def _queue_if_complete(ctx: HandlerContext, deployment_id: int) -> bool:
     if override is not None and not override.granted:
         override = None
     approvers = gate.approvers_of(deployment)
-    rule = services.policy.approval_rule(deployment.kind)
+    rule = services.policy.approval_rule(deployment.kind, deployment.environment)
     if len(approvers) < rule.required:
         return False
     verdict = _verdict(ctx, deployment, override)

@@ -38,7 +38,7 @@ class RunViews:
         notes = tuple(str(n) for n in options.get("notes", ()))
         return dataclasses.replace(
             run, approvers=approvers, options=options, notes=notes,
-            approvals_required=self._policy.approval_rule(run.kind).required,
+            approvals_required=self._policy.approval_rule(run.kind, run.environment).required,
             evidence=evidence_of(record) if record is not None else None)
 
 

@@ -102,16 +102,16 @@ class Services:
     flows: DeploymentFlows = field(init=False)
 
     def __post_init__(self) -> None:
-        windows = self.windows
+        gate = Gate(policy=self.policy, windows=self.windows, environments=self.environments,
+                    deployments=self.deployments, approvals=self.approvals,
+                    groups=self.groups, clock=self.clock)
         self.flows = DeploymentFlows(
-            gate=Gate(policy=self.policy, windows=windows, environments=self.environments,
-                      deployments=self.deployments, approvals=self.approvals,
-                      groups=self.groups, clock=self.clock),
+            gate=gate,
             requests=RequestWriter(database=self.database, deployments=self.deployments,
                                    audit=self.audit, views=self.views, reporter=self.reporter,
-                                   environments=self.environments, windows=windows,
-                                   clock=self.clock, channel=self.policy.channel,
-                                   wake_worker=self.wake_worker))
+                                   environments=self.environments,
+                                   windows_for=gate.windows_for, clock=self.clock,
+                                   channel=self.policy.channel, wake_worker=self.wake_worker))
     mode: str | None = None  # serve, socket or shell: the heartbeat row says (storage.markers)
 
     def start_worker(self) -> None:

@@ -68,7 +68,7 @@ from datetime import datetime, time, timedelta, tzinfo
 from procedures.durations import format_duration
 from procedures.model import ProcedureKind
 from procedures.mrkdwn import escape
-from procedures.policy import ApprovalRule, Freeze, Policy
+from procedures.policy import ApprovalRule, Freeze, Policy, Windows
 from procedures.windows import WindowRule, WindowVerdict
 
 __all__ = [
@@ -181,6 +181,7 @@ class Facts:
     lock: Lock | None = None
     running: ActiveRun | None = None
     group_members: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    windows: Windows | None = None  # the environment's own windows, if it has them
 
 
 @dataclass(frozen=True)
@@ -248,9 +249,9 @@ def decide(request: Request, facts: Facts) -> Verdict:
     kind = ProcedureKind(request.kind)
     policy = facts.policy
     approval_kind = kind.value if kind.value in policy.approvals else "standard"
-    required = policy.approval_rule(kind.value).required
+    required = policy.approval_rule(kind.value, request.environment).required
     outside = _outside_preferred(kind, facts)
-    if outside and policy.windows.outside_preferred == "extra-approval":
+    if outside and _windows(facts).outside_preferred == "extra-approval":
         required += 1
 
     waits_for = _emergency_waits_for(kind, request, facts)
@@ -286,7 +287,7 @@ def decide(request: Request, facts: Facts) -> Verdict:
     what = _kind_label(kind)
     lifted = tuple(r.rule for r in refusals)
     problems = "; and ".join(r.reason for r in refusals)
-    override_rule = policy.approval_rule(OVERRIDE_KIND)
+    override_rule = policy.approval_rule(OVERRIDE_KIND, request.environment)
     grantors = describe_approvers(override_rule)
     override = request.override
     if override is None:
@@ -406,7 +407,7 @@ def _overrun(kind: ProcedureKind, request: Request, facts: Facts) -> str:
     if kind not in (ProcedureKind.STANDARD, ProcedureKind.MIGRATION) or not window.open \
             or window.closes_at is None:
         return ""
-    planned = facts.policy.windows.planned_duration
+    planned = _windows(facts).planned_duration
     left = window.closes_at - request.at
     if left >= planned:
         return ""
@@ -415,19 +416,24 @@ def _overrun(kind: ProcedureKind, request: Request, facts: Facts) -> str:
             f"{format_duration(planned)}")
 
 
+def _windows(facts: Facts) -> Windows:
+    """The windows the request is judged by: its environment's own, else the policy's."""
+    return facts.windows if facts.windows is not None else facts.policy.windows
+
+
 def _outside_preferred(kind: ProcedureKind, facts: Facts) -> bool:
     """The "allowed" tier: a standard deployment or a migration at a time that is neither
     preferred nor avoided (no avoided day, holiday week or freeze), which the policy allows."""
     return kind in (ProcedureKind.STANDARD, ProcedureKind.MIGRATION) \
         and facts.window.rule is WindowRule.OUTSIDE_HOURS \
-        and facts.policy.windows.outside_preferred != "refuse"
+        and _windows(facts).outside_preferred != "refuse"
 
 
 def _allowed_by(kind: ProcedureKind, facts: Facts) -> tuple[str, str]:
     window = facts.window
     if _outside_preferred(kind, facts):
         extra = (", with one more approval than usual"
-                 if facts.policy.windows.outside_preferred == "extra-approval" else "")
+                 if _windows(facts).outside_preferred == "extra-approval" else "")
         return ("outside-preferred",
                 f"allowed outside the preferred window{extra} ({escape(window.reason)})")
     if kind is ProcedureKind.EMERGENCY:

@@ -165,6 +165,10 @@ class Environment(_Strict):
     migrations_dir: str | None = None
     ci: CiSettings | None = None
     slow_query_ms: float | None = Field(default=None, gt=0)
+    # This environment's own deployment windows and approval rules (e.g. staging: any time,
+    # one approval from the team); without them the policy's top-level ones apply.
+    windows: Windows | None = None
+    approvals: dict[str, ApprovalRule] | None = None
 
     @field_validator("url")
     @classmethod
@@ -513,6 +517,17 @@ class Policy(_Strict):
         return rules
 
     @model_validator(mode="after")
+    def _environment_approvals(self) -> Policy:
+        for name, env in self.environments.items():
+            for kind in env.approvals or {}:
+                if kind not in PROCEDURE_KINDS:
+                    near = difflib.get_close_matches(kind, PROCEDURE_KINDS, n=1)
+                    hint = f" (did you mean {near[0]}?)" if near else ""
+                    raise ValueError(f"environments.{name}.approvals: {kind!r} is not a "
+                                     f"procedure kind{hint}; kinds: {', '.join(PROCEDURE_KINDS)}")
+        return self
+
+    @model_validator(mode="after")
     def _default_env(self) -> Policy:
         if self.default_environment and self.default_environment not in self.environments:
             raise ValueError(
@@ -524,9 +539,21 @@ class Policy(_Strict):
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 
-    def approval_rule(self, kind: str) -> ApprovalRule:
-        """The rule for ``kind``; a kind without its own rule uses the standard one."""
+    def approval_rule(self, kind: str, environment: str | None = None) -> ApprovalRule:
+        """The rule for ``kind`` (in ``environment``); a kind without its own rule uses the
+        standard one. An environment with its own ``approvals`` uses those (its ``standard``
+        for a kind it does not name), else the top-level ones."""
+        env = self.environments.get(environment) if environment else None
+        if env is not None and env.approvals:
+            own = env.approvals.get(kind) or env.approvals.get("standard")
+            if own is not None:
+                return own
         return self.approvals.get(kind) or self.approvals["standard"]
+
+    def windows_for(self, environment: str | None) -> Windows:
+        """The deployment windows of ``environment``: its own, else the top-level ones."""
+        env = self.environments.get(environment) if environment else None
+        return env.windows if env is not None and env.windows is not None else self.windows
 
     def environment_name(self, requested: str | None) -> str:
         """Resolve an optional environment name: the default, else production, else the only."""
@@ -580,10 +607,6 @@ def _all_field_names() -> dict[str, type[BaseModel] | None]:
         for field, info in model.model_fields.items():
             names.setdefault(info.alias or field, None)
     return names
-        lock = rules.get("lock")
-        if lock is not None and lock.required != 1:
-            raise ValueError("approvals.lock names who may lock an environment; it counts no "
-                             "approvals, so leave out required")
 
 
 def parse_policy(data: Any, *, source: str = "policy") -> Policy:
@@ -618,3 +641,6 @@ def load_policy(path: Path) -> Policy:
         problem = getattr(exc, "problem", None) or "not valid YAML"
         raise ConfigError(f"{path}: {problem}{where}", key="(yaml)") from None
     return parse_policy(data, source=str(path))
+
+
+Environment.model_rebuild()  # its windows and approvals are defined below it

@@ -33,7 +33,7 @@ def cancel_deployment(ctx: HandlerContext, deployment: DeploymentRecord) -> str:
     services = ctx.services
     user = ctx.request.user_id
     assert deployment.id is not None
-    rule = services.policy.approval_rule(deployment.kind)
+    rule = services.policy.approval_rule(deployment.kind, deployment.environment)
     if user != deployment.requester and not services.groups.may_approve(user, rule):
         message = f"You may not cancel #{deployment.id}."
         services.audit.append(user, "cancel.refused", deployment_id=deployment.id,

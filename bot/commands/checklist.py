@@ -194,9 +194,10 @@ def _deployment_of(ctx: HandlerContext, action: Mapping[str, Any]) -> tuple[int,
 def _may_tick(ctx: HandlerContext, deployment: DeploymentRecord, user: str) -> bool:
     groups_ = ctx.services.groups
     policy = ctx.services.policy
+    env = deployment.environment
     return (user == deployment.requester
-            or groups_.may_approve(user, policy.approval_rule(deployment.kind))
-            or groups_.may_approve(user, policy.approval_rule(OVERRIDE_KIND)))
+            or groups_.may_approve(user, policy.approval_rule(deployment.kind, env))
+            or groups_.may_approve(user, policy.approval_rule(OVERRIDE_KIND, env)))
 
 
 def _selected(action: Mapping[str, Any]) -> set[str]:
@@ -211,7 +212,8 @@ def tick_checklist(ctx: HandlerContext, action: Mapping[str, Any]) -> str | None
     deployment_id, group_index = _deployment_of(ctx, action)
     deployment = _load(ctx, deployment_id)
     if not _may_tick(ctx, deployment, user):
-        rule = services.policy.approval_rule(deployment.kind)
+        rule = services.policy.approval_rule(deployment.kind, deployment.environment)
+        overriders = services.policy.approval_rule(OVERRIDE_KIND, deployment.environment)
         message = f"You may not tick the checklist of #{deployment_id}."
         services.audit.append(user, "checklist.refused", deployment_id=deployment_id,
                               environment=deployment.environment,
@@ -219,7 +221,7 @@ def tick_checklist(ctx: HandlerContext, action: Mapping[str, Any]) -> str | None
         raise PolicyRefusal(message, rule="checklist-tickers",
                             hint=f"The requester (<@{deployment.requester}>), approvers "
                                  f"({describe_rule(rule)}) or override approvers "
-                                 f"({describe_rule(services.policy.approval_rule(OVERRIDE_KIND))})"
+                                 f"({describe_rule(overriders)})"
                                  " may.")
     items = items_for(deployment.kind)
     grouped = groups(items)

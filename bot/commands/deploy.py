@@ -13,7 +13,7 @@ from bot.commands.requesting import judge_request, open_request
 from bot.commands.schedule_request import MIN_LEAD, schedule_text, scheduled_moment
 from bot.context import HandlerContext
 from bot.flows.gate import refusal
-from bot.formatting import escape, local_time
+from bot.formatting import local_time
 from bot.grammar import Command
 from bot.lookup import environment_of
 from bot.membership import describe_rule
@@ -43,8 +43,9 @@ def deploy_text(ctx: HandlerContext, command: Command) -> str:
     policy = services.policy
     env = environment_of(policy, command.environment)
     now = services.clock.now()
-    verdict = services.windows.verdict(now)
-    rule = policy.approval_rule(ProcedureKind.STANDARD)
+    windows = services.flows.gate.windows_for(env)
+    verdict = windows.verdict(now)
+    rule = policy.approval_rule(ProcedureKind.STANDARD, env)
     if command.maintenance:
         refuse_maintenance_on_azure(ctx, env, "the deployment",
                                     f"`/qlp deploy {command.version} to {env}`")
@@ -52,7 +53,7 @@ def deploy_text(ctx: HandlerContext, command: Command) -> str:
         return schedule_text(ctx, command, env)
     if command.dry_run:
         if command.at is not None:
-            verdict = services.windows.verdict(scheduled_moment(command, policy.zone)[0])
+            verdict = windows.verdict(scheduled_moment(command, policy.zone)[0])
         return _dry_run(ctx, command, env, verdict)
     user = ctx.request.user_id
     decision = judge_request(ctx, ProcedureKind.STANDARD, env)
@@ -105,7 +106,7 @@ def _schedule_offer(ctx: HandlerContext, command: Command, env: str) -> Offer | 
     """"Schedule for <the next preferred slot>": one click creates the scheduled deployment
     the person would otherwise type (``/qlp deploy <version> to <env> at <slot>``)."""
     services = ctx.services
-    slot = services.windows.next_open(services.clock.now() + MIN_LEAD)
+    slot = services.flows.gate.windows_for(env).next_open(services.clock.now() + MIN_LEAD)
     if slot is None:
         return None
     zone = services.policy.zone
@@ -122,11 +123,11 @@ def _dry_run(ctx: HandlerContext, command: Command, env: str, verdict: WindowVer
     state = services.environments.get(env)
     live = Slot(state.live_slot) if state and state.live_slot else None
     target = live.other if live else Slot.BLUE
-    rule = policy.approval_rule(ProcedureKind.STANDARD)
+    rule = policy.approval_rule(ProcedureKind.STANDARD, env)
     playbook = services.playbooks[ProcedureKind.STANDARD]
     window = ("open" + (f", closes {local_time(verdict.closes_at, policy.zone)}"
                         if verdict.closes_at else "")) if verdict.open else \
-        f"*closed*: {escape(verdict.reason)} (rule: {verdict.rule.value})"
+        f"*closed*: {verdict.reason} (rule: {verdict.rule.value})"
     chosen = [step for step in playbook.steps
               if step.name not in ("maintenance_on", "maintenance_off") or command.maintenance]
     steps = [f"{i}. {step.title}" for i, step in enumerate(chosen, 1)]

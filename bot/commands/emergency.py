@@ -71,7 +71,7 @@ def _emergency(ctx: HandlerContext, command: Command, env: str) -> str:
     now = services.clock.now()
     due = now + REVIEW_WITHIN
     checklist = checklist_items()
-    needed = approvals_needed(ctx, ProcedureKind.EMERGENCY)
+    needed = approvals_needed(ctx, ProcedureKind.EMERGENCY, env)
     options: dict[str, Any] = {
         "category": category, "fast_track": is_fast_track(category),
         "review_due": due.isoformat(), "checklist": checklist,
@@ -133,7 +133,7 @@ def _dry_run(ctx: HandlerContext, command: Command, env: str) -> str:
         f"*Dry run: emergency ({category}) {command.version} to {env}* (nothing was changed)",
         "Allowed now: " + (f"yes ({verdict.reason})" if verdict.allowed else
                            f"*refused*: {verdict.reason} (rule: {verdict.rule})"),
-        f"Approval: {approvals_needed(ctx, ProcedureKind.EMERGENCY)}, not the requester",
+        f"Approval: {approvals_needed(ctx, ProcedureKind.EMERGENCY, env)}, not the requester",
         f"Plan: snapshot of the live version (and the newest database backup's age where "
         f"the platform knows it), then {_track(category)}",
         f"On request: the channel and the on-call route are notified; a post-emergency review "

@@ -50,8 +50,8 @@ def _hotfix(ctx: HandlerContext, command: Command, env: str) -> str:
         return _dry_run(ctx, command, env)
     refuse_unless_allowed(ctx, ProcedureKind.HOTFIX, env)
     user = ctx.request.user_id
-    needed = approvals_needed(ctx, ProcedureKind.HOTFIX)
-    window = services.windows.verdict(services.clock.now())
+    needed = approvals_needed(ctx, ProcedureKind.HOTFIX, env)
+    window = services.flows.gate.windows_for(env).verdict(services.clock.now())
     outside = ("" if window.open else
                f" It is outside the preferred window ({window.reason}), which a hotfix may be.")
     reason = command.reason or ""
@@ -83,7 +83,7 @@ def _dry_run(ctx: HandlerContext, command: Command, env: str) -> str:
     lines = [
         f"*Dry run: hotfix {command.version} to {env}* (nothing was changed)",
         f"Hotfix now: {allowed}",
-        f"Approval: {approvals_needed(ctx, ProcedureKind.HOTFIX)}, not the requester",
+        f"Approval: {approvals_needed(ctx, ProcedureKind.HOTFIX, env)}, not the requester",
         "Skipped: " + "; ".join(text for _, text in HOTFIX_SKIPPED),
         f"Monitoring: {format_duration(short.duration)} every "
         f"{format_duration(short.interval)} (standard: "

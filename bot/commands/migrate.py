@@ -64,7 +64,7 @@ def _migrate(ctx: HandlerContext, command: Command, env: str) -> str:
         # A migration is not rolled back by a button: its down script is a person's call.
         "rollback_available": False,
     }
-    needed = approvals_needed(ctx, KIND)
+    needed = approvals_needed(ctx, KIND, env)
 
     def announce(_: int) -> str:
         return (f"<@{user}> requested migration `{migration.name}` on {env}: {_how(migration)}"
@@ -130,7 +130,7 @@ def _dry_run(ctx: HandlerContext, command: Command, env: str, migration: Migrati
         f"Request: {allowed}",
         f"Validation: {validation}, with lock and statement timeouts",
         f"Staging first: {f'yes, on the {STAGING} database' if staging else 'no'}",
-        f"Approval: {approvals_needed(ctx, KIND)}, not the requester",
+        f"Approval: {approvals_needed(ctx, KIND, env)}, not the requester",
         "Steps:", *steps_listing(ctx, KIND, skip),
     ]
     return "\n".join(lines)

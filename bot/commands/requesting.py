@@ -50,9 +50,10 @@ def refuse_unless_allowed(ctx: HandlerContext, kind: ProcedureKind, environment:
     raise PolicyRefusal(f"{verdict.reason}.", rule=verdict.rule, hint=hint or None)
 
 
-def approvals_needed(ctx: HandlerContext, kind: ProcedureKind) -> str:
+def approvals_needed(ctx: HandlerContext, kind: ProcedureKind,
+                     environment: str | None = None) -> str:
     """``1 approval from <@U1> or a member of <!subteam^S1>``."""
-    rule = ctx.services.policy.approval_rule(kind)
+    rule = ctx.services.policy.approval_rule(kind, environment)
     plural = "s" if rule.required > 1 else ""
     return f"{rule.required} approval{plural} from {describe_rule(rule)}"
 

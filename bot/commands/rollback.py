@@ -151,7 +151,7 @@ def refuse_irreversible(ctx: HandlerContext, plan: RollbackPlan) -> None:
     if not plan.irreversible:
         return
     names = ", ".join(_migration_name(m) for m in plan.irreversible)
-    override = ctx.services.policy.approval_rule("override")
+    override = ctx.services.policy.approval_rule("override", plan.environment)
     plural = "s" if len(plan.irreversible) > 1 else ""
     raise PolicyRefusal(
         f"Rolling {plan.environment} back to {plan.target} would cross the database "
@@ -174,7 +174,7 @@ def request_rollback(ctx: HandlerContext, env: str, version: str | None, reason:
     refuse_irreversible(ctx, plan)
     refuse_unless_allowed(ctx, ProcedureKind.ROLLBACK, env)
     user = ctx.request.user_id
-    needed = approvals_needed(ctx, ProcedureKind.ROLLBACK)
+    needed = approvals_needed(ctx, ProcedureKind.ROLLBACK, plan.environment)
 
     def announce(_: int) -> str:
         return (f"<@{user}> requested a *rollback* of {env} from {plan.live_version} to "
@@ -204,7 +204,8 @@ def _dry_run(ctx: HandlerContext, plan: RollbackPlan) -> str:
         f"From {plan.live_version} (live) to {plan.target} (last deployed by "
         f"#{plan.target_deployment.id})",
         f"Irreversible migrations in between: {crossing}",
-        f"Approval: {approvals_needed(ctx, ProcedureKind.ROLLBACK)}, not the requester",
+        f"Approval: {approvals_needed(ctx, ProcedureKind.ROLLBACK, plan.environment)}, not "
+        "the requester",
         "Steps:", *steps_listing(ctx, ProcedureKind.ROLLBACK),
     ]
     return "\n".join(lines)

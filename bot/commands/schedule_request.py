@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from bot.commands.requesting import open_request
 from bot.context import HandlerContext
 from bot.flows import Moment
-from bot.formatting import escape, local_time, relative
+from bot.formatting import local_time, relative
 from bot.grammar import Command
 from bot.membership import describe_rule
 from procedures.errors import PolicyRefusal, UserError
@@ -72,23 +72,23 @@ def schedule_text(ctx: HandlerContext, command: Command, env: str) -> str:
     user = ctx.request.user_id
     decision = services.flows.gate.judge(ProcedureKind.STANDARD, user, env, Moment.SCHEDULE,
                                          at=moment)
-    verdict = services.windows.verdict(moment)
+    windows = services.flows.gate.windows_for(env)
+    verdict = windows.verdict(moment)
     if not decision.allowed:
-        following = services.windows.next_open(moment)
+        following = windows.next_open(moment)
         slot = (f" The next preferred slot opens {local_time(following, policy.zone)}."
                 if following else " No preferred slot opens in the next months.")
         services.audit.append(user, "deployment.refused", environment=env,
                               detail={"version": command.version, "rule": decision.rule,
                                       "reason": decision.reason, "at": moment.isoformat()})
-        raise PolicyRefusal(f"{shown} is outside the deployment window: "
-                            f"{escape(verdict.reason)}."
+        raise PolicyRefusal(f"{shown} is outside the deployment window: {verdict.reason}."
                             f"{slot}", rule=decision.rule,
                             hint=f"`/qlp deploy {command.version} at YYYY-MM-DD HH:MM` "
                                  "inside a preferred slot (`/qlp window`).")
     # At a preferred time it may start until the window closes; at an "allowed" time (neither
     # preferred nor avoided) it waits at most ALLOWED_GRACE for its start.
     closes_at = verdict.closes_at or moment + ALLOWED_GRACE
-    rule = policy.approval_rule(ProcedureKind.STANDARD)
+    rule = policy.approval_rule(ProcedureKind.STANDARD, env)
     options: dict[str, Any] = {
         "maintenance": command.maintenance,
         SCHEDULE_OPTION: {"at": moment.isoformat(), "zone": zone.key,

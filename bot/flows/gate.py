@@ -133,11 +133,22 @@ class Gate:
                  clock: Clock) -> None:
         self.policy = policy
         self.windows = windows
+        self._windows_of: dict[str, WindowPolicy] = {}
         self._environments = environments
         self._deployments = deployments
         self._approvals = approvals
         self._groups = groups
         self._clock = clock
+
+    def windows_for(self, environment: str) -> WindowPolicy:
+        """The calendar of ``environment``: its own windows (``environments.<env>.windows``),
+        else the policy's."""
+        own = self.policy.windows_for(environment)
+        if own is self.policy.windows:
+            return self.windows
+        if environment not in self._windows_of:
+            self._windows_of[environment] = WindowPolicy(own, self.policy.zone)
+        return self._windows_of[environment]
 
     # -- the verdict ------------------------------------------------------------------------
 
@@ -149,7 +160,7 @@ class Gate:
         at = at or self._clock.now()
         request = Request(kind, requester, environment, at, override=override,
                           deployment_id=deployment_id)
-        members = self.members(self.policy.approval_rule(OVERRIDE_KIND)) \
+        members = self.members(self.policy.approval_rule(OVERRIDE_KIND, environment)) \
             if override is not None and override.granted else {}
         return decide(request, self._facts(kind, environment, moment, at, deployment_id,
                                            members))
@@ -186,7 +197,8 @@ class Gate:
                        rule_kind: str | None = None) -> ApproverCheck:
         """May ``user`` approve ``deployment`` under its kind's rule (or ``rule_kind``'s)?
         Group membership is read from Slack now: no cached answer decides an approval."""
-        rule = self.policy.approval_rule(rule_kind or deployment.kind.value)
+        rule = self.policy.approval_rule(rule_kind or deployment.kind.value,
+                                         deployment.environment)
         who = describe_approvers(rule)
         if user == deployment.requester:
             return ApproverCheck(False, "no-self-approval",
@@ -204,7 +216,7 @@ class Gate:
         """May ``user`` grant (or refuse) this request's break-glass override?"""
         if not deployment.options.get(OVERRIDE_OPTION) or user == deployment.requester:
             return False
-        rule = self.policy.approval_rule(OVERRIDE_KIND)
+        rule = self.policy.approval_rule(OVERRIDE_KIND, deployment.environment)
         return may_decide(user, deployment.requester, rule, self.members(rule))[0]
 
     # -- reading a deployment's override --------------------------------------------------------
@@ -256,9 +268,11 @@ class Gate:
             if other.id is not None and other.id != exclude:
                 running = ActiveRun(other.id, other.version, other.state.value)
                 break
-        return Facts(policy=self.policy, window=self.windows.verdict(at),
-                     freeze=self.windows.in_freeze(at), lock=lock, running=running,
-                     group_members=dict(members))
+        windows = self.windows_for(environment)
+        return Facts(policy=self.policy, window=windows.verdict(at),
+                     freeze=windows.in_freeze(at), lock=lock, running=running,
+                     group_members=dict(members),
+                     windows=self.policy.windows_for(environment))
 
     def members(self, rule: ApprovalRule) -> dict[str, frozenset[str]]:
         """The members of the groups ``rule`` names, read from Slack now."""
@@ -270,7 +284,7 @@ class Gate:
 
     def _approvals_problem(self, deployment: DeploymentRecord,
                            required: int) -> tuple[str, str, str] | None:
-        rule = self.policy.approval_rule(deployment.kind.value)
+        rule = self.policy.approval_rule(deployment.kind.value, deployment.environment)
         approvers = self.approvers_of(deployment)
         who = describe_approvers(rule)
         if deployment.requester in approvers:

@@ -87,7 +87,7 @@ class RequestWriter:
 
     def __init__(self, *, database: UnitOfWork, deployments: RequestRows, audit: AuditTrail,
                  views: Snapshots, reporter: Reporter, environments: LiveState,
-                 windows: WindowPolicy, clock: Clock, channel: str,
+                 windows_for: Callable[[str], WindowPolicy], clock: Clock, channel: str,
                  wake_worker: Callable[[], None]) -> None:
         self._db = database
         self._deployments = deployments
@@ -95,7 +95,7 @@ class RequestWriter:
         self._views = views
         self._reporter = reporter
         self._environments = environments
-        self._windows = windows
+        self._windows_for = windows_for
         self._clock = clock
         self._channel = channel
         self._wake = wake_worker
@@ -116,7 +116,7 @@ class RequestWriter:
         }
         if ProcedureKind(kind) in WINDOWED_KINDS:
             at = at if at is not None and at > now else now
-            evidence["window"] = self._windows.verdict(at).rule.value
+            evidence["window"] = self._windows_for(environment).verdict(at).rule.value
         return evidence
 
     def open(self, new: NewRequest, *, announce: Callable[[int], str],

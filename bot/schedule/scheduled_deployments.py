@@ -173,7 +173,8 @@ class ScheduledDeployments:
         lines = [f"{_ICON.get(f.verdict, ':grey_question:')} *{f.title}*: {f.evidence}"
                  for f in result.findings] or ["No checks are configured for this "
                                                "environment."]
-        rule = services.policy.approval_rule(ProcedureKind.STANDARD)
+        rule = services.policy.approval_rule(ProcedureKind.STANDARD,
+                                             deployment.environment)
         head = ("T-2h final validation: *all checks passed*." if not red else
                 f":warning: T-2h final validation: {len(red)} check"
                 f"{'s' if len(red) > 1 else ''} not green. <@{deployment.requester}>, "
@@ -236,7 +237,8 @@ class ScheduledDeployments:
         key = dedup(deployment.id, "unapproved")
         if services.outbox.has(key):
             return 0
-        rule = services.policy.approval_rule(ProcedureKind.STANDARD)
+        rule = services.policy.approval_rule(ProcedureKind.STANDARD,
+                                             deployment.environment)
         zone = services.policy.zone
         run = services.views.snapshot(deployment.id)
         services.reporter.event(
@@ -281,7 +283,8 @@ class ScheduledDeployments:
         services.audit.append("bot", "plan.changed", deployment_id=deployment.id,
                               environment=deployment.environment,
                               detail={"old": old, "new": new, "plan_hash": digest})
-        rule = services.policy.approval_rule(ProcedureKind.STANDARD)
+        rule = services.policy.approval_rule(ProcedureKind.STANDARD,
+                                             deployment.environment)
         run = services.views.snapshot(deployment.id)
         services.reporter.run_changed(run)
         services.reporter.event(run, f":warning: {note} Approvers ({_mentions(rule)}): "
