@@ -355,8 +355,9 @@ class AzureSettings(_Strict):
     image: str
     identity: str
     container_name: str | None = None
-    cpu: float = Field(default=1.0, gt=0, le=32)
-    memory_gb: float = Field(default=1.5, gt=0, le=256)
+    # The seed sizes a slot at 2 CPU and 8 GB (deployment-config.sh).
+    cpu: float = Field(default=2.0, gt=0, le=32)
+    memory_gb: float = Field(default=8.0, gt=0, le=256)
     ports: list[int] = Field(default_factory=lambda: [8080], min_length=1, max_length=16)
     os_type: Literal["Linux", "Windows"] = "Linux"
     restart_policy: Literal["Always", "OnFailure", "Never"] = "Always"
