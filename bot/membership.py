@@ -114,7 +114,7 @@ class SlackGroups:
         if not done.wait(max(0.0, self._timeout - (time.monotonic() - started))):
             raise ExternalServiceError(
                 "Slack", f"usergroups.users.list did not answer within {self._timeout:g} s, so "
-                f"membership of <!subteam^{group}> could not be checked; nothing was decided "
+                f"membership of the user group {group} could not be checked; nothing was decided "
                 "(press again in a moment)", code="timeout")
         error = outcome.get("error")
         if isinstance(error, SlackApiError):

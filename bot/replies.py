@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 from bot.actions import OFFER
+from bot.formatting import escape
 from procedures.errors import (
     ConfigError,
     ConflictError,
@@ -29,11 +30,12 @@ def error_text(error: BaseException) -> str:
     if isinstance(error, ConflictError):
         return _join(f":information_source: {error.message}", error.hint)
     if isinstance(error, ExternalServiceError):
-        # Nothing retries a command or a click by itself: say what the person can do.
+        # Nothing retries a command or a click by itself: say what the person can do. The
+        # message holds a service's words (an HTTP body, Azure's error): shown, never rendered.
         again = " This may pass: try again in a minute." if error.retryable else ""
-        return f":x: {error.message}.{again}"
+        return f":x: {escape(error.message)}.{again}"
     if isinstance(error, StepFailure):
-        return _join(f":x: {error.message}", error.hint)
+        return _join(f":x: {escape(error.message)}", error.hint)
     if isinstance(error, ConfigError):
         return f":gear: The bot's configuration is wrong: {error.message}"
     if isinstance(error, QlpError):

@@ -514,6 +514,10 @@ class Policy(_Strict):
                 )
         if "standard" not in rules:
             raise ValueError("approvals.standard is required (other kinds fall back to it)")
+        lock = rules.get("lock")
+        if lock is not None and lock.required != 1:
+            raise ValueError("approvals.lock names who may lock an environment; it counts no "
+                             "approvals, so leave out required")
         return rules
 
     @model_validator(mode="after")

@@ -13,7 +13,7 @@ from bot.commands.requesting import judge_request, open_request
 from bot.commands.schedule_request import MIN_LEAD, schedule_text, scheduled_moment
 from bot.context import HandlerContext
 from bot.flows.gate import refusal
-from bot.formatting import local_time
+from bot.formatting import escape, local_time
 from bot.grammar import Command
 from bot.lookup import environment_of
 from bot.membership import describe_rule
@@ -127,7 +127,7 @@ def _dry_run(ctx: HandlerContext, command: Command, env: str, verdict: WindowVer
     playbook = services.playbooks[ProcedureKind.STANDARD]
     window = ("open" + (f", closes {local_time(verdict.closes_at, policy.zone)}"
                         if verdict.closes_at else "")) if verdict.open else \
-        f"*closed*: {verdict.reason} (rule: {verdict.rule.value})"
+        f"*closed*: {escape(verdict.reason)} (rule: {verdict.rule.value})"
     chosen = [step for step in playbook.steps
               if step.name not in ("maintenance_on", "maintenance_off") or command.maintenance]
     steps = [f"{i}. {step.title}" for i, step in enumerate(chosen, 1)]

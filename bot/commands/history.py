@@ -19,7 +19,9 @@ ERROR_LIMIT = 80
 # Slack truncates a message's text past 40,000 characters; a long history stops well before,
 # saying how many lines it left out.
 TEXT_BUDGET = 12000
-_MENTION = re.compile(r"&lt;@([UW][A-Z0-9]+)&gt;")
+# The engine's own "cancelled by <@U…>" is the one error whose mention is shown as one; any
+# other mention in an error (a service's words) stays text (issue 13, finding 4).
+_CANCELLED_BY = re.compile(r"cancelled by &lt;@([UW][A-Z0-9]{2,20})&gt;")
 
 
 def history_text(ctx: HandlerContext, command: Command) -> str:
@@ -82,4 +84,6 @@ def _short(error: str) -> str:
     first = error.strip().splitlines()[0] if error.strip() else ""
     if len(first) > ERROR_LIMIT:
         first = first[: ERROR_LIMIT - 1] + "…"
-    return _MENTION.sub(r"<@\1>", escape(first).replace("`", "'"))
+    shown = escape(first).replace("`", "'")
+    return _CANCELLED_BY.sub(r"cancelled by <@\1>", shown) if _CANCELLED_BY.fullmatch(shown) \
+        else shown

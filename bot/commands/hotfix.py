@@ -53,7 +53,8 @@ def _hotfix(ctx: HandlerContext, command: Command, env: str) -> str:
     needed = approvals_needed(ctx, ProcedureKind.HOTFIX, env)
     window = services.flows.gate.windows_for(env).verdict(services.clock.now())
     outside = ("" if window.open else
-               f" It is outside the preferred window ({window.reason}), which a hotfix may be.")
+               f" It is outside the preferred window ({escape(window.reason)}), which a hotfix "
+               "may be.")
     reason = command.reason or ""
 
     def announce(_: int) -> str:

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from bot.commands.requesting import open_request
 from bot.context import HandlerContext
 from bot.flows import Moment
-from bot.formatting import local_time, relative
+from bot.formatting import escape, local_time, relative
 from bot.grammar import Command
 from bot.membership import describe_rule
 from procedures.errors import PolicyRefusal, UserError
@@ -81,7 +81,8 @@ def schedule_text(ctx: HandlerContext, command: Command, env: str) -> str:
         services.audit.append(user, "deployment.refused", environment=env,
                               detail={"version": command.version, "rule": decision.rule,
                                       "reason": decision.reason, "at": moment.isoformat()})
-        raise PolicyRefusal(f"{shown} is outside the deployment window: {verdict.reason}."
+        raise PolicyRefusal(f"{shown} is outside the deployment window: "
+                            f"{escape(verdict.reason)}."
                             f"{slot}", rule=decision.rule,
                             hint=f"`/qlp deploy {command.version} at YYYY-MM-DD HH:MM` "
                                  "inside a preferred slot (`/qlp window`).")

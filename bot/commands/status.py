@@ -64,8 +64,8 @@ def _one(ctx: HandlerContext, env: str, state: EnvironmentRecord | None,
     if state is None or state.live_version is None:
         lines.append("No deployment recorded yet.")
     else:
-        lines.append(f"Live: *{state.live_version}* on {state.live_slot}"
-                     + (f"; previous: {state.previous_version} on {state.previous_slot}"
+        lines.append(f"Live: *{escape(state.live_version)}* on {state.live_slot}"
+                     + (f"; previous: {escape(state.previous_version)} on {state.previous_slot}"
                         if state.previous_version else "; no previous version"))
     if state is not None and state.lock_holder:
         since = (f" since {local_time(state.locked_since, zone)} "

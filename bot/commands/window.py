@@ -24,7 +24,7 @@ def window_text(ctx: HandlerContext, command: Command) -> str:
         lines.append(f":large_green_circle: The standard window is *open* for {env}{closes}.")
     else:
         lines.append(f":red_circle: A standard deployment to {env} is *not allowed now*: "
-                     f"{verdict.reason} _(rule: {verdict.rule.value})_.")
+                     f"{escape(verdict.reason)} _(rule: {verdict.rule.value})_.")
         if verdict.next_open:
             lines.append(f"Next preferred slot: *{local_time(verdict.next_open, zone)}* "
                          f"({relative(verdict.next_open, now)}).")

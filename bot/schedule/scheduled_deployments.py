@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from bot.audiences import AUDIENCES, MAJOR_AUDIENCE, is_major
 from bot.commands.schedule_request import schedule_of
 from bot.flows import Moment
-from bot.formatting import local_time
+from bot.formatting import escape, local_time
 from bot.membership import describe_rule
 from bot.plan import describe_change, reset_plan
 from procedures.durations import format_duration
@@ -170,7 +170,8 @@ class ScheduledDeployments:
             return 0
         result = run_preflight(services, deployment.id, force=True)
         red = [f for f in result.findings if f.verdict in ("failed", "inconclusive")]
-        lines = [f"{_ICON.get(f.verdict, ':grey_question:')} *{f.title}*: {f.evidence}"
+        lines = [f"{_ICON.get(f.verdict, ':grey_question:')} *{escape(f.title)}*: "
+                 f"{escape(f.evidence)}"
                  for f in result.findings] or ["No checks are configured for this "
                                                "environment."]
         rule = services.policy.approval_rule(ProcedureKind.STANDARD,
@@ -306,13 +307,14 @@ class ScheduledDeployments:
                               environment=deployment.environment, detail={"why": why})
         run = services.views.snapshot(deployment.id)
         services.reporter.run_changed(run)
-        text = (f"Expired: {why}. Nothing was deployed. Schedule it again with "
+        text = (f"Expired: {escape(why)}. Nothing was deployed. Schedule it again with "
                 f"`/qlp deploy {deployment.version} at YYYY-MM-DD HH:MM`.")
         services.reporter.event(run, text, dedup_key=dedup(deployment.id, "expired"))
         services.outbox.enqueue(deployment.requester, "post",
                                 {"text": f"Your scheduled deployment #{deployment.id} "
                                          f"({deployment.version} to "
-                                         f"{deployment.environment}) expired: {why}."},
+                                         f"{deployment.environment}) expired: "
+                                         f"{escape(why)}."},
                                 dedup_key=dedup(deployment.id, "expired-dm"))
         del now
         return 1
@@ -339,9 +341,9 @@ class ScheduledDeployments:
                 f"in {r.get('request_count', 'n/a')} requests.")
         else:
             lines.append(f"Monitoring is {monitor.state.value.replace('_', ' ')}"
-                         + (f": {monitor.error}" if monitor.error else "") + ".")
+                         + (f": {escape(monitor.error)}" if monitor.error else "") + ".")
         if current.error:
-            lines.append(f"Error: {current.error}")
+            lines.append(f"Error: {escape(current.error)}")
         run = services.views.snapshot(deployment.id)
         services.reporter.event(run, "\n".join(lines), dedup_key=key)
         services.audit.append("bot", "schedule.summary", deployment_id=deployment.id,

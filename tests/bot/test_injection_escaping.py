@@ -24,7 +24,7 @@ from bot.clicks import click_task
 from bot.outbox_sender import SlackOutboxSender
 from bot.schedule.lock_reminders import LockReminders
 from procedures.clock import FixedClock, SystemClock
-from procedures.model import DeploymentState
+from procedures.model import DeploymentState, ProcedureKind
 from storage.db import Database
 from tests.fakes.bot_harness import BotHarness
 from tests.fakes.policies import make_policy
@@ -224,3 +224,67 @@ def test_a_version_reported_by_the_service_is_shown_as_text_in_the_failure_broad
     assert not problems, "\n".join(problems)
     everything = "\n".join(text for _, text in sent)
     assert "&lt;!channel&gt; &lt;@U0INJECT&gt;" in everything  # shown, as text
+
+
+# -- policy texts, stored errors and a service's error in a reply ----------------------------------
+
+
+@pytest.fixture
+def frozen_bot(database: Database, clock: FixedClock, slack: SlackDouble,
+               tmp_path: Path) -> Iterator[BotHarness]:
+    """A freeze today whose reason (a policy text) carries the injected markup."""
+    from tests.fakes.policies import BASE
+
+    windows = {**BASE["windows"], "freezes": [
+        {"start": "2026-12-01", "end": "2026-12-02", "reason": INJECT}]}
+    harness = BotHarness(database=database, policy=make_policy(windows=windows), clock=clock,
+                         home=tmp_path / "home", slack=slack)
+    yield harness
+    harness.close()
+
+
+def test_policy_texts_stored_errors_and_service_errors_show_markup_as_text(
+        frozen_bot: BotHarness, clock: FixedClock) -> None:
+    bot = frozen_bot
+    acks: list[tuple[str, str]] = []
+
+    def run(text: str, user: str = "U0DEV") -> str:
+        answer = bot.command(text, user=user).text
+        acks.append((f"ack of /qlp {text[:30]}", answer))
+        return answer
+
+    # The freeze's reason: window, a refused deploy, its dry run, a refused schedule, status.
+    run("window")
+    run("deploy v1.2.3")
+    run("deploy v1.2.3 --dry-run")
+    run("deploy v1.2.3 at 2026-12-02 11:00")
+    run("hotfix v1.2.4 --reason \"checkout 500s\"")
+    run('deploy v1.2.3 --override "the fix cannot wait"')
+    # A run's stored error holding a service's words: history and status show it as text.
+    deployments = bot.services.deployments
+    failed = deployments.create(ProcedureKind.STANDARD, "v1.2.3", "staging", "U0DEV",
+                                channel="C0DEPLOY")
+    assert failed.id is not None
+    for state in (DeploymentState.QUEUED, DeploymentState.RUNNING):
+        assert deployments.transition(failed.id, [deployments.get(failed.id).state], state,
+                                      **({"worker_id": "w1"} if state is DeploymentState.RUNNING
+                                         else {}))
+    assert deployments.transition(failed.id, [DeploymentState.RUNNING],
+                                  DeploymentState.FAILED, error=f"Deploy failed: {INJECT}")
+    run("history")
+    run("status staging")
+    # A service's error (Slack's own error code, here) in the answer of a click.
+    _deliver(bot, clock)
+    pending = [d.id for d in deployments.list_in_states((DeploymentState.PENDING_APPROVAL,))
+               if d.id is not None]
+    assert pending, acks
+    bot.slack.fail_next("usergroups.users.list", INJECT, times=5)
+    _press(bot, "qlp_approve", str(pending[0]), "U0LEAD2")
+    _deliver(bot, clock)
+
+    sent = _sent(bot.slack)
+    problems = _problems(acks + sent)
+    assert not problems, "\n".join(problems)
+    everything = "\n".join(text for _, text in acks + sent)
+    assert "&lt;!channel&gt; &lt;!here&gt;" in everything
+    assert everything.count("R&amp;D x&lt;y&gt;z") >= 4  # freeze, history, error, window
