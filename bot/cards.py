@@ -95,6 +95,7 @@ VERDICT_EMOJI: dict[CheckVerdict, str] = {
     CheckVerdict.FAILED: ":red_circle:",
     CheckVerdict.INCONCLUSIVE: ":grey_question:",
     CheckVerdict.SKIPPED: ":white_circle:",
+    CheckVerdict.WARNING: ":large_orange_circle:",  # amber: a warning, never blocking
 }
 
 STEP_ICON: dict[StepState, str] = {

@@ -289,16 +289,55 @@ class ApprovalRule(_Strict):
         return self
 
 
+def _check_paths(paths: list[str]) -> list[str]:
+    for path in paths:
+        if not path.startswith("/"):
+            raise ValueError(f"{path!r} must be a path starting with /")
+    return paths
+
+
 class Monitoring(_Strict):
-    """How long and how closely a new version is watched, and what makes it roll back."""
+    """How long and how closely a new version is watched: the seed's post-deployment
+    monitoring (4.1) and its rollback decision matrix, with the seed's values as defaults.
+
+    Automatic rollback: more than ``health_failure_ratio`` of the health checks failed within
+    ``health_window``; ``health_failures`` failed health checks in total (the seed's
+    ``ALERT_THRESHOLD``); an error rate over ``error_rate_ratio`` times the previous version's
+    recorded baseline; a ``database_health`` path (database connection failures) or a smoke path
+    (critical functionality) failing ``critical_failures`` checks in a row.
+
+    Warnings (counted, never a rollback; more than ``warnings_investigate`` says to investigate
+    before the next deployment): a response slower than ``response_time_ms``, more than
+    ``error_threshold`` errors within ``error_window``, an average database query time over
+    ``db_query_ms`` (where the platform measures it), and no error data (``no_data``).
+
+    Manual (the thread asks the rollback approvers, nothing rolls back by itself): responses
+    slower than ``response_time_ratio`` times the baseline.
+    """
 
     duration: Duration = timedelta(minutes=30)
     interval: Duration = timedelta(seconds=30)
+    # automatic rollback
     health_failure_ratio: float = Field(default=0.5, gt=0, le=1)
+    health_window: Duration = timedelta(minutes=5)
+    health_failures: int = Field(default=10, ge=1)
+    error_rate_ratio: float | None = Field(default=10.0, gt=1)
+    database_health: list[str] = Field(default_factory=list)
+    critical_failures: int = Field(default=2, ge=1)
+    # warnings
     response_time_ms: int = Field(default=2000, gt=0)
-    error_threshold: int = Field(default=10, ge=0)
-    response_time_ratio: float | None = Field(default=None, gt=1)
-    error_rate_ratio: float | None = Field(default=None, gt=1)
+    error_threshold: int = Field(default=5, ge=0)
+    error_window: Duration = timedelta(minutes=5)
+    db_query_ms: float = Field(default=100, gt=0)
+    warnings_investigate: int = Field(default=20, ge=0)
+    no_data: Literal["warn", "rollback"] = "warn"
+    # manual
+    response_time_ratio: float | None = Field(default=2.0, gt=1)
+
+    @field_validator("database_health")
+    @classmethod
+    def _paths(cls, paths: list[str]) -> list[str]:
+        return _check_paths(paths)
 
     @model_validator(mode="after")
     def _interval_fits(self) -> Monitoring:
@@ -306,6 +345,36 @@ class Monitoring(_Strict):
             raise ValueError("interval must be positive")
         if self.interval > self.duration:
             raise ValueError("interval is longer than duration")
+        for name in ("health_window", "error_window"):
+            if getattr(self, name) <= timedelta(0):
+                raise ValueError(f"{name} must be positive")
+        return self
+
+
+GateOrWarn = Literal["gate", "warn"]
+
+
+class Validation(_Strict):
+    """How each check of the final validation (the seed's 1.3 and 2.1) acts: ``gate`` stops
+    the deployment, ``warn`` shows the finding amber on the card and in the thread and goes on.
+    The seed's values are the defaults: its ``exit 1`` checks gate, its "consider postponing"
+    ones warn.
+    """
+
+    health: GateOrWarn = "gate"  # the live URL's health paths answer 2xx
+    ci: GateOrWarn = "gate"  # the newest CI run succeeded
+    backup: GateOrWarn = "gate"  # the newest database backup is recent
+    backup_max_age: Duration = timedelta(hours=6)  # seed: verify-backups.sh --age-limit 6h
+    errors: GateOrWarn = "warn"  # failed requests on the live slot over the last hour
+    errors_per_hour: int = Field(default=10, ge=0)
+    slow_queries: GateOrWarn = "warn"  # statements slower on average than slow_query_ms
+    slow_queries_max: int = Field(default=5, ge=0)
+    no_data: GateOrWarn = "warn"  # the platform had no error data ("no data", never "0")
+
+    @model_validator(mode="after")
+    def _positive_age(self) -> Validation:
+        if self.backup_max_age <= timedelta(0):
+            raise ValueError("backup_max_age must be positive (e.g. 6h)")
         return self
 
 
@@ -472,6 +541,7 @@ class Policy(_Strict):
     windows: Windows
     approvals: dict[str, ApprovalRule]
     monitoring: Monitoring = Monitoring()
+    validation: Validation = Validation()
     notifications: Notifications = Notifications()
     lock_max_age: Duration = timedelta(hours=8)
     retention: Retention = Retention()
@@ -606,8 +676,8 @@ def _did_you_mean(
 def _all_field_names() -> dict[str, type[BaseModel] | None]:
     names: dict[str, type[BaseModel] | None] = {}
     for model in (Policy, Environment, LocalPlatformSettings, PreferredWindow, HolidayCalendar,
-                  Freeze, Windows, ApprovalRule, Monitoring, Notifications, PagerDutyRoute,
-                  EmailRoute, Retention):
+                  Freeze, Windows, ApprovalRule, Monitoring, Validation, Notifications,
+                  PagerDutyRoute, EmailRoute, Retention):
         for field, info in model.model_fields.items():
             names.setdefault(info.alias or field, None)
     return names

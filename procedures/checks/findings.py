@@ -7,6 +7,8 @@ approvers see them before they approve, and :class:`Evidence` is what a card ren
 
 Only ``ok`` passes. ``inconclusive`` (the check could not tell) is never a pass, ``skipped``
 means the check did not apply (nothing live yet), ``failed`` is a verdict against the run.
+``warning`` is a finding the policy's ``validation`` section makes a warning rather than a gate
+(the seed's "consider postponing"): shown amber, it does not stop the run.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class CheckVerdict(StrEnum):
     FAILED = "failed"
     INCONCLUSIVE = "inconclusive"
     SKIPPED = "skipped"
+    WARNING = "warning"
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,11 @@ class Finding:
     @property
     def passed(self) -> bool:
         return self.verdict is CheckVerdict.OK
+
+    @property
+    def warning(self) -> bool:
+        """A warning: shown amber, never blocking."""
+        return self.verdict is CheckVerdict.WARNING
 
     @property
     def problem(self) -> bool:

@@ -1,37 +1,54 @@
-"""Post-deployment monitoring (the seed's Phase 4.1) as a pure evaluator.
+"""Post-deployment monitoring (the seed's Phase 4.1 and its rollback decision matrix) as a pure
+evaluator.
 
-The seed's ``post-deployment-monitoring.sh`` curls the health endpoint and a status endpoint
-every 30 s for 30 minutes, counts failures and rolls back at a fixed count; its decision matrix
-says "health check failures (>50% in 5 minutes)", "error rate spike" and "performance
-degradation" against a baseline. Here the loop lives in the playbook's ``monitor`` step, which
-collects one :class:`Sample` per interval; :func:`evaluate` decides after each sample, from the
-samples alone, whether the new version must be rolled back. The rules, each with the numbers in
-its reason:
+The seed's ``post-deployment-monitoring.sh`` probes the public URL every 30 s for 30 minutes,
+rolls back at ``ALERT_THRESHOLD`` (10) failed health checks and only *counts warnings* for a
+slow response (> 2000 ms), errors (> 5 per 5 minutes) and slow database queries (> 100 ms),
+saying at the end to investigate when there were more than 20. Its decision matrix adds the
+automatic triggers "health check failures (>50% in 5 minutes)", "error rate spike (>10x
+baseline)", "critical functionality broken" and "database connection failures", and lists
+"performance degradation (>2x baseline)" among the *manual* rollback scenarios.
 
-1. **Health**: roll back when the share of failed health checks within the last
-   ``health_window`` (5 minutes, as in the seed's decision matrix) exceeds
-   ``health_failure_ratio``; only once at least 2 samples exist in that window, so one failed
+Here the loop lives in the playbook's ``monitor`` step, which collects one :class:`Sample` per
+interval; :func:`evaluate` looks at the samples after each one and says three things
+(:class:`Verdict`): whether to roll back (``rollback``, with the reasons), which warnings the
+newest check raised (``warnings``), and whether a person should consider a manual rollback
+(``manual``).
+
+Automatic rollback (each reason carries its numbers):
+
+1. **Health ratio**: more than ``health_failure_ratio`` of the health checks within the last
+   ``health_window`` failed; only once at least 2 samples exist in that window, so one failed
    first check is not "100 % failed".
-2. **Response time**: roll back when the *median of the last 3 samples* exceeds
-   ``response_time_ms``. The median of three ignores one slow blip (a GC pause, a cold cache)
-   but catches a version that is slow twice in a row; the rule applies once 3 samples exist.
-   A failed probe counts with the time it took (a timeout is slow, a refusal is fast, and the
-   health rule catches the latter).
-3. **Errors**: roll back when the errors the platform counted for the new slot since the switch
-   exceed ``error_threshold``. Error data is cumulative, so the newest sample that has any is
-   used. When *no* sample has error data the rule is **inconclusive**: the verdict is neither
-   ok nor a rollback, and the caller must not treat it as a pass (it holds, pages or fails).
-   A sample whose metrics could not be read (``Sample.unavailable``: a 403, a query error, a
-   partial result, with the platform's code and message) is no data too, but the verdict says
-   why instead of "no error data".
-4. **Response-time ratio** (when ``response_time_ratio`` is set and a baseline has
-   ``response_ms_p50``): roll back when the median of the last 3 samples exceeds that many times
-   the baseline's median.
-5. **Error-rate ratio** (when ``error_rate_ratio`` is set and a baseline has an error rate):
-   roll back when errors / requests since the switch exceeds that many times the baseline's
-   rate. Only once ``MIN_REQUESTS_FOR_RATE`` requests were seen (2 errors in 3 requests is no
-   rate), and a baseline rate of zero is floored at ``ERROR_RATE_FLOOR`` (0.1 %), since any
-   error would otherwise be an infinite ratio; the absolute error threshold still applies.
+2. **Health total**: ``health_failures`` failed health checks since monitoring began (the
+   seed's ``ALERT_THRESHOLD``), however spread out.
+3. **Error rate**: errors / requests since the switch exceed ``error_rate_ratio`` times the
+   baseline's rate. Only once ``MIN_REQUESTS_FOR_RATE`` requests were seen (2 errors in 3
+   requests is no rate), and a baseline rate of zero is floored at ``ERROR_RATE_FLOOR``
+   (0.1 %), since any error would otherwise be an infinite ratio. No baseline: the rule has
+   nothing to compare with and does not act (the monitor says so).
+4. **Database connection failures**: a ``database_health`` path failed ``critical_failures``
+   checks in a row.
+5. **Critical functionality broken**: a smoke path failed ``critical_failures`` checks in a row.
+
+Warnings (the newest check's; the monitor tallies them):
+
+- **Slow response**: the slowest probe of the check, or the platform's p95 (once
+  ``MIN_LATENCY_REQUESTS`` requests were counted), exceeds ``response_time_ms``.
+- **Errors**: more than ``error_threshold`` errors within the last ``error_window`` (error
+  data is cumulative since the switch; the window's errors are the newest count less the count
+  at the window's start).
+- **Slow database**: the average query time exceeds ``db_query_ms`` (where measured).
+
+Manual: the median of the last 3 checks' response time exceeds ``response_time_ratio`` times the
+baseline's median, or the platform's p95 that many times the baseline's p95. A baseline faster
+than ``RESPONSE_FLOOR_MS`` (50 ms) compares as 50 ms: 4 ms becoming 9 ms is noise, not a
+degradation.
+
+No error data at all leaves the verdict ``inconclusive`` (neither ok nor a rollback): the
+error-rate rule could not be applied. The monitor decides what that means (``no_data``).
+A sample whose metrics could not be read (``Sample.unavailable``: a 403, a query error, a
+partial result, with the platform's code and message) is no data too, and the reason says why.
 """
 
 from __future__ import annotations
@@ -50,6 +67,7 @@ __all__ = [
     "ERROR_RATE_FLOOR",
     "HEALTH_WINDOW",
     "MIN_HEALTH_SAMPLES",
+    "MIN_LATENCY_REQUESTS",
     "MIN_REQUESTS_FOR_RATE",
     "RESPONSE_SAMPLES",
     "MonitoringThresholds",
@@ -66,12 +84,17 @@ HEALTH_WINDOW = timedelta(minutes=5)
 MIN_HEALTH_SAMPLES = 2
 RESPONSE_SAMPLES = 3
 MIN_REQUESTS_FOR_RATE = 20
+MIN_LATENCY_REQUESTS = 20  # a platform p95 over fewer requests is a maximum, not a p95
 ERROR_RATE_FLOOR = 0.001
+RESPONSE_FLOOR_MS = 50.0  # a baseline faster than this compares as this (4 ms -> 9 ms is noise)
+
+# Warning kinds, as counted in the monitor's tally.
+SLOW_RESPONSE, ERRORS, SLOW_DATABASE = "slow response", "errors", "slow database"
 
 
 @dataclass(frozen=True)
 class MonitoringThresholds:
-    """What makes a new version roll back; built from the policy's ``monitoring`` section."""
+    """The decision matrix's numbers; built from the policy's ``monitoring`` section."""
 
     duration: timedelta
     interval: timedelta
@@ -81,6 +104,11 @@ class MonitoringThresholds:
     response_time_ratio: float | None = None
     error_rate_ratio: float | None = None
     health_window: timedelta = HEALTH_WINDOW
+    health_failures: int = 10
+    critical_failures: int = 2
+    error_window: timedelta = timedelta(minutes=5)
+    db_query_ms: float = 100.0
+    warnings_investigate: int = 20
 
     @classmethod
     def from_policy(cls, monitoring: Monitoring) -> MonitoringThresholds:
@@ -92,16 +120,26 @@ class MonitoringThresholds:
             error_threshold=monitoring.error_threshold,
             response_time_ratio=monitoring.response_time_ratio,
             error_rate_ratio=monitoring.error_rate_ratio,
+            health_window=monitoring.health_window,
+            health_failures=monitoring.health_failures,
+            critical_failures=monitoring.critical_failures,
+            error_window=monitoring.error_window,
+            db_query_ms=monitoring.db_query_ms,
+            warnings_investigate=monitoring.warnings_investigate,
         )
 
 
 @dataclass(frozen=True)
 class Sample:
-    """One monitoring check: the health probe, and the platform's counts since the switch.
+    """One monitoring check: the probes of the public URL and the platform's figures.
 
-    ``errors`` and ``requests`` are cumulative since the switch; None means the platform had
-    no data at that moment. ``unavailable`` is why the platform's metrics could not be read
-    at all (``MetricsUnavailable.reason``: Azure's code and message), None when they could.
+    ``health_ok`` is whether every health path answered 2xx; ``response_ms`` the slowest probe
+    of the check. ``smoke_failed`` and ``database_failed`` name the smoke and database paths
+    that did not answer 2xx. ``errors`` and ``requests`` are cumulative since the switch; None
+    means the platform had no data at that moment. ``unavailable`` is why the platform's
+    metrics could not be read at all (``MetricsUnavailable.reason``), None when they could.
+    ``p95_ms`` is the platform's p95 request duration since the switch and ``db_query_ms`` the
+    average database query time, each None where not measured.
     """
 
     at: datetime
@@ -110,15 +148,23 @@ class Sample:
     errors: int | None
     requests: int | None = None
     unavailable: str | None = None
+    smoke_failed: tuple[str, ...] = ()
+    database_failed: tuple[str, ...] = ()
+    p95_ms: float | None = None
+    db_query_ms: float | None = None
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """The decision after a sample. ``rollback`` is the one that acts."""
+    """The decision after a sample. ``rollback`` is the one that acts; ``warnings`` are the
+    newest check's warnings (kind, text); ``manual`` is why a person should consider a manual
+    rollback (None: no reason)."""
 
     ok: bool
     inconclusive: bool
     reason: str
+    warnings: tuple[tuple[str, str], ...] = ()
+    manual: str | None = None
 
     @property
     def rollback(self) -> bool:
@@ -143,7 +189,7 @@ class Summary:
         return self.errors / self.requests
 
     def describe(self) -> str:
-        """``60 checks, 0 failed, p95 120 ms, 0 errors``."""
+        """``60 checks, 0 failed, p95 120 ms, 0 errors`` (``no error data``: never "0")."""
         p95 = "no times"
         if self.response_ms_p95 is not None:
             p95 = f"p95 {self.response_ms_p95:.0f} ms"
@@ -156,29 +202,34 @@ def evaluate(
     thresholds: MonitoringThresholds,
     baseline: Mapping[str, Any] | None = None,
 ) -> Verdict:
-    """Decide from ``samples`` (oldest first) whether to roll back; see the module docstring."""
+    """Decide from ``samples`` (oldest first); see the module docstring."""
     if not samples:
         return Verdict(False, True, "no monitoring samples yet")
+    warnings = tuple(_warnings(samples, thresholds))
+    manual = _manual(samples, thresholds, baseline)
     breaches = [reason for reason in (
         _health_rule(samples, thresholds),
-        _response_rule(samples, thresholds),
-        _error_rule(samples, thresholds),
-        _response_ratio_rule(samples, thresholds, baseline),
+        _health_total_rule(samples, thresholds),
         _error_rate_rule(samples, thresholds, baseline),
+        _critical_rule(samples, thresholds, "database_failed",
+                       "database connection failures: {path} failed {n} checks in a row"),
+        _critical_rule(samples, thresholds, "smoke_failed",
+                       "critical functionality broken: {path} failed {n} checks in a row"),
     ) if reason]
     if breaches:
-        return Verdict(False, False, "; ".join(breaches))
+        return Verdict(False, False, "; ".join(breaches), warnings, manual)
     summary = summarize(samples)
     if summary.errors is None:
         why = next((s.unavailable for s in reversed(samples) if s.unavailable), None)
         if why is not None:
             return Verdict(False, True,
-                           f"the platform's metrics could not be read ({why}): the error rule "
-                           f"is inconclusive ({summary.describe()})")
+                           f"the platform's metrics could not be read ({why}): no error data, "
+                           f"the error rule is inconclusive ({summary.describe()})",
+                           warnings, manual)
         return Verdict(False, True,
                        f"no error data from the platform: the error rule is inconclusive "
-                       f"({summary.describe()})")
-    return Verdict(True, False, f"within thresholds: {summary.describe()}")
+                       f"({summary.describe()})", warnings, manual)
+    return Verdict(True, False, f"within thresholds: {summary.describe()}", warnings, manual)
 
 
 def summarize(samples: Sequence[Sample]) -> Summary:
@@ -218,7 +269,7 @@ def baseline_error_rate(baseline: Mapping[str, Any] | None) -> float | None:
     return errors / requests
 
 
-# -- the rules: each returns the reason to roll back, or None -------------------------------
+# -- automatic rollback: each returns the reason to roll back, or None ------------------------
 
 
 def _health_rule(samples: Sequence[Sample], thresholds: MonitoringThresholds) -> str | None:
@@ -236,36 +287,13 @@ def _health_rule(samples: Sequence[Sample], thresholds: MonitoringThresholds) ->
             f"({_percent(ratio)} > {_percent(thresholds.health_failure_ratio)})")
 
 
-def _response_rule(samples: Sequence[Sample], thresholds: MonitoringThresholds) -> str | None:
-    median = _recent_median(samples)
-    if median is None or median <= thresholds.response_time_ms:
+def _health_total_rule(samples: Sequence[Sample],
+                       thresholds: MonitoringThresholds) -> str | None:
+    failed = sum(1 for sample in samples if not sample.health_ok)
+    if failed < thresholds.health_failures:
         return None
-    return (f"the median response time of the last {RESPONSE_SAMPLES} checks was "
-            f"{median:.0f} ms (> {thresholds.response_time_ms} ms)")
-
-
-def _error_rule(samples: Sequence[Sample], thresholds: MonitoringThresholds) -> str | None:
-    errors = _latest(samples, "errors")
-    if errors is None or errors <= thresholds.error_threshold:
-        return None
-    return (f"{_plural(errors, 'error')} since the switch "
-            f"(> {thresholds.error_threshold} allowed)")
-
-
-def _response_ratio_rule(
-    samples: Sequence[Sample], thresholds: MonitoringThresholds,
-    baseline: Mapping[str, Any] | None,
-) -> str | None:
-    ratio = thresholds.response_time_ratio
-    reference = _number(baseline.get("response_ms_p50")) if baseline else None
-    median = _recent_median(samples)
-    if ratio is None or not reference or reference <= 0 or median is None:
-        return None
-    if median <= ratio * reference:
-        return None
-    return (f"the median response time of the last {RESPONSE_SAMPLES} checks was "
-            f"{median:.0f} ms, {median / reference:.1f}x the baseline's {reference:.0f} ms "
-            f"(> {ratio:g}x)")
+    return (f"{failed} health checks failed in total (the alert threshold is "
+            f"{thresholds.health_failures})")
 
 
 def _error_rate_rule(
@@ -285,6 +313,79 @@ def _error_rate_rule(
         return None
     return (f"error rate {_percent(rate, 1)} ({errors} of {requests} requests) is "
             f"{rate / floor:.1f}x the baseline's {_percent(reference, 1)} (> {ratio:g}x)")
+
+
+def _critical_rule(samples: Sequence[Sample], thresholds: MonitoringThresholds,
+                   field: str, template: str) -> str | None:
+    needed = thresholds.critical_failures
+    if len(samples) < needed:
+        return None
+    recent = [set(getattr(sample, field)) for sample in samples[-needed:]]
+    failing = set.intersection(*recent)
+    if not failing:
+        return None
+    newest: tuple[str, ...] = getattr(samples[-1], field)
+    return "; ".join(template.format(path=path, n=needed) for path in newest
+                     if path in failing)
+
+
+# -- warnings and the manual scenario ---------------------------------------------------------
+
+
+def _warnings(samples: Sequence[Sample],
+              thresholds: MonitoringThresholds) -> list[tuple[str, str]]:
+    newest = samples[-1]
+    found: list[tuple[str, str]] = []
+    limit = thresholds.response_time_ms
+    slow = [f"a check took {newest.response_ms:.0f} ms"] if newest.response_ms > limit else []
+    if (newest.p95_ms is not None and newest.p95_ms > limit
+            and (newest.requests is None or newest.requests >= MIN_LATENCY_REQUESTS)):
+        slow.append(f"the platform's p95 is {newest.p95_ms:.0f} ms")
+    if slow:
+        found.append((SLOW_RESPONSE, f"slow response: {' and '.join(slow)} (> {limit} ms)"))
+    recent = _recent_errors(samples, thresholds.error_window)
+    if recent is not None and recent > thresholds.error_threshold:
+        found.append((ERRORS, f"elevated errors: {_plural(recent, 'error')} in the last "
+                              f"{format_duration(thresholds.error_window)} "
+                              f"(> {thresholds.error_threshold})"))
+    if newest.db_query_ms is not None and newest.db_query_ms > thresholds.db_query_ms:
+        found.append((SLOW_DATABASE, f"slow database queries: {newest.db_query_ms:.0f} ms "
+                                     f"average (> {thresholds.db_query_ms:g} ms)"))
+    return found
+
+
+def _recent_errors(samples: Sequence[Sample], window: timedelta) -> int | None:
+    """Errors within ``window`` before the newest sample: the newest cumulative count less the
+    count at the window's start (0 when monitoring is younger than the window)."""
+    if samples[-1].errors is None:
+        return None
+    start = samples[-1].at - window
+    before = [s.errors for s in samples[:-1] if s.at <= start and s.errors is not None]
+    return max(samples[-1].errors - (before[-1] if before else 0), 0)
+
+
+def _manual(samples: Sequence[Sample], thresholds: MonitoringThresholds,
+            baseline: Mapping[str, Any] | None) -> str | None:
+    ratio = thresholds.response_time_ratio
+    if ratio is None or not baseline:
+        return None
+    of = f" ({baseline['version']})" if baseline.get("version") else ""
+    reference = _number(baseline.get("response_ms_p50"))
+    median = _recent_median(samples)
+    if (reference is not None and reference > 0 and median is not None
+            and median > ratio * max(reference, RESPONSE_FLOOR_MS)):
+        return (f"performance degradation: the median response time of the last "
+                f"{RESPONSE_SAMPLES} checks is {median:.0f} ms, {median / reference:.1f}x the "
+                f"baseline's {reference:.0f} ms{of} (> {ratio:g}x)")
+    newest = samples[-1]
+    reference = _number(baseline.get("platform_p95_ms"))
+    if (reference is not None and reference > 0 and newest.p95_ms is not None
+            and newest.p95_ms > ratio * max(reference, RESPONSE_FLOOR_MS)
+            and (newest.requests is None or newest.requests >= MIN_LATENCY_REQUESTS)):
+        return (f"performance degradation: the platform's p95 is {newest.p95_ms:.0f} ms, "
+                f"{newest.p95_ms / reference:.1f}x the baseline's {reference:.0f} ms{of} "
+                f"(> {ratio:g}x)")
+    return None
 
 
 # -- helpers --------------------------------------------------------------------------------

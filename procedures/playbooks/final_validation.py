@@ -21,6 +21,7 @@ preflight can pass what the bot recorded without touching the platform.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -31,11 +32,11 @@ import httpx
 from procedures.checks.ci_status import GitHubActionsStatus
 from procedures.checks.findings import CheckVerdict, Finding
 from procedures.checks.http import HttpChecker, Probe
-from procedures.checks.slow_queries import SlowQueryCheck
+from procedures.checks.slow_queries import DEFAULT_LIMIT, SlowQueryCheck
 from procedures.durations import format_duration
 from procedures.errors import ExternalServiceError, MetricsUnavailable, QlpError, StepFailure
 from procedures.model import Slot
-from procedures.platforms.base import Platform
+from procedures.platforms.base import Platform, SupportsBackupAge
 from procedures.playbook import MetricsSource
 from procedures.policy import CiSettings, Environment, Policy
 
@@ -49,7 +50,8 @@ __all__ = [
     "report_probes",
 ]
 
-PRE_DEPLOY_ERROR_WINDOW = timedelta(minutes=5)
+PRE_DEPLOY_ERROR_WINDOW = timedelta(hours=1)  # seed 2.1: requests/failed over PT1H
+WARNING_MARK = ":large_orange_circle:"  # amber, as on the card
 EVIDENCE_CHARS = 300  # one line of evidence on a card, not a log
 
 
@@ -81,28 +83,34 @@ class FinalChecks:
     network of the CI check in tests; ``slow_query_relation`` is the view the slow-query check
     reads (tests point it at a stand-in, see ``procedures.checks.slow_queries``).
 
-    How each check gates the step (decided here, documented once):
+    How each check acts is the policy's ``validation`` section (``gate`` stops the step,
+    ``warn`` gives an amber :attr:`CheckVerdict.WARNING` finding, says it in the thread and goes
+    on); the defaults are the seed's (``exit 1`` gates, "consider postponing" warns):
 
-    - **CI status** (environment ``ci:``): the newest run of the workflow on the branch must
-      have completed successfully. A failed, cancelled or still running run, or no run at all,
-      fails the step with the run as evidence. A CI check that cannot answer (network error,
-      no permission, rate limit, unknown workflow) fails the step as **inconclusive** (retryable
-      when GitHub said so): a deployment never starts on an unknown CI state.
-    - **Slow queries** (environment ``slow_query_ms`` and ``database_url``): statements whose
-      mean time exceeds ``slow_query_ms`` fail the step, listed as evidence. When the database
-      cannot answer (``pg_stat_statements`` not installed or not preloaded, no permission,
-      unreachable) the reason is reported ("...: slow queries not checked") and the step goes
-      on: many databases run without the extension, and the health and error checks already
-      cover a database the application cannot use. The report line keeps the gap visible.
+    - **Health** (gate): every health path of the live URL answers 2xx.
+    - **Recent errors** (warn): more than ``errors_per_hour`` failed requests on the live slot
+      over the last hour (seed 2.1: "> 10 errors/hour, consider postponing"). No error data, or
+      monitoring that cannot be read, is ``no_data`` (warn): the finding says "no data" (and
+      why), never "0".
+    - **CI status** (environment ``ci:``; gate): the newest run of the workflow on the branch
+      must have completed successfully. A failed, cancelled or still running run, or no run at
+      all, is a failure with the run as evidence; a CI check that cannot answer (network error,
+      no permission, rate limit, unknown workflow) is **inconclusive** and acts the same way
+      (retryable when GitHub said so).
+    - **Slow queries** (environment ``slow_query_ms`` and ``database_url``; warn): more than
+      ``slow_queries_max`` statements whose mean time exceeds ``slow_query_ms`` (seed 2.1:
+      "> 5 slow queries"), listed as evidence. When the database cannot answer
+      (``pg_stat_statements`` not installed or not preloaded, no permission, unreachable) the
+      reason is reported ("...: slow queries not checked") and the step goes on.
     - **Container CPU/memory** (Azure environments): evidence only, never a gate; no data or an
       Azure Monitor error is reported as inconclusive (see
       ``procedures.platforms.azure.platform_metrics``).
-    - **Database backups** (Azure environments whose ``azure:`` names ``postgres_server``): the
-      newest completed backup of the flexible server must be at most ``max_backup_age`` old
-      (26h by default); a stale backup or none at all fails the step with the figures. An
-      Azure error (no permission, unknown server, throttling) fails it as **inconclusive**,
-      retryable when Azure said so: a deployment never starts without a known recent backup.
-      Checked on a first deployment too (see ``procedures.platforms.azure.backups``).
+    - **Database backup** (every platform that can read its database's backups,
+      :class:`~procedures.platforms.base.SupportsBackupAge`: Azure when ``azure:`` names
+      ``postgres_server``; gate): the newest completed backup must be at most
+      ``backup_max_age`` old (seed 1.3: ``verify-backups.sh --age-limit 6h``); a stale backup
+      or none at all is a failure with the figures, a platform error is inconclusive (retryable
+      when the platform said so). Checked on a first deployment too.
     """
 
     tokens: Mapping[str, str] = field(default_factory=dict)
@@ -118,6 +126,7 @@ class Checked:
     finding: Finding | None
     result: Mapping[str, Any] = field(default_factory=dict)
     failure: StepFailure | None = None
+    rule: str | None = None  # the validation key that decides it (None: the check's name)
 
 
 @dataclass(frozen=True)
@@ -153,6 +162,7 @@ class FinalValidation:
             checked = _tolerantly(ctx, name, title, check) if collect_all else check()
             if checked is None:
                 continue
+            checked = _as_policy_says(ctx, name, checked)
             if checked.finding is not None:
                 findings.append(checked.finding)
             result.update(checked.result)
@@ -181,8 +191,7 @@ class FinalValidation:
                 ctx, database_url, threshold)
         if env.platform == "azure" and live is not None:
             yield "usage", "Container CPU/memory", lambda: _platform_usage(ctx, live)
-        if env.platform == "azure":
-            yield "backup", "Database backup", lambda: _backup_age(ctx)
+        yield "backup", "Database backup", lambda: _backup_age(ctx)
 
     # -- the checks ---------------------------------------------------------------------------
 
@@ -241,26 +250,30 @@ class FinalValidation:
 
     def _slow_queries(self, ctx: CheckContext, database_url: str,
                       threshold_ms: float) -> Checked:
+        most = ctx.policy.validation.slow_queries_max
         check = SlowQueryCheck(database_url, relation=self.checks.slow_query_relation)
-        found = check.check(threshold_ms)
+        found = check.check(threshold_ms, limit=max(DEFAULT_LIMIT, most + 1))
         ctx.report(found.describe())
         if not found.available:
             return Checked(_finding(ctx, "slow_queries", "Slow queries",
                                     CheckVerdict.INCONCLUSIVE, found.describe()),
                            {"slow_queries": {"checked": False, "reason": found.reason}})
-        if found.slow:
-            message = (f"{len(found.queries)} database quer"
-                       f"{'y averages' if len(found.queries) == 1 else 'ies average'} more than "
-                       f"{threshold_ms:g} ms: "
-                       + "; ".join(query.describe() for query in found.queries))
+        count = len(found.queries)
+        listed = "; ".join(query.describe() for query in found.queries)
+        if count > most:
+            message = (f"more than {most} database queries average more than "
+                       f"{threshold_ms:g} ms: {listed}")
             return Checked(_finding(ctx, "slow_queries", "Slow queries", CheckVerdict.FAILED,
                                     message),
+                           {"slow_queries": {"checked": True, "slow": count}},
                            failure=StepFailure(message, hint=(
-                               "fix or index the slow queries first (or raise slow_query_ms "
-                               "in the policy if they are expected)")))
-        return Checked(_finding(ctx, "slow_queries", "Slow queries", CheckVerdict.OK,
-                                found.describe()),
-                       {"slow_queries": {"checked": True, "slow": 0}})
+                               "fix or index the slow queries first (or raise slow_query_ms or "
+                               "validation.slow_queries_max in the policy if they are "
+                               "expected)")))
+        said = (f"{count} quer{'y' if count == 1 else 'ies'} over {threshold_ms:g} ms "
+                f"(at most {most} before a warning)" + (f": {listed}" if listed else ""))
+        return Checked(_finding(ctx, "slow_queries", "Slow queries", CheckVerdict.OK, said),
+                       {"slow_queries": {"checked": True, "slow": count}})
 
 
 def report_probes(ctx: CheckContext, heading: str, probes: Sequence[Probe]) -> None:
@@ -295,51 +308,51 @@ def _nothing_live(ctx: CheckContext, name: str, title: str) -> Checked:
 
 
 def _errors(ctx: CheckContext, live: Slot, live_version: str | None) -> Checked:
-    """The live slot's errors over the last five minutes, against the policy's threshold.
+    """The live slot's failed requests over the last hour against ``errors_per_hour``.
 
     No data (``None``) and monitoring that cannot be read (``MetricsUnavailable``: a 403, a
-    query error, a partial result...) are both inconclusive and stop the step, each with its
-    own reason: the latter names Azure's code and message and what fixes it."""
-    threshold = ctx.policy.monitoring.error_threshold
+    query error, a partial result...) are both "no data" (the ``no_data`` rule), each with its
+    own reason: the latter names Azure's code and message and what fixes it. Never "0"."""
+    threshold = ctx.policy.validation.errors_per_hour
     window = format_duration(PRE_DEPLOY_ERROR_WINDOW)
     try:
         errors = ctx.metrics.error_count(live, ctx.now() - PRE_DEPLOY_ERROR_WINDOW)
     except MetricsUnavailable as exc:
-        # Not "no data": the monitoring could not be read, and the reason (Azure's code and
-        # message, and the fix) is what the approver needs to see.
-        said = (f"{exc.service} could not be read for the live {live} slot over the last "
-                f"{window}: {exc.reason}")
-        ctx.report(f"{said}: inconclusive.")
+        # Not "no data" alone: the monitoring could not be read, and the reason (Azure's code
+        # and message, and the fix) is what the approver needs to see.
+        said = (f"no data: {exc.service} could not be read for the live {live} slot over the "
+                f"last {window}: {exc.reason}")
+        ctx.report(f"Recent errors: {said}.")
         failure = StepFailure(
-            f"the errors of the live {live} slot of {ctx.environment_name} are unknown: "
-            f"{said}; a deployment never starts on unknown error data",
+            f"the errors of the live {live} slot of {ctx.environment_name} are unknown "
+            f"({said}); validation.no_data is gate",
             retryable=exc.retryable,
             hint=exc.fix or "check the platform's monitoring, then ask again")
         failure.__cause__ = exc
         return Checked(_finding(ctx, "errors", "Recent errors", CheckVerdict.INCONCLUSIVE, said),
-                       failure=failure)
+                       failure=failure, rule="no_data")
     if errors is None:
-        ctx.report(f"No error data for the live {live} slot over the last {window}: "
-                   "inconclusive.")
+        said = f"no data: no error figures for the live {live} slot over the last {window}"
+        ctx.report(f"Recent errors: {said}.")
         return Checked(
-            _finding(ctx, "errors", "Recent errors", CheckVerdict.INCONCLUSIVE,
-                     f"no error data for the live {live} slot over the last {window}"),
+            _finding(ctx, "errors", "Recent errors", CheckVerdict.INCONCLUSIVE, said),
             failure=StepFailure(
-                f"no error data for the live {live} slot of {ctx.environment_name} over the "
-                f"last {window}: inconclusive, and a deployment never starts on no data",
-                retryable=True, hint="check the platform's monitoring, then ask again"))
+                f"{said} on {ctx.environment_name}; validation.no_data is gate",
+                retryable=True, hint="check the platform's monitoring, then ask again"),
+            rule="no_data")
     if errors > threshold:
+        said = (f"{errors} errors on the live {live} slot ({live_version}) in the last "
+                f"{window}, more than {threshold}: consider postponing")
         return Checked(
-            _finding(ctx, "errors", "Recent errors", CheckVerdict.FAILED,
-                     f"{errors} errors on the live {live} slot in the last {window}, more than "
-                     f"the {threshold} allowed"),
+            _finding(ctx, "errors", "Recent errors", CheckVerdict.FAILED, said),
+            {"errors": errors},
             failure=StepFailure(
                 f"the live {live} slot ({live_version}) had {errors} errors in the last "
-                f"{window}, more than the {threshold} allowed",
+                f"{window}, more than the {threshold} allowed (validation.errors is gate)",
                 hint="investigate the errors before deploying; a new version would be blamed "
                      "for them"))
     ctx.report(f"Live {live} ({live_version}): {errors} errors in the last {window} "
-               f"(threshold {threshold}).")
+               f"(warning above {threshold}).")
     return Checked(_finding(ctx, "errors", "Recent errors", CheckVerdict.OK,
                             f"{errors} errors on the live {live} slot in the last {window} "
                             f"(threshold {threshold})"), {"errors": errors})
@@ -371,48 +384,78 @@ def _platform_usage(ctx: CheckContext, live: Slot) -> Checked:
 
 
 def _backup_age(ctx: CheckContext) -> Checked | None:
-    """The newest backup of the environment's PostgreSQL flexible server: fresh, or a failure
-    (see :class:`FinalChecks`); None when the environment names no server."""
-    # The reader lives with the Azure platform (it needs the SDK); imported only here.
-    from procedures.platforms.azure.backups import latest_backup
-
+    """The newest backup of the environment's database, on a platform that can read it
+    (``SupportsBackupAge``): at most ``validation.backup_max_age`` old, or a failure (see
+    :class:`FinalChecks`); None when the platform cannot read backups or names no database."""
+    platform = ctx.platform
+    if not isinstance(platform, SupportsBackupAge):
+        return None
     title = "Database backup"
+    limit = ctx.policy.validation.backup_max_age
     try:
-        found = latest_backup(ctx.platform, ctx.now())
+        found = platform.newest_backup(ctx.now())
     except ExternalServiceError as exc:
         ctx.report(f"Database backups: inconclusive ({exc.message}).")
         failure = StepFailure(
             f"the latest database backup of {ctx.environment_name} is unknown: {exc.message}",
             retryable=exc.retryable,
-            hint="give the bot's identity Microsoft.DBforPostgreSQL/flexibleServers/backups/"
-                 "read on the server (or fix postgres_server), then ask again; a deployment "
-                 "never starts without a known recent backup",
+            hint="give the bot's identity read access to the database's backups (on Azure "
+                 "Microsoft.DBforPostgreSQL/flexibleServers/backups/read, or fix "
+                 "postgres_server), then ask again; a deployment never starts without a known "
+                 "recent backup (validation.backup: gate)",
         )
         failure.__cause__ = exc
         return Checked(_finding(ctx, "backup", title, CheckVerdict.INCONCLUSIVE,
                                 f"inconclusive ({exc.message})"), failure=failure)
     if found is None:
         return None
-    ctx.report(found.describe())
-    limit = format_duration(found.max_age)
-    if found.latest is None or found.age is None:
-        return Checked(_finding(ctx, "backup", title, CheckVerdict.FAILED, found.describe()),
+    age = getattr(found, "age", None)
+    latest = getattr(found, "latest", None)
+    where = getattr(found, "server", None) or ctx.environment_name
+    allowed = format_duration(limit)
+    if latest is None or not isinstance(age, timedelta):
+        said = f"{where}: no completed backup (at most {allowed} old is required)"
+        ctx.report(f"Database backup: {said}.")
+        return Checked(_finding(ctx, "backup", title, CheckVerdict.FAILED, said),
                        failure=StepFailure(
-            f"PostgreSQL server {found.server} of {ctx.environment_name} has no completed "
-            f"backup; at most {limit} old is required",
-            hint="check the server's backup settings in Azure (or take an on-demand backup), "
-                 "then deploy"))
-    if not found.fresh:
-        return Checked(_finding(ctx, "backup", title, CheckVerdict.FAILED, found.describe()),
+            f"the database of {ctx.environment_name} ({where}) has no completed backup; at "
+            f"most {allowed} old is required (validation.backup_max_age)",
+            hint="check the database's backup settings (or take an on-demand backup), then "
+                 "deploy"))
+    when = latest.describe() if hasattr(latest, "describe") else str(latest)
+    said = f"{where}: newest backup {when}, {format_duration(age)} old"
+    if age > limit:
+        said += f", older than the {allowed} allowed"
+        ctx.report(f"Database backup: {said}.")
+        return Checked(_finding(ctx, "backup", title, CheckVerdict.FAILED, said),
                        failure=StepFailure(
-            f"the latest backup of PostgreSQL server {found.server} completed "
-            f"{found.latest.describe()}, {format_duration(found.age)} ago: older than the "
-            f"{limit} allowed (max_backup_age)",
+            f"the newest backup of the database of {ctx.environment_name} ({where}) is "
+            f"{format_duration(age)} old: older than the {allowed} allowed "
+            "(validation.backup_max_age)",
             hint="find out why the automatic backup is late, or take an on-demand backup "
                  "(az postgres flexible-server backup create), then deploy"))
-    return Checked(_finding(ctx, "backup", title, CheckVerdict.OK, found.describe()),
-                   {"backup": {"server": found.server,
-                               "latest": found.latest.completed.isoformat(),
-                               "type": found.latest.backup_type, "name": found.latest.name,
-                               "age_s": round(found.age.total_seconds()),
-                               "max_age_s": round(found.max_age.total_seconds())}})
+    ctx.report(f"Database backup: {said} (at most {allowed}).")
+    completed = getattr(latest, "completed", None)
+    return Checked(_finding(ctx, "backup", title, CheckVerdict.OK, said),
+                   {"backup": {"server": where,
+                               "latest": completed.isoformat() if isinstance(
+                                   completed, datetime) else None,
+                               "type": getattr(latest, "backup_type", None),
+                               "name": getattr(latest, "name", None),
+                               "age_s": round(age.total_seconds()),
+                               "max_age_s": round(limit.total_seconds())}})
+
+
+def _as_policy_says(ctx: CheckContext, name: str, checked: Checked) -> Checked:
+    """Apply the policy's ``validation`` rule of a check that would stop the step: ``gate``
+    keeps the failure, ``warn`` turns it into an amber warning finding said in the thread."""
+    if checked.failure is None or checked.finding is None:
+        return checked
+    rule = checked.rule or name
+    action = getattr(ctx.policy.validation, rule, "gate")
+    if action != "warn":
+        return checked
+    finding = dataclasses.replace(checked.finding, verdict=CheckVerdict.WARNING)
+    ctx.report(f"{WARNING_MARK} Warning ({finding.title}): {finding.evidence}. Not blocking "
+               f"(validation.{rule}: warn).")
+    return Checked(finding, checked.result, None, checked.rule)

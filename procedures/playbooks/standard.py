@@ -27,8 +27,12 @@ What the steps do differently from the seed, on purpose:
 - The old slot keeps running until monitoring has passed. The seed deletes it after five minutes
   and then monitors for thirty more, so its "automatic rollback" has to redeploy; here a rollback
   is one switch back (the engine undoes ``switch_traffic``), and ``stop_old_slot`` runs last.
-- Monitoring rolls back on thresholds (``procedures.checks.monitoring``) rather than warning, and
-  no error data is never a pass: ``final_validation`` and ``monitor`` fail on it.
+- Monitoring follows the seed's decision matrix (``procedures.checks.monitoring``): automatic
+  rollback on health failures (> 50 % in 5 minutes, or 10 in total), an error rate over 10x the
+  previous version's baseline, failing database or smoke paths; warnings (slow responses,
+  > 5 errors in 5 minutes, slow database queries, no data) are counted and summed up; a
+  performance degradation over 2x the baseline asks the rollback approvers. The final
+  validation's checks gate or warn as the policy's ``validation`` section says.
 - Maintenance mode ends right after the switch, before the extended health check: that check
   goes through the public URL, which answers 503 while maintenance is on.
 - The live colour and version come from the platform (``traffic()``) and are recorded with
@@ -60,6 +64,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from procedures.checks.http import HttpChecker, Probe
 from procedures.checks.monitoring import (
+    MIN_LATENCY_REQUESTS,
     MonitoringThresholds,
     Sample,
     Summary,
@@ -101,6 +106,7 @@ __all__ = [
     "FinalChecks",
     "FinalValidation",
     "ProvidesBaseline",
+    "ProvidesDatabaseTime",
     "StandardSteps",
     "standard_playbook",
 ]
@@ -112,7 +118,8 @@ MONITOR_GRACE = timedelta(minutes=2)
 # The switch step waits for the platform to confirm the switch: Front Door takes minutes to
 # reach every edge (Azure's switch_confirm_timeout defaults to 30 minutes), plus the change.
 SWITCH_TIMEOUT = timedelta(minutes=35)
-MIN_LATENCY_REQUESTS = 20  # a platform p95 over fewer requests is a maximum, not a p95
+WARNING_MARK = ":large_orange_circle:"  # amber: a warning, never a rollback on its own
+NO_DATA = "no data"
 # A watched platform ends its own wait this long before the step's deadline (its last status
 # read, its own error) instead of being cut off by the step's sleep.
 WATCH_MARGIN = timedelta(seconds=30)
@@ -127,6 +134,16 @@ class ProvidesBaseline(Protocol):
     """
 
     def baseline(self) -> Mapping[str, Any] | None: ...
+
+
+@runtime_checkable
+class ProvidesDatabaseTime(Protocol):
+    """Optional on a :class:`~procedures.playbook.MetricsSource`: the average database query
+    time (milliseconds) the new version saw since ``since``; None means no data. ``monitor``
+    warns above ``monitoring.db_query_ms`` (the seed's "Slow database queries" warning) when
+    the source has it, and says at the start that it is not measured otherwise."""
+
+    def db_query_ms(self, slot: Slot, since: datetime) -> float | None: ...
 
 
 @dataclass(frozen=True)
@@ -360,88 +377,124 @@ class StandardSteps:
     def monitor(self, ctx: StepContext) -> StepResult:
         """Watch the new version for ``monitoring.duration``; raise to roll back.
 
-        The rules are :func:`~procedures.checks.monitoring.evaluate`'s. When ``ctx.metrics``
-        also :class:`~procedures.playbook.ProvidesLatency` (Application Insights on Azure), each
-        check also reads the platform's p95 request duration of the new slot since the switch
-        (kept per check in the result as evidence) and rolls back when it exceeds
-        ``monitoring.response_time_ms``, once ``MIN_LATENCY_REQUESTS`` requests were counted
-        (or the source counts none). No p95 (``None``, or the source failing) is reported as
-        inconclusive for that figure and never fails the step on its own: health and errors
-        remain the gates.
+        Each check probes every health, smoke and ``monitoring.database_health`` path of the
+        public URL and reads the platform's error and request counts since the switch (and,
+        when ``ctx.metrics`` :class:`~procedures.playbook.ProvidesLatency`, its p95 request
+        duration; when it :class:`ProvidesDatabaseTime`, the average database query time).
+        :func:`~procedures.checks.monitoring.evaluate` applies the seed's decision matrix: an
+        automatic trigger raises (the engine switches back); warnings are tallied and summed up
+        at the end; a performance degradation over ``response_time_ratio`` times the baseline
+        is the seed's manual scenario: the thread says so once, names the rollback approvers
+        and points at the card's Roll back button, and monitoring goes on.
         """
         plan, version, env = _Plan.of(ctx), _version(ctx), ctx.environment
-        thresholds = MonitoringThresholds.from_policy(ctx.policy.monitoring)
+        monitoring = ctx.policy.monitoring
+        thresholds = MonitoringThresholds.from_policy(monitoring)
         baseline = ctx.baseline() if isinstance(ctx, ProvidesBaseline) else None
         latency = _PlatformLatency.of(ctx)
+        database_time = ctx.metrics if isinstance(ctx.metrics, ProvidesDatabaseTime) else None
         switched_at = _parse_time(ctx.result_of("switch_traffic").get("switched_at"))
         since = switched_at or ctx.now()
-        url = env.url + env.health[0]
+        health, smoke = _unique(env.health), [p for p in _unique(env.smoke)
+                                                if p not in env.health]
+        database = [p for p in _unique(monitoring.database_health)
+                    if p not in health and p not in smoke]
+        paths = [*health, *smoke, *database]
         duration, interval = thresholds.duration, thresholds.interval
         total = max(1, math.ceil(duration / interval))
-        ctx.report(
-            f"Monitoring {plan.target} ({version}) for {format_duration(duration)}: {url} every "
-            f"{format_duration(interval)} ({total} checks). Rolling back if more than "
-            f"{thresholds.health_failure_ratio:.0%} of health checks fail, the median of 3 "
-            f"response times exceeds {thresholds.response_time_ms} ms or errors exceed "
-            f"{thresholds.error_threshold}"
-            f"{_ratio_rules(thresholds, baseline)}"
-            f"{latency.rule() if latency else ''}."
-        )
+        ctx.report(_monitor_plan(ctx, plan.target, version, paths, total, thresholds, baseline,
+                                 latency, database_time is not None))
         started = ctx.now()
         samples: list[Sample] = []
+        tally: dict[str, int] = {}
+        said_kinds: set[str] = set()
+        manual: str | None = None
         next_progress = 0.25
         said_inconclusive = False
         for number in range(1, total + 1):
             wait = (started + interval * number - ctx.now()).total_seconds()
             if wait > 0:
                 ctx.sleep(wait)
-            probe = self.http.probe(url)
+            probes = dict(zip(paths, self.http.check_paths(env.url, paths), strict=True))
             why: list[str] = []
+            errors = _metric(ctx.metrics.error_count, plan.target, since, why)
+            requests = _metric(ctx.metrics.request_count, plan.target, since, why)
+            p95 = latency.read_now(plan.target, since) if latency is not None else None
+            db_ms = (_float_metric(database_time.db_query_ms, plan.target, since)
+                     if database_time is not None else None)
             samples.append(Sample(
-                at=ctx.now(), health_ok=probe.ok, response_ms=probe.elapsed_ms,
-                errors=_metric(ctx.metrics.error_count, plan.target, since, why),
-                requests=_metric(ctx.metrics.request_count, plan.target, since, why),
-                unavailable=why[0] if why else None,
+                at=ctx.now(),
+                health_ok=all(probes[p].ok for p in health),
+                response_ms=max((probes[p].elapsed_ms for p in [*health, *smoke]),
+                                default=0.0),
+                errors=errors, requests=requests, unavailable=why[0] if why else None,
+                smoke_failed=tuple(p for p in smoke if not probes[p].ok),
+                database_failed=tuple(p for p in database if not probes[p].ok),
+                p95_ms=p95, db_query_ms=db_ms,
             ))
-            if latency is not None:
-                latency.read_now(plan.target, since)
-            if not probe.ok:
-                ctx.report(f"Check {number}/{total}: {probe.describe()}")
+            failed = [probe for probe in probes.values() if not probe.ok]
+            if failed:
+                ctx.report(f"Check {number}/{total}: "
+                           + "; ".join(probe.describe() for probe in failed))
             verdict = evaluate(samples, thresholds, baseline)
             elapsed = format_duration(ctx.now() - started)
-            slow = latency.breach(samples[-1].requests) if latency else None
-            if verdict.rollback or slow:
-                reason = "; ".join(r for r in (
-                    verdict.reason if verdict.rollback else None, slow) if r)
-                ctx.report(f"Rolling back {version} after {elapsed} of monitoring: {reason}.")
+            if verdict.rollback:
+                ctx.report(f"Rolling back {version} after {elapsed} of monitoring (automatic "
+                           f"rollback trigger): {verdict.reason}.")
                 raise StepFailure(
-                    f"monitoring {plan.target} ({version}): {reason}",
+                    f"monitoring {plan.target} ({version}): {verdict.reason}",
                     hint=f"traffic goes back to {plan.previous}, which is still running",
                 )
+            for kind, text in verdict.warnings:
+                tally[kind] = tally.get(kind, 0) + 1
+                if kind not in said_kinds:
+                    said_kinds.add(kind)
+                    ctx.report(f"{WARNING_MARK} Warning (check {number}/{total}): {text}. "
+                               "Counted, not a rollback.")
+            if verdict.manual and manual is None:
+                manual = verdict.manual
+                ctx.report(_manual_rollback_text(ctx, plan, version, manual), broadcast=True)
             if verdict.inconclusive and not said_inconclusive:
                 said_inconclusive = True
                 ctx.report(f"Check {number}/{total}: {verdict.reason}.")
             if latency is not None and latency.readings[-1] is None and not latency.said_missing:
                 latency.said_missing = True
-                ctx.report(f"Check {number}/{total}: no p95 from {latency.source} yet: that "
-                           "figure is inconclusive (health and errors still decide).")
+                ctx.report(f"Check {number}/{total}: no p95 from {latency.source} yet: no data "
+                           "for that figure (health and errors still decide).")
             if number / total >= next_progress and number < total:
                 while next_progress <= number / total:
                     next_progress += 0.25
                 ctx.report(f"Monitoring {plan.target} ({version}): {elapsed} of "
                            f"{format_duration(duration)}, {summarize(samples).describe()}"
-                           f"{latency.describe() if latency else ''}.")
+                           f"{latency.describe() if latency else ''}, "
+                           f"{_warning_count(tally)}.")
         summary = summarize(samples)
         final = evaluate(samples, thresholds, baseline)
-        if not final.ok:
-            raise StepFailure(
-                f"monitoring {plan.target} ({version}) was inconclusive: {final.reason}",
-                hint="the bot never passes a version on missing data; check the platform's "
-                     "metrics",
-            )
+        if final.inconclusive:
+            if monitoring.no_data == "rollback":
+                raise StepFailure(
+                    f"monitoring {plan.target} ({version}) was inconclusive: {final.reason}",
+                    hint="monitoring.no_data is rollback: a version never passes on missing "
+                         "data; check the platform's metrics",
+                )
+            tally[NO_DATA] = 1
+            ctx.report(f"{WARNING_MARK} Warning: no data: {final.reason}; the error-rate "
+                       "rule could not be applied (monitoring.no_data: warn).")
+        warnings = sum(tally.values())
         ctx.report(f"Monitored {format_duration(duration)}: {summary.describe()}"
-                   f"{latency.describe() if latency else ''}.")
+                   f"{latency.describe() if latency else ''}; {_warning_count(tally)}.")
+        if summary.failed or warnings > thresholds.warnings_investigate:
+            excess = (f"> {thresholds.warnings_investigate} warnings"
+                      if warnings > thresholds.warnings_investigate
+                      else _plural(summary.failed, "failed health check"))
+            ctx.report(f"{WARNING_MARK} {excess}: investigate before the next deployment "
+                       f"(summary: {summary.failed} failed health checks, "
+                       f"{_warning_count(tally)}).", broadcast=True)
         result = _summary_result(summary, plan.target, version, ctx.now() - started)
+        result.update({"warnings": warnings, "warning_kinds": dict(tally),
+                       "investigate": bool(summary.failed)
+                       or warnings > thresholds.warnings_investigate,
+                       "manual_rollback": manual})
         if latency is not None:
             result.update(latency.result())
         return result
@@ -454,7 +507,7 @@ class StandardSteps:
             return {"recorded": False}
         metrics = {key: watched.get(key) for key in (
             "response_ms_p50", "response_ms_p95", "error_count", "request_count", "error_rate",
-            "samples")}
+            "samples", "platform_p95_ms")}
         ctx.record_baseline(metrics)
         p50, p95 = metrics["response_ms_p50"], metrics["response_ms_p95"]
         ctx.report(f"Performance baseline for {ctx.version}: p50 {_ms(p50)}, p95 {_ms(p95)}, "
@@ -615,7 +668,6 @@ class _PlatformLatency:
 
     read: Callable[[Slot, datetime], float | None]
     source: str
-    limit_ms: int
     readings: list[float | None] = field(default_factory=list)
     said_missing: bool = False
 
@@ -626,46 +678,100 @@ class _PlatformLatency:
             return None
         source = getattr(metrics, "latency_source", None)
         return cls(metrics.duration_p95_ms,
-                   source if isinstance(source, str) and source else "the platform's monitoring",
-                   ctx.policy.monitoring.response_time_ms)
+                   source if isinstance(source, str) and source else "the platform's monitoring")
 
     def read_now(self, slot: Slot, since: datetime) -> float | None:
         """Read the p95 now (a failing source counts as no data) and keep it as evidence."""
-        try:
-            value = self.read(slot, since)
-        except QlpError:
-            value = None
-        if value is not None and (not isinstance(value, int | float) or math.isnan(value)):
-            value = None
-        self.readings.append(None if value is None else float(value))
+        self.readings.append(_float_metric(self.read, slot, since))
         return self.readings[-1]
 
     @property
     def latest(self) -> float | None:
         return next((value for value in reversed(self.readings) if value is not None), None)
 
-    def breach(self, requests: int | None) -> str | None:
-        """Why the newest reading rolls back (None: it does not, or there is none)."""
-        value = self.readings[-1] if self.readings else None
-        if value is None or value <= self.limit_ms:
-            return None
-        if requests is not None and requests < MIN_LATENCY_REQUESTS:
-            return None  # too few requests for a p95
-        return f"p95 {value:.0f} ms from {self.source} > {self.limit_ms} ms"
-
-    def rule(self) -> str:
-        return (f", or the p95 from {self.source} exceeds {self.limit_ms} ms (once "
-                f"{MIN_LATENCY_REQUESTS} requests were counted)")
-
     def describe(self) -> str:
         latest = self.latest
         if latest is None:
-            return f", no p95 from {self.source} (inconclusive)"
+            return f", no p95 from {self.source} (no data)"
         return f", p95 {latest:.0f} ms from {self.source}"
 
     def result(self) -> dict[str, Any]:
         return {"platform_p95_ms": self.latest, "platform_p95_source": self.source,
                 "platform_p95_readings": list(self.readings)}
+
+
+def _float_metric(read: Callable[[Slot, datetime], float | None], slot: Slot,
+                  since: datetime) -> float | None:
+    """A figure in milliseconds; a failing source, or anything not a number, is no data."""
+    try:
+        value = read(slot, since)
+    except QlpError:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        return None
+    return float(value)
+
+
+def _monitor_plan(ctx: StepContext, slot: Slot, version: str, paths: Sequence[str], total: int,
+                  t: MonitoringThresholds, baseline: Mapping[str, Any] | None,
+                  latency: _PlatformLatency | None, database_time: bool) -> str:
+    """The opening report: what is probed, and the seed's decision matrix with its numbers."""
+    monitoring = ctx.policy.monitoring
+    of = (f"the baseline of {baseline['version']}" if baseline and baseline.get("version")
+          else "the baseline")
+    automatic = [
+        f"more than {t.health_failure_ratio:.0%} of health checks fail within "
+        f"{format_duration(t.health_window)}",
+        f"{t.health_failures} health checks fail in total",
+    ]
+    if t.error_rate_ratio:
+        automatic.append(f"the error rate exceeds {t.error_rate_ratio:g}x {of}"
+                         if baseline else f"the error rate exceeds {t.error_rate_ratio:g}x "
+                         "the baseline (no baseline yet to compare with)")
+    if monitoring.database_health:
+        automatic.append(f"a database path ({', '.join(monitoring.database_health)}) fails "
+                         f"{t.critical_failures} checks in a row")
+    if ctx.environment.smoke:
+        automatic.append(f"a smoke path fails {t.critical_failures} checks in a row")
+    warn = [f"a response over {t.response_time_ms} ms"
+            + (f" (probe or p95 from {latency.source})" if latency else ""),
+            f"more than {t.error_threshold} errors in {format_duration(t.error_window)}"]
+    warn.append(f"database queries over {t.db_query_ms:g} ms" if database_time
+                else "database query time: not measured on this platform")
+    manual = (f"; a person decides on responses over {t.response_time_ratio:g}x "
+              f"{of if baseline else 'the baseline (no baseline yet)'}"
+              if t.response_time_ratio else "")
+    return (f"Monitoring {slot} ({version}) for {format_duration(t.duration)}: "
+            f"{', '.join(paths) or 'no paths'} on {ctx.environment.url} every "
+            f"{format_duration(t.interval)} ({total} checks). Automatic rollback if "
+            f"{'; or '.join(automatic)}. Warnings (counted, never a rollback): "
+            f"{'; '.join(warn)}{manual}.")
+
+
+def _manual_rollback_text(ctx: StepContext, plan: _Plan, version: str, reason: str) -> str:
+    """The seed's manual scenario: say it, name the rollback approvers, point at the button."""
+    rule = ctx.policy.approval_rule("rollback")
+    who = " ".join([*(f"<@{user}>" for user in rule.users),
+                    *(f"<!subteam^{group}>" for group in rule.groups)])
+    back = plan.previous
+    return (f"{WARNING_MARK} Manual rollback decision needed for {version} on "
+            f"{ctx.environment_name}: {reason}. The playbook lists performance degradation as "
+            f"a manual rollback scenario, so the bot does not roll back on its own. Rollback "
+            f"approvers ({who}): decide whether to roll back to {back}. Cancel now switches "
+            "back at once; after monitoring, the card's *Roll back* button (or /qlp rollback) "
+            "does it. Monitoring goes on.")
+
+
+def _warning_count(tally: Mapping[str, int]) -> str:
+    total = sum(tally.values())
+    if not total:
+        return "0 warnings"
+    parts = ", ".join(f"{count} {kind}" for kind, count in tally.items())
+    return f"{_plural(total, 'warning')} ({parts})"
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _fail_unless_ok(probes: Sequence[Probe], message: str, *, hint: str,
@@ -705,20 +811,6 @@ def _parse_time(value: Any) -> datetime | None:
         except ValueError:
             return None
     return None
-
-
-def _ratio_rules(thresholds: MonitoringThresholds, baseline: Mapping[str, Any] | None) -> str:
-    ratios = []
-    if thresholds.response_time_ratio:
-        ratios.append(f"{thresholds.response_time_ratio:g}x the baseline response time")
-    if thresholds.error_rate_ratio:
-        ratios.append(f"{thresholds.error_rate_ratio:g}x the baseline error rate")
-    if not ratios:
-        return ""
-    if not baseline:
-        return " (no baseline yet to compare with)"
-    of = f" (the baseline of {baseline['version']})" if baseline.get("version") else ""
-    return ", or exceed " + " or ".join(ratios) + of
 
 
 def _summary_result(summary: Summary, slot: Slot, version: str,

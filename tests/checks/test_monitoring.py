@@ -23,13 +23,10 @@ from procedures.platforms.local.metrics import LocalMetrics
 from procedures.policy import Monitoring
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
-THRESHOLDS = MonitoringThresholds.from_policy(Monitoring(
-    duration=timedelta(minutes=30), interval=timedelta(seconds=30),
-    health_failure_ratio=0.5, response_time_ms=2000, error_threshold=10,
-))
+THRESHOLDS = MonitoringThresholds.from_policy(Monitoring())  # the seed's values
 WITH_RATIOS = MonitoringThresholds.from_policy(Monitoring(
     duration=timedelta(minutes=30), interval=timedelta(seconds=30),
-    health_failure_ratio=0.5, response_time_ms=2000, error_threshold=10,
+    health_failure_ratio=0.5, response_time_ms=2000, error_threshold=5,
     response_time_ratio=1.5, error_rate_ratio=2.0,
 ))
 BASELINE = {"response_ms_p50": 100.0, "response_ms_p95": 150.0, "error_count": 1,
@@ -42,16 +39,20 @@ def series(
     errors: Sequence[int | None] | int | None = 0,
     requests: Sequence[int | None] | int | None = None,
     every: timedelta = timedelta(seconds=30),
+    **more: Any,
 ) -> list[Sample]:
-    """Samples from a compact description: ``health`` is a string of ``+`` (ok) / ``-``."""
+    """Samples from a compact description: ``health`` is a string of ``+`` (ok) / ``-``;
+    ``more`` gives further Sample fields, each a value or a list per sample."""
     count = len(health)
 
     def spread(value: Any) -> list[Any]:
-        return list(value) if isinstance(value, list | tuple) else [value] * count
+        return list(value) if isinstance(value, list) else [value] * count
 
     times, errs, reqs = spread(ms), spread(errors), spread(requests)
+    extra = {key: spread(value) for key, value in more.items()}
     return [Sample(at=T0 + every * i, health_ok=mark == "+", response_ms=times[i],
-                   errors=errs[i], requests=reqs[i])
+                   errors=errs[i], requests=reqs[i],
+                   **{key: values[i] for key, values in extra.items()})
             for i, mark in enumerate(health)]
 
 
@@ -62,6 +63,8 @@ class Case:
     baseline: Mapping[str, Any] | None = None
     outcome: str = "ok"  # ok | rollback | inconclusive
     reason: str = ""
+    warnings: tuple[str, ...] = ()  # the kinds the newest check raised
+    manual: str = ""  # a substring of the manual-rollback reason ("" none)
 
 
 CASES = {
@@ -78,15 +81,27 @@ CASES = {
     "recent failures in the window": Case(
         series("+" * 10 + "-" * 6, errors=0), outcome="rollback",
         reason="6 of 11 health checks failed in the last 5m (55% > 50%)"),
-    "one slow blip is ignored": Case(series("++++", ms=[100, 5000, 100, 120], errors=0)),
-    "slow twice in a row": Case(series("++++", ms=[100, 100, 2500, 2600], errors=0),
-                                outcome="rollback",
-                                reason="the median response time of the last 3 checks was "
-                                       "2500 ms (> 2000 ms)"),
-    "slow needs three samples": Case(series("++", ms=[2500, 2600], errors=0)),
-    "errors at the threshold pass": Case(series("+++", errors=[0, 4, 10])),
-    "errors over the threshold": Case(series("+++", errors=[0, 4, 11]), outcome="rollback",
-                                      reason="11 errors since the switch (> 10 allowed)"),
+    "nine scattered failures are not the alert threshold": Case(
+        series("-++++++" * 9, errors=0)),
+    "ten scattered failures are (ALERT_THRESHOLD)": Case(
+        series("-++++++" * 10, errors=0), outcome="rollback",
+        reason="10 health checks failed in total (the alert threshold is 10)"),
+    "one slow check is a warning": Case(series("++++", ms=[100, 5000, 100, 2500], errors=0),
+                                        warnings=("slow response",)),
+    "slow responses never roll back": Case(series("++++", ms=[3000] * 4, errors=0),
+                                           warnings=("slow response",)),
+    "a slow platform p95 is a warning": Case(series("++", errors=0, requests=100,
+                                                    p95_ms=2400.0),
+                                             warnings=("slow response",)),
+    "a p95 over too few requests is not": Case(series("++", errors=0, requests=5,
+                                                      p95_ms=2400.0)),
+    "errors within the window at the threshold": Case(series("+++", errors=[0, 4, 5])),
+    "errors over the threshold are a warning": Case(
+        series("+++", errors=[0, 4, 11]), warnings=("errors",)),
+    "errors count per window, not since the switch": Case(
+        series("+" * 14, errors=[0] * 2 + [20] * 12)),  # 20 errors over 5 minutes ago, none since
+    "slow database is a warning": Case(series("++", errors=0, db_query_ms=150.0),
+                                       warnings=("slow database",)),
     "no error data is inconclusive": Case(series("+++", errors=None), outcome="inconclusive",
                                           reason="no error data from the platform: the error "
                                                  "rule is inconclusive (3 checks, 0 failed, "
@@ -98,29 +113,40 @@ CASES = {
          for sample in series("+++", errors=None)], outcome="inconclusive",
         reason="the platform's metrics could not be read (SemanticError (the query is the "
                "bot's: report it): 'where' operator: Failed to resolve column or scalar "
-               "expression named 'Sucess'): the error rule is inconclusive (3 checks, 0 "
-               "failed, p95 100 ms, no error data)"),
-    "a reading after an unreadable one decides": Case(
-        [dataclasses.replace(series("+", errors=None)[0], unavailable="PartialError: x"),
-         *series("++", errors=12)[1:]], outcome="rollback",
-        reason="12 errors since the switch (> 10 allowed)"),
+               "expression named 'Sucess'): no error data, the error rule is inconclusive "
+               "(3 checks, 0 failed, p95 100 ms, no error data)"),
     "newest data counts when the last sample has none": Case(
-        series("+++", errors=[0, 12, None]), outcome="rollback",
-        reason="12 errors since the switch (> 10 allowed)"),
+        series("+++", errors=[0, 12, None])),
     "health rolls back even without error data": Case(
         series("---", errors=None), outcome="rollback",
         reason="3 of 3 health checks failed (100% > 50%)"),
     "no samples": Case([], outcome="inconclusive", reason="no monitoring samples yet"),
-    "several rules at once": Case(series("---", ms=3000, errors=20), outcome="rollback",
-                                  reason="3 of 3 health checks failed (100% > 50%); the median "
-                                         "response time of the last 3 checks was 3000 ms "
-                                         "(> 2000 ms); 20 errors since the switch "
-                                         "(> 10 allowed)"),
+    "a database path failing once is not yet": Case(
+        series("++", errors=0, database_failed=[(), ("/db",)])),
+    "a database path failing twice in a row": Case(
+        series("+++", errors=0, database_failed=[(), ("/db",), ("/db",)]), outcome="rollback",
+        reason="database connection failures: /db failed 2 checks in a row"),
+    "a smoke path failing twice in a row": Case(
+        series("+++", errors=0, smoke_failed=[("/a",), ("/b",), ("/b",)]), outcome="rollback",
+        reason="critical functionality broken: /b failed 2 checks in a row"),
+    "smoke paths failing in turn are not in a row": Case(
+        series("+++", errors=0, smoke_failed=[("/a",), ("/b",), ("/a",)])),
+    "several rules at once": Case(series("---", ms=3000, errors=20, requests=100),
+                                  baseline=BASELINE, outcome="rollback",
+                                  reason="3 of 3 health checks failed (100% > 50%); error "
+                                         "rate 20.0% (20 of 100 requests) is 200.0x the "
+                                         "baseline's 0.1% (> 10x)",
+                                  warnings=("slow response", "errors"),
+                                  manual="30.0x the baseline's 100 ms"),
     "response ratio within": Case(series("+++", ms=140, errors=0), WITH_RATIOS, BASELINE),
-    "response ratio crossed": Case(series("+++", ms=[100, 160, 170], errors=0), WITH_RATIOS,
-                                   BASELINE, outcome="rollback",
-                                   reason="the median response time of the last 3 checks was "
-                                          "160 ms, 1.6x the baseline's 100 ms (> 1.5x)"),
+    "response ratio crossed asks a person": Case(
+        series("+++", ms=[100, 160, 170], errors=0), WITH_RATIOS, BASELINE,
+        manual="the median response time of the last 3 checks is 160 ms, 1.6x the "
+               "baseline's 100 ms (> 1.5x)"),
+    "p95 ratio crossed asks a person": Case(
+        series("+++", errors=0, requests=100, p95_ms=500.0), THRESHOLDS,
+        {**BASELINE, "platform_p95_ms": 200.0, "version": "1.0.0"},
+        manual="the platform's p95 is 500 ms, 2.5x the baseline's 200 ms (1.0.0) (> 2x)"),
     "ratios are skipped without a baseline": Case(
         series("+++", ms=[100, 160, 170], errors=0), WITH_RATIOS, None),
     "error rate within": Case(series("+++", errors=[0, 0, 1], requests=[10, 200, 500]),
@@ -150,6 +176,11 @@ def test_evaluate(case: Case) -> None:
     assert verdict.ok is (case.outcome == "ok")
     if case.reason:
         assert verdict.reason == case.reason
+    assert tuple(kind for kind, _ in verdict.warnings) == case.warnings, verdict.warnings
+    if case.manual:
+        assert verdict.manual is not None and case.manual in verdict.manual, verdict.manual
+    else:
+        assert verdict.manual is None, verdict.manual
 
 
 def test_summary_and_percentiles() -> None:

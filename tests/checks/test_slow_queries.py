@@ -147,13 +147,15 @@ def test_shorten_query() -> None:
 # -- final_validation with `slow_query_ms` -----------------------------------------------------
 
 
-def validate(dsn: str, *, relation: str = "pg_stat_statements") -> tuple[StepRunner,
-                                                                         Mapping[str, Any]]:
-    """final_validation on a FakePlatform whose production has database_url + slow_query_ms."""
+def validate(dsn: str, *, relation: str = "pg_stat_statements",
+             **validation: Any) -> tuple[StepRunner, Mapping[str, Any]]:
+    """final_validation on a FakePlatform whose production has database_url + slow_query_ms;
+    ``validation`` is the policy's validation section."""
     production = dict(BASE["environments"]["production"])
     production.update(database_url=dsn, slow_query_ms=500)
     ctx = StepRunner(FakePlatform(), ZeroErrors(),
-                     make_policy(environments={"production": production}),
+                     make_policy(environments={"production": production},
+                                 validation=validation),
                      FixedClock(datetime(2026, 12, 1, 11, 0, tzinfo=UTC)), "2.0.0")
     healthy = httpx.MockTransport(lambda request: httpx.Response(200, json={"ok": True}))
     steps = StandardSteps(HttpChecker(transport=healthy),
@@ -168,11 +170,32 @@ def test_final_validation_reports_a_missing_extension_and_goes_on(scratch: str) 
     assert "pg_stat_statements is not installed: slow queries not checked" in ctx.reports
 
 
-def test_final_validation_fails_on_slow_queries_with_the_evidence(scratch: str) -> None:
+SLOW = [(f"SELECT * FROM orders WHERE id = ${n}", 50, 650.0 + n) for n in range(1, 7)]
+
+
+def test_more_than_five_slow_queries_warn_by_default(scratch: str) -> None:
+    fake_statistics(scratch, SLOW)
+    ctx, result = validate(scratch, relation="qlp_fake.pg_stat_statements")
+    assert result["slow_queries"] == {"checked": True, "slow": 6}
+    warning = [r for r in ctx.reports if r.startswith(":large_orange_circle: Warning (Slow")]
+    assert len(warning) == 1, ctx.reports
+    assert "more than 5 database queries average more than 500 ms" in warning[0]
+    assert "(validation.slow_queries: warn)" in warning[0]
+
+
+def test_slow_queries_gate_when_the_policy_says_so(scratch: str) -> None:
+    fake_statistics(scratch, SLOW)
+    with pytest.raises(StepFailure, match=r"more than 5 database queries average more than "
+                                          r"500 ms: 656 ms mean over 50 calls: SELECT \* FROM"):
+        validate(scratch, relation="qlp_fake.pg_stat_statements", slow_queries="gate")
+
+
+def test_a_few_slow_queries_are_evidence_not_a_warning(scratch: str) -> None:
     fake_statistics(scratch, [("SELECT * FROM orders WHERE id = $1", 50, 650.0)])
-    with pytest.raises(StepFailure, match=r"1 database query averages more than 500 ms: "
-                                          r"650 ms mean over 50 calls: SELECT \* FROM orders"):
-        validate(scratch, relation="qlp_fake.pg_stat_statements")
+    ctx, result = validate(scratch, relation="qlp_fake.pg_stat_statements",
+                           slow_queries="gate")
+    assert result["slow_queries"] == {"checked": True, "slow": 1}
+    assert not any("Warning" in r for r in ctx.reports)
 
 
 def test_final_validation_passes_without_slow_queries(scratch: str) -> None:

@@ -81,7 +81,7 @@ def test_a_version_breaching_the_error_rate_ratio_is_rolled_back(world: World) -
     steps = {s.name: s.state for s in world.h.deployments.steps(deployment_id)}
     assert steps["monitor"] is StepState.FAILED and "record_baseline" not in steps
     texts = "\n".join(world.h.reporter.texts(deployment_id))
-    assert "or exceed 2x the baseline error rate (the baseline of 1.0.0)" in texts, texts
+    assert "the error rate exceeds 2x the baseline of 1.0.0" in texts, texts
     # Traffic is back on the previous version, and its baseline is still the newest.
     assert world.platform.live is Slot.BLUE
     latest = BaselineRepository(world.h.database, world.h.clock).latest(ENV)
