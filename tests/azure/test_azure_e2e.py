@@ -72,7 +72,7 @@ def test_deploy_and_automatic_rollback_through_front_door(azure_bot: BotHarness,
                  what="the rollback replies")
     thread = _thread_text(slack, second)
     assert "Rolling back v1.1.0" in thread, thread
-    assert "120 errors since the switch (> 10 allowed)" in thread, thread
+    assert "error rate 40.0% (120 of 300 requests) is" in thread, thread
     state = bot.services.environments.get("production")
     assert state is not None and state.lock_holder is None
 

@@ -102,7 +102,7 @@ def test_first_deployments_into_an_empty_resource_group(bot: BotHarness,
     assert "qlp-green" not in double.groups  # the failed colour was stopped
     assert "Front Door still deploying the switch to green (InProgress" in thread, thread
     # Read through the role name green's group carried: the bot injected it.
-    assert "120 errors since the switch (> 10 allowed)" in thread, thread
+    assert "error rate 40.0% (120 of 300 requests) is" in thread, thread
     assert _route_targets(world) == ["qlp-green-og", "qlp-blue-og"]
     assert double.served_origin_group(*ROUTE) == "qlp-blue-og"
 

@@ -192,28 +192,32 @@ def validate(double: ArmDouble, make_platform: Callable[..., AzurePlatform]
     return run
 
 
+FRESH = ("ondemand-3h", "Customer On-Demand", "2026-12-01T08:00:00Z")  # 3h before NOW
+
+
 def test_final_validation_reports_a_fresh_backup(
         validate: Callable[..., tuple[StepRunner, dict[str, Any]]], double: ArmDouble) -> None:
-    set_backups(double, SERVER, NIGHTLY)
+    set_backups(double, SERVER, [*NIGHTLY, FRESH])
     ctx, result = validate()
     assert result["live"] is None  # Front Door names blue, but no group runs there yet
     assert result["backup"] == {
-        "server": SERVER, "latest": "2026-11-30T17:30:00+00:00", "type": "Customer On-Demand",
-        "name": "ondemand-before-release", "age_s": 63000, "max_age_s": 93600}
-    assert ("PostgreSQL server qlp-prod-db: latest backup 2026-11-30 17:30 UTC "
-            "(Customer On-Demand, on-demand) (17h 30m old)") in ctx.reports
+        "server": SERVER, "latest": "2026-12-01T08:00:00+00:00", "type": "Customer On-Demand",
+        "name": "ondemand-3h", "age_s": 10800, "max_age_s": 21600}
+    assert ("Database backup: qlp-prod-db: newest backup 2026-12-01 08:00 UTC "
+            "(Customer On-Demand, on-demand), 3h old (at most 6h).") in ctx.reports
 
 
 def test_final_validation_fails_on_a_stale_or_missing_backup(
         validate: Callable[..., tuple[StepRunner, dict[str, Any]]], double: ArmDouble) -> None:
-    set_backups(double, SERVER, NIGHTLY[:2])
-    with pytest.raises(StepFailure, match=r"the latest backup of PostgreSQL server qlp-prod-db "
-                                          r"completed 2026-11-30 03:05 UTC \(Full, automatic\), "
-                                          r"1d 7h ago: older than the 1d allowed") as stale:
+    # The policy's validation.backup_max_age (the seed's 6h) decides, not azure.max_backup_age.
+    set_backups(double, SERVER, NIGHTLY)
+    with pytest.raises(StepFailure, match=r"the newest backup of the database of production "
+                                          r"\(qlp-prod-db\) is 17h 30m old: older than the 6h "
+                                          r"allowed \(validation.backup_max_age\)") as stale:
         validate(max_backup_age="24h")
     assert not stale.value.retryable
     set_backups(double, SERVER, [])
-    with pytest.raises(StepFailure, match="has no completed backup; at most 1d 2h old") as none:
+    with pytest.raises(StepFailure, match="has no completed backup; at most 6h old") as none:
         validate()
     assert not none.value.retryable
 

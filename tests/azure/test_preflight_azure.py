@@ -73,9 +73,9 @@ def test_the_backup_check_goes_on_the_card(azure_bot: BotHarness,
     assert [(f.name, f.verdict.value) for f in stale.findings] == [
         ("health", "skipped"), ("errors", "skipped"), ("backup", "failed")]
     text = _evidence(azure_bot, 1)
-    assert (":red_circle: *Database backup* (failed, 11:00:00): PostgreSQL server qlp-prod-db: "
-            "latest backup 2026-11-30 03:05 UTC (Full, automatic) (1d 7h old), older than the "
-            "1d 2h allowed") in text
+    assert (":red_circle: *Database backup* (failed, 11:00:00): qlp-prod-db: newest backup "
+            "2026-11-30 03:05 UTC (Full, automatic), 1d 7h old, older than the 6h allowed"
+            ) in text
     assert "1 failed: the run's final validation checks again at start" in text
 
     fail_backups(double, 403, "AuthorizationFailed", "no backups/read permission")
@@ -87,8 +87,10 @@ def test_the_backup_check_goes_on_the_card(azure_bot: BotHarness,
            "AuthorizationFailed" in text
     assert ":large_green_circle:" not in text
 
-    set_backups(double, SERVER, NIGHTLY)  # (the 403 answered one list only)
+    # (the 403 answered one list only); the seed's limit is 6h (validation.backup_max_age)
+    set_backups(double, SERVER, [*NIGHTLY, ("ondemand-3h", "Customer On-Demand",
+                                            "2026-12-01T08:00:00Z")])
     fresh = run_preflight(azure_bot.services, 1, force=True)
     assert fresh.passed, fresh.findings
-    assert ":large_green_circle: *Database backup* (ok, 11:00:00): PostgreSQL server " \
-           "qlp-prod-db: latest backup 2026-11-30 17:30 UTC" in _evidence(azure_bot, 1)
+    assert ":large_green_circle: *Database backup* (ok, 11:00:00): qlp-prod-db: newest " \
+           "backup 2026-12-01 08:00 UTC" in _evidence(azure_bot, 1)
