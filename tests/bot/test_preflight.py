@@ -134,11 +134,11 @@ def test_a_failing_ci_run_and_an_unhealthy_live_slot_show_red_and_grey(
     assert ":red_circle: *CI status* (failed, 11:00:00): CI acme/shop deploy.yml on main: " \
            "failure" in text
     assert ":red_circle: *Health* (failed, 11:00:00): GET http://127.0.0.1:1/health:" in text
-    # No router answers: no error data, which is never shown as a pass.
-    assert (":grey_question: *Recent errors* (inconclusive, 11:00:00): no error data for the "
-            "live blue slot over the last 5m") in text
+    # No router answers: no data, an amber warning (validation.no_data), never a pass or "0".
+    assert (":large_orange_circle: *Recent errors* (warning, 11:00:00): no data: no error "
+            "figures for the live blue slot over the last 1h") in text
     assert ":large_green_circle:" not in text
-    assert "2 failed, 1 inconclusive: the run's final validation checks again at start" in text
+    assert "2 failed: the run's final validation checks again at start" in text
     # The card keeps its buttons: the preflight informs approvers, it does not decide.
     message = card(bot.slack, deployment_id)
     assert message is not None
