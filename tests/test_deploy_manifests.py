@@ -228,3 +228,67 @@ def test_secrets_by_reference_and_only_settings_the_bot_reads(container: dict[st
         for line in text.splitlines():
             if not line.lstrip().startswith("#"):
                 assert not SECRET_LOOKING.search(line), (path.name, line)
+
+
+# -- Azure Container Apps (Bicep, read as text: no Bicep compiler offline) ----------------------
+
+
+@pytest.fixture(scope="module")
+def bicep() -> str:
+    return (AZURE / "main.bicep").read_text(encoding="utf-8")
+
+
+def test_azure_two_replicas_probes_and_only_settings_the_bot_reads(bicep: str) -> None:
+    assert re.search(r"minReplicas: 2\b", bicep) and re.search(r"maxReplicas: 2\b", bicep)
+    assert "args: ['serve', '--host', '0.0.0.0', '--port', '3000']" in bicep
+    assert "targetPort: 3000" in bicep
+    probes = dict(re.findall(r"type: '(\w+)'\s+httpGet: \{ path: '([^']+)', port: 3000 \}",
+                             bicep))
+    assert probes == {"Startup": "/livez", "Liveness": "/livez", "Readiness": "/readyz"}
+    env = re.findall(r"\{ name: '([A-Z_]+)', (value|secretRef): '([^']*)' \}", bicep)
+    names = [name for name, _, _ in env]
+    assert set(names) <= settings_names(), set(names) - settings_names()
+    assert {"SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "QLP_DATABASE_URL",
+            "QLP_AUDIT_KEY", "QLP_CONFIG"} <= set(names)
+    for name, kind, _ in env:
+        assert (kind == "secretRef") == (name in SECRET_SETTINGS), name
+
+
+def test_azure_secrets_are_key_vault_references(bicep: str) -> None:
+    secrets = bicep.split("secrets: [", 1)[1].split("\n      ]", 1)[0]
+    names = re.findall(r"name: '([a-z-]+)'", secrets)
+    referenced = re.findall(r"name: '([a-z-]+)'\s+keyVaultUrl: '\$\{vault\.properties\.vaultUri\}"
+                            r"secrets/\1'\s+identity: identity\.id", secrets)
+    # Every secret but the policy file (not secret; Container Apps mounts files from secrets).
+    assert set(names) - set(referenced) == {"qlp-policy"}
+    assert {"slack-bot-token", "slack-signing-secret", "qlp-database-url",
+            "qlp-audit-key"} <= set(referenced)
+    assert not SECRET_LOOKING.search(bicep)
+    policy = parse_policy(yaml.safe_load((AZURE / "qlp.yml").read_text(encoding="utf-8")),
+                          source="deploy/azure/qlp.yml")
+    assert policy.environments
+
+
+def test_azure_identity_holds_the_role_tables_roles_by_their_builtin_ids(bicep: str) -> None:
+    from procedures.platforms.azure.doctor import LEGACY_PULL_ROLES
+    from procedures.platforms.azure.roles import ROLE_TABLE
+
+    table = re.search(r"var roles = \{(.*?)\n\}", bicep, re.S)
+    assert table
+    ids = {name.strip("'"): guid for name, guid in
+           re.findall(r"^\s+('[^']+'|\w+): '([0-9a-f-]{36})'$", table.group(1), re.M)}
+    assigned = re.search(r"var assignedRoles = \[(.*?)\n\]", bicep, re.S)
+    assert assigned
+    assigned_names = set(re.findall(r"'([^']+)'", assigned.group(1)))
+    assert assigned_names == set(ids)
+    # The roles the bot itself needs (the groups' AcrPull and the classic Front Door's
+    # Network Contributor aside), named as procedures.platforms.azure.roles names them.
+    needed = {need.role for need in ROLE_TABLE} - {"AcrPull", "Network Contributor"}
+    assert needed <= assigned_names
+    # The GUIDs the doctor module also knows agree.
+    for guid, name in LEGACY_PULL_ROLES.items():
+        if name in ids:
+            assert ids[name] == guid
+    assert "principalType: 'ServicePrincipal'" in bicep
+    assert re.search(r"passwordAuth: 'Disabled'", bicep)
+    assert re.search(r"publicNetworkAccess: 'Disabled'", bicep)
