@@ -290,5 +290,5 @@ def test_azure_identity_holds_the_role_tables_roles_by_their_builtin_ids(bicep: 
         if name in ids:
             assert ids[name] == guid
     assert "principalType: 'ServicePrincipal'" in bicep
-    assert re.search(r"passwordAuth: 'Disabled'", bicep)
+    assert "@secure()\nparam postgresAdminPassword string\n" in bicep
     assert re.search(r"publicNetworkAccess: 'Disabled'", bicep)

@@ -35,6 +35,10 @@ param postgresAdminGroupObjectId string
 @description('Its display name.')
 param postgresAdminGroupName string
 
+@description('The server\'s administrator password (the bot connects with a password: its\nQLP_DATABASE_URL, in the vault as qlp-database-url, names a login made for it).')
+@secure()
+param postgresAdminPassword string
+
 @description('The policy file, mounted at /etc/qlp/qlp.yml (QLP_CONFIG).')
 param policyYaml string = loadTextContent('qlp.yml')
 
@@ -93,6 +97,8 @@ resource postgres 'Microsoft.DBforPostgreSQL/flexibleServers@2024-08-01' = {
   }
   properties: {
     version: '16'
+    administratorLogin: 'qlpadmin'
+    administratorLoginPassword: postgresAdminPassword
     storage: {
       storageSizeGB: 64
       autoGrow: 'Enabled'
@@ -111,7 +117,7 @@ resource postgres 'Microsoft.DBforPostgreSQL/flexibleServers@2024-08-01' = {
     }
     authConfig: {
       activeDirectoryAuth: 'Enabled'
-      passwordAuth: 'Disabled'
+      passwordAuth: 'Enabled' // the bot's driver takes a password, not an Entra token
       tenantId: subscription().tenantId
     }
   }
