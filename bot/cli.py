@@ -16,13 +16,14 @@
 from __future__ import annotations
 
 import argparse
-import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from bot.log_redaction import install as redact_logs
 from bot.log_redaction import settings_secrets
+from bot.logging_setup import configure as configure_logging
 from bot.settings import Settings
 from procedures.errors import ConfigError, QlpError
 
@@ -73,11 +74,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = Settings()
-        logging.basicConfig(level=settings.qlp_log_level.upper(),
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        logging.getLogger("azure").setLevel(logging.WARNING)  # azure-core logs every request
-        redact_logs(settings_secrets(settings))  # no body, response_url or token in any log
         mode = args.mode or choose_mode(settings)
+        # JSON lines in serve and socket modes, text elsewhere (QLP_LOG_FORMAT decides too).
+        configure_logging(level=settings.qlp_log_level, mode=mode,
+                          log_format=settings.qlp_log_format)
+        redact_logs(settings_secrets(settings))  # no body, response_url or token in any log
+        # Settings holds the bot token now: Bolt would read SLACK_BOT_TOKEN from the
+        # environment again at App() and warn that it is unused next to the app's client
+        # (its "As you gave `client`..."); nor should a child process inherit it.
+        os.environ.pop("SLACK_BOT_TOKEN", None)
         if mode in ("shell", "serve", "socket"):
             from bot.audit_cli import install_audit_key
 

@@ -14,9 +14,11 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from bot import actions, interactions
-from bot.commands.registry import run_command
+from bot.commands.registry import HANDLERS, run_command
 from bot.context import HandlerContext, Request
+from bot.metrics import note_ack
 from bot.replies import error_blocks, error_text
+from procedures.log_context import scope
 
 if TYPE_CHECKING:
     from slack_bolt import Ack, App
@@ -55,8 +57,13 @@ def _command_listener(services: HandlerServices) -> Callable[[Ack, dict[str, Any
     def on_command(ack: Ack, body: dict[str, Any]) -> None:
         request = _request_from_command(body)
         blocks = None
+        words = str(body.get("text") or "").split(maxsplit=1)
+        name = words[0].lower() if words else "help"
+        note_ack("command", name if name in HANDLERS else "unknown")  # never the person's text
         try:
-            text = run_command(HandlerContext(request, services), str(body.get("text") or ""))
+            with scope(slack_user=request.user_id, request_id=request.request_key):
+                text = run_command(HandlerContext(request, services),
+                                   str(body.get("text") or ""))
         except Exception as error:  # the one place a command error becomes a reply
             text = error_text(error)
             blocks = error_blocks(error, text)  # a refusal's one-click alternative, if any
@@ -86,7 +93,9 @@ def _button_listener(clicks: ClickTask,
             request_key=f"{action.get('action_id')}:{action.get('action_ts')}:"
                         f"{(body.get('user') or {}).get('id')}",
         )
-        clicks.accept(request, action_id, action)
+        note_ack("button", action_id)
+        with scope(slack_user=request.user_id, request_id=request.request_key):
+            clicks.accept(request, action_id, action)
         ack()
 
     return listener

@@ -12,7 +12,7 @@ from typing import Any
 
 from bot.app import create_app
 from bot.http_server import HttpServer, SlackWsgiApp, raise_open_files_limit
-from bot.metrics import Metrics
+from bot.logging_setup import set_process_fields
 from bot.policy_source import load_configured_policy
 from bot.settings import Settings
 from bot.undelivered import blocked_gauges
@@ -130,11 +130,9 @@ def run_serve(settings: Settings, *, host: str, port: int, threads: int) -> int:
     policy = load_configured_policy(settings, allow_demo=False)
     services = build_services(settings, policy=policy,
                               database=open_writable_database(settings))
-    metrics = Metrics()
-    metrics.gauge("qlp_outbox_pending", lambda: float(services.outbox.pending_count()))
-    # Slack messages held back by a blocking error (a revoked token, the bot out of a channel).
-    metrics.labelled_gauge("qlp_slack_delivery_blocked", "reason",
-                           lambda: blocked_gauges(services.database))
+    # Outbox, deployments, scheduler and Slack delivery figures: bot.metrics, bound to services.
+    metrics = services.metrics
+    set_process_fields(worker_id=services.worker_id)
     app = create_app(services, signing_secret=settings.slack_signing_secret)
     raise_open_files_limit()
     server = HttpServer(SlackWsgiApp(app, CachedHealth(services), metrics,
@@ -167,6 +165,7 @@ def run_socket(settings: Settings) -> int:
     policy = load_configured_policy(settings, allow_demo=False)
     services = build_services(settings, policy=policy,
                               database=open_writable_database(settings))
+    set_process_fields(worker_id=services.worker_id)
     app = create_app(services, signing_secret=None, verify_requests=False)
     services.start_worker()
     services.start_scheduler()

@@ -12,6 +12,7 @@ from datetime import timedelta
 
 from procedures.decision import Verdict
 from procedures.engine import Engine
+from procedures.log_context import notify
 from procedures.model import HOLDING_STATES, DeploymentState, ProcedureKind
 from procedures.store import DeploymentRecord, DeploymentStore
 
@@ -88,6 +89,8 @@ class RunQueueTask:
                 deployment.id, [DeploymentState.QUEUED], DeploymentState.RUNNING,
                 worker_id=self._worker_id, heartbeat_at=now,
             ):
+                notify("run_claimed", self._engine.observer, kind=deployment.kind.value,
+                       environment=deployment.environment)
                 return deployment.id
             # Another worker claimed it (or it was cancelled) meanwhile: its environment is
             # now held; the rest of the line waits for the next pass.
@@ -138,6 +141,11 @@ class RunQueueTask:
             # The store failed under the run: leave it RUNNING; recovery takes it over.
             log.exception("run #%s stopped unexpectedly", deployment_id)
             raise
+
+    def in_progress(self) -> int:
+        """How many runs this task is running now (``/metrics``)."""
+        with self._lock:
+            return sum(1 for f in self._running.values() if not f.done())
 
     def busy(self) -> bool:
         with self._lock:

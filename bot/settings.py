@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     qlp_database_url: str | None = Field(default=None, alias="QLP_DATABASE_URL")
     qlp_config: Path | None = Field(default=None, alias="QLP_CONFIG")
     qlp_log_level: str = Field(default="WARNING", alias="QLP_LOG_LEVEL")
+    # json or text; unset: JSON lines in serve and socket modes, text elsewhere
+    qlp_log_format: str | None = Field(default=None, alias="QLP_LOG_FORMAT")
     # A run whose worker has not heartbeaten for this long is taken over by another worker
     # (or by this process after a restart).
     qlp_stale_after: float = Field(default=30.0, gt=0, alias="QLP_STALE_AFTER")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler
 
+from bot.metrics import ObservedWebClient
+
 __all__ = ["make_web_client"]
 
 
@@ -14,5 +16,5 @@ def make_web_client(token: str, api_url: str) -> WebClient:
     429s are not retried here: the outbox sender honours ``Retry-After`` itself, so a rate limit
     never puts a thread to sleep.
     """
-    return WebClient(token=token, base_url=api_url, timeout=10,
-                     retry_handlers=[ConnectionErrorRetryHandler(max_retry_count=2)])
+    return ObservedWebClient(token=token, base_url=api_url, timeout=10,  # counts its calls
+                             retry_handlers=[ConnectionErrorRetryHandler(max_retry_count=2)])

@@ -20,6 +20,7 @@ from bot.flows import DeploymentFlows, Gate, RequestWriter
 from bot.instance_marker import InstanceMarker
 from bot.listeners import BUTTONS
 from bot.membership import SlackGroups
+from bot.metrics import Metrics
 from bot.notification_sender import NotificationSender
 from bot.outbox_sender import SlackOutboxSender
 from bot.paging import PagingReporter
@@ -99,9 +100,11 @@ class Services:
     tasks: list[WorkerTask] = field(default_factory=list)
     scheduler: LeasedScheduler | None = None
     status_reader: CachedStatusReader | None = None
+    metrics: Metrics = field(default_factory=Metrics)  # GET /metrics: this bot's own registry
     flows: DeploymentFlows = field(init=False)
 
     def __post_init__(self) -> None:
+        self.metrics.bind(self)
         gate = Gate(policy=self.policy, windows=self.windows, environments=self.environments,
                     deployments=self.deployments, approvals=self.approvals,
                     groups=self.groups, clock=self.clock)

@@ -55,6 +55,7 @@ Decisions worth knowing:
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import re
@@ -72,6 +73,7 @@ from procedures.engine_context import (
     RunTakenOver,
 )
 from procedures.errors import ConflictError, ExternalServiceError, QlpError, StepFailure
+from procedures.log_context import Observer, notify, scope
 from procedures.model import DeploymentState, ProcedureKind, Slot, StepState
 from procedures.mrkdwn import escape
 from procedures.platforms.base import Platform
@@ -268,6 +270,8 @@ class Engine:
     Time comes only from ``clock`` and passes only through ``sleep``.
     """
 
+    observer: Observer | None = None  # the bot's metrics (procedures.log_context)
+
     def __init__(
         self,
         *,
@@ -338,7 +342,14 @@ class Engine:
             raise ConflictError(
                 f"#{deployment_id} is {record.state.value}: claim it (claim_next) before run()"
             )
-        return _Run(self, _View.of(record)).execute()
+        with scope(self.observer, deployment_id=deployment_id, kind=record.kind.value,
+                   environment=record.environment, worker_id=self.worker_id):
+            state = _Run(self, _View.of(record)).execute()
+            log.info("run #%s stopped: %s", deployment_id, state.value)
+            if state.terminal:
+                notify("run_finished", kind=record.kind.value,
+                       environment=record.environment, outcome=state.value)
+            return state
 
     def snapshot(self, deployment_id: int) -> RunSnapshot:
         """The deployment and every step of its playbook, for reporters and the card."""
@@ -625,7 +636,8 @@ class _Run:
         # a step that blocks (a readiness wait, a long SDK call) must not look dead to
         # recover() on another replica.
         stop = threading.Event()
-        pulse = threading.Thread(target=self._pulse, args=(stop,), daemon=True,
+        pulse = threading.Thread(target=contextvars.copy_context().run,  # the run's log fields
+                                 args=(self._pulse, stop), daemon=True,
                                  name=f"qlp-pulse-{self.view.id}")
         pulse.start()
         try:
@@ -664,6 +676,11 @@ class _Run:
         resumed = bool(self.records) or self.view.state is _S.ROLLING_BACK
         self._audit("run.resumed" if resumed else "run.started",
                     {"state": self.view.state.value, "worker": self.e.worker_id})
+        log.info("run #%s %s (%s)", self.view.id, "resumed" if resumed else "started",
+                 self.view.state.value)
+        if self.view.kind is ProcedureKind.ROLLBACK and not resumed:
+            notify("rollback_started", kind=self.view.kind.value,
+                   environment=self.view.environment, trigger="command")
         if self.playbook is None:
             message = f"no playbook for {self.view.kind.value} runs"
             if self.view.state is _S.RUNNING and not touched:
@@ -880,7 +897,8 @@ class _Run:
                 return self._begin_rollback(_Failure(step, record.error if record and
                                                      record.error else state.value))
             try:
-                failure = self._run_step(step, position, fresh=state is StepState.PENDING)
+                with scope(step=step.name):
+                    failure = self._run_step(step, position, fresh=state is StepState.PENDING)
             except _CancelledBeforeStart as cancel:
                 return self._cancelled(step, cancel, interrupted=False)
             except RunCancelled as cancel:
@@ -943,6 +961,7 @@ class _Run:
                          {"step": step.name, "attempts": attempts,
                           "duration_s": took.total_seconds()},
                          result=_json_result(result), finished_at=finished, error=None)
+            self._observe_step(step, "succeeded", took)
             self._report_changed()
             self.report(self.with_held(f"✓ {step.title} ({format_duration(took)})"))
             return None
@@ -971,10 +990,18 @@ class _Run:
                      {"step": step.name, "attempts": attempts, "error": error,
                       "duration_s": (finished - started).total_seconds()},
                      error=error, finished_at=finished, attempts=attempts)
+        self._observe_step(step, "failed", finished - started)
         return _Failure(step, error)
+
+    def _observe_step(self, step: Step, outcome: str, took: timedelta) -> None:
+        log.info("step %s %s in %.1f s", step.name, outcome, took.total_seconds())
+        notify("step_finished", kind=self.view.kind.value, step=step.name, outcome=outcome,
+               seconds=took.total_seconds())
 
     def _cancelled(self, step: Step, cancel: RunCancelled, *, interrupted: bool) -> _Failure:
         self.cancel_noticed = True
+        notify("rollback_started", kind=self.view.kind.value,
+               environment=self.view.environment, trigger="cancelled")
         if interrupted:
             position = self.playbook.steps.index(step) if self.playbook else 0
             self._record(step, position, StepState.FAILED, "step.interrupted",
@@ -989,6 +1016,10 @@ class _Run:
         ):
             self.view.state, self.view.error = _S.ROLLING_BACK, error
             self._audit("run.rolling_back", {"error": error, "step": failure.step.name})
+            log.info("run #%s rolling back: %s failed", self.view.id, failure.step.name)
+            notify("rollback_started", kind=self.view.kind.value,
+                   environment=self.view.environment,
+                   trigger="monitoring" if failure.step.name == "monitor" else "step_failed")
             self._report_changed()
             self.report(self.with_held(
                 f"✗ {failure.step.title} failed: {_shown(failure.error)}. Rolling back."),
@@ -1065,7 +1096,8 @@ class _Run:
             self.report(f"Resuming the rollback: undoing {_steps(len(todo))}")
         for position, step in todo:
             self.checkpoint(forward=False)
-            problem = self._undo_step(step, position)
+            with scope(step=step.name):
+                problem = self._undo_step(step, position)
             if problem is not None:
                 return self._needs_attention(f"undo of {step.title} failed: {problem}",
                                              locked=True)
@@ -1090,8 +1122,10 @@ class _Run:
                 error = describe_error(exc)
                 self._record(step, position, StepState.UNDO_FAILED, "step.undo_failed",
                              {"step": step.name, "error": error}, error=f"undo: {error}")
+                self._observe_step(step, "undo_failed", self.now() - started)
                 return error
             took = self.now() - started
+            self._observe_step(step, "undone", took)
             self._record(step, position, StepState.UNDONE, "step.undone",
                          {"step": step.name, "duration_s": took.total_seconds()})
             self._report_changed()

@@ -73,6 +73,7 @@ from procedures.checks.monitoring import (
 )
 from procedures.durations import format_duration
 from procedures.errors import MetricsUnavailable, QlpError, StepFailure
+from procedures.log_context import notify
 from procedures.model import ProcedureKind, Slot
 from procedures.platforms.base import (
     SlotStatus,
@@ -433,6 +434,8 @@ class StandardSteps:
                 p95_ms=p95, db_query_ms=db_ms,
             ))
             failed = [probe for probe in probes.values() if not probe.ok]
+            notify("monitoring_check", environment=ctx.environment_name,
+                   result="failed" if failed else "ok")
             if failed:
                 ctx.report(f"Check {number}/{total}: "
                            + "; ".join(probe.describe() for probe in failed))
@@ -447,6 +450,7 @@ class StandardSteps:
                 )
             for kind, text in verdict.warnings:
                 tally[kind] = tally.get(kind, 0) + 1
+                notify("monitoring_warning", environment=ctx.environment_name, reason=kind)
                 if kind not in said_kinds:
                     said_kinds.add(kind)
                     ctx.report(f"{WARNING_MARK} Warning (check {number}/{total}): {text}. "
@@ -478,6 +482,7 @@ class StandardSteps:
                          "data; check the platform's metrics",
                 )
             tally[NO_DATA] = 1
+            notify("monitoring_warning", environment=ctx.environment_name, reason="no_data")
             ctx.report(f"{WARNING_MARK} Warning: no data: {final.reason}; the error-rate "
                        "rule could not be applied (monitoring.no_data: warn).")
         warnings = sum(tally.values())

@@ -81,7 +81,7 @@ def test_healthz_and_metrics(bot: BotHarness) -> None:
     assert json.loads(health.text)["database"] == "ok"
     metrics = bot.http.get("/metrics").text
     assert 'qlp_slack_requests_total{status="200"} 1' in metrics
-    assert "qlp_slack_ack_seconds_count 1" in metrics
+    assert 'qlp_slack_ack_seconds_count{interaction="command",name="help"} 1' in metrics
 
 
 def test_bad_http_gets_clear_statuses_never_500(bot: BotHarness) -> None:

@@ -17,7 +17,6 @@ import httpx
 
 from bot.app import create_app
 from bot.http_server import HttpServer, SlackWsgiApp
-from bot.metrics import Metrics
 from bot.modes import health_report
 from bot.settings import Settings
 from bot.slack_requests import block_actions_body, signed_headers, slash_command_body
@@ -61,7 +60,7 @@ class BotHarness:
         self.services: Services = build_services(settings, policy=policy, clock=clock,
                                                  database=database)
         self.app = create_app(self.services, signing_secret=SECRET)
-        self.metrics = Metrics()
+        self.metrics = self.services.metrics  # its own registry: deployments, outbox...
         wsgi = SlackWsgiApp(self.app, lambda: health_report(self.services), self.metrics)
         self.server = HttpServer(wsgi, "127.0.0.1", 0, threads=8)
         self.server.start()

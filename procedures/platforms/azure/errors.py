@@ -43,6 +43,7 @@ from azure.core.exceptions import (
 from azure.mgmt.core.polling.arm_polling import ARMPolling
 
 from procedures.errors import ExternalServiceError
+from procedures.log_context import notify
 from procedures.platforms.azure.roles import denied_actions, role_hint
 
 __all__ = ["AzureCalls", "Sleeper", "SlicedPolling", "authorization_hint", "azure_error_code",
@@ -214,10 +215,14 @@ class AzureCalls:
     def call(self, what: str, operation: Callable[[], T]) -> T:
         """Run ``operation``; raise ExternalServiceError (after retries) if Azure fails."""
         for attempt in range(1, self.attempts + 1):
+            started = time.monotonic()
             try:
-                return operation()
+                answer = operation()
+                self._observe(what, "ok", started)
+                return answer
             except AzureError as exc:
                 error = translate(exc, service=self.service, what=what)
+                self._observe(what, _result_of(exc), started)
                 if not error.retryable or attempt == self.attempts:
                     raise error from exc
                 wait = error.retry_after
@@ -229,6 +234,25 @@ class AzureCalls:
                             error.message, attempt, self.attempts, wait)
                 self._sleep(wait)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _observe(self, what: str, result: str, started: float) -> None:
+        # The operation is the verb that starts ``what`` ("read", "create", "point"...):
+        # the code's own word, never a resource name.
+        verb = what.split(" ", 1)[0].lower()
+        notify("azure_call", service=self.service, operation=verb if verb.isalpha() else "call",
+               result=result, seconds=time.monotonic() - started)
+
+
+def _result_of(exc: AzureError) -> str:
+    """``throttled`` (429), ``server_error`` (5xx), ``network_error`` or ``error``."""
+    if isinstance(exc, ServiceRequestError | ServiceResponseError):
+        return "network_error"
+    status = getattr(exc, "status_code", None)
+    if status == 429:
+        return "throttled"
+    if isinstance(status, int) and status >= 500:
+        return "server_error"
+    return "error"
 
 
 class _NotYet(Exception):
