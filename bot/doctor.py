@@ -62,7 +62,8 @@ __all__ = [
 
 MANIFEST_BOT_SCOPES: tuple[str, ...] = (
     "commands", "chat:write", "chat:write.public", "usergroups:read", "users:read",
-    "channels:read", "groups:read", "channels:history", "groups:history", "channels:join")
+    "channels:read", "groups:read", "channels:history", "groups:history", "channels:join",
+    "files:write")
 """The bot scopes of ``manifest.yml`` (``oauth_config.scopes.bot``; a test keeps them equal).
 Kept in code because the manifest is not part of the installed package."""
 
@@ -77,6 +78,7 @@ SCOPE_USE = {
     "channels:history": "looking up a post whose answer was lost, so it is not posted twice",
     "groups:history": "the same in a private deployment channel",
     "channels:join": "rejoining a public channel the bot was removed from",
+    "files:write": "the monitoring chart in a deployment's thread",
 }
 
 

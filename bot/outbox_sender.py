@@ -15,6 +15,10 @@ Payloads (see ``bot.slack_reporter`` for who writes which):
   of that deployment's card. A run of pending updates of one card (one ordering key)
   coalesces: only the newest is sent, the others are marked sent as ``superseded``.
 - ``ephemeral``: ``{"user", "text", "blocks"?}``: shown to ``user`` in ``channel``.
+- ``post`` with ``file``: ``{"text", "file": {"filename", "title", "chart"}}`` and
+  ``thread_of``: a chart (``bot.charts``) drawn at delivery and uploaded into the card's thread
+  (``files.getUploadURLExternal``, a POST of the bytes, ``files.completeUploadExternal``);
+  ``text`` is its comment. Not merged with other replies; at least once (see ``_file``).
 - ``card_post`` (optional) is the outbox id of the card's post: a message that needs the
   card's ``ts`` waits while that post is pending and is given up when it is dead. Without it,
   such a message waits at most ``card_wait``.
@@ -83,6 +87,7 @@ from datetime import datetime, timedelta
 from typing import Any, NoReturn, Protocol
 from urllib.error import URLError
 
+import httpx
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
@@ -285,8 +290,46 @@ class SlackOutboxSender:
             self._update(notification)
         elif notification.kind == "ephemeral":
             self._ephemeral(notification)
+        elif notification.payload.get("file"):
+            self._file(notification)
         else:
             self._post(notification)
+
+    def _file(self, n: Notification) -> NoReturn:
+        """A ``post`` with a ``file`` payload (``bot.chart_reporter``): render the chart and
+        share it in the card's thread: ``files.getUploadURLExternal``, the bytes POSTed to the
+        returned ``upload_url``, ``files.completeUploadExternal`` (``channel_id``,
+        ``thread_ts``). Each call's failures are treated as a post's; a failed upload is
+        retried with backoff. At least once: a file whose completion answer was lost is
+        uploaded again (a file share carries no metadata to look it up by)."""
+        from bot.charts import render_png  # matplotlib loads only where a chart is sent
+
+        file = n.payload["file"]
+        if n.thread_of is None or not isinstance(file, Mapping):
+            self._dead(n, "a file without a card's thread to go to")
+        channel, thread_ts = self._card_of(n, n.thread_of)
+        self._wait_for_channel(n, channel, paced=True)
+        try:
+            data = render_png(file.get("chart") or {})
+        except Exception as error:  # a chart that cannot be drawn never will be
+            log.exception("slack outbox: could not draw the chart of message #%s", n.id)
+            self._dead(n, f"the chart could not be drawn: {type(error).__name__}: {error}"[:500])
+        filename = str(file.get("filename") or f"qlp-{n.id}.png")
+        title = str(file.get("title") or filename)
+        answer = self._call(n, channel, lambda: self._client.files_getUploadURLExternal(
+            filename=filename, length=len(data), alt_txt=title[:1000]), write=True)
+        upload_url, file_id = str(answer["upload_url"]), str(answer["file_id"])
+        self._call(n, channel, lambda: _upload(upload_url, data, self._client.timeout),
+                   write=True)
+        args: dict[str, Any] = {"files": [{"id": file_id, "title": title}],
+                                "channel_id": channel, "thread_ts": thread_ts}
+        if n.payload.get("text"):
+            args["initial_comment"] = str(n.payload["text"])
+        self._call(n, channel, lambda: self._client.files_completeUploadExternal(**args),
+                   write=True)
+        self._outbox.mark_sent(self._id(n), now=self._clock.now(), note=f"file {file_id}")
+        self._delivered(channel)
+        raise _Done(True)
 
     def _post(self, n: Notification) -> NoReturn:
         payload = n.payload
@@ -677,6 +720,15 @@ class _NoHistory(Exception):
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
         self.detail = detail
+
+
+def _upload(url: str, data: bytes, timeout: float | None) -> None:
+    """POST a file's bytes to the ``upload_url`` Slack handed out; raise unless it took them."""
+    response = httpx.post(url, content=data, timeout=timeout or 30,
+                          headers={"Content-Type": "application/octet-stream"})
+    if response.status_code != 200:
+        raise ConnectionError(f"the file upload was refused: HTTP {response.status_code} "
+                              f"{response.text[:200]}")
 
 
 def _outbox_id(message: Mapping[str, Any]) -> int | None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from slack_sdk import WebClient
 
 from bot.audiences import AudienceReporter
+from bot.chart_reporter import ChartReporter
 from bot.clicks import ClickTask
 from bot.doctor import DoctorTask
 from bot.flows import DeploymentFlows, Gate, RequestWriter
@@ -243,13 +244,15 @@ def build_services(settings: Settings, *, policy: Policy, clock: Clock | None = 
     reporter = CardReporter(SlackReporter(outbox, channel=policy.channel, zone=policy.zone,
                                           clock=clock))
     worker_id = _worker_id()
+    baselines = BaselineRepository(database, clock)
     engine = Engine(
         deployments=deployments, environments=environments, audit=audit,
         # pages on rollbacks and resolves; tells the audiences of starts and ends
-        reporter=AudienceReporter(PagingReporter(reporter, outbox, policy), outbox, policy,
-                                  environments),
+        reporter=ChartReporter(AudienceReporter(PagingReporter(reporter, outbox, policy),
+                                                outbox, policy, environments),
+                               outbox, deployments, baselines, policy),  # monitoring charts
         playbooks=playbooks, policy=policy, platform_for=platforms.platform_for,
-        metrics_for=platforms.metrics_for, baselines=BaselineRepository(database, clock),
+        metrics_for=platforms.metrics_for, baselines=baselines,
         clock=clock, sleep=sleep, worker_id=worker_id,
         # Beat well inside the takeover threshold, whatever QLP_STALE_AFTER is.
         heartbeat_every=timedelta(seconds=min(5.0, settings.qlp_stale_after / 4)))

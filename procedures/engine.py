@@ -989,7 +989,9 @@ class _Run:
         self._record(step, position, StepState.FAILED, "step.failed",
                      {"step": step.name, "attempts": attempts, "error": error,
                       "duration_s": (finished - started).total_seconds()},
-                     error=error, finished_at=finished, attempts=attempts)
+                     error=error, finished_at=finished, attempts=attempts,
+                     result=_json_result(exc.result) if isinstance(exc, StepFailure)
+                     else None)
         self._observe_step(step, "failed", finished - started)
         return _Failure(step, error)
 

@@ -14,7 +14,9 @@ into a Slack reply in one place, so a listener never shows a traceback.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 
 class QlpError(Exception):
@@ -60,9 +62,11 @@ class ConflictError(QlpError):
 class StepFailure(QlpError):
     """A playbook step failed; ``retryable`` says whether trying again may help."""
 
-    def __init__(self, message: str, *, retryable: bool = False, hint: str | None = None) -> None:
+    def __init__(self, message: str, *, retryable: bool = False, hint: str | None = None,
+                 result: Mapping[str, Any] | None = None) -> None:
         super().__init__(message, hint=hint)
         self.retryable = retryable
+        self.result = result  # what the step saw before it failed; kept on its step record
 
 
 class ExternalServiceError(QlpError):

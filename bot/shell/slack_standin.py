@@ -21,11 +21,13 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Literal, Self
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
@@ -38,6 +40,7 @@ __all__ = [
     "SlackStandIn",
     "StandInEvent",
     "StoredMessage",
+    "UploadedFile",
     "block_problems",
 ]
 
@@ -61,12 +64,17 @@ _METHOD_SCOPES = {
     "chat.postEphemeral": "chat:write",
     "usergroups.users.list": "usergroups:read",
     "users.info": "users:read",
+    "files.getUploadURLExternal": "files:write",
+    "files.completeUploadExternal": "files:write",
 }
 # Form-encoded callers send structured arguments as JSON strings.
 _JSON_STRING_ARGS = ("blocks", "attachments", "view", "metadata")
 _TRUE_STRINGS = frozenset({"1", "true", "True", "yes"})
 _RESPONSE_PREFIX = "/response/"
 _API_PREFIX = "/api/"
+_UPLOAD_PREFIX = "/upload/"
+UPLOAD = "upload"
+"""The method name of a POST to an ``upload_url`` (call log, faults)."""
 
 EventKind = Literal["posted", "updated", "ephemeral", "deleted", "view_opened"]
 
@@ -92,6 +100,7 @@ class StoredMessage:
     updates: int = 0
     reply_count: int = 0
     source: str = "api"
+    files: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def is_reply(self) -> bool:
@@ -114,7 +123,34 @@ class StoredMessage:
             body["thread_ts"] = self.thread_ts
         if self.broadcast:
             body["subtype"] = "thread_broadcast"
+        if self.files:
+            body["files"] = copy.deepcopy(self.files)
+            body.setdefault("subtype", "file_share")
         return body
+
+
+@dataclass
+class UploadedFile:
+    """A file uploaded through ``files.getUploadURLExternal``: ``data`` once its bytes were
+    POSTed to the upload URL, ``completed`` once ``files.completeUploadExternal`` took it,
+    ``path`` where it was written when it was shared in a channel."""
+
+    id: str
+    filename: str
+    length: int
+    alt_txt: str = ""
+    data: bytes | None = None
+    completed: bool = False
+    title: str = ""
+    channel: str | None = None
+    thread_ts: str | None = None
+    path: str | None = None
+
+    def as_slack(self) -> dict[str, Any]:
+        """The file object as a message's ``files`` shows it (plus ``local_path``)."""
+        return {"id": self.id, "name": self.filename, "title": self.title or self.filename,
+                "size": self.length, "mimetype": "image/png" if self.filename.endswith(".png")
+                else "application/octet-stream", "local_path": self.path}
 
 
 @dataclass
@@ -228,6 +264,7 @@ class _Request:
     token: str | None
     json_body: bool
     bad_body: str | None = None
+    raw: bytes = b""
 
 
 class _Server(ThreadingHTTPServer):
@@ -290,6 +327,7 @@ class SlackStandIn:
         response_url_limit: int | None = 5,
         scopes: Iterable[str] | None = None,
         member_of: Iterable[str] | None = None,
+        files_dir: Path | None = None,
     ) -> None:
         """Configure the workspace.
 
@@ -302,7 +340,9 @@ class SlackStandIn:
         ``member_of`` is the set of channels the bot is a member of (``conversations.info``'s
         ``is_member``); by default every channel. ``clock`` feeds
         message timestamps (they stay unique and increasing either way) and the call log;
-        without it timestamps count up from ``base_ts``.
+        without it timestamps count up from ``base_ts``. ``files_dir`` is where shared files
+        are written (a new temporary directory when first needed, by default); the file's
+        message in the channel or thread names the path.
         """
         self.groups: dict[str, list[str]] = {k: list(v) for k, v in (groups or {}).items()}
         self.users: dict[str, str] = dict(users or {})
@@ -317,6 +357,7 @@ class SlackStandIn:
         self.response_url_limit = response_url_limit
         self.scopes: list[str] = list(MANIFEST_BOT_SCOPES if scopes is None else scopes)
         self.member_of: set[str] | None = None if member_of is None else set(member_of)
+        self.files_dir = files_dir
         self._clock = clock
         self._base_us = base_ts * 1_000_000
         self._cond = threading.Condition(threading.RLock())
@@ -509,6 +550,9 @@ class SlackStandIn:
 
     def _serve(self, handler: BaseHTTPRequestHandler) -> None:
         request = self._read(handler)
+        if request.path.startswith(_UPLOAD_PREFIX):
+            self._serve_upload(handler, request, unquote(request.path[len(_UPLOAD_PREFIX):]))
+            return
         if request.path.startswith(_API_PREFIX):
             method, target = request.path[len(_API_PREFIX) :], None
         elif request.path.startswith(_RESPONSE_PREFIX):
@@ -546,6 +590,9 @@ class SlackStandIn:
         length = int(handler.headers.get("Content-Length") or 0)
         raw = handler.rfile.read(length) if length > 0 else b""
         content_type = handler.headers.get("Content-Type", "")
+        if parts.path.startswith(_UPLOAD_PREFIX):  # a file's bytes: nothing to parse
+            return _Request(parts.path, {"length": len(raw)}, content_type, None, False,
+                            raw=raw)
         args: dict[str, Any] = {
             k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()
         }
@@ -635,7 +682,114 @@ class SlackStandIn:
             "users.info": self._users_info,
             "views.open": self._views_open,
             "conversations.info": self._conversations_info,
+            "files.getUploadURLExternal": self._files_get_upload_url_external,
+            "files.completeUploadExternal": self._files_complete_upload_external,
         }
+
+    # ----------------------------------------------------------------- file uploads
+
+    def uploaded_files(self) -> list[UploadedFile]:
+        """Files whose upload was started, oldest first (snapshots; ``data`` is the bytes)."""
+        with self._cond:
+            return copy.deepcopy(list(self._files.values()))
+
+    def _files_get_upload_url_external(self, args: dict[str, Any]) -> dict[str, Any]:
+        filename, length = args.get("filename"), args.get("length")
+        if not isinstance(filename, str) or not filename.strip():
+            raise _ApiError("invalid_arguments", response_metadata={
+                "messages": ["[ERROR] missing required field: filename"]})
+        try:
+            size = int(str(length))
+        except ValueError:
+            size = 0
+        if size < 1:
+            raise _ApiError("invalid_arguments", response_metadata={
+                "messages": ["[ERROR] length must be a positive integer"]})
+        self._file_seq += 1
+        file_id = f"F{self._file_seq:010d}"
+        self._files[file_id] = UploadedFile(file_id, filename, size,
+                                            alt_txt=str(args.get("alt_txt") or ""))
+        return {"upload_url": f"{self.base_url}{_UPLOAD_PREFIX}{file_id}", "file_id": file_id}
+
+    def _serve_upload(self, handler: BaseHTTPRequestHandler, request: _Request,
+                      file_id: str) -> None:
+        """A POST of a file's bytes to its ``upload_url``: exactly ``length`` bytes, once."""
+        with self._cond:
+            fault = self._fault_for(UPLOAD, file_id)
+            file = self._files.get(file_id)
+            if fault is not None:
+                reply = fault.reply()
+            elif file is None:
+                reply = _Reply.text(404, "unknown upload")
+            elif file.data is not None:
+                reply = _Reply.text(400, "already uploaded")
+            elif len(request.raw) != file.length:
+                reply = _Reply.text(400, f"expected {file.length} bytes, got "
+                                         f"{len(request.raw)}")
+            else:
+                file.data = bytes(request.raw)
+                reply = _Reply.text(200, f"OK - {len(request.raw)}")
+            self._calls.append(ApiCall(
+                method=UPLOAD, args={"length": len(request.raw)}, at=self._now(),
+                status=reply.status, ok=reply.status == 200, error=reply.error,
+                content_type=request.content_type, target=file_id,
+                faulted=fault is not None))
+            self._cond.notify_all()
+        self._write(handler, reply)
+
+    def _files_complete_upload_external(self, args: dict[str, Any]) -> dict[str, Any]:
+        files = args.get("files")
+        if isinstance(files, str):
+            try:
+                files = json.loads(files)
+            except ValueError:
+                raise _ApiError("invalid_arguments") from None
+        if not isinstance(files, list) or not files or not all(
+                isinstance(f, dict) and isinstance(f.get("id"), str)
+                and isinstance(f.get("title", ""), str) for f in files):
+            raise _ApiError("invalid_arguments", response_metadata={
+                "messages": ["[ERROR] files must be a list of {id, title}"]})
+        chosen: list[UploadedFile] = []
+        for entry in files:
+            file = self._files.get(entry["id"])
+            if file is None or file.data is None:
+                raise _ApiError("file_not_found")  # unknown, or its bytes never arrived
+            if file.completed:
+                raise _ApiError("file_already_completed")
+            chosen.append(file)
+        channel: str | None = None
+        thread_ts: str | None = None
+        if args.get("channel_id") not in (None, ""):
+            channel = self._channel_arg({"channel": args.get("channel_id")})
+            thread_ts = self._thread_arg(channel, args.get("thread_ts"))
+        elif args.get("thread_ts") not in (None, ""):
+            raise _ApiError("invalid_arguments", response_metadata={
+                "messages": ["[ERROR] thread_ts needs channel_id"]})
+        shared: list[dict[str, Any]] = []
+        for entry, file in zip(files, chosen, strict=True):
+            file.completed = True
+            file.title = str(entry.get("title") or file.filename)
+            file.channel, file.thread_ts = channel, thread_ts
+            if channel is not None:
+                file.path = self._save_file(file)
+            shared.append(file.as_slack())
+        if channel is not None:
+            comment = str(args.get("initial_comment") or "")
+            where = "; ".join(f"{f['title']}: {f['local_path']}" for f in shared)
+            self._store(StoredMessage(channel, self._next_ts(),
+                                      f"{comment}\n{where}" if comment else where, [],
+                                      thread_ts, files=shared))
+        return {"files": [{"id": f["id"], "title": f["title"]} for f in shared]}
+
+    def _save_file(self, file: UploadedFile) -> str:
+        """Write a shared file where a person can open it (the local shell prints the path)."""
+        if self.files_dir is None:
+            self.files_dir = Path(tempfile.mkdtemp(prefix="qlp-slack-files-"))
+        self.files_dir.mkdir(parents=True, exist_ok=True)
+        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in file.filename)
+        path = self.files_dir / f"{file.id}-{safe}"
+        path.write_bytes(file.data or b"")
+        return str(path)
 
     def _auth_test(self, args: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -839,6 +993,8 @@ class SlackStandIn:
         self._view_seq = 0
         self._calls: list[ApiCall] = []
         self._targets: dict[str, _ResponseTarget] = {}
+        self._files: dict[str, UploadedFile] = {}
+        self._file_seq = 0
 
     def _now(self) -> float:
         return self._clock() if self._clock is not None else time.time()

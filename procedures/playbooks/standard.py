@@ -447,6 +447,7 @@ class StandardSteps:
                 raise StepFailure(
                     f"monitoring {plan.target} ({version}): {verdict.reason}",
                     hint=f"traffic goes back to {plan.previous}, which is still running",
+                    result=_series(samples, started),
                 )
             for kind, text in verdict.warnings:
                 tally[kind] = tally.get(kind, 0) + 1
@@ -502,6 +503,7 @@ class StandardSteps:
                        "manual_rollback": manual})
         if latency is not None:
             result.update(latency.result())
+        result.update(_series(samples, started))
         return result
 
     def record_baseline(self, ctx: StepContext) -> StepResult:
@@ -827,6 +829,14 @@ def _summary_result(summary: Summary, slot: Slot, version: str,
         "request_count": summary.requests, "error_rate": summary.error_rate,
         "watched_s": round(watched.total_seconds(), 1),
     }
+
+
+def _series(samples: Sequence[Sample], started: datetime) -> dict[str, Any]:
+    """The checks as recorded for the monitoring chart (``bot.chart_reporter``): seconds since
+    ``series_started_at``, the slowest probe's ms, and whether the health paths answered."""
+    return {"series_started_at": started.isoformat(), "series": [
+        [round((s.at - started).total_seconds(), 1), round(s.response_ms, 1), int(s.health_ok)]
+        for s in samples]}
 
 
 def _ms(value: Any) -> str:

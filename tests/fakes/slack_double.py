@@ -10,6 +10,15 @@ non-empty string, ``event_payload`` an object; stored with the message, replaced
 ``chat.update`` that carries one) returned by ``conversations.history`` and
 ``conversations.replies`` only when ``include_all_metadata`` is true; and channel membership
 (``remove_bot`` / ``conversations.join``).
+
+File uploads follow Slack's current flow, as the stand-in serves it (``files:write``):
+``files.getUploadURLExternal`` (``filename`` and a positive ``length`` required) hands out
+an ``upload_url`` and a ``file_id``; a POST of exactly ``length`` bytes to that URL (method
+name ``"upload"`` in the call log and for faults: ``fail_next("upload", status=500)``) stores
+them, once; ``files.completeUploadExternal`` takes ``files=[{"id", "title"}]`` with
+``channel_id`` and ``thread_ts`` (a top-level message of that channel) and refuses a file it
+never handed out or whose bytes never came (``file_not_found``) and one completed before
+(``file_already_completed``). ``uploaded_files()`` shows them, bytes included.
 """
 
 from __future__ import annotations
@@ -26,6 +35,8 @@ from urllib.parse import urlsplit
 from bot.shell.slack_standin import (
     _API_PREFIX,
     _RESPONSE_PREFIX,
+    _UPLOAD_PREFIX,
+    UPLOAD,
     Fault,
     SlackStandIn,
     StoredMessage,
@@ -331,7 +342,8 @@ class SlackDouble(SlackStandIn):
     def _serve(self, handler: BaseHTTPRequestHandler) -> None:
         path = urlsplit(handler.path).path
         method = (path[len(_API_PREFIX):] if path.startswith(_API_PREFIX)
-                  else "response_url" if path.startswith(_RESPONSE_PREFIX) else "")
+                  else "response_url" if path.startswith(_RESPONSE_PREFIX)
+                  else UPLOAD if path.startswith(_UPLOAD_PREFIX) else "")
         with self._cond:
             self._arrivals.append(method)
             self._cond.notify_all()
