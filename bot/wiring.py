@@ -238,7 +238,7 @@ def build_services(settings: Settings, *, policy: Policy, clock: Clock | None = 
             checks=final_checks(settings)),
         ProcedureKind.HOTFIX: hotfix_playbook(http=http, monitoring=policy.monitoring),
         ProcedureKind.EMERGENCY: emergency_playbook(http=http),
-        ProcedureKind.ROLLBACK: rollback_playbook(http=http),
+        ProcedureKind.ROLLBACK: rollback_playbook(http=http, monitoring=policy.monitoring),
         ProcedureKind.MIGRATION: migration_playbook(backups_dir=settings.qlp_home / "backups"),
     }
     reporter = CardReporter(SlackReporter(outbox, channel=policy.channel, zone=policy.zone,

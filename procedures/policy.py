@@ -333,6 +333,9 @@ class Monitoring(_Strict):
     no_data: Literal["warn", "rollback"] = "warn"
     # manual
     response_time_ratio: float | None = Field(default=2.0, gt=1)
+    # after a rollback (automatic or /qlp rollback): the public URL's health paths must answer
+    # 2xx within this long (the seed's `timeout 120 ... until curl -f $PRODUCTION_URL/health`)
+    rollback_verify: Duration = timedelta(minutes=2)
 
     @field_validator("database_health")
     @classmethod
@@ -348,6 +351,8 @@ class Monitoring(_Strict):
         for name in ("health_window", "error_window"):
             if getattr(self, name) <= timedelta(0):
                 raise ValueError(f"{name} must be positive")
+        if not timedelta(seconds=10) <= self.rollback_verify <= timedelta(minutes=10):
+            raise ValueError("rollback_verify must be between 10s and 10m (the seed: 2m)")
         return self
 
 

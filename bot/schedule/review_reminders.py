@@ -15,9 +15,18 @@ whatever its outcome, since an emergency that failed or rolled back needs its re
 One rejected, cancelled or expired before it started owes no review. The due time is the
 stored ``review_due`` (what people were told), else 24 hours after the start.
 
+The post-rollback investigation (the seed's ``automatic-rollback.sh`` ends with "Post-rollback
+investigation required") is chased the same way: a deployment that ended ROLLED_BACK (any kind
+but an emergency, which has its review; not one a person cancelled) owes an investigation due
+24 hours after its rollback ended. The first note goes right after the rollback, then every 4
+hours, at the due time (overdue) and every 4 hours after it, until its checklist item
+"Deployment retrospective scheduled" is ticked with ``/qlp checklist <id>``. Rollbacks older than
+``INVESTIGATION_NAG_FOR`` (7 days) are not chased any more, so years of history never wake up.
+
 A bot that was down over several repetitions sends only the latest one (a repetition is
 stale once the next is due). Dedup keys: ``review:<id>:<moment UTC>:thread`` and
-``review:<id>:<moment UTC>:dm``, ``<moment UTC>`` like ``2026-12-01T15:00Z``.
+``review:<id>:<moment UTC>:dm`` (``investigation:...`` for an investigation), ``<moment UTC>``
+like ``2026-12-01T15:00Z``.
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ from typing import TYPE_CHECKING
 
 from bot.formatting import escape, local_time
 from bot.slack_reporter import channel_key
-from procedures.checklists import EMERGENCY_ITEMS, item_key, manual_ticks
+from procedures.checklists import EMERGENCY_ITEMS, STANDARD_ITEMS, item_key, manual_ticks
 from procedures.durations import format_duration
 from procedures.model import DeploymentState, ProcedureKind
 from procedures.playbooks.emergency import REVIEW_WITHIN
@@ -46,6 +55,19 @@ REVIEW_ITEM_TEXT = "Post-emergency review scheduled"
 REVIEW_ITEM = item_key(REVIEW_ITEM_TEXT)
 """The key of the emergency checklist item whose tick stops the reminders."""
 assert any(item.key == REVIEW_ITEM and item.manual for item in EMERGENCY_ITEMS), REVIEW_ITEM
+
+INVESTIGATION_ITEM_TEXT = "Deployment retrospective scheduled"
+INVESTIGATION_ITEM = item_key(INVESTIGATION_ITEM_TEXT)
+"""The key of the (standard) checklist item whose tick ends a post-rollback investigation."""
+assert any(item.key == INVESTIGATION_ITEM and item.manual for item in STANDARD_ITEMS)
+
+INVESTIGATION_WITHIN = timedelta(hours=24)
+"""A rolled-back deployment's investigation is due this long after the rollback ended."""
+
+INVESTIGATION_NAG_FOR = timedelta(days=7)
+"""Rollbacks that ended longer ago than this are not chased any more."""
+
+_CANCELLED_BY = "cancelled by "  # procedures.engine.CANCELLED_BY: a person stopped the run
 
 FIRST_AFTER = timedelta(hours=4)
 """The first reminder comes this long after the emergency run started."""
@@ -112,6 +134,32 @@ def review_ticked(deployment: Deployment) -> bool:
     return REVIEW_ITEM in manual_ticks(deployment.options.get("checklist"), EMERGENCY_ITEMS)
 
 
+def investigation_due(deployment: Deployment) -> datetime | None:
+    """When a rolled-back deployment's investigation is due; None if it owes none (not rolled
+    back, an emergency, cancelled by a person, or no end time)."""
+    if (deployment.state is not DeploymentState.ROLLED_BACK
+            or deployment.kind is ProcedureKind.EMERGENCY
+            or deployment.finished_at is None
+            or (deployment.error or "").startswith(_CANCELLED_BY)):
+        return None
+    return deployment.finished_at + INVESTIGATION_WITHIN
+
+
+def investigation_ticked(deployment: Deployment) -> bool:
+    """Whether the checklist's "Deployment retrospective scheduled" item is ticked."""
+    return INVESTIGATION_ITEM in manual_ticks(deployment.options.get("checklist"), STANDARD_ITEMS)
+
+
+@dataclass(frozen=True)
+class _Owed:
+    """One follow-up owed: an emergency's review or a rollback's investigation."""
+
+    deployment: Deployment
+    due: datetime
+    what: str  # "review" or "investigation" (the dedup key's prefix)
+    since: datetime  # the moments count from here
+
+
 def _stamp(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%MZ")
 
@@ -145,20 +193,38 @@ class ReviewReminders:
 
     def owing(self) -> list[tuple[Deployment, datetime]]:
         """Emergencies that ran and whose review is not ticked, with their due time."""
-        found: list[tuple[Deployment, datetime]] = []
+        return [(owed.deployment, owed.due) for owed in self._owing(None)
+                if owed.what == "review"]
+
+    def investigations(self, now: datetime) -> list[tuple[Deployment, datetime]]:
+        """Rolled-back deployments (of the last ``INVESTIGATION_NAG_FOR`` before ``now``)
+        whose investigation is not ticked, with its due time."""
+        return [(owed.deployment, owed.due) for owed in self._owing(now)
+                if owed.what == "investigation"]
+
+    def _owing(self, now: datetime | None) -> list[_Owed]:
+        found: list[_Owed] = []
         for deployment in self._deployments.list_in_states(_MAYBE_STARTED,
                                                            kind=ProcedureKind.EMERGENCY):
             if review_ticked(deployment):
                 continue
             due = review_due(deployment)
             if due is not None:
-                found.append((deployment, due))
+                assert deployment.started_at is not None
+                found.append(_Owed(deployment, due, "review", deployment.started_at))
+        if now is None:
+            return found
+        for deployment in self._deployments.list_in_states([DeploymentState.ROLLED_BACK]):
+            due = investigation_due(deployment)
+            if (due is None or investigation_ticked(deployment)
+                    or due - INVESTIGATION_WITHIN < now - INVESTIGATION_NAG_FOR):
+                continue
+            found.append(_Owed(deployment, due, "investigation", due - INVESTIGATION_WITHIN))
         return found
 
-    def _moments(self, deployment: Deployment, due: datetime) -> Iterator[ReviewMoment]:
-        assert deployment.started_at is not None
-        return review_moments(deployment.started_at, due, first_after=self._first_after,
-                              every=self._every)
+    def _moments(self, owed: _Owed) -> Iterator[ReviewMoment]:
+        first_after = self._first_after if owed.what == "review" else timedelta(0)
+        return review_moments(owed.since, owed.due, first_after=first_after, every=self._every)
 
     # -- DueWork ------------------------------------------------------------------------------
 
@@ -166,33 +232,34 @@ class ReviewReminders:
         """Send the current repetition of each owed review (once); how many messages."""
         self._forget(now)
         sent = 0
-        for deployment, due in self.owing():
+        for owed in self._owing(now):
             current: ReviewMoment | None = None
-            for moment in self._moments(deployment, due):
+            for moment in self._moments(owed):
                 if moment.at > now:
                     break
                 current = moment
             if current is None:
                 continue
-            sent += self._send(deployment, due, current, now)
+            sent += self._send(owed, current, now)
         return sent
 
     def upcoming(self, now: datetime, horizon: timedelta) -> list[datetime]:
         """The next repetition of each owed review after ``now``, within ``horizon``."""
         moments: set[datetime] = set()
-        for deployment, due in self.owing():
-            for moment in self._moments(deployment, due):
+        for owed in self._owing(now):
+            for moment in self._moments(owed):
                 if moment.at > now + horizon:
                     break
                 if moment.at > now:
                     moments.add(moment.at)
         return sorted(moments)
 
-    def _send(self, deployment: Deployment, due: datetime, moment: ReviewMoment,
-              now: datetime) -> int:
+    def _send(self, owed: _Owed, moment: ReviewMoment, now: datetime) -> int:
+        deployment, due = owed.deployment, owed.due
         assert deployment.id is not None
-        base = f"review:{deployment.id}:{_stamp(moment.at)}"
-        text = self.render(deployment, due, moment)
+        base = f"{owed.what}:{deployment.id}:{_stamp(moment.at)}"
+        text = (self.render(deployment, due, moment) if owed.what == "review"
+                else self.render_investigation(deployment, due, moment))
         channel = deployment.channel or self._channel
         sent = 0
         targets = (
@@ -234,4 +301,22 @@ class ReviewReminders:
                     f"due by {when}{ago}. {how}")
         left = format_duration(due - moment.at)
         return (f":memo: Reminder: the post-emergency review of {subject} is due by {when} "
+                f"(in {left}). {how}")
+
+    def render_investigation(self, deployment: Deployment, due: datetime,
+                             moment: ReviewMoment) -> str:
+        """The text of a post-rollback investigation's repetition ``moment``."""
+        subject = (f"the rolled-back deployment #{deployment.id} "
+                   f"({escape(deployment.version or '(no version)')} to "
+                   f"{deployment.environment})")
+        how = (f"Tick “{INVESTIGATION_ITEM_TEXT}” with `/qlp checklist {deployment.id}` once it "
+               "is scheduled.")
+        when = local_time(due, self._zone)
+        if moment.overdue:
+            late = moment.at - due
+            ago = f", {format_duration(late)} ago" if late > timedelta(0) else ""
+            return (f":warning: The post-rollback investigation of {subject} is *overdue*: it "
+                    f"was due by {when}{ago}. {how}")
+        left = format_duration(due - moment.at)
+        return (f":mag: Post-rollback investigation required for {subject}: due by {when} "
                 f"(in {left}). {how}")

@@ -11,7 +11,8 @@ log line is the deployment row and the audit log. Steps::
     blue-green-deploy.sh $ROLLBACK_VERSION    deploy_idle_slot, wait_healthy, smoke_tests,
                                               switch_traffic
     (automatic-rollback.sh's verification)    verify          the public URL is healthy
-                                                              within 2 minutes
+                                                              within monitoring.rollback_verify
+                                                              (2 minutes), tried every 5 s
     post-deployment-tests.sh                  post_deploy_tests
     (blue-green's cleanup)                    stop_old_slot   the version rolled away from
 
@@ -21,7 +22,9 @@ in the standard playbook: traffic goes back to the version that was live, which 
 until the rollback has been verified.
 
 The automatic rollback (the engine undoing a failed run) needs none of this: it is the
-compensation of the failed run, without approval.
+compensation of the failed run, without approval. Its undo of ``switch_traffic``
+(``procedures.playbooks.standard.restore_previous``) switches back, or redeploys the previous
+version when its colour is gone, and verifies the public URL the same way as ``verify`` here.
 """
 
 from __future__ import annotations
@@ -30,20 +33,36 @@ from datetime import timedelta
 
 from procedures.checks.http import HttpChecker
 from procedures.model import ProcedureKind
-from procedures.playbook import Playbook, RetryPolicy, Step
-from procedures.playbooks.emergency import PublicHealthVerification
-from procedures.playbooks.standard import SWITCH_TIMEOUT, StandardSteps
+from procedures.playbook import Playbook, RetryPolicy, Step, StepContext, StepResult
+from procedures.playbooks.standard import SWITCH_TIMEOUT, StandardSteps, verify_rollback
+from procedures.policy import Monitoring
 
 __all__ = ["ROLLBACK_VERIFY_WITHIN", "rollback_playbook"]
 
 ROLLBACK_VERIFY_WITHIN = timedelta(minutes=2)  # the seed's automatic rollback waits 120 s
+VERIFY_MARGIN = timedelta(seconds=30)
 
 
-def rollback_playbook(*, http: HttpChecker) -> Playbook:
-    """The manual rollback (``ProcedureKind.ROLLBACK``); see the module docstring."""
+class _Verify:
+    """The public URL healthy within the policy's ``monitoring.rollback_verify``."""
+
+    def __init__(self, http: HttpChecker) -> None:
+        self.http = http
+
+    def __call__(self, ctx: StepContext) -> StepResult:
+        return verify_rollback(ctx, self.http, what="Post-rollback verification",
+                               hint="traffic goes back to the previous slot")
+
+
+def rollback_playbook(*, http: HttpChecker, monitoring: Monitoring | None = None) -> Playbook:
+    """The manual rollback (``ProcedureKind.ROLLBACK``); see the module docstring.
+
+    ``monitoring`` (the policy's section) sizes the verify step's timeout: its
+    ``rollback_verify`` plus 30 s; the verification never outlives its step.
+    """
+    within = (monitoring or Monitoring()).rollback_verify
     steps = StandardSteps(http)
-    verify = PublicHealthVerification(http, within=ROLLBACK_VERIFY_WITHIN,
-                                      what="Post-rollback verification")
+    verify = _Verify(http)
     return Playbook(
         kind=ProcedureKind.ROLLBACK,
         title="Manual rollback",
@@ -63,8 +82,8 @@ def rollback_playbook(*, http: HttpChecker) -> Playbook:
                  steps.switch_traffic, undo=steps.undo_switch_traffic,
                  timeout=SWITCH_TIMEOUT,
                  retry=RetryPolicy(attempts=3, backoff=timedelta(seconds=2))),
-            Step("verify", "Post-rollback verification: healthy within 2 min", verify,
-                 timeout=ROLLBACK_VERIFY_WITHIN + timedelta(seconds=30)),
+            Step("verify", "Post-rollback verification: the public URL healthy", verify,
+                 timeout=within + VERIFY_MARGIN),
             Step("post_deploy_tests", "Post-rollback tests on the public URL",
                  steps.post_deploy_tests, timeout=timedelta(minutes=3),
                  retry=RetryPolicy(attempts=2, backoff=timedelta(seconds=5))),

@@ -124,6 +124,7 @@ NO_DATA = "no data"
 # A watched platform ends its own wait this long before the step's deadline (its last status
 # read, its own error) instead of being cut off by the step's sleep.
 WATCH_MARGIN = timedelta(seconds=30)
+ROLLBACK_VERIFY_EVERY = timedelta(seconds=5)  # automatic-rollback.sh: until curl ...; sleep 5
 
 
 @runtime_checkable
@@ -310,15 +311,15 @@ class StandardSteps:
                 "previous_version": plan.live_version, "switched_at": switched_at.isoformat()}
 
     def undo_switch_traffic(self, ctx: StepContext) -> None:
+        """The seed's ``automatic-rollback.sh``: switch back to the colour live before, or,
+        when it is gone, redeploy its version there (blue-green); then verify the public URL
+        (:func:`restore_previous`)."""
         plan = _Plan.of(ctx)
         if plan.live is None:
             ctx.report(f"Nothing was live before this deployment, so there is nothing to switch "
                        f"back to: {plan.target} keeps serving.", broadcast=True)
             return
-        switch_platform(ctx, plan.live)
-        ctx.record_switch(plan.live, plan.live_version or "unknown")
-        ctx.report(f"Traffic switched back to {plan.live} ({plan.live_version}).",
-                   broadcast=True)
+        restore_previous(ctx, self.http, plan.live, plan.live_version)
 
     def maintenance_off(self, ctx: StepContext) -> StepResult:
         """End maintenance mode: the public URL now serves the new version."""
@@ -631,6 +632,150 @@ def stop_platform(ctx: StepContext, slot: Slot) -> None:
         platform.stop_watched(slot, sleep=ctx.sleep)
     else:
         platform.stop(slot)
+
+
+def restore_previous(ctx: StepContext, http: HttpChecker, slot: Slot,
+                     version: str | None) -> dict[str, Any]:
+    """Put ``version`` back on the public URL from ``slot`` and verify it: the seed's
+    ``automatic-rollback.sh``.
+
+    1. ``slot`` still runs ``version``: switch back to it. It is gone (its process or
+       container was stopped or removed, or runs something else): redeploy ``version`` into it
+       (blue-green: the public URL keeps its current colour meanwhile), wait until it is ready
+       (the platform's readiness, the seed's 300 s), then switch.
+    2. The public URL's health paths answer 2xx within ``monitoring.rollback_verify`` (the
+       seed's 120 s), tried every 5 s on the step's (injected) clock.
+
+    When the redeploy or the verification fails, the thread gets the exact ``/qlp emergency``
+    command for the last known good version (the seed's emergency deployment of
+    "last-known-good") and a non-retryable StepFailure is raised: the run needs attention and
+    on-call is paged. A retryable failure of a plain switch back is raised as it is, so the
+    engine tries the undo again.
+    """
+    traffic = ctx.platform.traffic()
+    gone = _gone(traffic.slots.get(slot), version)
+    redeployed = False
+    if gone is None:
+        try:
+            switch_platform(ctx, slot)
+        except StepFailure as exc:
+            now_there = ctx.platform.traffic().slots.get(slot)
+            gone = _gone(now_there, version)
+            if gone is None:
+                if exc.retryable:
+                    raise
+                _offer_emergency(ctx, version,
+                                 f"the switch back to {slot} failed: {exc.message}")
+                raise
+    try:
+        if gone is not None:
+            _redeploy_previous(ctx, slot, version, gone)
+            redeployed = True
+        ctx.record_switch(slot, version or "unknown")
+        ctx.report(f"Traffic switched back to {slot} ({version or 'an unknown version'})"
+                   + (", redeployed" if redeployed else "") + ".", broadcast=True)
+        if _in_maintenance(ctx):
+            base = ctx.platform.slot_url(slot)
+            ctx.report(f"Maintenance mode is still on ({ctx.environment.url} answers 503 until "
+                       f"it is turned off next): verifying {slot} directly at {base}.")
+            verified = verify_rollback(ctx, http, base=base)
+        else:
+            verified = verify_rollback(ctx, http)
+    except QlpError as exc:
+        what = "the redeployed " if redeployed or gone is not None else "the "
+        _offer_emergency(ctx, version, f"{what}rollback to {version or 'the previous version'} "
+                                       f"on {slot} failed: {exc.message}")
+        raise StepFailure(
+            f"rollback to {version or 'the previous version'} on {slot} failed: {exc.message}",
+            hint="deploy the last known good version as an emergency: "
+                 + _emergency_command(ctx, version),
+        ) from exc
+    return {"slot": slot.value, "version": version, "redeployed": redeployed,
+            "verification": verified}
+
+
+def verify_rollback(ctx: StepContext, http: HttpChecker, *, what: str = "Rollback verification",
+                    base: str | None = None, hint: str | None = None) -> dict[str, Any]:
+    """The public URL's (or ``base``'s) health paths answer 2xx within
+    ``monitoring.rollback_verify``, tried every 5 s (the seed's ``timeout 120 bash -c 'until
+    curl -f $PRODUCTION_URL/health; do sleep 5; done'``), never past the step's own deadline;
+    StepFailure (with ``hint``) otherwise. Waits only through ``ctx.sleep``."""
+    env = ctx.environment
+    url = base or env.url
+    within = min(ctx.policy.monitoring.rollback_verify,
+                 max(ctx.deadline - ctx.now() - timedelta(seconds=5), timedelta(seconds=1)))
+    started = ctx.now()
+    attempt = 0
+    while True:
+        attempt += 1
+        probes = http.check_paths(url, env.health)
+        failed = [probe for probe in probes if not probe.ok]
+        waited = ctx.now() - started
+        if not failed:
+            slowest = max((probe.elapsed_ms for probe in probes), default=0.0)
+            after = (f"after {format_duration(waited)}, attempt {attempt}" if attempt > 1
+                     else "at the first attempt")
+            ctx.report(f"{what}: {url} answered 2xx on {', '.join(env.health)} {after} "
+                       f"(slowest {slowest:.0f} ms).")
+            return {"url": url, "attempts": attempt,
+                    "waited_s": round(waited.total_seconds(), 1), "slowest_ms": slowest}
+        details = "; ".join(probe.describe() for probe in failed)
+        if waited >= within:
+            ctx.report(f"{what}: still failing after {format_duration(waited)}: {details}")
+            raise StepFailure(f"{url} was not healthy within {format_duration(within)} "
+                              f"({attempt} attempts); last: {details}", hint=hint)
+        if attempt == 1:
+            ctx.report(f"{what}: {details}; trying every "
+                       f"{format_duration(ROLLBACK_VERIFY_EVERY)} for up to "
+                       f"{format_duration(within)}.")
+        ctx.sleep(min(ROLLBACK_VERIFY_EVERY, within - waited).total_seconds())
+
+
+def _in_maintenance(ctx: StepContext) -> bool:
+    """Whether this run left maintenance mode on (its ``maintenance_on`` ran and its
+    ``maintenance_off`` did not): the public URL answers 503 until the undo of
+    ``maintenance_on``, which comes after the switch back."""
+    return (bool(ctx.result_of("maintenance_on").get("maintenance"))
+            and ctx.result_of("maintenance_off").get("maintenance") is not False)
+
+
+def _gone(status: SlotStatus | None, version: str | None) -> str | None:
+    """Why ``status`` cannot be switched back to as it is (None: it can)."""
+    if status is None:
+        return "it is not there"
+    if not status.running:
+        return f"it does not run ({status.detail or 'stopped'})"
+    if version and status.version and status.version != version:
+        return f"it runs {status.version} now"
+    return None
+
+
+def _redeploy_previous(ctx: StepContext, slot: Slot, version: str | None, why: str) -> None:
+    if not version:
+        raise StepFailure(f"the {slot} slot is gone ({why}) and the version that ran there is "
+                          "not known, so it cannot be redeployed")
+    timeout = ready_timeout(ctx.environment)
+    ctx.report(f"The previous {slot} slot is gone ({why}): redeploying {version} into it "
+               f"(blue-green: up to {format_duration(timeout)} to get ready), then switching.",
+               broadcast=True)
+    status = deploy_platform(ctx, slot, version)
+    ctx.report(f"Redeploying {version} into {slot}: {status.detail or 'started'}.")
+    remaining = ctx.deadline - ctx.now()
+    status = wait_ready_platform(ctx, slot, max(min(timeout, remaining), timedelta(seconds=1)))
+    ctx.report(f"{slot} is ready again: {status.version or version} ({status.detail}).")
+    switch_platform(ctx, slot)
+
+
+def _emergency_command(ctx: StepContext, version: str | None) -> str:
+    shown = version or "<last known good version>"
+    return (f'/qlp emergency outage {shown} to {ctx.environment_name} --reason '
+            f'"rollback of #{ctx.deployment_id} failed"')
+
+
+def _offer_emergency(ctx: StepContext, version: str | None, what: str) -> None:
+    ctx.report(f":rotating_light: {what.rstrip('.')}. On-call is paged. To deploy the last "
+               f"known good version ({version or 'unknown'}) as an emergency: "
+               f"`{_emergency_command(ctx, version)}`", broadcast=True)
 
 
 def _before_deadline(ctx: StepContext) -> timedelta:

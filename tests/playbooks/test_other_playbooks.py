@@ -403,7 +403,7 @@ def test_rollback_verification_gives_up_after_two_minutes(world: World) -> None:
 # -- a failure at each step ---------------------------------------------------------------------
 
 UNDO_CALLS = {
-    "switch_traffic": ("switch(blue)",),
+    "switch_traffic": ("traffic()", "switch(blue)"),  # reads the colour first
     "deploy_idle_slot": ("traffic()", "stop(green)"),
     "maintenance_on": ("set_maintenance(False)",),
 }
@@ -420,7 +420,10 @@ class Expect:
 
     @property
     def undo_calls(self) -> list[str]:
-        return [call for step in self.undone for call in UNDO_CALLS[step]]
+        calls = [call for step in self.undone for call in UNDO_CALLS[step]]
+        if self.failed == "maintenance_off":  # still in maintenance: blue is verified directly
+            calls.insert(calls.index("switch(blue)") + 1, "slot_url(blue)")
+        return calls
 
 
 def _expect(kind: ProcedureKind, table: list[tuple[str, DeploymentState, tuple[str, ...]]]

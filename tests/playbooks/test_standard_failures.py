@@ -82,29 +82,31 @@ FAILURES = [
     # Traffic was on green: back to blue first, then stop green, then maintenance off.
     Expect("maintenance_off", S.ROLLED_BACK,
            ("switch_traffic", "deploy_idle_slot", "maintenance_on"),
-           ("switch(blue)", "traffic()", "stop(green)", "set_maintenance(False)"),
+           # still in maintenance: the switch back is verified on blue directly
+           ("traffic()", "switch(blue)", "slot_url(blue)", "traffic()", "stop(green)",
+            "set_maintenance(False)"),
            switched=True),
     Expect("extended_health", S.ROLLED_BACK,
            ("switch_traffic", "deploy_idle_slot", "maintenance_on"),
-           ("switch(blue)", "traffic()", "stop(green)", "set_maintenance(False)"),
+           ("traffic()", "switch(blue)", "traffic()", "stop(green)", "set_maintenance(False)"),
            switched=True),
     Expect("post_deploy_tests", S.ROLLED_BACK,
            ("switch_traffic", "deploy_idle_slot", "maintenance_on"),
-           ("switch(blue)", "traffic()", "stop(green)", "set_maintenance(False)"),
+           ("traffic()", "switch(blue)", "traffic()", "stop(green)", "set_maintenance(False)"),
            switched=True),
     Expect("monitor", S.ROLLED_BACK,
            ("switch_traffic", "deploy_idle_slot", "maintenance_on"),
-           ("switch(blue)", "traffic()", "stop(green)", "set_maintenance(False)"),
+           ("traffic()", "switch(blue)", "traffic()", "stop(green)", "set_maintenance(False)"),
            switched=True),
     Expect("record_baseline", S.ROLLED_BACK,
            ("switch_traffic", "deploy_idle_slot", "maintenance_on"),
-           ("switch(blue)", "traffic()", "stop(green)", "set_maintenance(False)"),
+           ("traffic()", "switch(blue)", "traffic()", "stop(green)", "set_maintenance(False)"),
            switched=True),
     # Even after monitoring passed, a failing last step switches back; the baseline of the
     # version that is no longer live stays recorded (record_baseline has no undo).
     Expect("stop_old_slot", S.ROLLED_BACK,
            ("switch_traffic", "deploy_idle_slot", "maintenance_on"),
-           ("switch(blue)", "traffic()", "stop(green)", "set_maintenance(False)"),
+           ("traffic()", "switch(blue)", "traffic()", "stop(green)", "set_maintenance(False)"),
            switched=True, baseline=True),
 ]
 
