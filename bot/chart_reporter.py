@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from bot.charts import thin
 from procedures.model import StepState
 from procedures.mrkdwn import escape
 from procedures.policy import Policy
@@ -119,7 +120,7 @@ class ChartReporter:
                  "failed checks")
         return {
             "title": title,
-            "series": series,
+            "series": thin(series),  # a day of 10 s checks stays a few tens of KB
             "baseline": self._baseline(run.environment, run.version, started),
             "thresholds": {
                 "response_time_ms": monitoring.response_time_ms,

@@ -37,8 +37,9 @@ WIDTH, HEIGHT = 1000, 600
 """The PNG's size in pixels."""
 DPI = 100
 RESPONSE_FLOOR_MS = 50.0  # as procedures.checks.monitoring compares a fast baseline
-MAX_POINTS = 2000
-"""A longer series is thinned (every n-th check) before it is drawn."""
+MAX_POINTS = 1000
+"""A longer series is thinned (every n-th check, and every failed one) before it is stored
+and drawn: the chart is 1000 pixels wide."""
 
 
 def draw(spec: Mapping[str, Any]) -> Figure:
@@ -162,11 +163,16 @@ def _points(raw: Any) -> list[tuple[float, float, bool]]:
             continue
         points.append((at, ms, bool(row[2])))
     points.sort(key=lambda p: p[0])
-    if len(points) > MAX_POINTS:
-        step = math.ceil(len(points) / MAX_POINTS)
-        # Thinning keeps every failed check: the failures are what the chart is about.
-        points = [p for i, p in enumerate(points) if i % step == 0 or not p[2]]
-    return points
+    return thin(points)
+
+
+def thin(rows: Sequence[Any], limit: int = MAX_POINTS) -> list[Any]:
+    """At most about ``limit`` of the series' rows ``[t, ms, ok]``: every n-th, and every
+    failed check (the failures are what the chart is about)."""
+    if len(rows) <= limit:
+        return list(rows)
+    step = math.ceil(len(rows) / limit)
+    return [row for i, row in enumerate(rows) if i % step == 0 or not row[2]]
 
 
 def _number(value: Any) -> float | None:

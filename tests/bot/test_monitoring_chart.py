@@ -28,7 +28,15 @@ from slack_sdk.errors import SlackApiError
 from sqlmodel import col, select
 
 from bot.chart_reporter import chart_dedup_key
-from bot.charts import HEIGHT, WIDTH, draw, png_size, render_png, rolling_percentiles
+from bot.charts import (
+    HEIGHT,
+    WIDTH,
+    draw,
+    png_size,
+    render_png,
+    rolling_percentiles,
+    thin,
+)
 from bot.outbox_sender import SlackOutboxSender
 from procedures.clock import FixedClock, SystemClock
 from procedures.model import DeploymentState, ProcedureKind, StepState
@@ -127,6 +135,15 @@ def test_odd_series_rows_are_dropped_and_text_is_drawn_as_text() -> None:
     figure = draw(spec)
     assert _x(_lines(figure, "p50")[0]) == [0.0, 1.0]
     assert png_size(render_png(spec)) == (WIDTH, HEIGHT)
+
+
+def test_a_long_window_is_thinned_but_keeps_every_failed_check() -> None:
+    day = [[i * 10.0, 100.0 + i % 50, int(i % 97 != 0)] for i in range(8640)]  # 24 h, 10 s
+    kept = thin(day)
+    assert len(kept) <= 1100 and len(json.dumps(kept)) < 25_000
+    assert [row for row in kept if not row[2]] == [row for row in day if not row[2]]
+    figure = draw({**SPEC, "series": day, "rollback_at_s": None})
+    assert len(_x(_lines(figure, "p50")[0])) == len(kept)
 
 
 # -- the Slack double's upload flow -------------------------------------------------------------
