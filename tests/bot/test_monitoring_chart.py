@@ -15,6 +15,7 @@ or a rollback starts; uploaded with ``files.getUploadURLExternal``, a POST of th
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -38,6 +39,8 @@ from bot.charts import (
     thin,
 )
 from bot.outbox_sender import SlackOutboxSender
+from bot.shell.render import render_message
+from bot.shell.slack_standin import SlackStandIn
 from procedures.clock import FixedClock, SystemClock
 from procedures.model import DeploymentState, ProcedureKind, StepState
 from storage.baselines import BaselineRepository
@@ -355,3 +358,27 @@ def test_charts_of_a_passed_and_a_rolled_back_local_deployment(live_bot: BotHarn
     figure = draw(rolled_spec)
     assert [_x(line)[0] for line in _lines(figure, "rollback")] == \
         [rolled_spec["rollback_at_s"] / 60] * 2
+
+
+def test_the_local_shell_writes_a_shared_png_to_a_file_and_prints_its_path() -> None:
+    data = render_png(SPEC)
+    standin = SlackStandIn(token=BOT_TOKEN).start()  # as the shell starts it: no files_dir
+    shown: list[str] = []
+    standin.subscribe(lambda event: shown.append(render_message(event[1]).text)
+                      if event[0] == "posted" else None)
+    try:
+        client = WebClient(token=BOT_TOKEN, base_url=standin.api_url)
+        parent = client.chat_postMessage(channel=CHANNEL, text="card")["ts"]
+        answer = client.files_getUploadURLExternal(filename="qlp-monitoring-7.png",
+                                                   length=len(data))
+        assert httpx.post(answer["upload_url"], content=data).status_code == 200
+        client.files_completeUploadExternal(
+            files=[{"id": answer["file_id"], "title": "Monitoring #7"}], channel_id=CHANNEL,
+            thread_ts=parent, initial_comment="Monitoring of v1.2.0 on production (passed)")
+        [file] = standin.uploaded_files()
+        assert file.path is not None and Path(file.path).read_bytes() == data
+        assert file.path in shown[-1] and "Monitoring of v1.2.0" in shown[-1]
+    finally:
+        standin.stop()
+        if standin.files_dir is not None:
+            shutil.rmtree(standin.files_dir, ignore_errors=True)
