@@ -658,14 +658,13 @@ def restore_previous(ctx: StepContext, http: HttpChecker, slot: Slot,
     if gone is None:
         try:
             switch_platform(ctx, slot)
-        except StepFailure as exc:
-            now_there = ctx.platform.traffic().slots.get(slot)
-            gone = _gone(now_there, version)
+        except QlpError as exc:
+            if getattr(exc, "retryable", False):
+                raise  # the engine tries the undo again
+            gone = _gone(ctx.platform.traffic().slots.get(slot), version)
             if gone is None:
-                if exc.retryable:
-                    raise
                 _offer_emergency(ctx, version,
-                                 f"the switch back to {slot} failed: {exc.message}")
+                                 f"The switch back to {slot} failed: {exc.message}")
                 raise
     try:
         if gone is not None:
@@ -682,9 +681,9 @@ def restore_previous(ctx: StepContext, http: HttpChecker, slot: Slot,
         else:
             verified = verify_rollback(ctx, http)
     except QlpError as exc:
-        what = "the redeployed " if redeployed or gone is not None else "the "
-        _offer_emergency(ctx, version, f"{what}rollback to {version or 'the previous version'} "
-                                       f"on {slot} failed: {exc.message}")
+        how = " (redeploying it)" if gone is not None else ""
+        _offer_emergency(ctx, version, f"The rollback to {version or 'the previous version'} "
+                                       f"on {slot}{how} failed: {exc.message}")
         raise StepFailure(
             f"rollback to {version or 'the previous version'} on {slot} failed: {exc.message}",
             hint="deploy the last known good version as an emergency: "
