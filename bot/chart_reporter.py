@@ -10,7 +10,8 @@ and on a rollback in the failed step's result), the previous version's baseline
 (``procedures.policy.Monitoring``) and, on a rollback, its moment (the step's end).
 
 The outbox row is a ``post`` with a ``file`` payload (``bot.outbox_sender`` uploads it with
-``files.getUploadURLExternal`` / ``files.completeUploadExternal`` into the card's thread). The
+``files.getUploadURLExternal`` / ``files.completeUploadExternal`` into the card's thread; its
+file name, one per deployment, is what a retry after a lost answer looks for). The
 row carries the chart's *data*, a few KB for the default 60 checks, not its PNG: the sender
 renders it when it delivers (``bot.charts``), so rows stay small, any replica can deliver it
 (no file on one host's disk), a Slack outage only delays it, and the engine's thread never

@@ -18,7 +18,8 @@ Payloads (see ``bot.slack_reporter`` for who writes which):
 - ``post`` with ``file``: ``{"text", "file": {"filename", "title", "chart"}}`` and
   ``thread_of``: a chart (``bot.charts``) drawn at delivery and uploaded into the card's thread
   (``files.getUploadURLExternal``, a POST of the bytes, ``files.completeUploadExternal``);
-  ``text`` is its comment. Not merged with other replies; at least once (see ``_file``).
+  ``text`` is its comment. Not merged with other replies; looked up by file name after a
+  lost answer (see ``_file``).
 - ``card_post`` (optional) is the outbox id of the card's post: a message that needs the
   card's ``ts`` waits while that post is pending and is given up when it is dead. Without it,
   such a message waits at most ``card_wait``.
@@ -300,21 +301,32 @@ class SlackOutboxSender:
         share it in the card's thread: ``files.getUploadURLExternal``, the bytes POSTed to the
         returned ``upload_url``, ``files.completeUploadExternal`` (``channel_id``,
         ``thread_ts``). Each call's failures are treated as a post's; a failed upload is
-        retried with backoff. At least once: a file whose completion answer was lost is
-        uploaded again (a file share carries no metadata to look it up by)."""
+        retried with backoff. Exactly once as far as a lookup can tell: after a try that may
+        have shared it (a lost answer), the thread is searched for a file of the same name
+        (``qlp-monitoring-<id>.png``: one per deployment) before it is uploaded again."""
         from bot.charts import render_png  # matplotlib loads only where a chart is sent
 
         file = n.payload["file"]
         if n.thread_of is None or not isinstance(file, Mapping):
             self._dead(n, "a file without a card's thread to go to")
         channel, thread_ts = self._card_of(n, n.thread_of)
+        filename = str(file.get("filename") or f"qlp-{n.id}.png")
+        if self._needs_lookup(n):
+            self._wait_for_channel(n, channel, paced=False)
+            shared = self._find_file(n, channel, thread_ts, filename)
+            if shared is not None:
+                log.info("slack outbox: file #%s was shared by an unconfirmed try (%s); not "
+                         "uploading it again", n.id, shared)
+                self._outbox.mark_sent(self._id(n), now=self._clock.now(),
+                                       note=f"file {shared} (confirmed by lookup)")
+                self._delivered(channel)
+                raise _Done(True)
         self._wait_for_channel(n, channel, paced=True)
         try:
             data = render_png(file.get("chart") or {})
         except Exception as error:  # a chart that cannot be drawn never will be
             log.exception("slack outbox: could not draw the chart of message #%s", n.id)
             self._dead(n, f"the chart could not be drawn: {type(error).__name__}: {error}"[:500])
-        filename = str(file.get("filename") or f"qlp-{n.id}.png")
         title = str(file.get("title") or filename)
         answer = self._call(n, channel, lambda: self._client.files_getUploadURLExternal(
             filename=filename, length=len(data), alt_txt=title[:1000]), write=True)
@@ -325,7 +337,8 @@ class SlackOutboxSender:
                                 "channel_id": channel, "thread_ts": thread_ts}
         if n.payload.get("text"):
             args["initial_comment"] = str(n.payload["text"])
-        self._call(n, channel, lambda: self._client.files_completeUploadExternal(**args),
+        # Without the SDK's connection retries (as posts): the lookup above stands in for them.
+        self._call(n, channel, lambda: self._post_client.files_completeUploadExternal(**args),
                    write=True)
         self._outbox.mark_sent(self._id(n), now=self._clock.now(), note=f"file {file_id}")
         self._delivered(channel)
@@ -507,6 +520,25 @@ class SlackOutboxSender:
             args["cursor"] = cursor
         log.warning("slack outbox: message #%s not found in the %d newest pages; posting it "
                     "again", n.id, LOOKUP_PAGES)
+        return None
+
+    def _find_file(self, n: Notification, channel: str, thread_ts: str,
+                   filename: str) -> str | None:
+        """The id of a file named ``filename`` shared in the thread ``thread_ts``, or None."""
+        args: dict[str, Any] = {"channel": channel, "ts": thread_ts, "limit": LOOKUP_PAGE}
+        for _ in range(LOOKUP_PAGES):
+            response = self._read(n, channel, lambda: self._client.conversations_replies(
+                **args))
+            if response is None:
+                return None
+            for message in response.get("messages") or []:
+                for shared in message.get("files") or []:
+                    if isinstance(shared, Mapping) and shared.get("name") == filename:
+                        return str(shared.get("id") or "?")
+            cursor = (response.get("response_metadata") or {}).get("next_cursor")
+            if not response.get("has_more") or not cursor:
+                return None
+            args["cursor"] = cursor
         return None
 
     def _card_shows(self, n: Notification, channel: str, card_ts: str) -> bool:

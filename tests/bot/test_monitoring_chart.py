@@ -297,6 +297,23 @@ def test_a_failed_upload_is_retried_and_the_chart_still_arrives_once(
     assert slack.call_count("upload") == 2  # the refused POST, then the one that took
 
 
+def test_a_lost_completion_answer_is_looked_up_not_shared_twice(
+        bot: BotHarness, clock: FixedClock, tmp_path: Path) -> None:
+    slack = bot.slack
+    slack.files_dir = tmp_path / "slack-files"
+    deployment_id = _monitored(bot, clock, failed=False)
+    [row] = _charts(bot)
+    # Slack shares the file but the connection closes before its answer.
+    slack.drop_answer("files.completeUploadExternal")
+    _deliver(_sender(bot, clock), clock)
+    assert bot.services.outbox.get(row.id).state == "sent"
+    assert "confirmed by lookup" in str(bot.services.outbox.get(row.id).last_error)
+    assert slack.served_count("files.completeUploadExternal") == 1
+    assert slack.call_count("files.getUploadURLExternal") == 1
+    card = _card(slack, deployment_id)
+    assert len([m for m in slack.thread(CHANNEL, card.ts) if m.files]) == 1
+
+
 # -- end to end on the real local platform ------------------------------------------------------
 
 
