@@ -55,11 +55,18 @@ def item_key(text: str) -> str:
 
 @dataclass(frozen=True)
 class ChecklistItem:
-    """One line of a checklist; ``auto_steps`` tick it when one of them SUCCEEDED."""
+    """One line of a checklist; ``auto_steps`` tick it when one of them SUCCEEDED.
+
+    ``evidence`` names, per step, the key of that step's result that must say ``taken``: the
+    deployment's ``snapshot`` succeeds without a backup when there is no database, so it
+    ticks "Pre-deployment backup created" only when its ``database_backup`` was taken (and
+    leaves the item unticked with the result's ``reason`` otherwise).
+    """
 
     group: str
     text: str
     auto_steps: tuple[str, ...] = ()
+    evidence: tuple[tuple[str, str], ...] = ()
 
     @property
     def key(self) -> str:
@@ -86,6 +93,7 @@ class StepFact:
     name: str
     state: StepState
     finished_at: datetime | None = None
+    result: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +102,7 @@ class ItemState:
 
     item: ChecklistItem
     tick: Tick | None
+    reason: str | None = None  # why the procedure left an auto item unticked, when it says
 
 
 _PRE, _DURING, _POST = "Pre-Deployment", "During Deployment", "Post-Deployment"
@@ -107,9 +116,10 @@ STANDARD_ITEMS: tuple[ChecklistItem, ...] = (
     ChecklistItem(_PRE, "Rollback plan prepared"),
     ChecklistItem(_PRE, "Team notification sent"),
     ChecklistItem(_PRE, "Change request approved"),
-    # Only a real backup ticks it (the migration's pg_dump step); the deployment's
-    # ``snapshot`` records the live colour and version, which is no database backup.
-    ChecklistItem(_DURING, "Pre-deployment backup created", ("backup",)),
+    # A real backup ticks it: the migration's pg_dump step, or the deployment's ``snapshot``
+    # when its ``database_backup`` was taken (a pg_dump, an Azure on-demand backup).
+    ChecklistItem(_DURING, "Pre-deployment backup created", ("backup", "snapshot"),
+                  (("snapshot", "database_backup"),)),
     ChecklistItem(_DURING, "Infrastructure validation passed", ("final_validation",)),
     ChecklistItem(_DURING, "Application deployed successfully", ("switch_traffic",)),
     ChecklistItem(_DURING, "Database migrations completed (if applicable)"),
@@ -125,15 +135,20 @@ STANDARD_ITEMS: tuple[ChecklistItem, ...] = (
 )
 """The seed's "Standard Deployment Checklist", in its order."""
 
-# "Emergency backup created" is a person's tick: the emergency's first step snapshots the live
-# colour and reports the newest database backup's age, but takes no backup itself.
+# "Emergency backup created" is ticked by the emergency's first step when it took a database
+# backup (its ``database_backup``); without a database it stays unticked, with the reason.
 _EMERGENCY_AUTO: Mapping[str, tuple[str, ...]] = {
+    "Emergency backup created": ("snapshot",),
     "Fast-track deployment executed": ("switch_traffic",),
     "Critical functionality verified": ("verify",),
 }
+_EMERGENCY_EVIDENCE: Mapping[str, tuple[tuple[str, str], ...]] = {
+    "Emergency backup created": (("snapshot", "database_backup"),),
+}
 
 EMERGENCY_ITEMS: tuple[ChecklistItem, ...] = tuple(
-    ChecklistItem(section, text, _EMERGENCY_AUTO.get(text, ()))
+    ChecklistItem(section, text, _EMERGENCY_AUTO.get(text, ()),
+                  _EMERGENCY_EVIDENCE.get(text, ()))
     for section, text in EMERGENCY_CHECKLIST
 )
 """The seed's "Emergency Deployment Checklist" (the emergency playbook's list)."""
@@ -152,17 +167,42 @@ def groups(items: Iterable[ChecklistItem]) -> list[tuple[str, list[ChecklistItem
     return list(by_group.items())
 
 
-def auto_ticks(items: Iterable[ChecklistItem], steps: Iterable[StepFact]) -> dict[str, Tick]:
-    """The items the procedure ticked: the first of its ``auto_steps`` that SUCCEEDED."""
+def _evidence(item: ChecklistItem, step: StepFact) -> tuple[bool, str | None]:
+    """Whether ``step`` (SUCCEEDED) ticks ``item``, and why not when its result says."""
+    key = dict(item.evidence).get(step.name)
+    if key is None:
+        return True, None
+    found = (step.result or {}).get(key)
+    if isinstance(found, Mapping) and found.get("taken"):
+        return True, None
+    reason = found.get("reason") if isinstance(found, Mapping) else None
+    return False, str(reason) if reason else None
+
+
+def _auto(items: Iterable[ChecklistItem],
+          steps: Iterable[StepFact]) -> tuple[dict[str, Tick], dict[str, str]]:
     succeeded = {step.name: step for step in steps if step.state is StepState.SUCCEEDED}
     ticks: dict[str, Tick] = {}
+    reasons: dict[str, str] = {}
     for item in items:
         for name in item.auto_steps:
             step = succeeded.get(name)
-            if step is not None:
+            if step is None:
+                continue
+            ticked, reason = _evidence(item, step)
+            if ticked:
                 ticks[item.key] = Tick(BOT, step.finished_at, name)
+                reasons.pop(item.key, None)
                 break
-    return ticks
+            if reason:
+                reasons[item.key] = reason
+    return ticks, reasons
+
+
+def auto_ticks(items: Iterable[ChecklistItem], steps: Iterable[StepFact]) -> dict[str, Tick]:
+    """The items the procedure ticked: the first of its ``auto_steps`` that SUCCEEDED (and,
+    for a step the item names ``evidence`` of, whose result says that evidence was taken)."""
+    return _auto(items, steps)[0]
 
 
 def _parse_time(value: object) -> datetime | None:
@@ -247,5 +287,6 @@ def states(items: Iterable[ChecklistItem], stored: object,
            steps: Iterable[StepFact]) -> list[ItemState]:
     """Every item with its tick: the procedure's for auto items, a person's for the rest."""
     items = tuple(items)
-    ticks = {**manual_ticks(stored, items), **auto_ticks(items, steps)}
-    return [ItemState(item, ticks.get(item.key)) for item in items]
+    auto, reasons = _auto(items, steps)
+    ticks = {**manual_ticks(stored, items), **auto}
+    return [ItemState(item, ticks.get(item.key), reasons.get(item.key)) for item in items]

@@ -55,10 +55,10 @@ def test_auto_items_name_the_steps_that_tick_them() -> None:
     assert auto["extended-monitoring-completed-30-minutes"] == ("monitor",)
     assert auto["performance-baseline-updated"] == ("record_baseline",)
     # A real backup ticks it (the migration's pg_dump), never a deployment's snapshot.
-    assert auto["pre-deployment-backup-created"] == ("backup",)
+    assert auto["pre-deployment-backup-created"] == ("backup", "snapshot")
     emergency = {item.key: item for item in EMERGENCY_ITEMS}
     assert emergency["post-emergency-review-scheduled"].manual
-    assert emergency["emergency-backup-created"].manual  # the bot takes no database backup
+    assert emergency["emergency-backup-created"].auto_steps == ("snapshot",)  # its backup
     assert emergency["critical-functionality-verified"].auto_steps == ("verify",)
 
 

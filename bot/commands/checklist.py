@@ -66,7 +66,7 @@ def _load(ctx: HandlerContext, deployment_id: int) -> DeploymentRecord:
 
 def _states(ctx: HandlerContext, deployment: DeploymentRecord) -> list[ItemState]:
     assert deployment.id is not None
-    steps = [StepFact(step.name, step.state, step.finished_at)
+    steps = [StepFact(step.name, step.state, step.finished_at, step.result)
              for step in ctx.services.deployments.steps(deployment.id)]
     return states(items_for(deployment.kind), deployment.options.get("checklist"), steps)
 
@@ -81,6 +81,8 @@ def _line(ctx: HandlerContext, state: ItemState) -> str:
     if tick is None:
         if item.manual:
             return f"☐ {text}"
+        if state.reason:
+            return f"☐ {text} _({escape(state.reason)})_"
         steps = " or ".join(f"`{step}`" for step in item.auto_steps)
         return f"☐ {text} _(ticked by the bot when {steps} succeeds)_"
     if tick.done_by == BOT:

@@ -114,6 +114,43 @@ class SupportsBackupAge(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class DatabaseBackup:
+    """What a platform's :class:`SupportsBackup` did: a backup ``taken`` (its ``name``, where
+    it is, its size when the platform knows it, how long it took), or not taken and why
+    (``reason``: a server tier without on-demand backups...)."""
+
+    taken: bool
+    name: str | None = None
+    location: str = ""  # a file path, or "PostgreSQL server <name>"
+    size_bytes: int | None = None
+    duration: timedelta = timedelta(0)
+    reason: str = ""
+    restore_hint: str = ""
+
+
+@runtime_checkable
+class SupportsBackup(Protocol):
+    """A platform that can take an on-demand backup of the environment's database (optional
+    capability): locally a ``pg_dump`` of ``database_url`` into the bot's backups directory, on
+    Azure an on-demand backup of the PostgreSQL flexible server. Playbooks test for it with
+    ``isinstance(platform, SupportsBackup)``, never by the platform's name.
+    """
+
+    def backup_target(self) -> str | None:
+        """What would be backed up (a database, a server), None when the environment has no
+        database configured."""
+        ...
+
+    def take_backup(self, name: str, *, report: Callable[[str], None],
+                    sleep: Callable[[float], None]) -> DatabaseBackup:
+        """Take a backup called ``name`` (letters, digits, ``-_.``) and wait for it, sleeping
+        only through ``sleep`` (the step's own). Raises StepFailure or ExternalServiceError
+        when it fails; returns ``taken=False`` with a reason when the database cannot take
+        one by design (say, its tier)."""
+        ...
+
+
 @runtime_checkable
 class SupportsWatchedSwitch(Protocol):
     """A platform whose switch takes long enough to be watched (optional capability): Front

@@ -20,12 +20,16 @@ at any step is compensated as in the standard playbook (the switch is undone fir
 new slot is stopped). The previous slot keeps running after a success, so going back is one
 ``/qlp rollback`` away; the post-emergency review decides when it goes.
 
-The emergency backup is the snapshot of the live slot and version (that slot keeps running, so
-the previous version stays one switch away). No database backup is taken. On a platform that
-can read the age of the database's newest backup (``SupportsBackupAge`` in
-``procedures.platforms.base``: Azure, for the PostgreSQL flexible server named by
-``postgres_server``) the step reports that age and says plainly that no backup was taken; a
-stale, missing or unknown backup is broadcast, and the emergency goes on without waiting for one.
+The emergency backup is the seed's ``create-snapshot.sh emergency-backup-<date>``: the live slot
+and version are recorded (that slot keeps running, so the previous version stays one switch
+away) and the database is backed up first, through the platform's ``SupportsBackup``
+(``procedures.platforms.base``): locally a ``pg_dump`` of ``database_url`` into the bot's
+backups directory, on Azure an on-demand backup of the PostgreSQL flexible server named by
+``postgres_server``. A backup that fails fails the step: nothing is deployed or switched
+without it (the run fails closed; break glass is fixing the database or pg_dump). Where no
+backup can be taken by design (no database configured, a server tier without on-demand
+backups) the step says so, and on a platform that can read the age of the newest backup
+(``SupportsBackupAge``) it reports that age, broadcast when stale, missing or unknown.
 
 What the seed wrote to ``emergency-deployments.log`` is the deployment row and the audit log;
 the notification of the on-call route, the review due within 24 hours and the checklist are
@@ -35,7 +39,7 @@ and ``follow_up`` repeats them in the thread once the version is live.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from procedures.checks.http import HttpChecker
 from procedures.durations import format_duration
@@ -43,7 +47,13 @@ from procedures.errors import ExternalServiceError, StepFailure
 from procedures.model import ProcedureKind, Slot
 from procedures.platforms.base import SupportsBackupAge
 from procedures.playbook import Playbook, RetryPolicy, Step, StepContext, StepResult
-from procedures.playbooks.standard import SWITCH_TIMEOUT, StandardSteps, wait_ready_platform
+from procedures.playbooks.standard import (
+    BACKUP_TIMEOUT,
+    SWITCH_TIMEOUT,
+    StandardSteps,
+    database_backup,
+    wait_ready_platform,
+)
 
 __all__ = [
     "BLUE_GREEN_CATEGORIES",
@@ -185,12 +195,18 @@ class EmergencySteps:
         self.verify = PublicHealthVerification(http)
 
     def snapshot(self, ctx: StepContext) -> StepResult:
-        """The standard snapshot, then what the platform can tell about the database's newest
-        backup (never a backup taken: see the module docstring)."""
+        """The seed's ``create-snapshot.sh emergency-backup-<date>``: the live slot and version,
+        then a real backup of the database (:func:`database_backup`); when none could be taken
+        by design (no database, a tier without on-demand backups), what the platform can tell
+        about the newest backup."""
         result = dict(self.standard.snapshot(ctx) or {})
-        backup = _database_backup(ctx)
-        if backup is not None:
-            result["database_backup"] = backup
+        stamp = ctx.now().astimezone(UTC).strftime("%Y%m%d-%H%M%S")
+        backup = database_backup(ctx, f"emergency-backup-{ctx.deployment_id}-{stamp}")
+        if not backup.get("taken"):
+            newest = _newest_backup(ctx)
+            if newest is not None:
+                backup["newest"] = newest
+        result["database_backup"] = backup
         return result
 
     def wait_healthy(self, ctx: StepContext) -> StepResult:
@@ -224,32 +240,21 @@ class EmergencySteps:
         return {"review_due": due.isoformat(), "checklist_items": len(checklist)}
 
 
-def _database_backup(ctx: StepContext) -> dict[str, object] | None:
-    """Report the newest database backup where the platform can read it; never fails the step:
-    an emergency does not wait for a backup, but the thread says plainly what is known."""
+def _newest_backup(ctx: StepContext) -> dict[str, object] | None:
+    """The newest database backup where the platform can read it, when none was taken now;
+    never fails the step: the thread says plainly what is known."""
     platform = ctx.platform
     if not isinstance(platform, SupportsBackupAge):
         return None
-    env = ctx.environment_name
-    none_taken = (f"No database backup was taken: on {env} the bot can read the database's "
-                  "backups but cannot take one.")
-    goes_on = "The emergency goes on without waiting for a backup."
     try:
         found = platform.newest_backup(ctx.now())
     except ExternalServiceError as error:
-        ctx.report(f"{none_taken} Its newest backup is unknown: {error.message}. {goes_on}",
-                   broadcast=True)
-        return {"taken": False, "checked": False, "error": error.message}
+        ctx.report(f"The newest database backup is unknown: {error.message}.", broadcast=True)
+        return {"checked": False, "error": error.message}
     if found is None:
-        ctx.report(f"No database backup was taken or checked: the platform settings of {env} "
-                   "name no database whose backups the bot can read.")
-        return {"taken": False, "checked": False, "error": None}
-    if found.fresh:
-        ctx.report(f"{none_taken} Newest: {found.describe()}.")
-    else:
-        ctx.report(f"{none_taken} Newest: {found.describe()}. {goes_on}", broadcast=True)
-    return {"taken": False, "checked": True, "fresh": found.fresh,
-            "detail": found.describe()}
+        return None
+    ctx.report(f"Newest database backup: {found.describe()}.", broadcast=not found.fresh)
+    return {"checked": True, "fresh": found.fresh, "detail": found.describe()}
 
 
 def _parse(value: object) -> datetime | None:
@@ -271,8 +276,8 @@ def emergency_playbook(*, http: HttpChecker) -> Playbook:
         kind=ProcedureKind.EMERGENCY,
         title="Emergency deployment",
         steps=(
-            Step("snapshot", "Emergency backup: snapshot of the live slot and version",
-                 emergency.snapshot, timeout=timedelta(minutes=1),
+            Step("snapshot", "Emergency backup: the database, the live slot and version",
+                 emergency.snapshot, timeout=BACKUP_TIMEOUT,
                  retry=RetryPolicy(attempts=3)),
             Step("deploy_idle_slot", "Deploy the new version to the idle slot",
                  standard.deploy_idle_slot, undo=standard.undo_deploy_idle_slot,

@@ -59,7 +59,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 from procedures.checks.http import HttpChecker, Probe
@@ -77,6 +77,7 @@ from procedures.log_context import notify
 from procedures.model import ProcedureKind, Slot
 from procedures.platforms.base import (
     SlotStatus,
+    SupportsBackup,
     SupportsMaintenance,
     SupportsWatchedDeploy,
     SupportsWatchedStop,
@@ -99,16 +100,19 @@ from procedures.playbooks.final_validation import (
 from procedures.policy import Environment, Monitoring
 
 __all__ = [
+    "BACKUP_TIMEOUT",
     "DEFAULT_READY_TIMEOUT",
     "EXTENDED_HEALTH_MAX_ROUNDS",
     "EXTENDED_HEALTH_STREAK",
     "MIN_LATENCY_REQUESTS",
+    "NO_DATABASE",
     "PRE_DEPLOY_ERROR_WINDOW",
     "FinalChecks",
     "FinalValidation",
     "ProvidesBaseline",
     "ProvidesDatabaseTime",
     "StandardSteps",
+    "database_backup",
     "standard_playbook",
 ]
 
@@ -119,6 +123,10 @@ MONITOR_GRACE = timedelta(minutes=2)
 # The switch step waits for the platform to confirm the switch: Front Door takes minutes to
 # reach every edge (Azure's switch_confirm_timeout defaults to 30 minutes), plus the change.
 SWITCH_TIMEOUT = timedelta(minutes=35)
+# The pre-deployment snapshot takes a database backup: a pg_dump, or an Azure on-demand
+# backup that takes minutes.
+BACKUP_TIMEOUT = timedelta(minutes=30)
+NO_DATABASE = "no database configured: nothing to back up"
 WARNING_MARK = ":large_orange_circle:"  # amber: a warning, never a rollback on its own
 NO_DATA = "no data"
 # A watched platform ends its own wait this long before the step's deadline (its last status
@@ -232,6 +240,16 @@ class StandardSteps:
                 for slot, status in traffic.slots.items()
             },
         }
+
+    def pre_deployment_snapshot(self, ctx: StepContext) -> StepResult:
+        """The seed's ``create-snapshot.sh pre-deploy-$DEPLOYMENT_ID``: the live colour and
+        version (:meth:`snapshot`), then a backup of the environment's database where it has
+        one (:func:`database_backup`), before anything is deployed or switched."""
+        result = dict(self.snapshot(ctx) or {})
+        stamp = ctx.now().astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+        result["database_backup"] = database_backup(
+            ctx, f"pre-deploy-{ctx.deployment_id}-{stamp}")
+        return result
 
     def maintenance_on(self, ctx: StepContext) -> StepResult:
         """Put the public URL into maintenance mode (asked for with --maintenance)."""
@@ -556,8 +574,9 @@ def standard_playbook(*, http: HttpChecker, monitoring: Monitoring | None = None
             Step("final_validation", "Final validation of the live system",
                  steps.final_validation, timeout=timedelta(minutes=2),
                  retry=RetryPolicy(attempts=3, backoff=timedelta(seconds=10))),
-            Step("snapshot", "Snapshot of the live slot and version", steps.snapshot,
-                 timeout=timedelta(minutes=1), retry=RetryPolicy(attempts=3)),
+            Step("snapshot", "Pre-deployment snapshot: database backup, live slot and "
+                 "version", steps.pre_deployment_snapshot, timeout=BACKUP_TIMEOUT,
+                 retry=RetryPolicy(attempts=3)),
             Step("maintenance_on", "Maintenance mode on", steps.maintenance_on,
                  undo=steps.undo_maintenance_on, timeout=timedelta(minutes=1),
                  retry=RetryPolicy(attempts=3), when=maintenance),
@@ -973,6 +992,49 @@ def _summary_result(summary: Summary, slot: Slot, version: str,
         "request_count": summary.requests, "error_rate": summary.error_rate,
         "watched_s": round(watched.total_seconds(), 1),
     }
+
+
+def database_backup(ctx: StepContext, name: str) -> dict[str, Any]:
+    """Back up the environment's database as ``name`` through the platform's
+    :class:`~procedures.platforms.base.SupportsBackup` and say in the thread what was taken
+    (name, where, size, duration) or why nothing was. A failing backup raises (the step fails
+    before anything is deployed or switched); a database that cannot take one by design (an
+    Azure tier) is said plainly, and the checklist item stays unticked with that reason."""
+    platform = ctx.platform
+    if not isinstance(platform, SupportsBackup):
+        reason = (f"the platform of {ctx.environment_name} ({type(platform).__name__}) cannot "
+                  "take a database backup")
+        ctx.report(f"Database backup: none taken: {reason}.")
+        return {"taken": False, "reason": reason}
+    target = platform.backup_target()
+    if target is None:
+        ctx.report(f"Database backup: {NO_DATABASE}.")
+        return {"taken": False, "reason": NO_DATABASE}
+    ctx.report(f"Database backup {name} of {target}: started.")
+    taken = platform.take_backup(name, report=ctx.report, sleep=ctx.sleep)
+    duration = round(taken.duration.total_seconds(), 3)
+    if not taken.taken:
+        ctx.report(f"Database backup NOT taken: {taken.reason}.", broadcast=True)
+        return {"taken": False, "name": taken.name, "location": taken.location,
+                "reason": taken.reason, "duration_s": duration}
+    size = (_size_text(taken.size_bytes) if taken.size_bytes is not None
+            else "size not reported by the platform")
+    restore = f" Restore: {taken.restore_hint}." if taken.restore_hint else ""
+    ctx.report(f"Database backup {taken.name} written: {taken.location} ({size}, took "
+               f"{format_duration(taken.duration)}).{restore}")
+    return {"taken": True, "name": taken.name, "location": taken.location,
+            "size_bytes": taken.size_bytes, "duration_s": duration}
+
+
+def _size_text(count: int) -> str:
+    if count < 1024:
+        return f"{count} bytes"
+    value, units = float(count), ["KiB", "MiB", "GiB"]
+    while True:
+        value /= 1024
+        unit = units.pop(0)
+        if value < 1024 or not units:
+            return f"{value:.1f} {unit}"
 
 
 def _series(samples: Sequence[Sample], started: datetime) -> dict[str, Any]:

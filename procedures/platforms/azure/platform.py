@@ -30,8 +30,9 @@
   reporting progress in the deployment thread and sleeping through the step.
 - ``stop(slot)``: the colour's group deleted (never the live one).
 - ``newest_backup(now)`` (the optional ``SupportsBackupAge``): the age of the newest backup of
-  the PostgreSQL flexible server named by ``postgres_server`` (read only: the bot takes no
-  on-demand backup on Azure).
+  the PostgreSQL flexible server named by ``postgres_server`` (read only).
+- ``take_backup(name, ...)`` (the optional ``SupportsBackup``): an on-demand backup of that
+  server (``db_backups``), before a deployment's switch and first thing in an emergency.
 
 Time goes through an injected clock and ``sleep``; where the group's FQDN and the public URL
 are reached is injectable (``slot_base``, ``public_url``) so tests can use local servers.
@@ -59,17 +60,19 @@ from procedures.platforms.azure.container_groups import (
     ProvisioningFailed,
     build_group,
 )
+from procedures.platforms.azure.db_backups import NotSupported, take_on_demand
 from procedures.platforms.azure.errors import AzureCalls, Sleeper
 from procedures.platforms.azure.frontdoor import TrafficSwitch, traffic_switch
 from procedures.platforms.azure.keyvault import SecretResolver
 from procedures.platforms.azure.settings import AzureSettings, parse_azure_settings
-from procedures.platforms.base import SlotStatus, TrafficState
+from procedures.platforms.base import DatabaseBackup, SlotStatus, TrafficState
 from procedures.policy import Environment
 
 __all__ = ["AzurePlatform"]
 
 log = logging.getLogger(__name__)
 
+BACKUP_WITHIN = timedelta(minutes=25)  # an on-demand backup: minutes, within the step's 30
 REPORT_EVERY = timedelta(seconds=60)  # at most one progress line a minute in the thread
 # Each probe of the public URL on a new connection (so not always the same edge server), and
 # past any cache between the bot and Front Door.
@@ -318,10 +321,40 @@ class AzurePlatform:
         """The newest completed backup of the environment's PostgreSQL flexible server
         (``postgres_server``) and its age at ``now``; None when the section names no server.
 
-        It only reads the server's backups (automatic and on-demand alike): the bot takes no
-        backup on Azure. Raises ExternalServiceError when Azure cannot answer.
+        It only reads the server's backups (automatic and on-demand alike); ``take_backup``
+        takes one. Raises ExternalServiceError when Azure cannot answer.
         """
         return backup_age(self.settings, self._clients, now)
+
+    def backup_target(self) -> str | None:
+        """The PostgreSQL flexible server (``postgres_server``), None when none is named."""
+        server = self.settings.postgres_server
+        return f"PostgreSQL server {server}" if server else None
+
+    def take_backup(self, name: str, *, report: Callable[[str], None],
+                    sleep: Callable[[float], None]) -> DatabaseBackup:
+        """An on-demand backup of ``postgres_server`` (``db_backups``), waited for through
+        ``sleep`` for at most ``BACKUP_WITHIN``; a server whose tier cannot take one gives
+        ``taken=False`` with Azure's reason. Raises ExternalServiceError (403 without
+        ``flexibleServers/backups/write``, 404 for an unknown server...)."""
+        server = self.settings.postgres_server
+        if not server:
+            return DatabaseBackup(False, reason="no database configured: nothing to back up")
+        started = self._clock.now()
+        try:
+            done = take_on_demand(self.settings, self._clients, self._clock, name,
+                                  within=BACKUP_WITHIN, sleep=sleep, report=report)
+        except NotSupported as exc:
+            return DatabaseBackup(
+                False, name=name, location=f"PostgreSQL server {server}",
+                duration=self._clock.now() - started,
+                reason=f"PostgreSQL server {server} cannot take an on-demand backup (its "
+                       f"tier or state does not allow it): {exc.message}; its automatic "
+                       "backups are what there is")
+        return DatabaseBackup(True, name=done.name, location=f"PostgreSQL server {server}",
+                              size_bytes=None, duration=self._clock.now() - started,
+                              restore_hint="restore it from the server's Backup and restore "
+                              "page (point in time, or this backup)")
 
     @property
     def ready_timeout(self) -> timedelta:

@@ -55,6 +55,10 @@ ROLE_TABLE: tuple[RoleNeed, ...] = (
     RoleNeed("Microsoft.Insights/components/", "Reader", "resource",
              note="on the Application Insights component, with resource-context access"),
     RoleNeed("Microsoft.Insights/metrics/", "Monitoring Reader", "resource_group"),
+    RoleNeed("Microsoft.DBforPostgreSQL/flexibleServers/backups/write", "Contributor",
+             "resource", alternative="a custom role with Microsoft.DBforPostgreSQL/"
+             "flexibleServers/backups/write and backups/read", note="on the PostgreSQL "
+             "flexible server: the pre-deployment and emergency backups are on-demand backups"),
     RoleNeed("Microsoft.DBforPostgreSQL/", "Reader", "resource"),
     RoleNeed("Microsoft.ContainerRegistry/registries/repositories/metadata/read", "AcrPull",
              "resource", alternative="Container Registry Repository Reader, on a registry in "

@@ -37,8 +37,9 @@ import httpx
 
 from procedures.clock import Clock, SystemClock
 from procedures.errors import ConfigError, ExternalServiceError, StepFailure
+from procedures.migrations.backup import PgDump
 from procedures.model import Slot
-from procedures.platforms.base import SlotStatus, TrafficState
+from procedures.platforms.base import DatabaseBackup, SlotStatus, TrafficState
 from procedures.platforms.local import processes
 from procedures.policy import Environment, LocalPlatformSettings
 
@@ -47,6 +48,7 @@ POLL_INTERVAL = 0.1
 ROUTER_START_TIMEOUT = 10.0
 LOG_TAIL_LINES = 15
 _ENV_NAME = re.compile(r"[a-z][a-z0-9-]{0,30}")
+_BACKUP_NAME = re.compile(r"[A-Za-z0-9][-\w.]{0,127}")
 _PLACEHOLDER = re.compile(r"\{(port|version|slot)\}")
 # The only variables a slot or the router inherits from the bot: never the bot's secrets.
 _INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH",
@@ -73,6 +75,8 @@ class LocalPlatform:
         sleep: Callable[[float], None] = time.sleep,
         extra_env: Mapping[str, str] | None = None,
         stop_grace: float = 5.0,
+        backups_dir: Path | None = None,
+        pg_dump: PgDump | None = None,
     ) -> None:
         if env.local is None:
             raise ConfigError(f"environments.{environment_name}: the local platform needs a "
@@ -89,6 +93,10 @@ class LocalPlatform:
         self.env = env
         self.settings: LocalPlatformSettings = env.local
         self.directory = Path(state_dir) / environment_name
+        # The bot's state_dir is <QLP_HOME>/platform, so by default <QLP_HOME>/backups: where
+        # the migration playbook writes its dumps too.
+        self.backups_dir = Path(backups_dir or Path(state_dir).parent / "backups")
+        self._pg_dump = pg_dump or PgDump()
         self._clock = clock or SystemClock()
         self._sleep = sleep
         self._extra_env = dict(extra_env or {})
@@ -263,6 +271,38 @@ class LocalPlatform:
         (``{"live", "upstreams", "pid"}``)."""
         with self._locked():
             return self._ensure_router()
+
+    # -- SupportsBackup ----------------------------------------------------------------------
+
+    def backup_target(self) -> str | None:
+        """The environment's database (``database_url``, shown without its password), or None
+        when it has none."""
+        if not self.env.database_url:
+            return None
+        return _safe_url(self.env.database_url)
+
+    def take_backup(self, name: str, *, report: Callable[[str], None],
+                    sleep: Callable[[float], None]) -> DatabaseBackup:
+        """``pg_dump --format=custom`` of ``database_url`` to ``<backups_dir>/<env>/<name>.dump``
+        (``PgDump``: no shell, no password in argv, a 0600 file removed again on failure).
+        A failing pg_dump raises StepFailure: no backup, so nothing is switched."""
+        url = self.env.database_url
+        if not url:
+            return DatabaseBackup(False, reason="no database configured: nothing to back up")
+        if not _BACKUP_NAME.fullmatch(name):
+            raise StepFailure(f"{name!r} is not a backup name (letters, digits, -_.)")
+        target = self.backups_dir / self.name / f"{name}.dump"
+        started = self._clock.now()
+        try:
+            dump = self._pg_dump.dump(url, target, wait=lambda: sleep(0))
+        except StepFailure as exc:
+            raise StepFailure(exc.message, hint="No backup, so nothing was switched: the live "
+                              "slot is untouched. Fix the database or pg_dump and deploy "
+                              "again.") from None
+        return DatabaseBackup(True, name=target.name, location=str(dump.path),
+                              size_bytes=dump.size,
+                              duration=self._clock.now() - started,
+                              restore_hint=f"pg_restore --clean --dbname=<database> {dump.path}")
 
     def shutdown_all(self) -> None:
         """Stop the router and both slots, live or not (for tests and demos)."""
@@ -513,3 +553,15 @@ def _check_version(version: str) -> None:
 
 def _seconds(delta: timedelta) -> str:
     return f"{delta.total_seconds():g} s"
+
+
+def _safe_url(url: str) -> str:
+    """``url`` without its password (``postgresql://qlp@127.0.0.1:5432/qlp``)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = (f"{parts.username}@" if parts.username else "") + host
+    if parts.port:
+        netloc += f":{parts.port}"
+    return parts._replace(netloc=netloc).geturl()

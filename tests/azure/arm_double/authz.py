@@ -34,7 +34,8 @@ the assignments of azure-first-run.md §7.1 for the test world (resource group `
 - Monitoring Reader on the resource group (it holds ``*/read``, so it covers every read in the
   resource group: a test that wants a read refused revokes it too, or starts from
   ``roles="none"`` and grants what it needs);
-- Reader on the PostgreSQL flexible server ``qlp-prod-db``;
+- Reader on the PostgreSQL flexible server ``qlp-prod-db``, and ``PostgreSQL Backup Operator``
+  (a custom role: ``flexibleServers/backups/write`` and ``read``) for its on-demand backups;
 - Reader on the container registry ``prodqlpacr`` (``REGISTRY_ID``, in its own resource group
   ``qlp-shared-rg`` as shared registries usually are): ``qlp-bot doctor`` reads the registry and
   its role assignments, and Reader's ``*/read`` holds ``registries/pull/read``, what ACR's data
@@ -111,6 +112,12 @@ ROLES: dict[str, dict[str, list[str]]] = {
         "Microsoft.Blueprint/blueprintAssignments/delete",
         "Microsoft.Compute/galleries/share/action"]),
     "Reader": _role(["*/read"]),
+    # A custom role for the on-demand backups before a deployment and in an emergency (the
+    # table allows Contributor on the server; this is the narrow equivalent).
+    "PostgreSQL Backup Operator": _role([
+        "Microsoft.DBforPostgreSQL/flexibleServers/backups/write",
+        "Microsoft.DBforPostgreSQL/flexibleServers/backups/read",
+        "Microsoft.DBforPostgreSQL/locations/azureAsyncOperation/read"]),
     "Container Instances Deployer": _role([
         "Microsoft.ContainerInstance/containerGroups/*",
         "Microsoft.ContainerInstance/locations/*/read"]),
@@ -153,6 +160,7 @@ ROLE_DEFINITION_IDS: dict[str, str] = {
     "Owner": "8e3af657-a8ff-443c-a75c-2fe8c4bcb635",
     "Contributor": "b24988ac-6180-42a0-ab88-20f7382dd24c",
     "Reader": "acdd72a7-3385-48ef-bd42-f606fba81ae7",
+    "PostgreSQL Backup Operator": "5c0e5f8e-0000-4000-8000-00000000db0b",
     "Container Instances Deployer": "5c0e5f8e-0000-4000-8000-00000000c1d0",
     "Managed Identity Operator": "f1a07417-d97a-45cb-824c-7a7467783830",
     "CDN Profile Contributor": "ec156ff8-a8d1-4d15-830c-5b80698ca432",
@@ -174,6 +182,7 @@ BOT_ROLES: tuple[tuple[str, str], ...] = (
     (COMPONENT_ID, "Reader"),
     (RESOURCE_GROUP_ID, "Monitoring Reader"),
     (POSTGRES_ID, "Reader"),
+    (POSTGRES_ID, "PostgreSQL Backup Operator"),
     (REGISTRY_ID, "Reader"),
 )
 
