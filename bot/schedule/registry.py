@@ -28,4 +28,7 @@ def build_due_works(services: ScheduleServices) -> list[DueWork]:
     from bot.schedule.retention import RetentionWork
 
     works.append(RetentionWork.from_services(services))
+    from bot.schedule.long_runs import LongRuns
+
+    works.append(LongRuns.from_services(services))
     return works
