@@ -57,5 +57,5 @@ def test_staging_deploys_on_a_friday_while_production_is_refused(
 def test_an_environment_approval_rule_for_an_unknown_kind_is_refused() -> None:
     environments = _environments()
     environments["staging"]["approvals"] = {"hotfx": {"users": ["U0QA1"]}}
-    with pytest.raises(ConfigError, match="'hotfx' is not a procedure kind .did you mean hotfix"):
+    with pytest.raises(ConfigError, match=r"'hotfx' is not a procedure kind .did you mean hotfix"):
         make_policy(environments=environments)
