@@ -91,7 +91,7 @@ def test_a_stored_click_that_no_thread_decided_is_decided_by_the_worker(
         bot: BotHarness, slack: SlackDouble) -> None:
     """A click stored just before the process stopped: the next process's worker decides it."""
     deployment = _request(bot, "deploy v1.2.3")
-    request = Request(user_id="U0LEAD2", channel_id=CHANNEL,
+    request = Request(user_id="U0LEAD2", channel_id=CHANNEL, team_id="T0QLP0001",
                       response_url=slack.response_url("act-restart", channel=CHANNEL,
                                                       user="U0LEAD2", message_ts=CARD_TS),
                       request_key="qlp_approve:1764849800.000001:U0LEAD2")
