@@ -53,6 +53,7 @@ from procedures.playbooks.standard import (
     StandardSteps,
     database_backup,
     wait_ready_platform,
+    wait_until_healthy,
 )
 
 __all__ = [
@@ -155,35 +156,9 @@ class PublicHealthVerification:
 
     def __call__(self, ctx: StepContext) -> StepResult:
         env = ctx.environment
-        started = ctx.now()
-        attempt = 0
-        while True:
-            attempt += 1
-            probes = self.http.check_paths(env.url, env.health)
-            failed = [probe for probe in probes if not probe.ok]
-            waited = ctx.now() - started
-            if not failed:
-                slowest = max((probe.elapsed_ms for probe in probes), default=0.0)
-                after = (f"after {format_duration(waited)}, attempt {attempt}" if attempt > 1
-                         else "at the first attempt")
-                ctx.report(f"{self.what}: {env.url} answered 2xx on {', '.join(env.health)} "
-                           f"{after} (slowest {slowest:.0f} ms).")
-                return {"url": env.url, "attempts": attempt,
-                        "waited_s": round(waited.total_seconds(), 1), "slowest_ms": slowest}
-            details = "; ".join(probe.describe() for probe in failed)
-            if waited >= self.within:
-                ctx.report(f"{self.what}: still failing after {format_duration(waited)}: "
-                           f"{details}")
-                raise StepFailure(
-                    f"{env.url} was not healthy within {format_duration(self.within)} "
-                    f"({attempt} attempts); last: {details}",
-                    hint="traffic goes back to the previous slot",
-                )
-            if attempt == 1:
-                ctx.report(f"{self.what}: {details}; trying every "
-                           f"{format_duration(self.every)} for up to "
-                           f"{format_duration(self.within)}.")
-            ctx.sleep(min(self.every, self.within - waited).total_seconds())
+        return wait_until_healthy(ctx, self.http, env.url, env.health, within=self.within,
+                                  every=self.every, what=self.what,
+                                  hint="traffic goes back to the previous slot")
 
 
 class EmergencySteps:

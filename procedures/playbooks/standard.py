@@ -719,21 +719,30 @@ def verify_rollback(ctx: StepContext, http: HttpChecker, *, what: str = "Rollbac
     curl -f $PRODUCTION_URL/health; do sleep 5; done'``), never past the step's own deadline;
     StepFailure (with ``hint``) otherwise. Waits only through ``ctx.sleep``."""
     env = ctx.environment
-    url = base or env.url
     within = min(ctx.policy.monitoring.rollback_verify,
                  max(ctx.deadline - ctx.now() - timedelta(seconds=5), timedelta(seconds=1)))
+    return wait_until_healthy(ctx, http, base or env.url, env.health, within=within,
+                              every=ROLLBACK_VERIFY_EVERY, what=what, hint=hint)
+
+
+def wait_until_healthy(ctx: StepContext, http: HttpChecker, url: str, paths: Sequence[str], *,
+                       within: timedelta, every: timedelta, what: str,
+                       hint: str | None) -> dict[str, Any]:
+    """``url``'s ``paths`` answer 2xx within ``within``, tried every ``every`` (the seed's
+    ``until curl -f $URL/health; do sleep 5; done``); each outcome is reported, and
+    StepFailure (with ``hint``) when the time is up. Waits only through ``ctx.sleep``."""
     started = ctx.now()
     attempt = 0
     while True:
         attempt += 1
-        probes = http.check_paths(url, env.health)
+        probes = http.check_paths(url, paths)
         failed = [probe for probe in probes if not probe.ok]
         waited = ctx.now() - started
         if not failed:
             slowest = max((probe.elapsed_ms for probe in probes), default=0.0)
             after = (f"after {format_duration(waited)}, attempt {attempt}" if attempt > 1
                      else "at the first attempt")
-            ctx.report(f"{what}: {url} answered 2xx on {', '.join(env.health)} {after} "
+            ctx.report(f"{what}: {url} answered 2xx on {', '.join(paths)} {after} "
                        f"(slowest {slowest:.0f} ms).")
             return {"url": url, "attempts": attempt,
                     "waited_s": round(waited.total_seconds(), 1), "slowest_ms": slowest}
@@ -743,10 +752,9 @@ def verify_rollback(ctx: StepContext, http: HttpChecker, *, what: str = "Rollbac
             raise StepFailure(f"{url} was not healthy within {format_duration(within)} "
                               f"({attempt} attempts); last: {details}", hint=hint)
         if attempt == 1:
-            ctx.report(f"{what}: {details}; trying every "
-                       f"{format_duration(ROLLBACK_VERIFY_EVERY)} for up to "
+            ctx.report(f"{what}: {details}; trying every {format_duration(every)} for up to "
                        f"{format_duration(within)}.")
-        ctx.sleep(min(ROLLBACK_VERIFY_EVERY, within - waited).total_seconds())
+        ctx.sleep(min(every, within - waited).total_seconds())
 
 
 def _in_maintenance(ctx: StepContext) -> bool:
