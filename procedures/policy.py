@@ -152,6 +152,18 @@ class CiSettings(_Strict):
         return value.rstrip("/")
 
 
+class Rehearsal(_Strict):
+    """How a deployment is rehearsed on the environment it is promoted from (seed 2.2).
+
+    ``compare_for`` is the seed's ``compare-performance.sh --duration 300s``; the rehearsal
+    stops the deployment when the rehearsed version's response time (p95) is more than
+    ``max_slowdown`` times production's over the same period.
+    """
+
+    compare_for: Duration = timedelta(seconds=300)
+    max_slowdown: float = Field(default=1.5, gt=1)
+
+
 class Environment(_Strict):
     """One deployment target."""
 
@@ -169,6 +181,10 @@ class Environment(_Strict):
     # one approval from the team); without them the policy's top-level ones apply.
     windows: Windows | None = None
     approvals: dict[str, ApprovalRule] | None = None
+    # The environment this one is promoted from (seed 2.2: production from staging). A standard
+    # deployment here first rehearses the same version there; a migration is applied there first.
+    promoted_from: str | None = None
+    rehearsal: Rehearsal | None = None
 
     @field_validator("url")
     @classmethod
@@ -607,6 +623,26 @@ class Policy(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _promotion_chain(self) -> Policy:
+        for name, env in self.environments.items():
+            if env.promoted_from is None:
+                if env.rehearsal is not None:
+                    raise ValueError(f"environments.{name}.rehearsal needs promoted_from")
+                continue
+            if env.promoted_from == name:
+                raise ValueError(f"environments.{name}.promoted_from names itself")
+            if env.promoted_from not in self.environments:
+                raise ValueError(
+                    f"environments.{name}.promoted_from: {env.promoted_from!r} is not one of the "
+                    f"environments ({', '.join(self.environments)})")
+            source = self.environments[env.promoted_from]
+            if source.promoted_from is not None:
+                raise ValueError(
+                    f"environments.{name}.promoted_from: {env.promoted_from!r} is itself promoted "
+                    f"from {source.promoted_from!r}; one rehearsal stage is supported")
+        return self
+
+    @model_validator(mode="after")
     def _default_env(self) -> Policy:
         if self.default_environment and self.default_environment not in self.environments:
             raise ValueError(
@@ -633,6 +669,17 @@ class Policy(_Strict):
         """The deployment windows of ``environment``: its own, else the top-level ones."""
         env = self.environments.get(environment) if environment else None
         return env.windows if env is not None and env.windows is not None else self.windows
+
+    def promoted_from(self, environment: str) -> str | None:
+        """The environment ``environment`` is promoted from (rehearsed on first), if any."""
+        env = self.environments.get(environment)
+        return env.promoted_from if env is not None else None
+
+    def rehearsal_of(self, environment: str) -> Rehearsal:
+        """The rehearsal settings of ``environment`` (the seed's defaults when it has none)."""
+        env = self.environments.get(environment)
+        return (env.rehearsal if env is not None and env.rehearsal is not None
+                else Rehearsal())
 
     def environment_name(self, requested: str | None) -> str:
         """Resolve an optional environment name: the default, else production, else the only."""
