@@ -237,7 +237,7 @@ def build_services(settings: Settings, *, policy: Policy, clock: Clock | None = 
             http=http, monitoring=policy.monitoring,
             checks=final_checks(settings)),
         ProcedureKind.HOTFIX: hotfix_playbook(http=http, monitoring=policy.monitoring),
-        ProcedureKind.EMERGENCY: emergency_playbook(http=http),
+        ProcedureKind.EMERGENCY: emergency_playbook(http=http, monitoring=policy.monitoring),
         ProcedureKind.ROLLBACK: rollback_playbook(http=http, monitoring=policy.monitoring),
         ProcedureKind.MIGRATION: migration_playbook(backups_dir=settings.qlp_home / "backups"),
     }

@@ -352,6 +352,9 @@ class Monitoring(_Strict):
     # after a rollback (automatic or /qlp rollback): the public URL's health paths must answer
     # 2xx within this long (the seed's `timeout 120 ... until curl -f $PRODUCTION_URL/health`)
     rollback_verify: Duration = timedelta(minutes=2)
+    # an emergency on the blue-green path (critical-bug, compliance) is watched this long after
+    # its switch (the seed's blue-green-deploy.sh: monitor-deployment.sh --duration 300)
+    emergency_stability: Duration = timedelta(minutes=5)
 
     @field_validator("database_health")
     @classmethod
@@ -367,6 +370,8 @@ class Monitoring(_Strict):
         for name in ("health_window", "error_window"):
             if getattr(self, name) <= timedelta(0):
                 raise ValueError(f"{name} must be positive")
+        if not timedelta(seconds=1) <= self.emergency_stability <= timedelta(minutes=30):
+            raise ValueError("emergency_stability must be between 1s and 30m (the seed: 5m)")
         if not timedelta(seconds=10) <= self.rollback_verify <= timedelta(minutes=10):
             raise ValueError("rollback_verify must be between 10s and 10m (the seed: 2m)")
         return self

@@ -15,6 +15,7 @@ emergency checklist in its options. The run is ``procedures.playbooks.emergency`
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from bot import paging
@@ -48,12 +49,18 @@ def emergency_text(ctx: HandlerContext, command: Command) -> str:
     return refused(ctx, "emergency", env, lambda: _emergency(ctx, command, env))
 
 
-def _track(category: str) -> str:
+# What the emergency's first step does (procedures.playbooks.emergency.EmergencySteps.snapshot).
+_PLAN_START = ("a database backup where the environment has a database (else the newest "
+               "backup's age where the platform knows it) and a snapshot of the live version")
+
+
+def _track(category: str, stability: timedelta) -> str:
     if is_fast_track(category):
         return (f"fast track: no smoke tests, ready within {format_duration(FAST_TRACK_READY)}, "
                 f"healthy within {format_duration(VERIFY_WITHIN)} after the switch")
     return (f"blue-green: ready within {format_duration(BLUE_GREEN_READY)}, smoke tests, "
-            f"healthy within {format_duration(VERIFY_WITHIN)} after the switch")
+            f"healthy within {format_duration(VERIFY_WITHIN)} after the switch, then watched "
+            f"for {format_duration(stability)}")
 
 
 def _emergency(ctx: HandlerContext, command: Command, env: str) -> str:
@@ -72,6 +79,7 @@ def _emergency(ctx: HandlerContext, command: Command, env: str) -> str:
     due = now + REVIEW_WITHIN
     checklist = checklist_items()
     needed = approvals_needed(ctx, ProcedureKind.EMERGENCY, env)
+    stability = policy.monitoring.emergency_stability
     options: dict[str, Any] = {
         "category": category, "fast_track": is_fast_track(category),
         "review_due": due.isoformat(), "checklist": checklist,
@@ -80,8 +88,7 @@ def _emergency(ctx: HandlerContext, command: Command, env: str) -> str:
     def announce(deployment_id: int) -> str:
         return (f":rotating_light: <@{user}> requested an *emergency deployment* "
                 f"({category}) of {version} to {env}: {escape(reason)}.\n"
-                f"Plan: snapshot of the live version (and the newest database backup's age "
-                f"where the platform knows it), then {_track(category)}.\n"
+                f"Plan: {_PLAN_START}, then {_track(category, stability)}.\n"
                 f"Waiting for {needed} (not the requester). {waits}"
                 f"{' ' if waits else ''}The on-call route is paged.\n"
                 f"Post-emergency review due by {local_time(due, policy.zone)} (within "
@@ -127,15 +134,15 @@ def _page_oncall(ctx: HandlerContext, deployment_id: int, category: str, version
 
 def _dry_run(ctx: HandlerContext, command: Command, env: str) -> str:
     category = command.category or ""
-    skip = set() if not is_fast_track(category) else {"smoke_tests"}
+    skip = set() if not is_fast_track(category) else {"smoke_tests", "stability"}
     verdict = judge_request(ctx, ProcedureKind.EMERGENCY, env)
     lines = [
         f"*Dry run: emergency ({category}) {command.version} to {env}* (nothing was changed)",
         "Allowed now: " + (f"yes ({verdict.reason})" if verdict.allowed else
                            f"*refused*: {verdict.reason} (rule: {verdict.rule})"),
         f"Approval: {approvals_needed(ctx, ProcedureKind.EMERGENCY, env)}, not the requester",
-        f"Plan: snapshot of the live version (and the newest database backup's age where "
-        f"the platform knows it), then {_track(category)}",
+        f"Plan: {_PLAN_START}, then "
+        f"{_track(category, ctx.services.policy.monitoring.emergency_stability)}",
         f"On request: the channel and the on-call route are notified; a post-emergency review "
         f"is due within {format_duration(REVIEW_WITHIN)}; the emergency checklist is attached",
         "Steps:", *steps_listing(ctx, ProcedureKind.EMERGENCY, skip),

@@ -12,10 +12,15 @@ run does depends on the category (``options["category"]``)::
     (blue-green's smoke tests)                    smoke_tests        skipped    yes
     (front door update)                           switch_traffic     yes        yes
     timeout 60 ... curl $PRODUCTION_URL/health    verify             60 s       60 s
+    monitor-deployment.sh --duration 300          stability          skipped    5 min
     "Schedule post-emergency review"              follow_up          yes        yes
 
 No final validation (the live system may be the thing that is down), no extended health
-check, no monitoring, no baseline: that is what "skip normal validation" means here. A failure
+check, no baseline: that is what "skip normal validation" means here. The blue-green path
+keeps the seed's ``blue-green-deploy.sh`` 5-minute stability monitor after the switch
+(``stability``): the standard monitor's decision matrix (``monitoring`` thresholds) over 5
+minutes; an automatic trigger switches back, as a failure at any step does. The fast track
+has none: the seed's ``fast-deploy.sh`` switches and verifies only. A failure
 at any step is compensated as in the standard playbook (the switch is undone first, then the
 new slot is stopped). The previous slot keeps running after a success, so going back is one
 ``/qlp rollback`` away; the post-emergency review decides when it goes.
@@ -49,12 +54,14 @@ from procedures.platforms.base import SupportsBackupAge
 from procedures.playbook import Playbook, RetryPolicy, Step, StepContext, StepResult
 from procedures.playbooks.standard import (
     BACKUP_TIMEOUT,
+    MONITOR_GRACE,
     SWITCH_TIMEOUT,
     StandardSteps,
     database_backup,
     wait_ready_platform,
     wait_until_healthy,
 )
+from procedures.policy import Monitoring
 
 __all__ = [
     "BLUE_GREEN_CATEGORIES",
@@ -198,6 +205,12 @@ class EmergencySteps:
         return {"slot": target.value, "version": status.version, "detail": status.detail,
                 "timeout_s": timeout.total_seconds()}
 
+    def stability(self, ctx: StepContext) -> StepResult:
+        """The blue-green path's stability monitor (seed ``blue-green-deploy.sh``, 5 minutes):
+        the standard monitor over ``monitoring.emergency_stability``; an automatic trigger
+        raises and the engine switches back."""
+        return self.standard.monitor_for(ctx, ctx.policy.monitoring.emergency_stability)
+
     def follow_up(self, ctx: StepContext) -> StepResult:
         """Say what is still owed: the review within 24 hours and the checklist."""
         options = ctx.options
@@ -243,9 +256,12 @@ def _parse(value: object) -> datetime | None:
     return None
 
 
-def emergency_playbook(*, http: HttpChecker) -> Playbook:
-    """The emergency deployment (``ProcedureKind.EMERGENCY``); see the module docstring."""
+def emergency_playbook(*, http: HttpChecker, monitoring: Monitoring | None = None) -> Playbook:
+    """The emergency deployment (``ProcedureKind.EMERGENCY``); see the module docstring.
+
+    ``monitoring`` (the policy's section) only sizes the stability step's timeout."""
     emergency = EmergencySteps(http)
+    stability = (monitoring or Monitoring()).emergency_stability
     standard = emergency.standard
     return Playbook(
         kind=ProcedureKind.EMERGENCY,
@@ -270,6 +286,9 @@ def emergency_playbook(*, http: HttpChecker) -> Playbook:
                  retry=RetryPolicy(attempts=3, backoff=timedelta(seconds=2))),
             Step("verify", "Minimal verification: healthy within 60 s", emergency.verify,
                  timeout=VERIFY_WITHIN + STEP_GRACE),
+            Step("stability", "Stability monitor: 5 minutes (blue-green only)",
+                 emergency.stability, timeout=stability + MONITOR_GRACE,
+                 retry=RetryPolicy(attempts=1), when=_blue_green),
             Step("follow_up", "Post-emergency review and checklist", emergency.follow_up,
                  timeout=timedelta(minutes=1)),
         ),

@@ -58,7 +58,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
@@ -395,7 +395,13 @@ class StandardSteps:
     # -- Phase 4: monitoring, baseline, cleanup ----------------------------------------------
 
     def monitor(self, ctx: StepContext) -> StepResult:
-        """Watch the new version for ``monitoring.duration``; raise to roll back.
+        """Watch the new version for ``monitoring.duration``; raise to roll back
+        (:meth:`monitor_for`)."""
+        return self.monitor_for(ctx, None)
+
+    def monitor_for(self, ctx: StepContext, duration: timedelta | None) -> StepResult:
+        """Watch the new version for ``duration`` (``monitoring.duration`` when None); raise
+        to roll back.
 
         Each check probes every health, smoke and ``monitoring.database_health`` path of the
         public URL and reads the platform's error and request counts since the switch (and,
@@ -410,6 +416,9 @@ class StandardSteps:
         plan, version, env = _Plan.of(ctx), _version(ctx), ctx.environment
         monitoring = ctx.policy.monitoring
         thresholds = MonitoringThresholds.from_policy(monitoring)
+        if duration is not None:
+            thresholds = replace(thresholds, duration=duration,
+                                 interval=min(thresholds.interval, duration))
         baseline = ctx.baseline() if isinstance(ctx, ProvidesBaseline) else None
         latency = _PlatformLatency.of(ctx)
         database_time = ctx.metrics if isinstance(ctx.metrics, ProvidesDatabaseTime) else None
@@ -1028,7 +1037,7 @@ def database_backup(ctx: StepContext, name: str) -> dict[str, Any]:
     size = (_size_text(taken.size_bytes) if taken.size_bytes is not None
             else "size not reported by the platform")
     restore = f" Restore: {taken.restore_hint}." if taken.restore_hint else ""
-    ctx.report(f"Database backup {taken.name} written: {taken.location} ({size}, took "
+    ctx.report(f"Database backup {taken.name} completed: {taken.location} ({size}, took "
                f"{format_duration(taken.duration)}).{restore}")
     return {"taken": True, "name": taken.name, "location": taken.location,
             "size_bytes": taken.size_bytes, "duration_s": duration}

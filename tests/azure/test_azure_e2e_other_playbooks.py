@@ -17,8 +17,9 @@ from datetime import timedelta
 import pytest
 
 from procedures.model import DeploymentState, ProcedureKind, Slot
-from tests.azure.arm_double import fail_backups
+from tests.azure.arm_double.backups import refuse_on_demand
 from tests.azure.e2e_world import (
+    DB_SERVER,
     ENV,
     ROUTE,
     AzureWorld,
@@ -106,17 +107,15 @@ def test_hotfix_on_azure(azure_bot_sqlite: BotHarness, world: AzureWorld) -> Non
         assert skipped not in thread, (skipped, thread)
 
 
-@pytest.mark.xfail(reason="issue #12: the emergency now takes a real on-demand backup of the "
-                   "flexible server first; this run's expectations (no backup taken, Azure "
-                   "refusing the backups list) are not rewritten yet", strict=False)
 def test_emergency_fast_track_then_blue_green_on_azure(azure_bot_sqlite: BotHarness,
                                                        world: AzureWorld) -> None:
     bot, double = azure_bot_sqlite, world.double
 
-    # 1. outage (fast track, no smoke tests) while the newest database backup is stale: the
-    #    thread and the channel are told no backup was taken and how old the newest is; the
-    #    emergency does not wait for one.
+    # 1. outage (fast track: no smoke tests, no stability monitor): the emergency's first step
+    #    takes a real on-demand backup of the flexible server (seed "backup first"), waited for
+    #    in model time, before anything is deployed.
     world.backups_completed(timedelta(hours=40))
+    seen = len(double.calls)  # the world's own set-up calls come first
     reply = bot.command('emergency outage v1.0.1 --reason "API down for EU users"').text
     assert reply.startswith("Emergency deployment #1 requested"), reply
     approve(bot, id_in(reply), "U0LEAD1")
@@ -128,23 +127,30 @@ def test_emergency_fast_track_then_blue_green_on_azure(azure_bot_sqlite: BotHarn
     # The previous colour keeps running for a quick way back.
     assert double.groups["qlp-green"]["tags"]["qlp-version"] == "v0.9.0"
     thread = _finished_thread(bot, 1, "Deployed v1.0.1 to production")
-    # The emergency takes a real on-demand backup of the flexible server first.
-    no_backup = "No database backup was taken"  # what the later (xfail) expectations read
     _contains_all(thread, "requested an *emergency deployment* (outage)",
+                  "a database backup where the environment has a database",
                   "✓ Emergency backup", "Database backup emergency-backup-1-",
-                  "of PostgreSQL server qlp-prod-db: started",
-                  "✓ Switch traffic", "✓ Minimal verification", "Post-emergency review due by",
-                  "keeps running for a quick way back")
-    assert "Smoke tests" not in thread.split("Approved by")[1]  # skipped on the fast track
-    assert any(no_backup in text and "older than" in text for text in _broadcast(bot, 1))
+                  "of PostgreSQL server qlp-prod-db: started", "completed: PostgreSQL server "
+                  "qlp-prod-db", "✓ Switch traffic", "✓ Minimal verification",
+                  "Post-emergency review due by", "keeps running for a quick way back")
+    after_approval = thread.split("Approved by")[1]
+    assert "Smoke tests" not in after_approval  # skipped on the fast track
+    assert "Stability monitor" not in after_approval  # so is the 5-minute watch
+    # The backup was created on the server before the deployment touched a container group.
+    puts = [c for c in double.calls[seen:] if c.method == "PUT"]
+    first_backup = next(i for i, c in enumerate(puts) if "/backups/" in c.path)
+    first_group = next(i for i, c in enumerate(puts) if "containerGroups" in c.path)
+    assert first_backup < first_group
     snapshot = bot.services.deployments.get_step(1, "snapshot")
     assert snapshot is not None and snapshot.result is not None
-    assert snapshot.result["database_backup"]["taken"] is False
-    assert snapshot.result["database_backup"]["fresh"] is False
+    assert snapshot.result["database_backup"]["taken"] is True
+    assert snapshot.result["database_backup"]["name"].startswith("emergency-backup-1-")
 
-    # 2. critical-bug (blue-green: smoke tests on the new colour first) while Azure refuses to
-    #    list the backups: said plainly, and the emergency goes on. Green's v0.9.0 is replaced.
-    fail_backups(double, 403, "AuthorizationFailed", "no backups/read permission")
+    # 2. critical-bug (blue-green) on a server whose tier cannot take on-demand backups: said
+    #    plainly and broadcast with the newest automatic backup's age; the emergency goes on
+    #    (it is an emergency), with smoke tests first and the 5-minute stability monitor after.
+    refuse_on_demand(double, DB_SERVER, "OnDemandBackupNotSupported",
+                     "On-demand backups are not supported for this server's tier")
     reply = bot.command('emergency critical-bug v1.0.2 --reason "payments fail"').text
     assert reply.startswith("Emergency deployment #2 requested"), reply
     approve(bot, 2, "U0LEAD1")
@@ -156,10 +162,18 @@ def test_emergency_fast_track_then_blue_green_on_azure(azure_bot_sqlite: BotHarn
     assert double.groups["qlp-green"]["tags"]["qlp-version"] == "v1.0.2"
     assert double.groups["qlp-blue"]["tags"]["qlp-version"] == "v1.0.1"  # kept
     thread = _finished_thread(bot, 2, "Deployed v1.0.2 to production")
-    _contains_all(thread, "(critical-bug)", no_backup, "Its newest backup is unknown",
-                  "AuthorizationFailed", "✓ Smoke tests on the new slot (blue-green only)",
-                  "✓ Switch traffic", "✓ Minimal verification")
-    assert any("Its newest backup is unknown" in text for text in _broadcast(bot, 2))
+    _contains_all(thread, "(critical-bug)", "then watched for 3s",
+                  "Database backup NOT taken", "cannot take an on-demand backup",
+                  "OnDemandBackupNotSupported", "Newest database backup:",
+                  "✓ Smoke tests on the new slot (blue-green only)",
+                  "✓ Switch traffic", "✓ Minimal verification",
+                  "Monitoring green (v1.0.2) for 3s", "✓ Stability monitor")
+    assert any("Database backup NOT taken" in text for text in _broadcast(bot, 2))
+    snapshot = bot.services.deployments.get_step(2, "snapshot")
+    assert snapshot is not None and snapshot.result is not None
+    assert snapshot.result["database_backup"]["taken"] is False
+    # The newest backup is the first emergency's own on-demand one: minutes old, fresh.
+    assert snapshot.result["database_backup"]["newest"]["fresh"] is True
     state = bot.services.environments.get(ENV)
     assert state is not None
     assert (state.live_slot, state.live_version, state.lock_holder) == (Slot.GREEN, "v1.0.2",

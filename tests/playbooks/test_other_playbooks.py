@@ -52,7 +52,7 @@ HOTFIX_ORDER = ("final_validation", "snapshot", "maintenance_on", "deploy_idle_s
                 "wait_healthy", "smoke_tests", "switch_traffic", "maintenance_off",
                 "post_deploy_tests", "monitor", "stop_old_slot")
 EMERGENCY_ORDER = ("snapshot", "deploy_idle_slot", "wait_healthy", "smoke_tests",
-                   "switch_traffic", "verify", "follow_up")
+                   "switch_traffic", "verify", "stability", "follow_up")
 ROLLBACK_ORDER = ("snapshot", "deploy_idle_slot", "wait_healthy", "smoke_tests",
                   "switch_traffic", "verify", "post_deploy_tests", "stop_old_slot")
 
@@ -74,14 +74,18 @@ class TimedPlatform(FakePlatform):
 
 class FlakyWeb(Web):
     """``Web``, but the public URL answers 503 for the next ``public_failures`` requests made
-    after the switch to green (-1: forever)."""
+    after the switch to green (-1: forever), after ``healthy_for`` normal answers."""
 
     def __init__(self, platform: FakePlatform) -> None:
         super().__init__(platform)
         self.public_failures = 0
+        self.healthy_for = 0  # public requests answered normally after the switch first
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         public = request.url.host != "fake.invalid"
+        if public and self.platform.live is Slot.GREEN and self.healthy_for > 0:
+            self.healthy_for -= 1
+            return super().__call__(request)
         if public and self.platform.live is Slot.GREEN and self.public_failures != 0:
             self.public_failures -= 1 if self.public_failures > 0 else 0
             return self._answer(request, httpx.Response(503, json={"status": "down"}))
@@ -309,7 +313,9 @@ def test_emergency_fast_track(world: World, category: str) -> None:
                                              _emergency_options(category))
     assert state is S.SUCCEEDED, world.h.deployments.get(deployment_id)
     states = world.step_states(engine, deployment_id)
-    assert states == {name: (StepState.SKIPPED if name == "smoke_tests" else StepState.SUCCEEDED)
+    # The fast track has no smoke tests and no stability monitor (seed fast-deploy.sh).
+    assert states == {name: (StepState.SKIPPED if name in ("smoke_tests", "stability")
+                             else StepState.SUCCEEDED)
                       for name in EMERGENCY_ORDER}
     # No validation, no smoke tests, no slot_url; the old slot keeps running.
     assert world.calls() == ["traffic()", "deploy(green, 1.0.2)", "wait_ready(green)",
@@ -334,6 +340,31 @@ def test_emergency_blue_green(world: World, category: str) -> None:
     assert world.calls() == ["traffic()", "deploy(green, 1.0.2)", "wait_ready(green)",
                              "slot_url(green)", "switch(green)"]
     assert world.platform.ready_timeouts == [timedelta(minutes=5)]
+    # The seed's blue-green-deploy.sh watches the new version for 5 minutes after the switch
+    # (monitoring.emergency_stability; the test policy makes it 2 s).
+    assert Monitoring().emergency_stability == timedelta(minutes=5)
+    stability = world.h.deployments.get_step(deployment_id, "stability")
+    assert stability is not None and stability.result is not None
+    assert stability.result["watched_s"] == 2
+    assert "Monitoring green (1.0.2) for 2s" in world.texts(deployment_id)
+
+
+def test_a_blue_green_emergency_failing_its_stability_monitor_switches_back(
+        world: World) -> None:
+    # Healthy for the minimal verification, then the public URL fails for good: the 5-minute
+    # stability monitor's automatic trigger (health failures) switches back to blue.
+    world.web.healthy_for = 1
+    world.web.public_failures = -1
+    deployment_id, state, engine = world.run(ProcedureKind.EMERGENCY, "1.0.2",
+                                             _emergency_options("critical-bug"))
+    assert state is S.ROLLED_BACK
+    record = world.h.deployments.get(deployment_id)
+    assert record is not None and "monitoring green (1.0.2)" in (record.error or "")
+    states = world.step_states(engine, deployment_id)
+    assert states["verify"] is StepState.SUCCEEDED
+    assert states["stability"] is StepState.FAILED
+    assert states["switch_traffic"] is StepState.UNDONE
+    world.assert_as_before()
 
 
 def test_emergency_verification_waits_for_health(world: World) -> None:
@@ -456,6 +487,7 @@ FAILURES = [
         ("smoke_tests", S.ROLLED_BACK, ("deploy_idle_slot",)),
         ("switch_traffic", S.ROLLED_BACK, ("deploy_idle_slot",)),
         ("verify", S.ROLLED_BACK, _SWITCHED),
+        ("stability", S.ROLLED_BACK, _SWITCHED),
         ("follow_up", S.ROLLED_BACK, _SWITCHED),
     ]),
     *_expect(ROLLBACK, [

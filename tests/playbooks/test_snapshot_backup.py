@@ -115,7 +115,7 @@ def test_the_snapshot_takes_a_backup_and_reports_name_size_and_duration() -> Non
                       "location": "/backups/pre-deploy-42-20261202T103000Z.dump",
                       "size_bytes": 3 * 1024 * 1024 + 200, "duration_s": 12.0}
     said = "\n".join(runner.reports)
-    assert "pre-deploy-42-20261202T103000Z.dump written" in said
+    assert "pre-deploy-42-20261202T103000Z.dump completed" in said
     assert "3.0 MiB" in said and "took 12s" in said
     # The live colour's configuration is still recorded, and nothing was switched.
     assert (result["live_slot"], result["target_slot"]) == ("blue", "green")
@@ -182,7 +182,7 @@ def test_the_emergency_backs_up_first_and_ticks_its_item() -> None:
     assert platform.taken == ["emergency-backup-42-20261202-103000"]
     assert result["database_backup"]["taken"] is True
     assert result["target_slot"] == "green"
-    assert any("emergency-backup-42-20261202-103000.dump written" in r for r in runner.reports)
+    assert any("emergency-backup-42-20261202-103000.dump completed" in r for r in runner.reports)
     tick = _checklist(result, items=EMERGENCY_ITEMS)[EMERGENCY].tick
     assert tick is not None and tick.step == "snapshot"
 

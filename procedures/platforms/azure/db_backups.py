@@ -29,6 +29,7 @@ from azure.core.rest import HttpRequest
 from azure.mgmt.core.exceptions import ARMErrorFormat
 
 from procedures.clock import Clock
+from procedures.durations import format_duration
 from procedures.errors import ExternalServiceError
 from procedures.platforms.azure.backups import SERVICE, arm_pipeline
 from procedures.platforms.azure.errors import translate
@@ -116,8 +117,8 @@ class OnDemandBackups:
             while True:
                 if self._clock.now() - started >= within:
                     raise ExternalServiceError(
-                        SERVICE, f"{what}: not finished after "
-                        f"{int(within.total_seconds())} s", retryable=False, code="Timeout")
+                        SERVICE, f"{what}: not finished after {format_duration(within)}",
+                        retryable=False, code="Timeout")
                 sleep(wait)
                 status_response = self._send(HttpRequest("GET", monitor), (200, 202))
                 body = status_response.json() if status_response.content else {}
@@ -129,7 +130,7 @@ class OnDemandBackups:
                 if now - reported >= timedelta(minutes=1):
                     reported = now
                     report(f"On-demand backup {name} of PostgreSQL server {self.server}: "
-                           f"{status} after {int((now - started).total_seconds())} s.")
+                           f"still {status} after {format_duration(now - started)}.")
             if status.lower() != "succeeded":
                 error = (body or {}).get("error") or {}
                 raise ExternalServiceError(
