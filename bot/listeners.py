@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from bot import actions, interactions
+from bot import actions, deploy_dialog, interactions
 from bot.commands.registry import HANDLERS, run_command
 from bot.context import HandlerContext, Request
 from bot.metrics import note_ack
@@ -51,6 +51,8 @@ def register(app: App, services: HandlerServices, clicks: ClickTask) -> None:
     app.command(actions.COMMAND)(_command_listener(services))
     for action_id in BUTTONS:
         app.action(action_id)(_button_listener(clicks, action_id))
+    # The deploy dialog: its shortcut, its version menu and its submission (bot.deploy_dialog).
+    deploy_dialog.register(app, services)
 
 
 def _command_listener(services: HandlerServices) -> Callable[[Ack, dict[str, Any]], None]:

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from storage.deployments import DeploymentRepository
     from storage.environments import EnvironmentStateRepository
     from storage.outbox import Outbox
+    from storage.requests import ProcessedRequests
     from storage.status import CachedStatusReader
 
 __all__ = [
@@ -123,6 +124,10 @@ class HandlerServices(HasWorkerTasks, Protocol):
     def flows(self) -> DeploymentFlows: ...
     @property
     def status_reader(self) -> CachedStatusReader | None: ...
+    @property
+    def platforms(self) -> PlatformRegistry: ...  # the deploy dialog's version list
+    @property
+    def requests(self) -> ProcessedRequests: ...  # the deploy dialog's answered views
 
     def wake_worker(self) -> None: ...
 

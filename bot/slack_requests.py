@@ -7,6 +7,7 @@ and by the benchmarks, so that all three exercise the same verification path as 
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from typing import Any
 from urllib.parse import urlencode
@@ -113,5 +114,94 @@ def checkboxes_body(*, action_id: str, block_id: str, selected: list[tuple[str, 
             "action_id": action_id, "block_id": block_id, "type": "checkboxes",
             "selected_options": options, "action_ts": action_ts or f"{time.time():.6f}",
         }],
+    }
+    return urlencode({"payload": json.dumps(payload)})
+
+
+def new_trigger_id(issued_at: float | None = None) -> str:
+    """A ``trigger_id`` as an interaction hands one out. Its first field is when it was issued
+    (nanoseconds since the epoch, wall clock; ``issued_at`` in seconds for an old one): the
+    Slack stand-in reads it to refuse a trigger older than 3 seconds, as Slack does."""
+    issued = time.time_ns() if issued_at is None else int(issued_at * 1_000_000_000)
+    return f"{issued}.{secrets.token_hex(4)}.local"
+
+
+def _interaction_user(user_id: str, team_id: str) -> dict[str, Any]:
+    return {"id": user_id, "username": user_id.lower(), "name": user_id.lower(),
+            "team_id": team_id}
+
+
+def shortcut_body(*, callback_id: str, user_id: str, trigger_id: str | None = None,
+                  team_id: str = LOCAL_TEAM_ID) -> str:
+    """A global shortcut (``type: shortcut``) as Slack form-encodes it: no channel, no
+    ``response_url``; a ``trigger_id`` to open a modal with."""
+    payload: dict[str, Any] = {
+        "type": "shortcut",
+        "token": "unused-verification-token",
+        "action_ts": f"{time.time():.6f}",
+        "team": {"id": team_id, "domain": "local"},
+        "user": _interaction_user(user_id, team_id),
+        "is_enterprise_install": False,
+        "enterprise": None,
+        "callback_id": callback_id,
+        "trigger_id": trigger_id or new_trigger_id(),
+    }
+    return urlencode({"payload": json.dumps(payload)})
+
+
+def _submitted_view(view: dict[str, Any], values: dict[str, Any], view_id: str,
+                    team_id: str) -> dict[str, Any]:
+    """``view`` (as it was opened) as an interaction carries it back, with its ``state``."""
+    return {
+        **view,
+        "id": view_id,
+        "team_id": team_id,
+        "state": {"values": values},
+        "hash": f"{int(time.time())}.{view_id[-6:]}",
+        "root_view_id": view_id,
+        "previous_view_id": None,
+        "app_id": "A0QLP",
+        "bot_id": "B0QLPBOT1",
+    }
+
+
+def view_submission_body(*, view: dict[str, Any], view_id: str, values: dict[str, Any],
+                         user_id: str, team_id: str = LOCAL_TEAM_ID) -> str:
+    """A ``view_submission`` of the modal ``view``: ``values`` is ``state.values``
+    (``{block_id: {action_id: {"type": ..., <its value>}}}``)."""
+    payload: dict[str, Any] = {
+        "type": "view_submission",
+        "team": {"id": team_id, "domain": "local"},
+        "user": _interaction_user(user_id, team_id),
+        "api_app_id": "A0QLP",
+        "token": "unused-verification-token",
+        "trigger_id": new_trigger_id(),
+        "view": _submitted_view(view, values, view_id, team_id),
+        "response_urls": [],
+        "is_enterprise_install": False,
+        "enterprise": None,
+    }
+    return urlencode({"payload": json.dumps(payload)})
+
+
+def block_suggestion_body(*, view: dict[str, Any], view_id: str, action_id: str,
+                          block_id: str, value: str, user_id: str,
+                          values: dict[str, Any] | None = None,
+                          team_id: str = LOCAL_TEAM_ID) -> str:
+    """A ``block_suggestion`` (an ``external_select`` in a modal asking for its options as
+    the person types ``value``)."""
+    payload: dict[str, Any] = {
+        "type": "block_suggestion",
+        "user": _interaction_user(user_id, team_id),
+        "container": {"type": "view", "view_id": view_id},
+        "api_app_id": "A0QLP",
+        "token": "unused-verification-token",
+        "action_id": action_id,
+        "block_id": block_id,
+        "value": value,
+        "team": {"id": team_id, "domain": "local"},
+        "enterprise": None,
+        "is_enterprise_install": False,
+        "view": _submitted_view(view, values or {}, view_id, team_id),
     }
     return urlencode({"payload": json.dumps(payload)})

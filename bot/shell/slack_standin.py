@@ -42,6 +42,7 @@ __all__ = [
     "StoredMessage",
     "UploadedFile",
     "block_problems",
+    "view_problems",
 ]
 
 _log = logging.getLogger(__name__)
@@ -70,6 +71,13 @@ _METHOD_SCOPES = {
 # Form-encoded callers send structured arguments as JSON strings.
 _JSON_STRING_ARGS = ("blocks", "attachments", "view", "metadata")
 _TRUE_STRINGS = frozenset({"1", "true", "True", "yes"})
+TRIGGER_LIFETIME_NS = 3_000_000_000  # a trigger_id opens a view within 3 s of its issue, once
+# The input elements the stand-in knows (Block Kit's input block).
+_INPUT_ELEMENTS = frozenset({
+    "plain_text_input", "static_select", "external_select", "datetimepicker", "datepicker",
+    "timepicker", "checkboxes", "radio_buttons", "users_select", "conversations_select",
+    "channels_select", "multi_static_select", "email_text_input", "number_input",
+    "url_text_input", "rich_text_input"})
 _RESPONSE_PREFIX = "/response/"
 _API_PREFIX = "/api/"
 _UPLOAD_PREFIX = "/upload/"
@@ -915,6 +923,12 @@ class SlackStandIn:
                     "messages": ["[ERROR] failed to match all allowed schemas [json-pointer:/view]"]
                 },
             )
+        if self.strict:
+            self._exchange_trigger(trigger_id)
+            problems = view_problems(view)
+            if problems:
+                raise _ApiError("invalid_arguments",
+                                response_metadata={"messages": [f"[ERROR] {p}" for p in problems]})
         self._view_seq += 1
         opened = OpenedView(f"V{self._view_seq:08d}", trigger_id, copy.deepcopy(view))
         self._views.append(opened)
@@ -928,6 +942,22 @@ class SlackStandIn:
                 "state": {"values": {}},
             }
         }
+
+    def _exchange_trigger(self, trigger_id: str) -> None:
+        """A trigger as Slack treats it: issued by an interaction, good once, for 3 seconds.
+        The stand-in reads the issue time from the trigger's first field (nanoseconds since
+        the epoch on the wall clock, as ``bot.slack_requests`` mints them), whatever clock
+        the stand-in's timestamps follow."""
+        issued = trigger_id.split(".", 1)[0]
+        if not (issued.isascii() and issued.isdigit() and len(issued) >= 18):
+            raise _ApiError("invalid_trigger_id")
+        with self._cond:
+            used = trigger_id in self._used_triggers
+            self._used_triggers.add(trigger_id)
+        if used:
+            raise _ApiError("exchanged_trigger_id")
+        if time.time_ns() - int(issued) > TRIGGER_LIFETIME_NS:
+            raise _ApiError("expired_trigger_id")
 
     # ----------------------------------------------------------------- response_url
 
@@ -991,6 +1021,7 @@ class SlackStandIn:
         self._by_ts: dict[str, StoredMessage] = {}
         self._views: list[OpenedView] = []
         self._view_seq = 0
+        self._used_triggers: set[str] = set()
         self._calls: list[ApiCall] = []
         self._targets: dict[str, _ResponseTarget] = {}
         self._files: dict[str, UploadedFile] = {}
@@ -1114,14 +1145,15 @@ def _truthy(value: Any) -> bool:
 _TEXT_TYPES = ("plain_text", "mrkdwn")
 
 
-def block_problems(blocks: Any) -> list[str]:
+def block_problems(blocks: Any, *, limit: int = 50) -> list[str]:
     """Check blocks against Block Kit's documented limits; return Slack-style problem strings
-    (empty when the blocks are fine). Only the block types the bot uses are checked in depth."""
+    (empty when the blocks are fine). Only the block types the bot uses are checked in depth.
+    ``limit``: 50 blocks in a message, 100 in a modal or the Home tab."""
     if not isinstance(blocks, list):
         return ["must be an array [json-pointer:/blocks]"]
     problems: list[str] = []
-    if len(blocks) > 50:
-        problems.append("no more than 50 items allowed [json-pointer:/blocks]")
+    if len(blocks) > limit:
+        problems.append(f"no more than {limit} items allowed [json-pointer:/blocks]")
     block_ids: set[str] = set()
     for index, block in enumerate(blocks):
         pointer = f"/blocks/{index}"
@@ -1157,6 +1189,8 @@ def _block_problems(block: dict[str, Any], pointer: str) -> list[str]:
             problems += _element_problems(block["accessory"], f"{pointer}/accessory")
     elif kind == "header":
         problems += _text_problems(block.get("text"), f"{pointer}/text", 150, plain_only=True)
+    elif kind == "input":
+        problems += _input_problems(block, pointer)
     elif kind in ("actions", "context"):
         limit = 25 if kind == "actions" else 10
         elements = block.get("elements")
@@ -1176,6 +1210,74 @@ def _block_problems(block: dict[str, Any], pointer: str) -> list[str]:
                         f"duplicate action_id [json-pointer:{pointer}/elements/{i}/action_id]"
                     )
                 action_ids.add(action_id)
+    return problems
+
+
+def view_problems(view: dict[str, Any]) -> list[str]:
+    """A modal against Block Kit's view limits: title (required), submit and close at most 24
+    characters of plain text, ``callback_id`` 255, ``private_metadata`` 3,000, at most 100
+    blocks, a submit button when an input block is present, and the blocks themselves."""
+    problems: list[str] = []
+    problems += _text_problems(view.get("title"), "/view/title", 24, plain_only=True)
+    for key in ("submit", "close"):
+        if key in view:
+            problems += _text_problems(view[key], f"/view/{key}", 24, plain_only=True)
+    for key, limit in (("callback_id", 255), ("private_metadata", 3000), ("external_id", 255)):
+        value = view.get(key)
+        if value is not None and (not isinstance(value, str) or len(value) > limit):
+            problems.append(f"must be at most {limit} characters [json-pointer:/view/{key}]")
+    blocks = view.get("blocks")
+    problems += [p.replace("[json-pointer:/blocks", "[json-pointer:/view/blocks")
+                 for p in block_problems(blocks, limit=100)]
+    if isinstance(blocks, list) and "submit" not in view and any(
+            isinstance(b, dict) and b.get("type") == "input" for b in blocks):
+        problems.append("submit is required when an input block is present "
+                        "[json-pointer:/view/submit]")
+    return problems
+
+
+def _input_problems(block: dict[str, Any], pointer: str) -> list[str]:
+    """An input block: a plain-text label (2,000), a hint (2,000), one element; the elements
+    the bot uses checked against their limits."""
+    problems = _text_problems(block.get("label"), f"{pointer}/label", 2000, plain_only=True)
+    if "hint" in block:
+        problems += _text_problems(block["hint"], f"{pointer}/hint", 2000, plain_only=True)
+    element = block.get("element")
+    if not isinstance(element, dict) or element.get("type") not in _INPUT_ELEMENTS:
+        return [*problems, f"failed to match all allowed schemas [json-pointer:{pointer}/element]"]
+    where = f"{pointer}/element"
+    options = element.get("options")
+    kind = element["type"]
+    if kind in ("static_select", "checkboxes", "radio_buttons"):
+        most = 10 if kind != "static_select" else 100
+        if not isinstance(options, list) or not options or len(options) > most:
+            problems.append(f"must have 1 to {most} items [json-pointer:{where}/options]")
+        else:
+            for i, option in enumerate(options):
+                problems += _option_problems(option, f"{where}/options/{i}")
+    if kind == "external_select":
+        least = element.get("min_query_length", 3)
+        if not isinstance(least, int) or least < 0:
+            problems.append(f"must be a non-negative integer [json-pointer:{where}/"
+                            "min_query_length]")
+    if kind == "plain_text_input":
+        for key in ("min_length", "max_length"):
+            value = element.get(key)
+            if value is not None and (not isinstance(value, int) or not 0 <= value <= 3000):
+                problems.append(f"must be between 0 and 3000 [json-pointer:{where}/{key}]")
+    if "initial_option" in element and options is not None \
+            and element["initial_option"] not in options:
+        problems.append(f"must be one of the options [json-pointer:{where}/initial_option]")
+    return problems
+
+
+def _option_problems(option: Any, pointer: str) -> list[str]:
+    if not isinstance(option, dict):
+        return [f"must be an object [json-pointer:{pointer}]"]
+    problems = _text_problems(option.get("text"), f"{pointer}/text", 75)
+    value = option.get("value")
+    if not isinstance(value, str) or not value or len(value) > 150:
+        problems.append(f"must be 1 to 150 characters [json-pointer:{pointer}/value]")
     return problems
 
 

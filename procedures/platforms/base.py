@@ -209,3 +209,19 @@ class SupportsWatchedStop(Protocol):
     def stop_watched(self, slot: Slot, *, sleep: Callable[[float], None]) -> None:
         """Stop ``slot`` (never the live one)."""
         ...
+
+
+@runtime_checkable
+class SupportsVersionList(Protocol):
+    """A platform that can list the versions that exist for its environment (optional
+    capability): on Azure the tags of the image repository in the container registry, read
+    through the registry's data plane. A platform without it (the local one runs any version)
+    leaves the choice to what the bot's own history knows. The deploy dialog tests for it with
+    ``isinstance(platform, SupportsVersionList)``.
+    """
+
+    def available_versions(self, limit: int) -> list[str]:
+        """At most ``limit`` tags, newest first, as the registry spells them (not validated:
+        the caller keeps only those its version grammar accepts). Raises
+        ``ExternalServiceError`` when the registry cannot answer."""
+        ...

@@ -33,6 +33,8 @@
   the PostgreSQL flexible server named by ``postgres_server`` (read only).
 - ``take_backup(name, ...)`` (the optional ``SupportsBackup``): an on-demand backup of that
   server (``db_backups``), before a deployment's switch and first thing in an emergency.
+- ``available_versions(limit)`` (the optional ``SupportsVersionList``): the image's tags in the
+  registry, newest first (``registry_tags``), for the deploy dialog's version picker.
 
 Time goes through an injected clock and ``sleep``; where the group's FQDN and the public URL
 are reached is injectable (``slot_base``, ``public_url``) so tests can use local servers.
@@ -64,6 +66,7 @@ from procedures.platforms.azure.db_backups import NotSupported, take_on_demand
 from procedures.platforms.azure.errors import AzureCalls, Sleeper
 from procedures.platforms.azure.frontdoor import TrafficSwitch, traffic_switch
 from procedures.platforms.azure.keyvault import SecretResolver
+from procedures.platforms.azure.registry_tags import registry_tags
 from procedures.platforms.azure.settings import AzureSettings, parse_azure_settings
 from procedures.platforms.base import DatabaseBackup, SlotStatus, TrafficState
 from procedures.policy import Environment
@@ -355,6 +358,11 @@ class AzurePlatform:
                               size_bytes=None, duration=self._clock.now() - started,
                               restore_hint="restore it from the server's Backup and restore "
                               "page (point in time, or this backup)")
+
+    def available_versions(self, limit: int) -> list[str]:
+        """The image's tags in the registry, newest first (the optional
+        ``SupportsVersionList``; ``registry_tags``). Raises ExternalServiceError."""
+        return registry_tags(self._clients, self.settings, limit)
 
     @property
     def ready_timeout(self) -> timedelta:
