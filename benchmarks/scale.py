@@ -14,7 +14,9 @@ migrates it, and loads with ``COPY``:
   approval each and five step rows each;
 * ``--audit`` audit rows (default 1,000,000; their hash chain is not valid, nothing here
   verifies it);
-* 200,000 sent outbox rows, a few retrying and dead ones, and a few running deployments.
+* 200,000 sent outbox rows, a few retrying and dead ones, and a few running deployments;
+
+then rebuilds the ``/qlp stats`` summary tables (COPY bypasses the transitions that keep them).
 
 Then, after ``ANALYZE``, calls the command handlers themselves (``history_text``,
 ``stats_text``, ``status_text`` with a real ``HandlerContext`` over ``build_services``; status
@@ -60,6 +62,7 @@ from procedures.model import DeploymentState as S  # noqa: E402
 from procedures.model import ProcedureKind as K  # noqa: E402
 from storage.db import Database  # noqa: E402
 from storage.migrate import upgrade  # noqa: E402
+from storage.stats_summary import rebuild  # noqa: E402
 
 POSTGRES_URL = os.environ.get(
     "QLP_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -184,7 +187,14 @@ def load(database: Database, *, deployments: int, audit: int, span: timedelta,
                     sql.Identifier(table)))
             cur.execute("UPDATE audit_head SET last_id = %s", (audit,))
         pg.commit()
-        pg.autocommit = True
+    # COPY bypasses the repository's transitions, which keep /qlp stats' summary: rebuild it
+    # as migration 0008 does for existing deployments.
+    started = time.perf_counter()
+    with database.connect() as connection, connection.begin():
+        rebuild(connection)
+    print(f"Rebuilt the /qlp stats summary in {time.perf_counter() - started:.1f} s")
+    with psycopg.connect(_libpq(str(database.url.set(drivername="postgresql"))),
+                         autocommit=True) as pg:
         pg.execute("VACUUM ANALYZE")
 
 

@@ -32,7 +32,7 @@ Definitions (each figure is ``None`` when there is nothing to compute it over):
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from procedures.model import DeploymentState, ProcedureKind
@@ -42,26 +42,14 @@ FAILURE_STATES = frozenset({DeploymentState.FAILED, DeploymentState.ROLLED_BACK,
 NOT_RUN_STATES = frozenset({DeploymentState.REJECTED, DeploymentState.EXPIRED})
 
 
-@dataclass(frozen=True)
-class DeploymentFacts:
-    """What the figures need to know about one deployment.
+class _Classified:
+    """How a deployment (or a group of alike ones) counts: the definitions of the docstring.
 
-    ``cancelled`` is True when a person cancelled it (its error says so), whatever state the
-    cancel left it in.
-    """
+    Needs ``is_change``, ``state`` and ``cancelled``."""
 
-    id: int
-    kind: ProcedureKind
-    environment: str
+    is_change: bool
     state: DeploymentState
-    requested_at: datetime
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    cancelled: bool = False
-
-    @property
-    def is_change(self) -> bool:
-        return self.kind is not ProcedureKind.ROLLBACK
+    cancelled: bool
 
     @property
     def succeeded(self) -> bool:
@@ -78,6 +66,74 @@ class DeploymentFacts:
         return self.state is DeploymentState.CANCELLED or (
             self.cancelled and self.state in (DeploymentState.ROLLED_BACK,
                                               DeploymentState.FAILED))
+
+    @property
+    def is_outcome(self) -> bool:
+        """An event of time to restore: a success of anything, or a failed change."""
+        return self.succeeded or (self.is_change and self.failed)
+
+
+@dataclass(frozen=True)
+class DeploymentFacts(_Classified):
+    """What the figures need to know about one deployment.
+
+    ``cancelled`` is True when a person cancelled it (its error says so), whatever state the
+    cancel left it in.
+    """
+
+    id: int
+    kind: ProcedureKind
+    environment: str
+    state: DeploymentState
+    requested_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    cancelled: bool = False
+
+    @property
+    def is_change(self) -> bool:  # type: ignore[override]
+        return self.kind is not ProcedureKind.ROLLBACK
+
+    @property
+    def duration(self) -> timedelta | None:
+        """Start to finish, when it started and finished."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
+
+
+@dataclass(frozen=True)
+class FactsGroup(_Classified):
+    """Deployments alike for every count (environment, change or not, state, cancelled): how
+    many, and the sum and number of their start-to-finish durations. What the summary table
+    ``stats_days`` keeps per day (``storage.stats_summary``)."""
+
+    environment: str
+    is_change: bool
+    state: DeploymentState
+    cancelled: bool
+    deployments: int = 0
+    duration_total: timedelta = timedelta()
+    durations: int = 0
+
+
+@dataclass(frozen=True)
+class OutcomeSegment:
+    """One environment's outcomes over a stretch of time, in finishing order, reduced to what
+    time to restore needs (see :func:`segment_of`); consecutive segments fold
+    (:func:`fold_segments`) to the restores of the whole, so a day's segment can be kept.
+
+    * ``head_failure``: the first failure before the first success (the first failure when
+      there is no success): it opens an incident unless one is already open;
+    * ``first_success``: closes the incident open when the segment starts, if any;
+    * ``restores``: incidents opened and closed after the first success;
+    * ``tail_failure``: the first failure after the last success, open at the end.
+    """
+
+    head_failure: datetime | None = None
+    first_success: datetime | None = None
+    restores: tuple[timedelta, ...] = ()
+    tail_failure: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -164,31 +220,63 @@ def compute_stats(records: Iterable[DeploymentFacts], *, now: datetime, days: in
 
 def totals_of(period: Sequence[DeploymentFacts], frequency_environment: str) -> PeriodTotals:
     """The totals of the deployments of one period (already chosen by the caller)."""
-    changes = [r for r in period if r.is_change]
-    succeeded = [r for r in changes if r.succeeded]
-    failed = [r for r in changes if r.failed]
-    completed = succeeded + failed
-    durations = [r.finished_at - r.started_at for r in completed
-                 if r.started_at is not None and r.finished_at is not None]
-    lead_times = [r.finished_at - r.requested_at for r in succeeded if r.finished_at is not None]
-    restores, still_open = _restore_times(period)
+    lead_times = [r.finished_at - r.requested_at for r in period
+                  if r.is_change and r.succeeded and r.finished_at is not None]
+    restores, still_open = fold_segments(
+        [segment_of(outcomes_of(period, environment))]
+        for environment in sorted({r.environment for r in period}))
+    return replace(counts_of(groups_of(period), frequency_environment),
+                   lead_time_median=median(lead_times), restore_median=median(restores),
+                   restored_incidents=len(restores), open_incidents=still_open)
+
+
+def groups_of(records: Iterable[DeploymentFacts]) -> list[FactsGroup]:
+    """``records`` grouped by what counts about them (see :class:`FactsGroup`)."""
+    groups: dict[tuple[str, bool, DeploymentState, bool], FactsGroup] = {}
+    for r in records:
+        key = (r.environment, r.is_change, DeploymentState(r.state), r.cancelled)
+        g = groups.get(key) or FactsGroup(*key)
+        duration = r.duration
+        groups[key] = replace(
+            g, deployments=g.deployments + 1,
+            duration_total=g.duration_total + (duration or timedelta()),
+            durations=g.durations + (duration is not None))
+    return [groups[key] for key in sorted(groups)]
+
+
+def counts_of(groups: Iterable[FactsGroup], frequency_environment: str) -> PeriodTotals:
+    """The counts and duration sums of :class:`PeriodTotals` (no medians) over ``groups``."""
+    t: dict[str, int] = dict.fromkeys(
+        ("deployments", "requests", "succeeded", "failed", "cancelled", "not_run",
+         "in_progress", "durations", "automatic_rollbacks", "manual_rollbacks",
+         "production_successes"), 0)
+    duration_total = timedelta()
+    for g in groups:
+        n = g.deployments
+        t["deployments"] += n
+        if not g.is_change:
+            t["manual_rollbacks"] += n if g.succeeded else 0
+            continue
+        t["requests"] += n
+        t["succeeded"] += n if g.succeeded else 0
+        t["failed"] += n if g.failed else 0
+        t["cancelled"] += n if g.was_cancelled else 0
+        t["not_run"] += n if g.state in NOT_RUN_STATES else 0
+        t["in_progress"] += n if not g.state.terminal else 0
+        if g.succeeded or g.failed:
+            duration_total += g.duration_total
+            t["durations"] += g.durations
+        if g.state is DeploymentState.ROLLED_BACK and not g.cancelled:
+            t["automatic_rollbacks"] += n
+        if g.succeeded and g.environment == frequency_environment:
+            t["production_successes"] += n
     return PeriodTotals(
-        deployments=len(period), requests=len(changes),
-        succeeded=len(succeeded), failed=len(failed),
-        cancelled=sum(1 for r in changes if r.was_cancelled),
-        not_run=sum(1 for r in changes if r.state in NOT_RUN_STATES),
-        in_progress=sum(1 for r in changes if not r.state.terminal),
-        duration_total=sum(durations, timedelta()), durations=len(durations),
-        automatic_rollbacks=sum(1 for r in changes if r.state is DeploymentState.ROLLED_BACK
-                                and not r.cancelled),
-        manual_rollbacks=sum(1 for r in period if r.kind is ProcedureKind.ROLLBACK
-                             and r.succeeded),
-        production_successes=sum(1 for r in succeeded
-                                 if r.environment == frequency_environment),
-        lead_time_median=_median(lead_times),
-        restore_median=_median(restores), restored_incidents=len(restores),
-        open_incidents=still_open,
-    )
+        deployments=t["deployments"], requests=t["requests"], succeeded=t["succeeded"],
+        failed=t["failed"], cancelled=t["cancelled"], not_run=t["not_run"],
+        in_progress=t["in_progress"], duration_total=duration_total,
+        durations=t["durations"], automatic_rollbacks=t["automatic_rollbacks"],
+        manual_rollbacks=t["manual_rollbacks"],
+        production_successes=t["production_successes"])
 
 
 def stats_from_totals(totals: PeriodTotals, *, now: datetime, days: int,
@@ -217,27 +305,55 @@ def stats_from_totals(totals: PeriodTotals, *, now: datetime, days: int,
     )
 
 
-def _restore_times(period: Sequence[DeploymentFacts]) -> tuple[list[timedelta], int]:
-    """Lengths of closed incidents, and how many are still open, over every environment."""
+def outcomes_of(records: Iterable[DeploymentFacts], environment: str) -> list[DeploymentFacts]:
+    """The outcomes (:attr:`~_Classified.is_outcome`, finished) of one environment, in
+    finishing order (ties by id)."""
+    return sorted((r for r in records if r.environment == environment
+                   and r.finished_at is not None and r.is_outcome),
+                  key=lambda r: (r.finished_at, r.id))
+
+
+def segment_of(outcomes: Sequence[DeploymentFacts]) -> OutcomeSegment:
+    """The segment of ``outcomes`` (one environment's, in finishing order)."""
+    head: datetime | None = None
+    first_success: datetime | None = None
+    opened: datetime | None = None
+    restores: list[timedelta] = []
+    for record in outcomes:
+        assert record.finished_at is not None
+        if record.succeeded:
+            if first_success is None:
+                first_success = record.finished_at
+            elif opened is not None:
+                restores.append(record.finished_at - opened)
+            opened = None
+        elif first_success is None:
+            head = head or record.finished_at
+        elif opened is None:
+            opened = record.finished_at
+    return OutcomeSegment(head_failure=head, first_success=first_success,
+                          restores=tuple(restores), tail_failure=opened)
+
+
+def fold_segments(
+        environments: Iterable[Iterable[OutcomeSegment]]) -> tuple[list[timedelta], int]:
+    """Lengths of closed incidents, and how many are still open, over every environment's
+    consecutive segments (in finishing order): an incident opens at the first failure after
+    a success (or at the first failure) and closes at the next success."""
     restores: list[timedelta] = []
     still_open = 0
-    environments = sorted({r.environment for r in period})
-    for environment in environments:
-        outcomes = sorted(
-            (r for r in period if r.environment == environment and r.finished_at is not None
-             and (r.succeeded or (r.is_change and r.failed))),
-            key=lambda r: (r.finished_at, r.id))
+    for segments in environments:
         opened: datetime | None = None
-        for record in outcomes:
-            assert record.finished_at is not None
-            if record.succeeded:
-                if opened is not None:
-                    restores.append(record.finished_at - opened)
-                    opened = None
-            elif opened is None:
-                opened = record.finished_at
-        if opened is not None:
-            still_open += 1
+        for segment in segments:
+            if segment.first_success is None:
+                opened = opened or segment.head_failure
+                continue
+            start = opened or segment.head_failure
+            if start is not None:
+                restores.append(segment.first_success - start)
+            restores.extend(segment.restores)
+            opened = segment.tail_failure
+        still_open += opened is not None
     return restores, still_open
 
 
@@ -245,7 +361,8 @@ def _ratio(part: int, whole: int) -> float | None:
     return part / whole if whole else None
 
 
-def _median(values: Sequence[timedelta]) -> timedelta | None:
+def median(values: Sequence[timedelta]) -> timedelta | None:
+    """The median (mean of the two middle values of an even count), ``None`` when empty."""
     if not values:
         return None
     ordered = sorted(values)

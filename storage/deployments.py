@@ -24,6 +24,7 @@ from procedures.model import (
     may_move,
 )
 from procedures.store import UNCHANGED, AuditEntry, NotRunning, Unchanged
+from storage import stats_summary
 from storage.audit import AuditLog, canonical_detail
 from storage.db import Database
 from storage.models import AuditEvent, AuditHead, Deployment, StepRun
@@ -372,9 +373,14 @@ class DeploymentRepository:
         if expected_revision is not None:
             statement = statement.where(col(Deployment.revision) == expected_revision)
         with self._db.using(session) as s:
+            # A terminal state counts in /qlp stats' summary: its days are recomputed in this
+            # transaction (and the days it counted in, if it was terminal already).
+            before = stats_summary.keys_of(s, id) if to_state.terminal else None
             result = s.exec(
                 statement.values(**values).execution_options(synchronize_session=False)
             )
+            if before is not None and result.rowcount == 1:
+                stats_summary.refresh(s, id, before)
             return result.rowcount == 1
 
     def update_fields(
@@ -386,13 +392,17 @@ class DeploymentRepository:
             raise ValueError(f"update_fields() cannot set {sorted(unknown)}")
         values: dict[str, Any] = dict(fields)
         values.update(updated_at=self._clock.now(), revision=Deployment.revision + 1)
+        counted = bool(fields.keys() & stats_summary.COUNTED_FIELDS)
         with self._db.using(session) as s:
+            before = stats_summary.keys_of(s, id) if counted else None
             result = s.exec(
                 update(Deployment)
                 .where(col(Deployment.id) == id)
                 .values(**values)
                 .execution_options(synchronize_session=False)
             )
+            if before is not None and result.rowcount == 1:
+                stats_summary.refresh(s, id, before)  # a terminal one's /qlp stats days
             return result.rowcount == 1
 
     def claim_next(self, worker_id: str, now: datetime | None = None) -> Deployment | None:

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     CheckConstraint,
     Column,
     Float,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     Text,
     Unicode,
     UniqueConstraint,
+    text,
 )
 from sqlmodel import Field, SQLModel
 
@@ -40,7 +42,7 @@ GENESIS_HASH = "0" * 64
 """``prev_hash`` of the first audit event."""
 
 NOTIFICATION_KINDS = ("post", "update", "ephemeral", "pagerduty", "email")
-NOTIFICATION_STATES = ("pending", "sent", "dead", "superseded")
+NOTIFICATION_STATES = ("pending", "sent", "dead")
 APPROVAL_DECISIONS = ("approve", "reject", "override")
 
 
@@ -48,6 +50,10 @@ def _in(column: str, values: tuple[str, ...]) -> str:
     # Only ever called with the constants above, never with user input.
     quoted = ", ".join(f"'{v}'" for v in values)
     return f"{column} IN ({quoted})"
+
+
+LEAD_TIME_ROWS = "state = 'succeeded' AND kind <> 'rollback'"
+"""The deployments whose lead time ``/qlp stats`` takes the median of: succeeded changes."""
 
 
 class Deployment(SQLModel, table=True):
@@ -59,6 +65,11 @@ class Deployment(SQLModel, table=True):
         Index("ix_deployments_environment_created_at", "environment", "created_at"),
         Index("ix_deployments_created_at", "created_at"),  # /qlp stats (migration 0004)
         Index("ix_deployments_environment_id", "environment", "id"),  # /qlp history <env>
+        # /qlp stats: a finishing day's outcomes (storage.stats_summary, migration 0008)
+        Index("ix_deployments_environment_finished_at", "environment", "finished_at"),
+        # /qlp stats' lead time median: an index-only scan of the succeeded changes
+        Index("ix_deployments_lead_time", "created_at", "finished_at", "environment",
+              postgresql_where=text(LEAD_TIME_ROWS), sqlite_where=text(LEAD_TIME_ROWS)),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -191,8 +202,6 @@ class Notification(SQLModel, table=True):
     last_error: str | None = Field(default=None, sa_type=Text)
     sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     slack_ts: str | None = Field(default=None, max_length=32)
-    # Higher goes first among the heads of the channel's keys (storage.outbox.URGENT).
-    priority: int = Field(default=0, nullable=False, sa_column_kwargs={"server_default": "0"})
 
 
 class EnvironmentStateRow(SQLModel, table=True):
@@ -228,6 +237,49 @@ class PerformanceBaseline(SQLModel, table=True):
     version: str = Field(max_length=128)
     recorded_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
     metrics: dict[str, Any] = Field(default_factory=dict, sa_type=JSONDocument, nullable=False)
+
+
+class StatsDay(SQLModel, table=True):
+    """``/qlp stats`` summary: the terminal deployments requested on one UTC day, grouped as
+    :class:`procedures.stats.FactsGroup` (kept by ``storage.stats_summary``)."""
+
+    __tablename__ = "stats_days"
+
+    day: int = Field(primary_key=True)  # days since 1970-01-01 (UTC) of created_at
+    environment: str = Field(primary_key=True, max_length=64)
+    is_change: bool = Field(primary_key=True)
+    state: str = Field(primary_key=True, max_length=32)
+    cancelled: bool = Field(primary_key=True)
+    deployments: int = Field(nullable=False)
+    duration_us: int = Field(sa_type=BigInteger, nullable=False)
+    durations: int = Field(nullable=False)
+
+
+class StatsOutcomeDay(SQLModel, table=True):
+    """``/qlp stats`` summary: one environment's outcomes that finished on one UTC day, as a
+    :class:`procedures.stats.OutcomeSegment` (times in microseconds since the epoch), and the
+    span of their request times (a period holds the whole day only if it holds that span)."""
+
+    __tablename__ = "stats_outcome_days"
+
+    day: int = Field(primary_key=True)  # days since 1970-01-01 (UTC) of finished_at
+    environment: str = Field(primary_key=True, max_length=64)
+    first_requested_us: int = Field(sa_type=BigInteger, nullable=False)
+    last_requested_us: int = Field(sa_type=BigInteger, nullable=False)
+    head_failure_us: int | None = Field(default=None, sa_type=BigInteger)
+    first_success_us: int | None = Field(default=None, sa_type=BigInteger)
+    tail_failure_us: int | None = Field(default=None, sa_type=BigInteger)
+
+
+class StatsIncident(SQLModel, table=True):
+    """An incident opened and closed within one :class:`StatsOutcomeDay` (its ``restores``)."""
+
+    __tablename__ = "stats_incidents"
+
+    day: int = Field(primary_key=True)
+    environment: str = Field(primary_key=True, max_length=64)
+    position: int = Field(primary_key=True)
+    duration_us: int = Field(sa_type=BigInteger, nullable=False)
 
 
 class ProcessedRequest(SQLModel, table=True):

@@ -1,5 +1,7 @@
 """``storage.stats_queries`` against ``procedures.stats.totals_of`` (the reference) on both
-backends: hand-worked cases, thousands of random deployments, and periods over 5,000 rows."""
+backends: hand-worked cases, thousands of random deployments, periods over 5,000 rows, periods
+whose edges fall anywhere in a day, and the summary kept by random transitions
+(``tests/storage/test_stats_summary.py``)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from procedures.stats import DeploymentFacts, period_start, totals_of
 from storage.db import Database
 from storage.models import Approval, Deployment
 from storage.stats_queries import StatsQueries
+from storage.stats_summary import rebuild
 from tests.test_stats import MONTH, NOW
 
 DEPLOYMENTS = Deployment.__table__  # type: ignore[attr-defined]
@@ -36,10 +39,13 @@ def _row(fact: DeploymentFacts, error: str | None = None) -> dict[str, Any]:
 
 def _load(database: Database, facts: list[DeploymentFacts],
           errors: dict[int, str] | None = None) -> None:
+    """Insert the rows directly (not through transitions), then rebuild the summary as
+    migration 0008 does."""
     rows = [_row(f, (errors or {}).get(f.id)) for f in facts]
     with database.connect() as connection, connection.begin():
         for start in range(0, len(rows), 2000):
             connection.execute(DEPLOYMENTS.insert(), rows[start:start + 2000])
+        rebuild(connection)
 
 
 def _random_facts(count: int, *, now: datetime, span: timedelta,
@@ -129,7 +135,7 @@ def test_the_cancel_prefix_is_exact_and_case_sensitive(database: Database) -> No
 def test_random_deployments_match_the_reference(database: Database, seed: int) -> None:
     facts = _random_facts(1500, now=NOW, span=timedelta(days=90), seed=seed)
     _load(database, facts)
-    for days in (1, 7, 30, 90):
+    for days in (1, 2, 3, 7, 30, 90):
         for environment in (None, "staging"):
             frequency = environment or "production"
             assert _actual(database, now=NOW, days=days, environment=environment,
@@ -175,3 +181,25 @@ def test_history_reads_the_approvers_of_the_current_plan(database: Database) -> 
         (3, ("U0B", "U0A")), (2, ()), (1, ("U0C",))]
     production = StatsQueries(database).history("production", 1)
     assert [e.deployment.id for e in production] == [3]
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_periods_ending_anywhere_in_a_day_match_the_reference(database: Database,
+                                                               seed: int) -> None:
+    # The summary holds whole UTC days; the edges of a period are read from the deployments.
+    # Periods ending at random moments (some before deployments requested after them, some
+    # at midnight) keep every figure exact.
+    facts = _random_facts(1200, now=NOW, span=timedelta(days=40), seed=seed)
+    _load(database, facts)
+    rng = random.Random(seed)
+    ends = [NOW, NOW.replace(hour=0, minute=0, second=0, microsecond=0)] + [
+        NOW - timedelta(microseconds=rng.randrange(int(timedelta(days=20).total_seconds()
+                                                       * 1e6))) for _ in range(4)]
+    for until in ends:
+        for days in (1, 2, 5, 30):
+            for environment in (None, "production"):
+                frequency = environment or "production"
+                assert _actual(database, now=until, days=days, environment=environment,
+                               frequency=frequency) == _expected(
+                    facts, now=until, days=days, environment=environment,
+                    frequency=frequency), (until, days, environment)
