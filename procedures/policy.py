@@ -570,6 +570,9 @@ class Policy(_Strict):
     validation: Validation = Validation()
     notifications: Notifications = Notifications()
     lock_max_age: Duration = timedelta(hours=8)
+    # An unscheduled request nobody approved expires after this long, or sooner when its
+    # window closes (bot.schedule.pending_requests).
+    pending_max_age: Duration = timedelta(hours=24)
     retention: Retention = Retention()
 
     @field_validator("timezone")

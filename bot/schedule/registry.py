@@ -14,6 +14,9 @@ def build_due_works(services: ScheduleServices) -> list[DueWork]:
     from bot.schedule.scheduled_deployments import ScheduledDeployments
 
     works: list[DueWork] = [ScheduledDeployments(services)]
+    from bot.schedule.pending_requests import PendingRequests
+
+    works.append(PendingRequests(services))
     from bot.schedule.review_reminders import ReviewReminders
     from bot.schedule.window_reminders import WindowReminders
 

@@ -38,6 +38,7 @@ from bot.flows import Moment
 from bot.formatting import escape, local_time
 from bot.membership import describe_rule
 from bot.plan import describe_change, reset_plan
+from bot.schedule.pending_requests import expire_request
 from procedures.durations import format_duration
 from procedures.model import DeploymentState, ProcedureKind
 
@@ -294,30 +295,17 @@ class ScheduledDeployments:
         return True
 
     def _expire(self, deployment: DeploymentRecord, now: datetime, closed: str | None) -> int:
-        services = self._services
         assert deployment.id is not None
         why = (f"the window is closed ({closed})" if closed else
                "it was not approved before the window closed" if deployment.state is
                _S.PENDING_APPROVAL else "the window closed before it could start")
-        if not services.deployments.transition(
-                deployment.id, list(_WAITING), _S.EXPIRED,
-                expected_revision=deployment.revision, error=f"expired: {why}"):
-            return 0
-        services.audit.append("bot", "schedule.expired", deployment_id=deployment.id,
-                              environment=deployment.environment, detail={"why": why})
-        run = services.views.snapshot(deployment.id)
-        services.reporter.run_changed(run)
-        text = (f"Expired: {escape(why)}. Nothing was deployed. Schedule it again with "
-                f"`/qlp deploy {deployment.version} at YYYY-MM-DD HH:MM`.")
-        services.reporter.event(run, text, dedup_key=dedup(deployment.id, "expired"))
-        services.outbox.enqueue(deployment.requester, "post",
-                                {"text": f"Your scheduled deployment #{deployment.id} "
-                                         f"({deployment.version} to "
-                                         f"{deployment.environment}) expired: "
-                                         f"{escape(why)}."},
-                                dedup_key=dedup(deployment.id, "expired-dm"))
         del now
-        return 1
+        return expire_request(
+            self._services, deployment, why,
+            f"Schedule it again with `/qlp deploy {escape(deployment.version or '')} at "
+            "YYYY-MM-DD HH:MM`.", states=list(_WAITING),
+            keys=(dedup(deployment.id, "expired"), dedup(deployment.id, "expired-dm")),
+            action="schedule.expired", what="scheduled deployment")
 
     def _summary(self, deployment: DeploymentRecord, now: datetime) -> int:
         services = self._services
