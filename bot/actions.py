@@ -13,5 +13,9 @@ CANCEL = "qlp_cancel"
 ROLLBACK = "qlp_rollback"
 CHECKLIST_TICK = "qlp_checklist_tick"
 OFFER = "qlp_offer"  # a refusal's one-click alternative, e.g. "Schedule for Tue 10:00"
+HOME_DEPLOY = "qlp_home_deploy"  # the App Home's buttons (bot.home), value: an environment
+HOME_ROLLBACK = "qlp_home_rollback"
+HOME_UNLOCK = "qlp_home_unlock"
 
-ALL_ACTIONS = (APPROVE, REJECT, CANCEL, ROLLBACK, CHECKLIST_TICK, OFFER)
+ALL_ACTIONS = (APPROVE, REJECT, CANCEL, ROLLBACK, CHECKLIST_TICK, OFFER, HOME_DEPLOY,
+               HOME_ROLLBACK, HOME_UNLOCK)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from bot import actions, deploy_dialog, interactions
+from bot import actions, deploy_dialog, home_buttons, interactions
 from bot.commands.registry import HANDLERS, run_command
 from bot.context import HandlerContext, Request
 from bot.metrics import note_ack
@@ -37,6 +37,9 @@ BUTTONS: Mapping[str, ButtonHandler] = MappingProxyType({
     actions.ROLLBACK: interactions.rollback,
     actions.CHECKLIST_TICK: interactions.checklist_tick,
     actions.OFFER: interactions.run_offer,
+    actions.HOME_DEPLOY: home_buttons.deploy,  # the App Home's buttons (bot.home_buttons)
+    actions.HOME_ROLLBACK: home_buttons.rollback,
+    actions.HOME_UNLOCK: home_buttons.unlock,
 })
 """Every button's handler by action id."""
 
@@ -47,10 +50,12 @@ def registered_action_ids() -> set[str]:
 
 
 def register(app: App, services: HandlerServices, clicks: ClickTask) -> None:
-    """Register ``/qlp`` and every button of :data:`BUTTONS` on ``app``."""
+    """Register ``/qlp``, every button of :data:`BUTTONS` and ``app_home_opened`` on ``app``."""
     app.command(actions.COMMAND)(_command_listener(services))
     for action_id in BUTTONS:
         app.action(action_id)(_button_listener(clicks, action_id))
+    # The App Home: its viewer and a publish are written; Bolt acks the event (bot.home_buttons).
+    app.event("app_home_opened")(home_buttons.home_opened_listener(services))
     # The deploy dialog: its shortcut, its version menu and its submission (bot.deploy_dialog).
     deploy_dialog.register(app, services)
 

@@ -118,6 +118,60 @@ def checkboxes_body(*, action_id: str, block_id: str, selected: list[tuple[str, 
     return urlencode({"payload": json.dumps(payload)})
 
 
+def app_home_opened_body(*, user_id: str, tab: str = "home", team_id: str = LOCAL_TEAM_ID,
+                         event_id: str | None = None, view_id: str | None = None) -> str:
+    """An Events API ``event_callback`` carrying ``app_home_opened`` as Slack sends it: a JSON
+    body (``Content-Type: application/json``), signed like the others. ``view_id``: the Home
+    was published before (Slack then includes its current ``view``)."""
+    now = time.time()
+    event: dict[str, Any] = {"type": "app_home_opened", "user": user_id,
+                             "channel": f"D{user_id[1:]}", "tab": tab,
+                             "event_ts": f"{now:.6f}"}
+    if view_id is not None:
+        event["view"] = {"id": view_id, "team_id": team_id, "type": "home", "blocks": [],
+                         "private_metadata": "", "callback_id": "", "hash": f"{now:.6f}"}
+    return json.dumps({
+        "token": "unused-verification-token",
+        "team_id": team_id,
+        "api_app_id": "A0QLP",
+        "event": event,
+        "type": "event_callback",
+        "event_id": event_id or f"Ev{time.time_ns()}",
+        "event_time": int(now),
+        "authorizations": [{"enterprise_id": None, "team_id": team_id, "user_id": "U0QLPBOT1",
+                            "is_bot": True, "is_enterprise_install": False}],
+        "is_ext_shared_channel": False,
+    })
+
+
+def home_block_actions_body(*, action_id: str, value: str, user_id: str, view_id: str,
+                            team_id: str = LOCAL_TEAM_ID, action_ts: str | None = None,
+                            block_id: str = "actions") -> str:
+    """A button press on the App Home: the container is the ``home`` view, and there is no
+    channel, no message and no ``response_url`` (Slack sends none for a Home tab)."""
+    payload: dict[str, Any] = {
+        "type": "block_actions",
+        "user": {"id": user_id, "username": user_id.lower(), "name": user_id.lower(),
+                 "team_id": team_id},
+        "api_app_id": "A0QLP",
+        "token": "unused-verification-token",
+        "container": {"type": "view", "view_id": view_id},
+        "trigger_id": f"{time.time_ns()}.local",
+        "team": {"id": team_id, "domain": "local"},
+        "enterprise": None,
+        "is_enterprise_install": False,
+        "view": {"id": view_id, "team_id": team_id, "type": "home", "blocks": [],
+                 "private_metadata": "", "callback_id": "qlp_home", "state": {"values": {}},
+                 "hash": f"{time.time():.6f}", "app_id": "A0QLP", "bot_id": "B0QLPBOT1"},
+        "actions": [{
+            "action_id": action_id, "block_id": block_id, "type": "button", "value": value,
+            "action_ts": action_ts or f"{time.time():.6f}",
+            "text": {"type": "plain_text", "text": action_id, "emoji": True},
+        }],
+    }
+    return urlencode({"payload": json.dumps(payload)})
+
+
 def new_trigger_id(issued_at: float | None = None) -> str:
     """A ``trigger_id`` as an interaction hands one out. Its first field is when it was issued
     (nanoseconds since the epoch, wall clock; ``issued_at`` in seconds for an old one): the

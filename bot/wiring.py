@@ -18,6 +18,7 @@ from bot.chart_reporter import ChartReporter
 from bot.clicks import ClickTask
 from bot.doctor import DoctorTask
 from bot.flows import DeploymentFlows, Gate, RequestWriter
+from bot.home_publisher import HomePublisher
 from bot.instance_marker import InstanceMarker
 from bot.listeners import BUTTONS
 from bot.membership import SlackGroups
@@ -169,6 +170,9 @@ class Services:
             # The heartbeat row first: the sender stays the last task (tests deliver with it).
             self.tasks = [self.instance_marker(), recovery, runs, preflight, DoctorTask(self),
                           ClickTask(self, handlers=BUTTONS), notifications, sender]
+            # The App Home (bot.home_publisher): queues and sends its republishes; just before
+            # the sender, which stays last.
+            self.tasks.insert(len(self.tasks) - 1, HomePublisher(self, self.slack))
         return self.tasks
 
     def instance_marker(self) -> InstanceMarker:

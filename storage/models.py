@@ -41,7 +41,7 @@ SQLModel.metadata.naming_convention = {
 GENESIS_HASH = "0" * 64
 """``prev_hash`` of the first audit event."""
 
-NOTIFICATION_KINDS = ("post", "update", "ephemeral", "pagerduty", "email")
+NOTIFICATION_KINDS = ("post", "update", "ephemeral", "pagerduty", "email", "home")
 NOTIFICATION_STATES = ("pending", "sent", "dead")
 APPROVAL_DECISIONS = ("approve", "reject", "override")
 
@@ -339,6 +339,32 @@ class BotInstance(SQLModel, table=True):
     pid: int = Field(nullable=False)
     started_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
     heartbeat_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+
+
+class HomeViewer(SQLModel, table=True):
+    """Someone who opened the bot's App Home tab, and when (``storage.home_viewers``): their
+    Home is republished when what it shows changes, for a while after they opened it.
+    ``notice`` is the answer to their last click on a Home button, shown at its top."""
+
+    __tablename__ = "home_viewers"
+
+    user_id: str = Field(primary_key=True, max_length=64)
+    team_id: str | None = Field(default=None, max_length=64)
+    opened_at: datetime = Field(sa_type=UTCDateTime, nullable=False, index=True)
+    published_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    notice: str | None = Field(default=None, sa_type=Text)
+    notice_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class HomeWatchRow(SQLModel, table=True):
+    """One row: the last audit event the App Home publisher has seen and the window state it
+    last showed, advanced compare-and-set so one replica republishes each change."""
+
+    __tablename__ = "home_watch"
+
+    id: int = Field(primary_key=True)
+    audit_id: int = Field(nullable=False)
+    window_key: str = Field(default="", sa_type=Text, nullable=False)
 
 
 metadata = SQLModel.metadata

@@ -78,33 +78,11 @@ def unlock_text(ctx: HandlerContext, command: Command) -> str:
     current = services.environments.get(env)
     if current is None or not current.lock_holder:
         raise ConflictError(f"{env} is not locked; there is nothing to unlock.")
+    refused = unlock_refusal(ctx, env, current)
+    if refused is not None:
+        raise _refusal(ctx, env, "unlock", *refused)
     holder = current.lock_holder
-    rule_name, rule = _override_rule(ctx)
     deployment_id = current.lock_deployment_id
-    if deployment_id is not None:
-        deployment = services.deployments.get(deployment_id)
-        if deployment is not None and not deployment.state.terminal:
-            raise _refusal(ctx, env, "unlock", f"{env} is locked by deployment #{deployment_id} "
-                           f"({deployment.version or deployment.kind}, "
-                           f"{_state(deployment)}); a running deployment's lock is released "
-                           "when it ends.", "deployment-lock",
-                           f"To stop it, `/qlp cancel {deployment_id}`: its completed steps are "
-                           "undone and the lock is released.")
-        # A lock left behind by a deployment (NEEDS_ATTENTION): an approver decides.
-        if not services.groups.may_approve(user, rule):
-            raise _refusal(ctx, env, "unlock", f"{env} stays locked after deployment "
-                           f"#{deployment_id} ({_state(deployment)}) until someone has looked.",
-                           rule_name, f"{describe_rule(rule)} may unlock it.")
-    elif user != holder:
-        lock_name, lock_rule = _lock_rule(ctx)
-        if not services.groups.may_approve(user, lock_rule) \
-                and not services.groups.may_approve(user, rule):
-            who = f"{describe_rule(lock_rule)} (`{lock_name}`)" if lock_rule == rule else \
-                (f"{describe_rule(lock_rule)} (`{lock_name}`) or {describe_rule(rule)} "
-                 f"(`{rule_name}`)")
-            raise _refusal(ctx, env, "unlock", f"You may not unlock {env}: <@{holder}> locked "
-                           "it.", lock_name, f"<@{holder}> (who locked it), {who} may unlock "
-                           "it.")
     # Conditional on the same kind of lock we judged: a deployment lock taken in between, or
     # a different deployment's, is left alone.
     if not services.environments.release_lock(env, deployment_id):
@@ -122,6 +100,40 @@ def unlock_text(ctx: HandlerContext, command: Command) -> str:
     _notify(ctx, f":unlock: <@{user}> unlocked *{env}*{why} (it was {was}). Deployments may "
                  "run again.")
     return f":unlock: {env} is unlocked (it was {was}). The channel has been told."
+
+
+def unlock_refusal(ctx: HandlerContext, env: str,
+                   current: EnvironmentRecord) -> tuple[str, str, str] | None:
+    """Why the person asking may not lift ``current`` (message, rule, hint), or None: they
+    may. ``/qlp unlock`` and the App Home's Unlock button (``bot.home_buttons``) both ask."""
+    services = ctx.services
+    user = ctx.request.user_id
+    holder = current.lock_holder
+    rule_name, rule = _override_rule(ctx)
+    deployment_id = current.lock_deployment_id
+    if deployment_id is not None:
+        deployment = services.deployments.get(deployment_id)
+        if deployment is not None and not deployment.state.terminal:
+            return (f"{env} is locked by deployment #{deployment_id} "
+                    f"({deployment.version or deployment.kind}, {_state(deployment)}); a "
+                    "running deployment's lock is released when it ends.", "deployment-lock",
+                    f"To stop it, `/qlp cancel {deployment_id}`: its completed steps are "
+                    "undone and the lock is released.")
+        # A lock left behind by a deployment (NEEDS_ATTENTION): an approver decides.
+        if not services.groups.may_approve(user, rule):
+            return (f"{env} stays locked after deployment #{deployment_id} "
+                    f"({_state(deployment)}) until someone has looked.", rule_name,
+                    f"{describe_rule(rule)} may unlock it.")
+    elif user != holder:
+        lock_name, lock_rule = _lock_rule(ctx)
+        if not services.groups.may_approve(user, lock_rule) \
+                and not services.groups.may_approve(user, rule):
+            who = f"{describe_rule(lock_rule)} (`{lock_name}`)" if lock_rule == rule else \
+                (f"{describe_rule(lock_rule)} (`{lock_name}`) or {describe_rule(rule)} "
+                 f"(`{rule_name}`)")
+            return (f"You may not unlock {env}: <@{holder}> locked it.", lock_name,
+                    f"<@{holder}> (who locked it), {who} may unlock it.")
+    return None
 
 
 def _refuse_locked(ctx: HandlerContext, env: str, current: EnvironmentRecord) -> PolicyRefusal:

@@ -42,6 +42,7 @@ __all__ = [
     "StoredMessage",
     "UploadedFile",
     "block_problems",
+    "home_view_problems",
     "view_problems",
 ]
 
@@ -56,7 +57,8 @@ DEFAULT_BASE_TS = 1764165600
 # Methods whose JSON bodies Slack reads. For the others Slack only looks at the query string
 # and form fields, so (in strict mode) JSON arguments sent to them are ignored, as by Slack.
 _JSON_METHODS = frozenset(
-    {"chat.postMessage", "chat.update", "chat.postEphemeral", "views.open", "auth.test"}
+    {"chat.postMessage", "chat.update", "chat.postEphemeral", "views.open", "views.publish",
+     "auth.test"}
 )
 # The scope each method needs (Slack's method reference); conversations.info decides per channel.
 _METHOD_SCOPES = {
@@ -366,6 +368,7 @@ class SlackStandIn:
         self.scopes: list[str] = list(MANIFEST_BOT_SCOPES if scopes is None else scopes)
         self.member_of: set[str] | None = None if member_of is None else set(member_of)
         self.files_dir = files_dir
+        self.home_enabled = True  # the app's Home tab is on (views.publish: not_enabled if not)
         self._clock = clock
         self._base_us = base_ts * 1_000_000
         self._cond = threading.Condition(threading.RLock())
@@ -505,6 +508,11 @@ class SlackStandIn:
         """Views opened with ``views.open``, oldest first."""
         with self._cond:
             return copy.deepcopy(self._views)
+
+    def home_views(self, user_id: str) -> list[dict[str, Any]]:
+        """Every Home view published to ``user_id`` with ``views.publish``, oldest first."""
+        with self._cond:
+            return copy.deepcopy(self._homes.get(user_id, []))
 
     def calls(self, method: str | None = None) -> list[ApiCall]:
         """The call log, oldest first, optionally only calls of ``method``."""
@@ -689,6 +697,7 @@ class SlackStandIn:
             "usergroups.users.list": self._usergroups_users_list,
             "users.info": self._users_info,
             "views.open": self._views_open,
+            "views.publish": self._views_publish,
             "conversations.info": self._conversations_info,
             "files.getUploadURLExternal": self._files_get_upload_url_external,
             "files.completeUploadExternal": self._files_complete_upload_external,
@@ -959,6 +968,42 @@ class SlackStandIn:
         if time.time_ns() - int(issued) > TRIGGER_LIFETIME_NS:
             raise _ApiError("expired_trigger_id")
 
+    def _views_publish(self, args: dict[str, Any]) -> dict[str, Any]:
+        """``views.publish`` of a Home tab, refused as Slack refuses it: no ``user_id`` or
+        ``view``; the Home tab not enabled in the app's settings (``home_enabled``,
+        ``not_enabled``); an unknown user (strict); a view that is not ``home``, over 250 kB
+        (``view_too_large``), over Block Kit's limits (100 blocks, text lengths,
+        ``callback_id`` 255, ``private_metadata`` 3,000); a ``hash`` that is not the current
+        one (``hash_conflict``)."""
+        user, view = args.get("user_id"), args.get("view")
+        if not isinstance(user, str) or not user:
+            raise _ApiError("invalid_arguments", response_metadata={
+                "messages": ["[ERROR] missing required field: user_id"]})
+        if not isinstance(view, dict):
+            raise _ApiError("invalid_arguments", response_metadata={
+                "messages": ["[ERROR] failed to match all allowed schemas [json-pointer:/view]"]})
+        if not self.home_enabled:
+            raise _ApiError("not_enabled")
+        if self.strict and user not in self.users:
+            raise _ApiError("user_not_found")
+        if len(json.dumps(view)) > 250_000:
+            raise _ApiError("view_too_large")
+        problems = home_view_problems(view)
+        if problems:
+            raise _ApiError("invalid_arguments", response_metadata={
+                "messages": [f"[ERROR] {p}" for p in problems]})
+        with self._cond:
+            published = self._homes.setdefault(user, [])
+            current = published[-1]["hash"] if published else None
+            wanted = args.get("hash")
+            if wanted is not None and wanted != current:
+                raise _ApiError("hash_conflict")
+            stored = {**copy.deepcopy(view), "id": f"VH{user}", "team_id": self.team_id,
+                      "bot_id": self.bot_id, "state": {"values": {}},
+                      "hash": f"{self._now():.6f}.{len(published) + 1}"}
+            published.append(stored)
+            return {"view": copy.deepcopy(stored)}
+
     # ----------------------------------------------------------------- response_url
 
     def _answer_response_url(self, name: str, request: _Request) -> _Reply:
@@ -1022,6 +1067,7 @@ class SlackStandIn:
         self._views: list[OpenedView] = []
         self._view_seq = 0
         self._used_triggers: set[str] = set()
+        self._homes: dict[str, list[dict[str, Any]]] = {}  # user -> published Home views
         self._calls: list[ApiCall] = []
         self._targets: dict[str, _ResponseTarget] = {}
         self._files: dict[str, UploadedFile] = {}
@@ -1210,6 +1256,22 @@ def _block_problems(block: dict[str, Any], pointer: str) -> list[str]:
                         f"duplicate action_id [json-pointer:{pointer}/elements/{i}/action_id]"
                     )
                 action_ids.add(action_id)
+    return problems
+
+
+def home_view_problems(view: dict[str, Any]) -> list[str]:
+    """A Home tab view against Slack's limits: ``type`` home, ``callback_id`` and
+    ``external_id`` at most 255 characters, ``private_metadata`` 3,000, at most 100 blocks, and
+    the blocks themselves (text lengths, buttons, confirm dialogs)."""
+    problems: list[str] = []
+    if view.get("type") != "home":
+        problems.append("must be home [json-pointer:/view/type]")
+    for key, limit in (("callback_id", 255), ("private_metadata", 3000), ("external_id", 255)):
+        value = view.get(key)
+        if value is not None and (not isinstance(value, str) or len(value) > limit):
+            problems.append(f"must be at most {limit} characters [json-pointer:/view/{key}]")
+    problems += [p.replace("[json-pointer:/blocks", "[json-pointer:/view/blocks")
+                 for p in block_problems(view.get("blocks"), limit=100)]
     return problems
 
 

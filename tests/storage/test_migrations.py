@@ -16,6 +16,7 @@ TABLES = {
     "deployments", "step_runs", "approvals", "audit_events", "audit_head", "notifications",
     "environment_state", "performance_baselines", "processed_requests",
     "scheduler_leases", "apscheduler_jobs", "bot_instances",
+    "home_viewers", "home_watch",  # the App Home (0009)
     "stats_days", "stats_outcome_days", "stats_incidents",  # /qlp stats summary (0008)
 }
 
