@@ -18,6 +18,7 @@ from bot.grammar import Command
 from bot.lookup import environment_of
 from bot.membership import describe_rule
 from bot.override import request_with_override
+from procedures.checks.monitoring import MonitoringThresholds, describe_matrix
 from procedures.durations import format_duration
 from procedures.errors import Offer, PolicyRefusal
 from procedures.model import ProcedureKind, Slot
@@ -142,9 +143,8 @@ def _dry_run(ctx: HandlerContext, command: Command, env: str, verdict: WindowVer
         f"Checks: health {', '.join(settings.health)}"
         + (f"; smoke {', '.join(settings.smoke)}" if settings.smoke else ""),
         f"Monitoring: {format_duration(monitoring.duration)} every "
-        f"{format_duration(monitoring.interval)}; roll back over "
-        f"{monitoring.health_failure_ratio:.0%} failed health checks, "
-        f"{monitoring.response_time_ms} ms, or {monitoring.error_threshold} errors",
+        f"{format_duration(monitoring.interval)}; "
+        f"{describe_matrix(MonitoringThresholds.from_policy(monitoring))}",
         "Steps:", *steps,
     ]
     return "\n".join(lines)

@@ -75,6 +75,7 @@ __all__ = [
     "Summary",
     "Verdict",
     "baseline_error_rate",
+    "describe_matrix",
     "evaluate",
     "percentile",
     "summarize",
@@ -195,6 +196,24 @@ class Summary:
             p95 = f"p95 {self.response_ms_p95:.0f} ms"
         errors = "no error data" if self.errors is None else _plural(self.errors, "error")
         return f"{_plural(self.checks, 'check')}, {self.failed} failed, {p95}, {errors}"
+
+
+def describe_matrix(t: MonitoringThresholds) -> str:
+    """The decision matrix in one sentence, for a plan shown before anything runs (the dry
+    run); the monitor's own opening report adds the baseline and the paths it probes."""
+    automatic = [f"more than {t.health_failure_ratio:.0%} of health checks fail within "
+                 f"{format_duration(t.health_window)}",
+                 f"{t.health_failures} fail in total"]
+    if t.error_rate_ratio:
+        automatic.append(f"the error rate exceeds {t.error_rate_ratio:g}x the previous "
+                         "version's baseline")
+    automatic.append(f"a smoke or database path fails {t.critical_failures} checks in a row")
+    manual = (f"; a person decides on responses over {t.response_time_ratio:g}x the baseline"
+              if t.response_time_ratio else "")
+    return (f"automatic rollback if {', '.join(automatic[:-1])} or {automatic[-1]}; warnings "
+            f"(never a rollback): responses over {t.response_time_ms} ms, more than "
+            f"{t.error_threshold} errors in {format_duration(t.error_window)}, database "
+            f"queries over {t.db_query_ms:g} ms{manual}")
 
 
 def evaluate(

@@ -173,6 +173,9 @@ def test_outside_the_window_a_deploy_is_refused_with_the_next_slot(
         assert bot.services.deployments.list_recent() == []
         dry = bot.command("deploy v1.2.3 --dry-run").text
         assert "Dry run" in dry and "closed" in dry and "nothing was changed" in dry
+        # The seed's matrix: response time and error counts warn, they never roll back.
+        assert "automatic rollback if more than 50% of health checks fail" in dry
+        assert "warnings (never a rollback): responses over 2000 ms" in dry
         assert bot.services.deployments.list_recent() == []
     finally:
         bot.close()
