@@ -13,7 +13,7 @@ Payloads (see ``bot.slack_reporter`` for who writes which):
   Slack returns is stored as the deployment's ``card_ts`` (and ``channel``).
 - ``update``: ``{"text", "blocks", "card_post"?}`` with ``deployment_id`` set: the new content
   of that deployment's card. A run of pending updates of one card (one ordering key)
-  coalesces: only the newest is sent, the others are marked sent as ``superseded``.
+  coalesces: only the newest is sent, the others are marked ``superseded`` (kept, never sent).
 - ``ephemeral``: ``{"user", "text", "blocks"?}``: shown to ``user`` in ``channel``.
 - ``post`` with ``file``: ``{"text", "file": {"filename", "title", "chart"}}`` and
   ``thread_of``: a chart (``bot.charts``) drawn at delivery and uploaded into the card's thread
@@ -26,14 +26,19 @@ Payloads (see ``bot.slack_reporter`` for who writes which):
 
 Delivery rules:
 
-- Order: ``Outbox.claim_due`` hands out only the head of each ordering key, so a card's post
-  precedes its replies (same ``channel:`` key) and a card's updates keep their order.
-- Pacing: at most one ``chat.postMessage`` per channel per ``per_channel_interval`` seconds
-  (Slack allows about one a second per channel), measured with ``monotonic``. A message whose
-  channel is not free yet is handed back untried (``Outbox.release``) for a later pass;
-  ``run_once`` never sleeps.
+- Order: ``Outbox.claim_due`` hands out only the head of each ordering key, urgent keys first
+  (``storage.outbox.URGENT``), so a thread's replies and a card's updates keep their order; a
+  reply waits for its card's ``ts``.
+- Pacing and coalescing (``bot.outbox_coalesce``): at most one ``chat.postMessage`` per channel
+  per ``per_channel_interval`` seconds (Slack allows about one a second per channel) and one
+  ``chat.update`` per ``update_interval`` across the workspace (Tier 3) and per
+  ``per_card_interval`` per card, measured with ``monotonic``. A message whose channel (or
+  the workspace's updates) is not free yet is handed back untried (``Outbox.release``) for a
+  later pass; ``run_once`` never sleeps. A thread reply takes every reply its thread has queued
+  behind it into the same post; a card update a newer one replaces is never sent.
 - 429 (``Retry-After``, 1 s if absent): the message is handed back untried for that long and
-  its channel pauses; it does not count towards giving up.
+  the scope that got it pauses (its channel; for ``chat.update`` the workspace's updates),
+  nothing else; it does not count towards giving up.
 - 5xx, ``internal_error``-like answers, connection errors: retried with exponential backoff
   (1, 2, 4 ... capped at 60 s); after ``max_attempts`` tries the message is declared dead,
   except a deployment's card, which is never given up for a failure that may pass.
@@ -94,6 +99,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot.delivery_retry import MAX_ATTEMPTS, MAX_BACKOFF, RetryPolicy, retry_or_give_up
 from bot.delivery_retry import backoff as backoff  # re-exported: the tests read it here
+from bot.outbox_coalesce import DEFAULT_UPDATE_INTERVAL, UPDATES, Pace, merge_thread_replies
 from procedures.clock import Clock
 from storage.deployments import DeploymentRepository
 from storage.models import Notification
@@ -130,9 +136,6 @@ READ_BLOCKS = TOKEN_ERRORS - {"missing_scope"}
 WORKSPACE = "*"
 """The scope of a block caused by the token (a channel id for the others)."""
 
-
-# Merged thread replies stay well inside Slack's 4,000-character text guidance.
-MERGED_TEXT_LIMIT = 3500
 
 
 class BlockPager(Protocol):
@@ -194,7 +197,8 @@ class SlackOutboxSender:
         *,
         per_channel_interval: float = 1.0,
         per_card_interval: float = 2.0,
-        batch: int = 20,
+        update_interval: float = DEFAULT_UPDATE_INTERVAL,
+        batch: int = 50,
         monotonic: Callable[[], float] = time.monotonic,
         max_attempts: int = MAX_ATTEMPTS,
         lease: timedelta = DEFAULT_LEASE,
@@ -210,7 +214,7 @@ class SlackOutboxSender:
         # chat.update is Tier 3 (about 50 a minute per workspace): a card is updated at most
         # this often, and updates queued meanwhile coalesce into the newest.
         self._card_interval = per_card_interval
-        self._last_update: dict[str, float] = {}
+        self._update_interval = update_interval
         self._batch = batch
         self._monotonic = monotonic
         self._retry = RetryPolicy(max_attempts, MAX_BACKOFF)
@@ -219,8 +223,7 @@ class SlackOutboxSender:
         self._card_wait = card_wait
         self._settle_option = settle
         self._pager = pager
-        self._last_post: dict[str, float] = {}  # channel -> monotonic time of the last post
-        self._paused_until: dict[str, float] = {}  # channel -> monotonic end of a 429 pause
+        self._pace = Pace(monotonic)  # channels, UPDATES and card keys
         self._blocks: dict[str, _Block] = {}  # WORKSPACE or a channel -> its block
         self._joined: set[str] = set()  # channels conversations.join was tried for
         self._no_lookup_warned = False
@@ -369,7 +372,8 @@ class SlackOutboxSender:
                      "try (or could not be looked up); posting it again", n.id)
         self._wait_for_channel(n, channel, paced=True)
         if n.thread_of is not None and not payload.get("blocks"):
-            args["text"], merged = self._merge_replies(n, str(args["text"] or ""))
+            args["text"], merged = merge_thread_replies(
+                self._outbox, n, str(args["text"] or ""), self._clock.now())
         event: dict[str, Any] = {"outbox_id": self._id(n)}
         if merged:
             event["merged"] = ",".join(str(m) for m in merged)
@@ -401,34 +405,12 @@ class SlackOutboxSender:
         self._delivered(channel)
         raise _Done(True)
 
-    def _merge_replies(self, n: Notification, text: str) -> tuple[str, list[int]]:
-        """Join the replies queued right behind ``n`` for the same thread into one post.
-
-        Slack allows about one post a second per channel; when progress comes faster, the
-        replies wait in the outbox and go out together instead of one by one.
-        """
-        broadcast = bool(n.payload.get("reply_broadcast", False))
-        now = self._clock.now()
-        merged: list[int] = []
-        for other in self._outbox.pending_after(str(n.ordering_key), self._id(n)):
-            payload = other.payload
-            if (other.kind != "post" or other.thread_of != n.thread_of
-                    or payload.get("blocks") or payload.get("card_for")
-                    or bool(payload.get("reply_broadcast", False)) != broadcast
-                    or (other.next_attempt_at is not None and other.next_attempt_at > now)
-                    or len(text) + len(str(payload.get("text") or "")) > MERGED_TEXT_LIMIT):
-                break
-            text = f"{text}\n{payload.get('text') or ''}"
-            merged.append(self._id(other))
-        return text, merged
-
     def _update(self, n: Notification) -> NoReturn:
         if n.deployment_id is None:
             self._dead(n, "an update without deployment_id names no card")
         newest = self._outbox.newest_pending_id(n.ordering_key, "update")
         if newest is not None and newest > self._id(n):
-            self._outbox.mark_sent(self._id(n), now=self._clock.now(),
-                                   note=f"superseded by #{newest}")
+            self._outbox.mark_superseded(self._id(n), newest, now=self._clock.now())
             raise _Done(True)
         payload = n.payload
         card_post = payload.get("card_post")
@@ -442,18 +424,17 @@ class SlackOutboxSender:
             raise _Done(True)
         channel, card_ts = self._card_of(n, n.deployment_id)
         self._wait_for_channel(n, channel, paced=False)
+        self._wait_for(n, UPDATES, None)
         if self._needs_lookup(n) and self._card_shows(n, channel, card_ts):
             self._outbox.mark_sent(self._id(n), card_ts, now=self._clock.now(),
                                    note="confirmed by lookup")
             self._delivered(channel)
             raise _Done(True)
         key = str(n.ordering_key)
-        mono = self._monotonic()
-        free_at = self._last_update.get(key, float("-inf")) + self._card_interval
-        if mono < free_at:
-            self._release(n, self._clock.now() + timedelta(seconds=free_at - mono), None)
-            raise _Done(False)
-        self._last_update[key] = mono
+        self._wait_for(n, key, self._card_interval)
+        self._wait_for(n, UPDATES, self._update_interval)
+        self._pace.used(key)
+        self._pace.used(UPDATES)
         args: dict[str, Any] = {"text": payload.get("text"),
                                 "metadata": {"event_type": EVENT_TYPE,
                                              "event_payload": {"outbox_id": self._id(n)}}}
@@ -602,14 +583,19 @@ class SlackOutboxSender:
 
     def _wait_for_channel(self, n: Notification, channel: str, *, paced: bool) -> None:
         """Return if ``channel`` may be written to now; otherwise hand ``n`` back untried."""
-        mono = self._monotonic()
-        free_at = self._paused_until.get(channel, 0.0)
+        free_at = self._pace.free_at(channel, self._interval if paced else None)
         for scope in (WORKSPACE, channel):
             block = self._blocks.get(scope)
             if block is not None:
                 free_at = max(free_at, block.until)
-        if paced and channel in self._last_post:
-            free_at = max(free_at, self._last_post[channel] + self._interval)
+        self._hand_back_until(n, free_at)
+
+    def _wait_for(self, n: Notification, scope: str, interval: float | None) -> None:
+        """Return if ``scope`` of :class:`Pace` is free now; otherwise hand ``n`` back."""
+        self._hand_back_until(n, self._pace.free_at(scope, interval))
+
+    def _hand_back_until(self, n: Notification, free_at: float) -> None:
+        mono = self._monotonic()
         if mono >= free_at:
             return
         self._release(n, self._clock.now() + timedelta(seconds=free_at - mono), None)
@@ -674,7 +660,7 @@ class SlackOutboxSender:
         unconfirmed); otherwise it is a lookup, and ``n`` keeps what it was.
         """
         if write and n.kind == "post":
-            self._last_post[channel] = self._monotonic()
+            self._pace.used(channel)
         try:
             response = call()
         except Exception as error:
@@ -691,9 +677,11 @@ class SlackOutboxSender:
             # (chat:write.public): the lookup cannot be done, the post can.
             raise _NoHistory(failure.detail)
         if failure.kind == "ratelimited":
-            self._paused_until[channel] = self._monotonic() + failure.retry_after
+            # chat.update's limit is the workspace's (Tier 3); a post's is its channel's.
+            scope = UPDATES if write and n.kind == "update" else channel
+            self._pace.pause(scope, failure.retry_after)
             log.warning("slack outbox: rate limited in %s for %.0fs (message #%s)",
-                        channel, failure.retry_after, n.id)
+                        scope, failure.retry_after, n.id)
             self._release(n, now + timedelta(seconds=failure.retry_after),
                           prefix + failure.detail)
         elif failure.kind == "blocked":

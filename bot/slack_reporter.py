@@ -16,8 +16,15 @@ Message formats (the contract with :class:`bot.outbox_sender.SlackOutboxSender`)
   ordering key ``card:<id>`` (its own key: updates never wait behind thread replies, and the
   sender coalesces a run of them into one ``chat.update``);
 - a thread reply: kind ``post``, payload ``{"text", "reply_broadcast", "card_post"}``,
-  ``thread_of`` = the deployment id, ordering key ``channel:<channel>`` (after the card post
-  and in order among themselves).
+  ``thread_of`` = the deployment id, ordering key ``thread:<id>`` (in order among themselves;
+  after the card, whose ``ts`` the sender waits for). One key per thread, not per channel: the
+  sender can then serve many deployments' threads in one channel within Slack's pace, each
+  post carrying every reply its thread has queued (``bot.outbox_sender``), and one thread
+  waiting for its card holds no other thread back.
+
+Priority (``storage.outbox.URGENT``): the card post (it asks for approval, and every reply of
+its thread waits for it), and a broadcast reply or a card update while the run waits for
+approval, fails, rolls back or needs attention; the sender serves those first in the channel.
 """
 
 from __future__ import annotations
@@ -27,13 +34,25 @@ from zoneinfo import ZoneInfo
 
 from bot.cards import render_card
 from procedures.clock import Clock
+from procedures.model import DeploymentState
 from procedures.reporting import RunSnapshot
 from procedures.store import NotificationQueue
+from storage.outbox import NORMAL, URGENT
+
+URGENT_STATES = frozenset({DeploymentState.PENDING_APPROVAL, DeploymentState.ROLLING_BACK,
+                           DeploymentState.ROLLED_BACK, DeploymentState.FAILED,
+                           DeploymentState.NEEDS_ATTENTION})
+"""States in which what the card and the broadcast replies say must be seen first."""
 
 
 def channel_key(channel: str) -> str:
     """Ordering key of everything posted into ``channel`` (cards and thread replies)."""
     return f"channel:{channel}"
+
+
+def thread_key(deployment_id: int) -> str:
+    """Ordering key of the replies in one deployment's card thread."""
+    return f"thread:{deployment_id}"
 
 
 def card_key(deployment_id: int) -> str:
@@ -78,6 +97,7 @@ class SlackReporter:
             {"text": text, "blocks": blocks, "card_post": post_id},
             deployment_id=run.deployment_id,
             ordering_key=card_key(run.deployment_id),
+            priority=URGENT if run.state in URGENT_STATES else NORMAL,
         )
 
     def event(self, run: RunSnapshot, text: str, *, broadcast: bool = False,
@@ -95,8 +115,9 @@ class SlackReporter:
             "post",
             {"text": text, "reply_broadcast": bool(broadcast), "card_post": post_id},
             thread_of=run.deployment_id,
-            ordering_key=channel_key(self._channel),
+            ordering_key=thread_key(run.deployment_id),
             dedup_key=dedup_key,
+            priority=URGENT if broadcast and run.state in URGENT_STATES else NORMAL,
         )
 
     def _render(self, run: RunSnapshot) -> tuple[str, list[dict[str, Any]]]:
@@ -111,4 +132,5 @@ class SlackReporter:
             deployment_id=run.deployment_id,
             ordering_key=channel_key(self._channel),
             dedup_key=card_dedup_key(run.deployment_id),
+            priority=URGENT,
         )

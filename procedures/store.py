@@ -225,6 +225,7 @@ class NotificationQueue(Protocol):
         thread_of: int | None = None,
         ordering_key: str | None = None,
         dedup_key: str | None = None,
+        priority: int = 0,
     ) -> int: ...
 
 

@@ -42,7 +42,7 @@ GENESIS_HASH = "0" * 64
 """``prev_hash`` of the first audit event."""
 
 NOTIFICATION_KINDS = ("post", "update", "ephemeral", "pagerduty", "email", "home")
-NOTIFICATION_STATES = ("pending", "sent", "dead")
+NOTIFICATION_STATES = ("pending", "sent", "dead", "superseded")
 APPROVAL_DECISIONS = ("approve", "reject", "override")
 
 
@@ -202,6 +202,8 @@ class Notification(SQLModel, table=True):
     last_error: str | None = Field(default=None, sa_type=Text)
     sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     slack_ts: str | None = Field(default=None, max_length=32)
+    # Higher goes first among the heads of the channel's keys (storage.outbox.URGENT).
+    priority: int = Field(default=0, nullable=False, sa_column_kwargs={"server_default": "0"})
 
 
 class EnvironmentStateRow(SQLModel, table=True):

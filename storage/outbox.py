@@ -26,6 +26,12 @@ BLOCKED = "blocked: "
 message for a reason someone must fix (a revoked token, the bot removed from the channel); the
 message stays pending and goes out once it is fixed. The receiver's error code follows."""
 
+NORMAL = 0
+URGENT = 10
+"""``priority`` of a message people must see first (a card asking for approval, a failure, a
+rollback): :meth:`Outbox.claim_due` hands out the heads of keys holding one before the others,
+so a channel's sender serves them first. Order *within* a key never changes."""
+
 
 def is_unconfirmed(last_error: str | None) -> bool:
     """Whether a pending message's ``last_error`` says an earlier try may have been delivered."""
@@ -86,8 +92,11 @@ class Outbox:
         ordering_key: str | None = None,
         dedup_key: str | None = None,
         session: Session | None = None,
+        priority: int = NORMAL,
     ) -> int:
-        """Store a message to send; returns its id (the existing one for a repeated dedup_key)."""
+        """Store a message to send; returns its id (the existing one for a repeated dedup_key).
+
+        ``priority`` (:data:`URGENT`, :data:`NORMAL`) orders the heads of different keys."""
         if kind not in NOTIFICATION_KINDS:
             raise ValueError(f"unknown notification kind {kind!r}; one of {NOTIFICATION_KINDS}")
         now = self._clock.now()
@@ -104,6 +113,7 @@ class Outbox:
             "state": "pending",
             "attempts": 0,
             "next_attempt_at": now,
+            "priority": priority,
         }
         with self._db.using(session) as s:
             if dedup_key is None:
@@ -134,9 +144,10 @@ class Outbox:
     ) -> list[Notification]:
         """Lease and return the head pending message of each key that is due at ``now``.
 
-        Returned in id order. Each call hands a message out at most once per lease; report the
-        outcome with :meth:`mark_sent`, :meth:`mark_failed`, :meth:`mark_dead` or
-        :meth:`release`.
+        Returned in id order, except that keys holding an urgent message (the highest
+        ``priority`` pending in the key) come first. Each call hands a message out at most
+        once per lease; report the outcome with :meth:`mark_sent`, :meth:`mark_failed`,
+        :meth:`mark_dead` or :meth:`release`.
 
         ``kinds`` limits the answer to heads of those kinds (each sender claims only what it
         delivers). The head of a key is still its oldest pending message of *any* kind, so
@@ -157,6 +168,13 @@ class Outbox:
             )
             .scalar_subquery()
         )
+        in_key = aliased(Notification)
+        key_priority = (
+            select(func.max(in_key.priority))
+            .where(col(in_key.state) == "pending",
+                   col(in_key.ordering_key) == Notification.ordering_key)
+            .scalar_subquery()
+        )
         statement = (
             select(Notification)
             .where(
@@ -164,7 +182,7 @@ class Outbox:
                 col(Notification.next_attempt_at) <= now,
                 col(Notification.id) == head_of_key,
             )
-            .order_by(col(Notification.id))
+            .order_by(key_priority.desc(), col(Notification.id))
             .limit(limit)
         )
         if kinds is not None:
@@ -207,6 +225,13 @@ class Outbox:
             id, state="sent", sent_at=now or self._clock.now(), slack_ts=slack_ts,
             last_error=note, session=session,
         )
+
+    def mark_superseded(self, id: int, by: int, *, now: datetime | None = None,
+                        session: Session | None = None) -> bool:
+        """Record that ``id`` was never sent because the newer message ``by`` replaced it (a
+        card update): kept, not counted as said; the next message of its key is due."""
+        return self._set(id, state="superseded", sent_at=now or self._clock.now(),
+                         last_error=f"superseded by #{by}", session=session)
 
     def mark_failed(
         self, id: int, error: str, retry_at: datetime, *, now: datetime | None = None

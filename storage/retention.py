@@ -132,7 +132,8 @@ class Retention:
 
     def _notifications_batch(self, cutoff: datetime) -> Delete:
         ids = (select(_NOTIFICATIONS.c.id)
-               .where(_NOTIFICATIONS.c.state == "sent", _NOTIFICATIONS.c.sent_at < cutoff)
+               .where(_NOTIFICATIONS.c.state.in_(("sent", "superseded")),  # never "dead"
+                      _NOTIFICATIONS.c.sent_at < cutoff)
                .limit(self._batch))
         return delete(_NOTIFICATIONS).where(_NOTIFICATIONS.c.id.in_(ids.scalar_subquery()))
 

@@ -72,12 +72,12 @@ class SessionOutbox(Outbox):
     def enqueue(self, channel: str, kind: str, payload: Mapping[str, Any], *,
                 deployment_id: int | None = None, thread_of: int | None = None,
                 ordering_key: str | None = None, dedup_key: str | None = None,
-                session: Session | None = None) -> int:
+                session: Session | None = None, priority: int = 0) -> int:
         existed = dedup_key is not None and self.has(dedup_key)
         with self.database.using(session) as s:
             id = super().enqueue(channel, kind, payload, deployment_id=deployment_id,
                                  thread_of=thread_of, ordering_key=ordering_key,
-                                 dedup_key=dedup_key, session=s)
+                                 dedup_key=dedup_key, session=s, priority=priority)
             if existed:
                 return id
             s.exec(update(Notification)
@@ -158,6 +158,12 @@ class SessionOutbox(Outbox):
         if not self.owns(id):
             return self._refuse(id, "marking as sent")
         return super().mark_sent(id, slack_ts, now=now, note=note, session=session)
+
+    def mark_superseded(self, id: int, by: int, *, now: datetime | None = None,
+                        session: Session | None = None) -> bool:
+        if not self.owns(id):
+            return self._refuse(id, "marking as superseded")
+        return super().mark_superseded(id, by, now=now, session=session)
 
     def mark_failed(self, id: int, error: str, retry_at: datetime, *,
                     now: datetime | None = None) -> bool:

@@ -177,7 +177,7 @@ def test_ten_pending_updates_make_one_chat_update_with_the_last_content(
     assert (top.text, top.blocks, top.updates) == ("v10", _blocks("v10"), 1)
     for superseded in updates[:-1]:
         row = rig.outbox.get(superseded)
-        assert row is not None and row.state == "sent" and row.slack_ts is None
+        assert row is not None and row.state == "superseded" and row.slack_ts is None
         assert row.last_error == f"superseded by #{updates[-1]}"
     assert rig.outbox.get(updates[-1]).slack_ts == top.ts  # type: ignore[union-attr]
 

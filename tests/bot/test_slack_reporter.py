@@ -107,7 +107,7 @@ def test_the_outbox_rows_follow_the_contract(rig: Rig) -> None:
         ("post", f"channel:{CHANNEL}", f"card:{d}"),
         ("update", f"card:{d}", None),
         ("update", f"card:{d}", None),
-        ("post", f"channel:{CHANNEL}", None),
+        ("post", f"thread:{d}", None),
     ]
     card, update, _, reply = rows
     assert set(card.payload) == {"text", "blocks", "card_for"}
