@@ -78,6 +78,13 @@ def submit(bot: BotHarness, view: OpenedView, user: str = "U0DEV",
     response = bot.post(body)
     assert response.status_code == 200, response.text
     answer: dict[str, Any] = response.json()
+    if answer.get("response_action") == "errors":
+        # Slack shows an error only under an input block of the view; the rest is lost.
+        inputs = {b["block_id"] for b in view.view["blocks"] if b["type"] == "input"}
+        assert set(answer["errors"]) <= inputs, answer
+        assert all(0 < len(text) <= 500 for text in answer["errors"].values()), answer
+    elif answer.get("response_action") == "update":
+        assert view_problems(answer["view"]) == [], answer["view"]
     return answer
 
 
@@ -117,6 +124,20 @@ def test_the_shortcut_opens_the_dialog_with_its_trigger(bot: BotHarness) -> None
     assert blocks["when"]["element"]["type"] == "datetimepicker"
     assert [o["value"] for o in blocks["options"]["element"]["options"]] == \
         ["maintenance", "dry-run"]
+
+
+def test_the_dialog_fits_block_kit_with_twenty_environments() -> None:
+    from bot.deploy_dialog_view import dialog_view
+    from tests.fakes.policies import BASE, make_policy
+
+    local = BASE["environments"]["staging"]
+    policy = make_policy(environments={f"env-{i:02d}": local for i in range(20)})
+    view = dialog_view(policy, environment="env-07", origin="home")
+    assert view_problems(view) == []
+    [environments] = [b for b in view["blocks"] if b.get("block_id") == "environment"]
+    assert len(environments["element"]["options"]) == 20
+    assert environments["element"]["initial_option"]["value"] == "env-07"
+    assert json.loads(view["private_metadata"]) == {"origin": "home", "environment": "env-07"}
 
 
 def test_the_double_refuses_an_expired_or_reused_trigger(bot: BotHarness) -> None:
