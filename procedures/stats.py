@@ -34,6 +34,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from procedures.model import DeploymentState, ProcedureKind
 
@@ -232,16 +233,20 @@ def totals_of(period: Sequence[DeploymentFacts], frequency_environment: str) -> 
 
 def groups_of(records: Iterable[DeploymentFacts]) -> list[FactsGroup]:
     """``records`` grouped by what counts about them (see :class:`FactsGroup`)."""
-    groups: dict[tuple[str, bool, DeploymentState, bool], FactsGroup] = {}
+    # [deployments, duration total, durations] per key: plain lists, as this runs over the
+    # rows /qlp stats reads from the deployments.
+    sums: dict[tuple[str, bool, DeploymentState, bool], list[Any]] = {}
     for r in records:
         key = (r.environment, r.is_change, DeploymentState(r.state), r.cancelled)
-        g = groups.get(key) or FactsGroup(*key)
-        duration = r.duration
-        groups[key] = replace(
-            g, deployments=g.deployments + 1,
-            duration_total=g.duration_total + (duration or timedelta()),
-            durations=g.durations + (duration is not None))
-    return [groups[key] for key in sorted(groups)]
+        totals = sums.get(key)
+        if totals is None:
+            totals = sums[key] = [0, timedelta(), 0]
+        totals[0] += 1
+        if r.started_at is not None and r.finished_at is not None:
+            totals[1] += r.finished_at - r.started_at
+            totals[2] += 1
+    return [FactsGroup(*key, deployments=n, duration_total=total, durations=k)
+            for key, (n, total, k) in sorted(sums.items())]
 
 
 def counts_of(groups: Iterable[FactsGroup], frequency_environment: str) -> PeriodTotals:

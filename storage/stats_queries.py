@@ -25,11 +25,12 @@ environment) and their approvals in one more query, not one per line.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BindParameter, bindparam, func, select, text
+from sqlalchemy import BindParameter, and_, bindparam, func, or_, select, text, union_all
 from sqlalchemy.engine import Connection
 from sqlalchemy.types import String
 from sqlmodel import col
@@ -43,7 +44,6 @@ from procedures.stats import (
     counts_of,
     fold_segments,
     groups_of,
-    median,
     outcomes_of,
     segment_of,
 )
@@ -53,7 +53,6 @@ from storage.stats_summary import (
     DAYS,
     DEPLOYMENTS,
     FACT_COLUMNS,
-    INCIDENTS,
     OUTCOME_DAYS,
     day_of,
     day_start,
@@ -88,6 +87,28 @@ def _lead_median_sql(dialect: str, *, one_environment: bool) -> str:
             f"WHERE {where}) AS m) AS r WHERE rn IN ((n + 1) / 2, n / 2 + 1)")
 
 
+def _restore_median_sql(dialect: str, *, one_environment: bool) -> str:
+    """Count and two middle values (PostgreSQL: as an array; SQLite: their sum) of the
+    incidents inside the period's whole finishing days and of ``:extra``."""
+    where = ("o.day >= :first_day AND o.first_requested_us >= :since_us"
+             " AND o.last_requested_us <= :until_us"
+             + (" AND o.environment = :environment" if one_environment else ""))
+    inside = ("SELECT i.duration_us AS v FROM stats_incidents AS i "  # noqa: S608 (constant)
+              "JOIN stats_outcome_days AS o"
+              f" ON o.day = i.day AND o.environment = i.environment WHERE {where}")
+    if dialect == "postgresql":
+        return (f"WITH src AS ({inside} UNION ALL "  # noqa: S608 (constant SQL)
+                "SELECT unnest(CAST(:extra AS BIGINT[]))) "
+                "SELECT count(*), percentile_disc(ARRAY[0.5, 0.5000000001]) WITHIN GROUP "
+                "(ORDER BY v) FROM src")
+    return (f"WITH src AS ({inside} UNION ALL "  # noqa: S608 (constant SQL)
+            "SELECT value FROM json_each(:extra)), "
+            "r AS (SELECT v, row_number() OVER (ORDER BY v) AS rn, count(*) OVER () AS n "
+            "FROM src) "
+            "SELECT (SELECT count(*) FROM src), "
+            "(SELECT min(v) + max(v) FROM r WHERE rn IN ((n + 1) / 2, n / 2 + 1))")
+
+
 class StatsQueries:
     """Reads for ``/qlp stats`` and ``/qlp history``, each in one read-only transaction."""
 
@@ -101,11 +122,11 @@ class StatsQueries:
         with self._db.connect(read_only=True) as connection:
             period = _Period(connection, since, until, environment)
             counts = counts_of(period.groups(), frequency_environment)
-            restores, still_open = fold_segments(period.segments().values())
-            restores += period.restores_inside()
+            around, still_open = fold_segments(period.segments().values())
+            restore, restored = period.restore_median(self._db.dialect, around)
             lead = period.lead_median(self._db.dialect)
-        return replace(counts, lead_time_median=lead, restore_median=median(restores),
-                       restored_incidents=len(restores), open_incidents=still_open)
+        return replace(counts, lead_time_median=lead, restore_median=restore,
+                       restored_incidents=restored, open_incidents=still_open)
 
     def history(self, environment: str | None, limit: int) -> list[HistoryEntry]:
         """The newest ``limit`` deployments (of ``environment``), newest first, each with the
@@ -180,7 +201,7 @@ class _Period:
                                   duration_total=timedelta(microseconds=int(us)),
                                   durations=int(k))
                        for e, ch, st, cx, n, us, k in rows]
-        facts = [fact_of(row) for statement in raw for row in self.c.execute(statement)]
+        facts = [fact_of(row) for row in self.c.execute(union_all(*raw))]
         return summary + groups_of(facts)
 
     def segments(self) -> dict[str, list[OutcomeSegment]]:
@@ -199,33 +220,50 @@ class _Period:
                  if r.first_requested_us >= since_us and r.last_requested_us <= until_us}
         # The incidents inside the whole days need not be in order, nor be folded: they are
         # read apart (restores_inside) as plain numbers.
+        others = self._segments_from_deployments(
+            [(r.environment, r.day) for r in rows if (r.environment, r.day) not in whole])
         segments: dict[str, list[OutcomeSegment]] = {}
         for r in rows:
-            segment = (segment_from_row(r, ()) if (r.environment, r.day) in whole
-                       else self._segment_from_deployments(r.environment, r.day))
+            key = (r.environment, r.day)
+            segment = segment_from_row(r, ()) if key in whole else others[key]
             segments.setdefault(r.environment, []).append(segment)
         return segments
 
-    def restores_inside(self) -> list[timedelta]:
-        """The incidents opened and closed inside the whole finishing days of the period
-        (those :meth:`segments` read from the summary)."""
-        o, i = OUTCOME_DAYS.c, INCIDENTS.c
-        since_us, until_us = to_us(self.since), to_us(self.until)
-        values = self.c.execute(
-            select(i.duration_us).select_from(INCIDENTS.join(
-                OUTCOME_DAYS, (o.day == i.day) & (o.environment == i.environment)))
-            .where(o.day >= self.first_day, o.first_requested_us >= since_us,
-                   o.last_requested_us <= until_us, self._env(OUTCOME_DAYS))).scalars()
-        return [timedelta(microseconds=us) for us in values]
+    def restore_median(self, dialect: str,
+                       around: list[timedelta]) -> tuple[timedelta | None, int]:
+        """The median and number of the period's closed incidents: those inside the whole
+        finishing days (``stats_incidents`` of the days :meth:`segments` took from the
+        summary) and ``around`` them (folded in Python), in one statement."""
+        extra = [r // timedelta(microseconds=1) for r in around]
+        params: dict[str, Any] = {"first_day": self.first_day, "since_us": to_us(self.since),
+                                  "until_us": to_us(self.until),
+                                  "extra": extra if dialect == "postgresql"
+                                  else json.dumps(extra)}
+        if self.environment is not None:
+            params["environment"] = self.environment
+        row = self.c.execute(text(_restore_median_sql(
+            dialect, one_environment=self.environment is not None)), params).one()
+        count, middles = int(row[0]), row[1]
+        if dialect == "postgresql":
+            middles = None if not middles or middles[0] is None else middles[0] + middles[1]
+        return (None if middles is None else timedelta(microseconds=int(middles)) / 2), count
 
-    def _segment_from_deployments(self, environment: str, day: int) -> OutcomeSegment:
+    def _segments_from_deployments(
+            self, days: list[tuple[str, int]]) -> dict[tuple[str, int], OutcomeSegment]:
+        """The segments of these finishing days over the deployments requested in the
+        period (one query; the days are few: around the period's edges)."""
+        if not days:
+            return {}
         d = DEPLOYMENTS.c
         facts = [fact_of(row) for row in self.c.execute(
             select(*FACT_COLUMNS).where(
-                d.environment == environment, d.finished_at >= day_start(day),
-                d.finished_at < day_start(day + 1), d.created_at >= self.since,
-                d.created_at <= self.until))]
-        return segment_of(outcomes_of(facts, environment))
+                or_(*(and_(d.environment == environment, d.finished_at >= day_start(day),
+                           d.finished_at < day_start(day + 1)) for environment, day in days)),
+                d.created_at >= self.since, d.created_at <= self.until))]
+        return {(environment, day): segment_of(outcomes_of(
+            [f for f in facts if f.finished_at is not None
+             and day_of(f.finished_at) == day], environment))
+                for environment, day in days}
 
     def lead_median(self, dialect: str) -> timedelta | None:
         params: dict[str, Any] = {"since": self.since, "until": self.until}
