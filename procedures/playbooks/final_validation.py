@@ -310,17 +310,19 @@ def _nothing_live(ctx: CheckContext, name: str, title: str) -> Checked:
 def _errors(ctx: CheckContext, live: Slot, live_version: str | None) -> Checked:
     """The live slot's failed requests over the last hour against ``errors_per_hour``.
 
-    No data (``None``) and monitoring that cannot be read (``MetricsUnavailable``: a 403, a
-    query error, a partial result...) are both "no data" (the ``no_data`` rule), each with its
-    own reason: the latter names Azure's code and message and what fixes it. Never "0"."""
+    No data (``None``: said as "no data") and monitoring that cannot be read
+    (``MetricsUnavailable``: a 403, a query error, a partial result...: said as "could not be
+    read" with Azure's code and message and what fixes it) both fall under the ``no_data``
+    rule (warn or gate). Never "0"."""
     threshold = ctx.policy.validation.errors_per_hour
     window = format_duration(PRE_DEPLOY_ERROR_WINDOW)
     try:
         errors = ctx.metrics.error_count(live, ctx.now() - PRE_DEPLOY_ERROR_WINDOW)
     except MetricsUnavailable as exc:
-        # Not "no data" alone: the monitoring could not be read, and the reason (Azure's code
-        # and message, and the fix) is what the approver needs to see.
-        said = (f"no data: {exc.service} could not be read for the live {live} slot over the "
+        # Not "no data": the monitoring could not be read (a refused query, a missing role),
+        # which is another fault with another fix; the reason (Azure's code and message, and
+        # the fix) is what the approver needs to see. The policy's no_data rule still decides.
+        said = (f"{exc.service} could not be read for the live {live} slot over the "
                 f"last {window}: {exc.reason}")
         ctx.report(f"Recent errors: {said}.")
         failure = StepFailure(

@@ -93,8 +93,10 @@ def errors_finding(validation: Validation) -> str:
     [finding] = [f for f in validation.findings if f.name == "errors"]
     # A query that fails is named; the errors check only warns by default (validation.errors).
     assert finding.verdict in (CheckVerdict.WARNING, CheckVerdict.INCONCLUSIVE)
-    # The errors check reads the last hour and says "no data" when it could not read it.
-    return finding.evidence.removeprefix("no data: ")
+    # The errors check reads the last hour; a query it could not run is "could not be read",
+    # never worded as an absence of data.
+    assert not finding.evidence.startswith("no data"), finding.evidence
+    return finding.evidence
 
 
 # -- the Must-show: a KQL mistake is caught by the double and named by the finding ------------
