@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from procedures.engine_loans import LoanedEnvironment
 from procedures.model import ProcedureKind, Slot
 from procedures.mrkdwn import escape
 from procedures.platforms.base import Platform
@@ -62,6 +63,8 @@ class RunServices(Protocol):
     def metrics(self) -> MetricsSource: ...
 
     def now(self) -> datetime: ...
+
+    def other_environment(self, name: str) -> LoanedEnvironment: ...
 
     def wait(
         self, seconds: float, *, deadline: datetime | None, timeout: timedelta | None,
@@ -155,6 +158,11 @@ class EngineContext:
 
     def now(self) -> datetime:
         return self._run.now()
+
+    def other_environment(self, name: str) -> LoanedEnvironment:
+        """Another environment of the policy, for a step that acts there too (the rehearsal
+        on staging): its platform, state record and lock (``procedures.engine_loans``)."""
+        return self._run.other_environment(name)
 
     def remaining(self) -> timedelta:
         """Time left before the deadline (never negative)."""

@@ -8,6 +8,7 @@ version with the old one over time::
 
     standard step          hotfix
     final_validation       kept (plus: no freeze now)
+    rehearsal_* (staging)  SKIPPED (a hotfix goes straight to its environment)
     snapshot               kept
     maintenance_on/off     kept (--maintenance only)
     deploy_idle_slot       kept
@@ -44,6 +45,7 @@ from procedures.playbook import (
     StepContext,
     StepResult,
 )
+from procedures.playbooks.rehearsal import REHEARSAL_STEPS
 from procedures.playbooks.standard import (
     MONITOR_GRACE,
     ProvidesBaseline,
@@ -206,7 +208,7 @@ def hotfix_playbook(*, http: HttpChecker, monitoring: Monitoring | None = None) 
     steps: list[Step] = []
     for step in standard_playbook(http=http, monitoring=monitoring).steps:
         name = step.name
-        if name in skipped:
+        if name in skipped or name in REHEARSAL_STEPS:
             continue
         if name == "final_validation":
             step = Step(name, "Final validation (no freeze; live system healthy)",

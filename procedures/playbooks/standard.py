@@ -5,6 +5,9 @@ How the seed's scripts map to the steps (in order)::
     seed                                            step
     2.1 pre-deployment-final-check.sh  (health,     final_validation
         recent errors)
+    2.2 deploy-staging.sh, staging-smoke-tests.sh,  rehearsal_deploy, rehearsal_smoke,
+        compare-performance.sh --duration 300s      rehearsal_switch, rehearsal_compare
+                                                    (promoted_from only; rehearsal.py)
     3.1 production-deployment.sh  1. snapshot       snapshot
                                   2. maintenance    maintenance_on        (--maintenance only)
     3.2 blue-green-deploy.sh  az container create   deploy_idle_slot
@@ -43,9 +46,11 @@ What the steps do differently from the seed, on purpose:
   (:class:`FinalChecks` says how each gates); on Azure it also reports the live container
   group's CPU and memory as evidence. The checks live in
   ``procedures.playbooks.final_validation`` (:class:`FinalValidation`), so the bot can run
-  them before approval too (its preflight) with the same code. Staging runs (2.2) are not
-  this playbook's business: a staging run is this playbook on the staging environment, and
-  database migrations have their own playbook.
+  them before approval too (its preflight) with the same code.
+- The staging rehearsal (2.2) runs when the environment names ``promoted_from``: the version is
+  deployed, smoke-tested and switched on that environment and compared with the live one, in
+  the same run, before the snapshot (``procedures.playbooks.rehearsal``); a failure there
+  stops the run before this environment is touched.
 
 The playbook works on any :class:`~procedures.platforms.base.Platform`: it uses only that
 protocol, the optional :class:`~procedures.platforms.base.SupportsMaintenance`, the context's
@@ -97,6 +102,7 @@ from procedures.playbooks.final_validation import (
     FinalValidation,
     report_probes,
 )
+from procedures.playbooks.rehearsal import SlotActions, rehearsal_steps
 from procedures.policy import Environment, Monitoring
 
 __all__ = [
@@ -583,6 +589,8 @@ def standard_playbook(*, http: HttpChecker, monitoring: Monitoring | None = None
             Step("final_validation", "Final validation of the live system",
                  steps.final_validation, timeout=timedelta(minutes=2),
                  retry=RetryPolicy(attempts=3, backoff=timedelta(seconds=10))),
+            *rehearsal_steps(http, SlotActions(deploy_platform, wait_ready_platform,
+                                               switch_platform, stop_platform, ready_timeout)),
             Step("snapshot", "Pre-deployment snapshot: database backup, live slot and "
                  "version", steps.pre_deployment_snapshot, timeout=BACKUP_TIMEOUT,
                  retry=RetryPolicy(attempts=3)),

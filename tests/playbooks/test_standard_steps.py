@@ -30,6 +30,7 @@ from procedures.platforms.local import LocalPlatform
 from procedures.platforms.local.metrics import LocalMetrics
 from procedures.playbook import MetricsSource, Playbook, StepContext
 from procedures.playbooks import standard_playbook
+from procedures.playbooks.rehearsal import REHEARSAL_STEPS
 from procedures.playbooks.standard import ProvidesBaseline
 from procedures.policy import Environment, Policy
 from tests.fakes.policies import BASE, free_port, make_policy
@@ -187,10 +188,12 @@ def test_steps_names_titles_and_undos() -> None:
     with HttpChecker() as http:
         playbook = standard_playbook(http=http)
     assert playbook.kind is ProcedureKind.STANDARD
-    assert [step.name for step in playbook.steps] == ORDER
+    # The staging rehearsal's steps (skipped without promoted_from): test_rehearsal.py.
+    assert [s.name for s in playbook.steps if s.name not in REHEARSAL_STEPS] == ORDER
     assert all(step.title for step in playbook.steps)
     undoable = {step.name for step in playbook.steps if step.undo is not None}
-    assert undoable == {"maintenance_on", "deploy_idle_slot", "switch_traffic"}
+    assert undoable == {"maintenance_on", "deploy_idle_slot", "switch_traffic",
+                        "rehearsal_deploy", "rehearsal_switch"}
     monitor = playbook.step("monitor")
     assert monitor.timeout == timedelta(minutes=32) and monitor.retry.attempts == 1
 

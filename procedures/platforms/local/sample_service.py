@@ -20,6 +20,8 @@ first ``-`` or ``+``), and they combine (``v2.0.0-slow-unhealthy``):
   so the version passes readiness and smoke tests and then fails in monitoring).
 - ``broken``: the process runs, but ``/health`` answers 500 from the start (never gets ready).
 - ``slow``: ``/health`` and ``/api/v1/status`` answer after 2.5 s (trips response-time checks).
+- ``apierror``: ``/api/v1/status`` answers 500 (a smoke path failing while ``/health`` is fine;
+  the staging rehearsal stops such a version before production).
 - ``crash``: exits with status 3 at start, before listening.
 
 SIGTERM (and SIGINT) stop it cleanly with exit status 0.
@@ -52,6 +54,7 @@ class Behaviour:
     broken: bool = False
     slow: bool = False
     crash: bool = False
+    apierror: bool = False
 
     @classmethod
     def from_version(cls, version: str) -> Behaviour:
@@ -62,6 +65,7 @@ class Behaviour:
             broken="broken" in suffix,
             slow="slow" in suffix,
             crash="crash" in suffix,
+            apierror="apierror" in suffix,
         )
 
 
@@ -110,6 +114,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/api/v1/status":
             if service.behaviour.slow:
                 time.sleep(SLOW_SECONDS)
+            if service.behaviour.apierror:
+                self._json(500, {"status": "error", "version": service.version})
+                return
             self._json(200, {
                 "status": "ok",
                 "version": service.version,
