@@ -36,7 +36,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot.delivery_retry import RetryPolicy, retry_or_give_up
 from bot.home import home_view
-from bot.home_facts import home_context, read_home, window_key
+from bot.home_facts import SharedHome, home_context, read_home, read_shared, window_key
 from bot.workspace import WorkspaceIdentity
 from storage.home_viewers import HomeViewers, HomeWatch, Watermark
 from storage.outbox import Outbox
@@ -63,6 +63,8 @@ WINDOW_EVERY = 30.0
 IGNORED_ACTIONS = ("command.", "shell.", "doctor", "click.", "oncall.", "checklist.")
 """Audit actions (prefixes) that change nothing a Home shows."""
 IGNORED_SUFFIXES = (".refused",)
+IDLE_ADVANCE = 200
+"""Audit events that change nothing read again before the watermark moves past them."""
 PERMANENT_ERRORS = frozenset({"not_enabled", "user_not_found", "invalid_arguments",
                               "view_too_large", "invalid_blocks", "not_allowed_token_type",
                               "invalid_arg_name", "missing_scope"})
@@ -120,6 +122,7 @@ class HomePublisher:
         self._next_any = float("-inf")  # monotonic time the next publish may go
         self._next_for: dict[str, float] = {}  # viewer -> monotonic time of their next one
         self._window: tuple[float, str] | None = None  # (looked at, key)
+        self._shared_facts: tuple[tuple[int, str], SharedHome] | None = None
 
     # -- the WorkerTask protocol --------------------------------------------------------------
 
@@ -159,6 +162,10 @@ class HomePublisher:
         if changes.newest_id == mark.audit_id and key == mark.window_key:
             return False
         republish = changes.changed or key != mark.window_key
+        if not republish and changes.newest_id - mark.audit_id < IDLE_ADVANCE:
+            # Only reads and refusals (``/qlp status`` typed often): no write for them; the
+            # next pass reads these few rows again, until a change or enough of them.
+            return False
         viewers = self._viewers.recent(self._services.clock.now() - VIEWER_WINDOW) \
             if republish else []
         database = self._services.database
@@ -224,10 +231,19 @@ class HomePublisher:
             self._viewers.published(user, session=session)
         raise _Done(True)
 
+    def _shared(self) -> SharedHome:
+        """What every viewer sees alike, read once per change (and per minute: times, the
+        window) for all the viewers a change republishes."""
+        now = self._services.clock.now()
+        key = (self._watch.newest(), now.replace(second=0, microsecond=0).isoformat())
+        if self._shared_facts is None or self._shared_facts[0] != key:
+            self._shared_facts = (key, read_shared(self._services))
+        return self._shared_facts[1]
+
     def _view(self, user: str, team: str | None) -> dict[str, Any]:
-        ctx = home_context(self._services, user, team)
+        ctx = home_context(self._services, user, team, display=True)
         viewer = self._viewers.get(user)
-        return home_view(read_home(ctx), now=self._services.clock.now(),
+        return home_view(read_home(ctx, self._shared()), now=self._services.clock.now(),
                          zone=self._services.policy.zone,
                          notice=viewer.notice if viewer is not None else None,
                          notice_at=viewer.notice_at if viewer is not None else None)

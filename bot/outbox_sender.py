@@ -101,7 +101,6 @@ from bot.delivery_retry import MAX_ATTEMPTS, MAX_BACKOFF, RetryPolicy, retry_or_
 from bot.delivery_retry import backoff as backoff  # re-exported: the tests read it here
 from bot.outbox_coalesce import DEFAULT_UPDATE_INTERVAL, UPDATES, Pace, merge_thread_replies
 from procedures.clock import Clock
-from procedures.log_context import scope as log_scope
 from storage.deployments import DeploymentRepository
 from storage.models import Notification
 from storage.outbox import BLOCKED, DEFAULT_LEASE, UNCONFIRMED, Outbox, is_unconfirmed
@@ -663,9 +662,7 @@ class SlackOutboxSender:
         if write and n.kind == "post":
             self._pace.used(channel)
         try:
-            # The call's log lines and span are about the message's deployment (its trace).
-            with log_scope(deployment_id=n.deployment_id):
-                response = call()
+            response = call()
         except Exception as error:
             failure = _classify(error)
         else:

@@ -15,16 +15,19 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, update
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from procedures.clock import Clock
 from storage.db import Database
-from storage.models import AuditEvent, HomeViewer, HomeWatchRow
+from storage.models import Approval, AuditEvent, Deployment, HomeViewer, HomeWatchRow
 from storage.sql import insert_ignoring_conflict, upsert
 
-__all__ = ["AuditChanges", "HomeViewers", "HomeWatch", "Viewer", "Watermark"]
+__all__ = ["AuditChanges", "HomeViewers", "HomeWatch", "Viewer", "Watermark", "approvals_for",
+           "last_finished"]
 
 _WATCH_ROW = 1
 
@@ -132,6 +135,11 @@ class HomeWatch:
             assert row is not None
             return Watermark(row.audit_id, row.window_key)
 
+    def newest(self) -> int:
+        """The newest audit event's id (0 for none)."""
+        with self._db.session(read_only=True) as s:
+            return int(s.exec(select(func.max(AuditEvent.id))).one() or 0)
+
     def changes_after(self, audit_id: int, *, ignore_prefixes: Collection[str],
                       ignore_suffixes: Collection[str], limit: int = 2000) -> AuditChanges:
         """The audit events after ``audit_id`` (at most ``limit``, oldest first)."""
@@ -158,3 +166,36 @@ class HomeWatch:
             .values(audit_id=new.audit_id, window_key=new.window_key)
             .execution_options(synchronize_session=False))
         return bool(result.rowcount == 1)
+
+
+def approvals_for(database: Database, deployment_ids: Collection[int]) -> dict[int, list[Any]]:
+    """Every approval row of ``deployment_ids`` in one read, by deployment, oldest first (the
+    App Home shows the approvers of every waiting deployment at once)."""
+    found: dict[int, list[Any]] = {id: [] for id in deployment_ids}
+    if not found:
+        return found
+    with database.session(read_only=True) as s:
+        rows = s.exec(select(Approval).where(col(Approval.deployment_id).in_(list(found)))
+                      .order_by(col(Approval.id))).all()
+    for row in rows:
+        found[row.deployment_id].append(row)
+    return found
+
+
+def last_finished(database: Database, environments: Collection[str], states: Collection[Any],
+                  per_environment: int) -> dict[str, list[Any]]:
+    """The newest ``per_environment`` deployments in ``states`` of each environment, newest
+    first, in one read (a window function; both backends have it)."""
+    ranked = select(Deployment, func.row_number().over(
+        partition_by=col(Deployment.environment),
+        order_by=col(Deployment.id).desc()).label("rank")) \
+        .where(col(Deployment.environment).in_(list(environments)),
+               col(Deployment.state).in_(list(states))).subquery()
+    latest = aliased(Deployment, ranked)
+    found: dict[str, list[Any]] = {env: [] for env in environments}
+    with database.session(read_only=True) as s:
+        rows = s.exec(select(latest).where(ranked.c.rank <= per_environment)
+                      .order_by(ranked.c.environment, ranked.c.id.desc())).all()
+    for row in rows:
+        found[row.environment].append(row)
+    return found

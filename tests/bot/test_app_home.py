@@ -8,6 +8,7 @@ and a forged click on one is refused by the gate; 20 environments fit Block Kit'
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -333,8 +334,12 @@ def test_deploy_offers_the_command_and_rollback_requests_through_the_gate(
     assert "from v1.1.0 to v1.0.0" in rollback_button["confirm"]["text"]["text"]
     assert "Last: :white_check_mark:" in _text(view)
 
+    # Deploy... opens the deploy dialog (bot.deploy_dialog) on the click's trigger.
     answer = _press(bot, actions.HOME_DEPLOY, "production", "U0DEV")
-    assert "deploy" in answer.lower() and "production" in answer
+    assert answer == "The deploy dialog for production is open."
+    (dialog,) = home_slack.views()
+    assert json.loads(dialog.view["private_metadata"]) == {"origin": "home",
+                                                           "environment": "production"}
     answer = _press(bot, actions.HOME_ROLLBACK, "production", "U0DEV")
     assert answer.startswith("Rollback #"), answer
     rollback = deployments.list_recent("production", 1)[0]
@@ -348,6 +353,33 @@ def test_deploy_offers_the_command_and_rollback_requests_through_the_gate(
     assert answer in _text(view)  # the click's answer, at the top of the Home
     assert f"Pending: #{rollback.id} rollback v1.0.0 by <@U0DEV>: waiting for 1 approval" \
         in _text(view)
+
+
+def test_group_members_see_unlock_from_a_cached_read_and_a_failed_read_hides_it(
+        bot: BotHarness, home_slack: SlackDouble, clock: FixedClock) -> None:
+    pacing = FakeMonotonic()
+    publisher = _publisher(bot, monotonic=pacing)
+    bot.command('lock production --reason "incident 42"', user="U0DEV")
+    _open_home(bot, "U0LEAD2")  # a member of S0RELEASE, which approvals.lock names
+    _deliver(bot, publisher)
+    assert _buttons(_homes(bot, "U0LEAD2")[-1], "production") == [actions.HOME_UNLOCK]
+    lists = home_slack.call_count("usergroups.users.list")
+    bot.command('lock staging --reason "incident 43"', user="U0DEV")
+    pacing.now += 5
+    _deliver(bot, publisher)
+    assert _buttons(_homes(bot, "U0LEAD2")[-1], "staging") == [actions.HOME_UNLOCK]
+    # Drawn from SlackGroups' cache (Tier 2 method): no new read for the second Home.
+    assert home_slack.call_count("usergroups.users.list") == lists
+
+    # Slack cannot list the group (and the cache is too old): the Home goes out without the
+    # button, and the click still asks Slack and decides then.
+    home_slack.groups.pop("S0RELEASE")
+    publisher = _publisher(bot, monotonic=pacing)
+    bot.services.groups._cache.clear()  # as after its 60 s
+    bot.command("unlock staging", user="U0DEV")
+    pacing.now += 5
+    _deliver(bot, publisher)
+    assert _buttons(_homes(bot, "U0LEAD2")[-1], "production") == []
 
 
 # -- Block Kit limits -----------------------------------------------------------------------------

@@ -5,7 +5,9 @@ processes, and a real PostgreSQL database as the environment's ``database_url``.
 The standard deployment's snapshot runs ``pg_dump --format=custom`` of that database into the
 bot's backups directory before anything is deployed; the thread names the file, its size and
 how long it took; the file is a dump ``pg_restore`` can read, holding the application's table;
-the checklist's "Pre-deployment backup created" is ticked by it.
+the checklist's "Pre-deployment backup created" is ticked by it. The audiences' channels
+(engineering, customer success) are told of the start and the end, through the outbox, by the
+Slack double.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ from tests.fakes.slack_views import ALWAYS_OPEN
 from tests.fakes.slack_views import card as _card
 from tests.fakes.slack_views import thread_text as _thread_text
 
+AUDIENCES = {"engineering": "C0ENGINEER", "customer-success": "C0CUSTSUC",
+             "leadership": "C0LEADERS"}
+
 
 @pytest.fixture
 def app_database(postgres_server: PostgresServer) -> Iterator[str]:
@@ -48,7 +53,8 @@ def app_database(postgres_server: PostgresServer) -> Iterator[str]:
 def live_bot(database: Database, slack: SlackDouble, tmp_path: Path,
              app_database: str) -> Iterator[BotHarness]:
     policy = make_policy(real_ports=True, windows=ALWAYS_OPEN,
-                         monitoring={"duration": "2s", "interval": "1s"})
+                         monitoring={"duration": "2s", "interval": "1s"},
+                         notifications={"audiences": AUDIENCES})
     production = policy.environments["production"].model_copy(
         update={"database_url": app_database})
     policy = policy.model_copy(
@@ -102,3 +108,12 @@ def test_a_backup_file_is_written_before_the_switch_and_named_in_the_thread(
         lambda: [m for m in bot.slack.ephemerals("U0DEV") if m.blocks])[-1]
     assert "☑ Pre-deployment backup created: by the bot (`snapshot`" in message.text, \
         message.text
+
+    # The audiences heard of the start and the end in their own channels; v1.0.0 is a major
+    # version (X.0.0), so leadership too.
+    for channel in AUDIENCES.values():
+        texts = bot.slack.wait_for(
+            lambda channel=channel: [m.text for m in bot.slack.messages(channel)]
+            if len(bot.slack.messages(channel)) >= 2 else None, timeout=15)
+        assert "*Deployment #1 started*: v1.0.0 to production" in texts[0], texts
+        assert "*Deployment #1 succeeded*" in texts[1], texts
