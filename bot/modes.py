@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from bot.app import create_app
+from bot.graceful_stop import stop_gracefully
 from bot.http_server import HttpServer, SlackWsgiApp, raise_open_files_limit
 from bot.logging_setup import set_process_fields
 from bot.policy_source import load_configured_policy
@@ -45,6 +46,8 @@ def health_report(services: Services) -> dict[str, Any]:
         not_ready.append(f"migrations: {migrations}")
     if scheduler == "stopped":
         not_ready.append("scheduler: stopped")
+    if services.engine.stopping.is_set():
+        not_ready.append("stopping: handing its work over to the other replicas")
     details: dict[str, Any] = {}
     try:
         details["outbox_pending"] = services.outbox.pending_count()
@@ -152,6 +155,9 @@ def run_serve(settings: Settings, *, host: str, port: int, threads: int) -> int:
     print(f"qlp-bot serving on http://{host}:{server.port} (POST /slack/events, "
           "GET /healthz, /readyz, /metrics)", file=sys.stderr, flush=True)
     stop.wait()
+    # Hand runs, the scheduler lease and outbox claims over, still answering Slack meanwhile
+    # (/readyz says 503 "stopping", so the load balancer routes elsewhere).
+    stop_gracefully(services, grace=settings.qlp_stop_grace)
     server.stop()
     services.close()
     return 0
@@ -185,8 +191,11 @@ def run_socket(settings: Settings) -> int:
         print("qlp-bot connected in Socket Mode", file=sys.stderr, flush=True)
         stop.wait()
     finally:
-        handler.close()
-        services.close()
+        handler.close()  # first: Slack sends the events to the other replicas' sockets
+        try:
+            stop_gracefully(services, grace=settings.qlp_stop_grace)
+        finally:
+            services.close()
     return 0
 
 

@@ -48,12 +48,17 @@ class RunQueueTask:
         self._lock = threading.Lock()
         self._max = max_parallel
         self._told_waiting: set[tuple[int, int]] = set()  # (waiting, behind) already said
+        self._claiming = True
 
     def run_once(self) -> bool:
         with self._lock:
             self._running = {k: f for k, f in self._running.items() if not f.done()}
-            if len(self._running) >= self._max:
+            if len(self._running) >= self._max or not self._claiming:
                 return False
+        orphan = self._claim_orphaned_rollback()
+        if orphan is not None:
+            self.submit(orphan)
+            return True
         claimed = self._claim_next_free()
         if claimed is None:
             return False
@@ -95,6 +100,27 @@ class RunQueueTask:
             # Another worker claimed it (or it was cancelled) meanwhile: its environment is
             # now held; the rest of the line waits for the next pass.
             holding.setdefault(deployment.environment, deployment)
+        return None
+
+    def _claim_orphaned_rollback(self) -> int | None:
+        """Claim a rollback that no worker holds (handed over by a stopping replica, or a
+        queued run cancelled after a crash): it goes on compensating here at once, instead
+        of waiting for ``recover`` to find it stale."""
+        lister = getattr(self._deployments, "list_in_states", None)
+        if lister is None:
+            return None
+        for deployment in lister([DeploymentState.ROLLING_BACK]):
+            if deployment.worker_id is not None or deployment.id is None:
+                continue
+            if self._deployments.transition(
+                deployment.id, [DeploymentState.ROLLING_BACK], DeploymentState.ROLLING_BACK,
+                expected_revision=deployment.revision, worker_id=self._worker_id,
+                heartbeat_at=self._engine.clock.now(),
+            ):
+                notify("run_claimed", self._engine.observer, kind=deployment.kind.value,
+                       environment=deployment.environment)
+                log.info("claimed #%s, rolling back without a worker", deployment.id)
+                return deployment.id
         return None
 
     def _allowed_to_start(self, deployment: DeploymentRecord) -> bool:
@@ -159,6 +185,34 @@ class RunQueueTask:
             return False
         return bool(lister([DeploymentState.QUEUED]))
 
+    def stop_claiming(self) -> None:
+        """A graceful stop begins: claim nothing more (another replica will)."""
+        self._claiming = False
+
+    def held(self) -> list[int]:
+        """The deployments this task is running now."""
+        with self._lock:
+            return sorted(k for k, f in self._running.items() if not f.done())
+
+    def drain(self, grace: float) -> tuple[dict[int, DeploymentState | None], list[int]]:
+        """Wait up to ``grace`` seconds for the runs under way to stop (the engine was told
+        to hand them over, ``Engine.request_stop``). Returns the state each stopped run was
+        left in (None if it raised) and the ids still going when the grace ran out: those
+        stay with this worker's heartbeat and are taken over once it is stale."""
+        with self._lock:
+            running = {k: f for k, f in self._running.items() if not f.done()}
+        deadline = time.monotonic() + grace
+        ended: dict[int, DeploymentState | None] = {}
+        for deployment_id, future in sorted(running.items()):
+            try:
+                ended[deployment_id] = future.result(max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                continue
+            except BaseException:  # logged by _run; the run is as the crash left it
+                ended[deployment_id] = None
+        left = [k for k in sorted(running) if k not in ended]
+        return ended, left
+
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
@@ -178,8 +232,8 @@ class RecoveryTask:
 
     def run_once(self) -> bool:
         now = time.monotonic()
-        if now < self._next:
-            return False
+        if now < self._next or self._engine.stopping.is_set():
+            return False  # a stopping worker takes nothing over
         self._next = now + self._every
         taken = self._engine.recover(self._stale_after)
         for deployment_id in taken:

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     # A run whose worker has not heartbeaten for this long is taken over by another worker
     # (or by this process after a restart).
     qlp_stale_after: float = Field(default=30.0, gt=0, alias="QLP_STALE_AFTER")
+    # SIGTERM: how long the runs under way may take to reach a point where they can be handed
+    # over (below Kubernetes' 30 s terminationGracePeriodSeconds); bot.graceful_stop.
+    qlp_stop_grace: float = Field(default=25.0, ge=0, alias="QLP_STOP_GRACE")
     # The sample service of the demo: a version containing "unhealthy" stays healthy for this
     # many health checks (enough to pass readiness and smoke tests), then fails in monitoring.
     qlp_sample_healthy_for: int = Field(default=6, ge=0, alias="QLP_SAMPLE_HEALTHY_FOR")

@@ -24,6 +24,7 @@ from bot.listeners import BUTTONS
 from bot.membership import SlackGroups
 from bot.metrics import Metrics
 from bot.notification_sender import NotificationSender
+from bot.orphaned_claims import OrphanedClaimsTask
 from bot.outbox_sender import SlackOutboxSender
 from bot.paging import PagingReporter
 from bot.platforms import PlatformRegistry
@@ -169,7 +170,8 @@ class Services:
             # button clicks decided (bot.clicks), after their ack.
             # The heartbeat row first: the sender stays the last task (tests deliver with it).
             self.tasks = [self.instance_marker(), recovery, runs, preflight, DoctorTask(self),
-                          ClickTask(self, handlers=BUTTONS), notifications, sender]
+                          ClickTask(self, handlers=BUTTONS), notifications,
+                          self.orphaned_claims(), sender]
             # The App Home (bot.home_publisher): queues and sends its republishes; just before
             # the sender, which stays last.
             self.tasks.insert(len(self.tasks) - 1, HomePublisher(self, self.slack))
@@ -178,8 +180,17 @@ class Services:
     def instance_marker(self) -> InstanceMarker:
         """This process's heartbeat row (the shell refuses a database a served bot uses)."""
         mode = self.mode or ("socket" if self.settings.slack_app_token else "serve")
+        # Beats on a thread of its own, a few times per QLP_STALE_AFTER: other replicas hand
+        # on the outbox claims of a process that stops beating (bot.orphaned_claims).
         return InstanceMarker(BotMarkers(self.database, self.clock), id=self.worker_id,
-                              mode=mode)
+                              mode=mode, thread=True,
+                              every=timedelta(seconds=self.settings.qlp_stale_after / 3))
+
+    def orphaned_claims(self) -> OrphanedClaimsTask:
+        """Hands on the outbox claims of replicas that stopped beating, before their lease."""
+        return OrphanedClaimsTask(self.outbox, BotMarkers(self.database, self.clock),
+                                  own_id=self.worker_id,
+                                  dead_after=timedelta(seconds=self.settings.qlp_stale_after))
 
     def worker_health(self) -> str:
         return "stopped" if self.worker is None else self.worker.health()
@@ -248,6 +259,8 @@ def build_services(settings: Settings, *, policy: Policy, clock: Clock | None = 
     reporter = CardReporter(SlackReporter(outbox, channel=policy.channel, zone=policy.zone,
                                           clock=clock))
     worker_id = _worker_id()
+    if outbox.claimant is None:
+        outbox.claimant = worker_id  # claims name this process (bot.orphaned_claims)
     baselines = BaselineRepository(database, clock)
     engine = Engine(
         deployments=deployments, environments=environments, audit=audit,

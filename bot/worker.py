@@ -46,12 +46,17 @@ class Worker:
             self._thread = threading.Thread(target=self._loop, name="qlp-worker", daemon=True)
             self._thread.start()
 
-    def stop(self, timeout: float = 10) -> None:
+    def stop(self, timeout: float = 10) -> bool:
+        """Stop after the task in hand; False if the loop was still busy after ``timeout``
+        seconds (a call that hangs: the process ends under it)."""
         self._stop.set()
         self._wake.set()
+        ended = True
         if self._thread is not None:
             self._thread.join(timeout)
+            ended = not self._thread.is_alive()
             self._thread = None
+        return ended
 
     def wake(self) -> None:
         """Work was queued: look now instead of at the next poll."""

@@ -51,6 +51,13 @@ Decisions worth knowing:
   anything. Heartbeats happen between steps and inside ``ctx.sleep``, so choose
   ``stale_after`` well above ``heartbeat_every`` and above the longest stretch a step blocks
   without calling ``ctx.sleep``.
+* **Graceful stop.** :meth:`Engine.request_stop` (a replica's SIGTERM) makes every run of this
+  engine stop at its next safe point: between steps, or where a step waits (``ctx.sleep``;
+  steps are idempotent, ``rerun_on_resume``). There the run is handed over at once: RUNNING
+  goes back to QUEUED, ROLLING_BACK stays so, both without a worker (another replica claims it
+  at its next poll instead of after ``stale_after``), the lock parked as ``recover`` parks it,
+  "run.released" audited and said in the thread. A step that blocks without sleeping is not
+  interrupted: the process leaves it for ``recover`` rather than stop it mid-write.
 """
 
 from __future__ import annotations
@@ -70,9 +77,9 @@ from procedures.durations import format_duration
 from procedures.engine_context import (
     EngineContext,
     RunCancelled,
+    RunInterrupted,
     RunTakenOver,
 )
-from procedures.engine_loans import EnvironmentLoans, LoanedEnvironment, park_borrowed
 from procedures.errors import ConflictError, ExternalServiceError, QlpError, StepFailure
 from procedures.log_context import Observer, notify, scope
 from procedures.model import DeploymentState, ProcedureKind, Slot, StepState
@@ -95,7 +102,7 @@ from procedures.store import (
     Unchanged,
 )
 
-__all__ = ["CANCELLED_BY", "Engine", "EngineContext", "RunCancelled",
+__all__ = ["CANCELLED_BY", "Engine", "EngineContext", "RunCancelled", "RunReleased",
            "RunTakenOver"]
 
 log = logging.getLogger(__name__)
@@ -106,6 +113,12 @@ MAX_ERROR = 500  # characters of an error message kept in the database and the c
 MAX_HINT = 400  # characters of its hint kept after it
 
 _S = DeploymentState
+
+
+class RunReleased(RunInterrupted):
+    """This worker is stopping (``Engine.request_stop``): hand the run over at this safe
+    point, for another worker to resume."""
+
 _DONE = (StepState.SUCCEEDED, StepState.SKIPPED)
 _TOUCHED = (StepState.SUCCEEDED, StepState.RUNNING, StepState.UNDOING, StepState.UNDONE,
             StepState.UNDO_FAILED)
@@ -303,6 +316,12 @@ class Engine:
         self.sleep = sleep
         self.worker_id = worker_id
         self.heartbeat_every = heartbeat_every
+        self.stopping = threading.Event()
+
+    def request_stop(self) -> None:
+        """This worker is stopping: each run hands itself over at its next safe point
+        (between steps, or where a step waits); ``run`` then returns QUEUED or ROLLING_BACK."""
+        self.stopping.set()
 
     # -- running --------------------------------------------------------------------------------
 
@@ -475,8 +494,6 @@ class Engine:
                     record.environment, lock.lock_holder or record.requester, lock.lock_reason,
                     record.id, owner, now,
                 )
-            # A lock it borrowed for a rehearsal (procedures.engine_loans) is parked alike.
-            park_borrowed(self.environments, self.policy, record, owner, now)
             self.audit.append(
                 self.worker_id, "run.taken_over", deployment_id=record.id,
                 environment=record.environment,
@@ -524,13 +541,6 @@ class _Run:
         self._metrics: MetricsSource | None = None
         # A step's findings are held and sent with its "✓"/"✗" line: one reply per phase.
         self.held_lines: list[str] = []
-        # Other environments this run's steps act on (a rehearsal on staging) and their locks.
-        self.loans = EnvironmentLoans(
-            deployment_id=view.id, requester=view.requester, home=view.environment,
-            policy=engine.policy, environments=engine.environments,
-            deployments=engine.deployments, audit=engine.audit, worker_id=engine.worker_id,
-            now=engine.clock.now, platform_for=engine.platform_for,
-            metrics_for=engine.metrics_for)
 
     # -- RunServices ----------------------------------------------------------------------------
 
@@ -572,9 +582,6 @@ class _Run:
 
     def now(self) -> datetime:
         return self.e.clock.now()
-
-    def other_environment(self, name: str) -> LoanedEnvironment:
-        return self.loans.get(name)
 
     def wait(
         self, seconds: float, *, deadline: datetime | None, timeout: timedelta | None,
@@ -668,13 +675,15 @@ class _Run:
                     return  # taken over: the run notices at its next checkpoint
                 if self.holds_lock:
                     self.e.environments.heartbeat(self.view.environment, self.lock_owner, now)
-                self.loans.heartbeat(now)
             except Exception:  # a missed beat is retried; the run itself reports errors
                 log.warning("heartbeat of #%s failed", self.view.id, exc_info=True)
 
     def _execute_guarded(self) -> DeploymentState:
         try:
-            return self._execute()
+            try:
+                return self._execute()
+            except RunReleased:
+                return self._hand_over()
         except RunTakenOver:
             record = self.e.deployments.get(self.view.id)
             state = record.state if record is not None else self.view.state
@@ -840,8 +849,11 @@ class _Run:
         """Heartbeat when due; while running forward also notice cancel and take-over.
 
         ``look=False`` skips reading the deployment: for the check before a step whose start
-        is recorded with ``running_for`` (the write itself checks, atomically).
+        is recorded with ``running_for`` (the write itself checks, atomically). Raises
+        RunReleased once the engine is stopping: every caller is a safe point.
         """
+        if self.e.stopping.is_set():
+            raise RunReleased(f"#{self.view.id}: worker {self.e.worker_id} is stopping")
         now = self.now()
         if now - self.last_beat >= self.e.heartbeat_every:
             self._heartbeat(now)
@@ -849,10 +861,6 @@ class _Run:
                 self.view.environment, self.lock_owner, now
             ):
                 self._lock_lost()
-            for name in self.loans.heartbeat(now):
-                busy = self.loans.take(name)  # someone freed it (/qlp unlock): take it again
-                if busy is not None:
-                    raise StepFailure(f"lost the lock on {name}: {busy.describe()}")
         if forward and look:
             self._check_running()
 
@@ -881,6 +889,60 @@ class _Run:
             return
         self.holds_lock = False
         raise StepFailure(f"lost the lock: {problem}")
+
+    # -- handing over (a graceful stop) ---------------------------------------------------------
+
+    def _hand_over(self) -> DeploymentState:
+        """Give the run back without a worker, at once (see "Graceful stop" above); the state
+        it was left in. A run taken over or finished meanwhile is left alone."""
+        for _ in range(5):  # lost a race against a cancel (RUNNING -> ROLLING_BACK): again
+            record = self.e.deployments.get(self.view.id)
+            if record is None or record.worker_id != self.e.worker_id or \
+                    record.state not in (_S.RUNNING, _S.ROLLING_BACK):
+                raise RunTakenOver(f"#{self.view.id} is no longer ours to hand over")
+            # The lock first: once the run is claimable, its next worker re-takes the lock,
+            # and parking it after that would look to that worker like someone unlocking.
+            self._park_lock()
+            target = _S.QUEUED if record.state is _S.RUNNING else _S.ROLLING_BACK
+            if not self.e.deployments.transition(
+                self.view.id, [record.state], target, expected_revision=record.revision,
+                worker_id=None,
+            ):
+                continue
+            self.view = _View.of(record)
+            self.view.state, self.view.worker_id = target, None
+            step = record.current_step
+            self._audit("run.released", {"state": target.value, "step": step,
+                                         "worker": self.e.worker_id})
+            log.info("run #%s released at %s (%s): another worker resumes it",
+                     self.view.id, step or "a step boundary", target.value)
+            title = self._step_title(step)
+            self.report(f"↪ Handed over{f' during {title}' if title else ''}: the replica "
+                        "running it is stopping; another replica resumes it now.")
+            return target
+        raise RunTakenOver(f"#{self.view.id} kept changing; not handed over")
+
+    def _park_lock(self) -> None:
+        """A person's lock this run passes stays theirs (only the pass ends; the next worker
+        passes it again); the run's own lock stays the run's, without an owner, so the reaper
+        never frees it before the run resumes (as ``Engine.recover`` parks it)."""
+        if not self.holds_lock:
+            return
+        if self.passing is not None:
+            self._release_lock()
+            return
+        self.e.environments.acquire_lock(
+            self.view.environment, self.view.requester, f"deployment #{self.view.id}",
+            self.view.id, None, self.now())
+        self.holds_lock = False
+
+    def _step_title(self, name: str | None) -> str | None:
+        if name is None or self.playbook is None:
+            return None
+        try:
+            return self.playbook.step(name).title
+        except KeyError:
+            return None
 
     # -- forward --------------------------------------------------------------------------------
 
@@ -1061,7 +1123,6 @@ class _Run:
         self.view.state, self.view.current_step, self.view.finished_at = (
             _S.SUCCEEDED, None, now)
         self._release_lock()
-        self.loans.release_all()
         took = now - (self.view.started_at or now)
         self._audit("run.succeeded", {"duration_s": took.total_seconds()})
         self._report_changed()
@@ -1165,7 +1226,6 @@ class _Run:
             return self._after_lost_transition()
         self.view.state, self.view.current_step = final, None
         self._release_lock()
-        self.loans.release_all()
         undone = sum(1 for r in self.records.values() if r.state is StepState.UNDONE)
         self._audit(f"run.{final.value}", {"error": error, "undone": undone})
         self._report_changed()
@@ -1193,8 +1253,6 @@ class _Run:
                 f"needs attention after #{self.view.id}: {message}", self.view.id, None,
                 self.now(),
             )
-        if locked:
-            self.loans.park_all(message)
         if not self.e.deployments.transition(
             self.view.id, [_S.RUNNING, _S.ROLLING_BACK], _S.NEEDS_ATTENTION, error=message,
             current_step=None,

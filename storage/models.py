@@ -202,6 +202,9 @@ class Notification(SQLModel, table=True):
     last_error: str | None = Field(default=None, sa_type=Text)
     sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     slack_ts: str | None = Field(default=None, max_length=32)
+    # The worker id of the sender holding the message's claim (storage.outbox: a claim of a
+    # replica that stopped or died is handed to the others before its lease runs out).
+    claimed_by: str | None = Field(default=None, max_length=128)
     # Higher goes first among the heads of the channel's keys (storage.outbox.URGENT).
     priority: int = Field(default=0, nullable=False, sa_column_kwargs={"server_default": "0"})
 

@@ -71,6 +71,10 @@ class Outbox:
     never send the same message at once, and a sender that dies mid-send only delays it.
     """
 
+    claimant: str | None = None
+    """The worker id written on the messages this outbox claims (``claimed_by``), so that
+    the claims of a replica that stopped or died can be handed on (:meth:`release_claims`)."""
+
     def __init__(self, database: Database, clock: Clock) -> None:
         self._db = database
         self._clock = clock
@@ -195,6 +199,7 @@ class Outbox:
             for notification in claimed:
                 notification.attempts += 1
                 notification.next_attempt_at = now + lease
+                notification.claimed_by = self.claimant
             s.flush()
             return claimed
 
@@ -321,6 +326,7 @@ class Outbox:
         return max(found, key=_ts_key) if found else None
 
     def _set(self, id: int, *, session: Session | None = None, **values: Any) -> bool:
+        values.setdefault("claimed_by", None)  # every outcome ends the claim
         with self._db.using(session) as s:
             result = s.exec(
                 update(Notification)
@@ -362,6 +368,41 @@ class Outbox:
                     .limit(limit)
                 ).all()
             )
+
+    # -- claims of senders that are gone (a replica's graceful stop, or its death) --------------
+
+    def release_claims(self, claimant: str, now: datetime | None = None) -> list[int]:
+        """Hand back, due at once, every message ``claimant`` still holds: its process is
+        stopping (after its sender finished the message in hand). Returns their ids.
+
+        Like a lease running out, only sooner: ``attempts`` and ``last_error`` stay, so a
+        message that may have been tried is looked up before it is posted again
+        (``bot.outbox_sender``: claimed again with ``attempts`` > 1).
+        """
+        return self._hand_on(col(Notification.claimed_by) == claimant, now)
+
+    def retry_orphaned_claims(self, live: Collection[str],
+                              now: datetime | None = None) -> list[int]:
+        """Hand on, due at once, the claimed messages of senders not in ``live`` (the worker
+        ids whose process still beats: ``storage.markers``), instead of after their lease.
+        Returns their ids."""
+        condition: Any = col(Notification.claimed_by).is_not(None)
+        if live:
+            condition = condition & col(Notification.claimed_by).not_in(list(live))
+        return self._hand_on(condition, now)
+
+    def _hand_on(self, condition: Any, now: datetime | None) -> list[int]:
+        now = now or self._clock.now()
+        with self._db.session() as s:
+            result = s.exec(
+                update(Notification)
+                .where(condition, col(Notification.state) == "pending",
+                       col(Notification.next_attempt_at) > now)
+                .values(next_attempt_at=now, claimed_by=None)
+                .returning(col(Notification.id))
+                .execution_options(synchronize_session=False)
+            )
+            return sorted(int(row[0]) for row in result.all())
 
 
 def _ts_key(ts: str) -> tuple[int, int]:

@@ -200,8 +200,9 @@ class LeasedScheduler:
         self.keep()
         keeper.start()
 
-    def stop(self) -> None:
-        """Stop the keeper, let a running tick finish, shut APScheduler down, free the lease."""
+    def stop(self) -> bool:
+        """Stop the keeper, let a running tick finish, shut APScheduler down, free the lease;
+        True if this process held the lease and released it (a standby takes it at once)."""
         self._stopping.set()
         keeper = self._keeper
         if keeper is not None:
@@ -220,9 +221,11 @@ class LeasedScheduler:
         try:
             if self._leases.release(LEASE_NAME, self._holder):
                 log.info("scheduler: %s released the lease", self._holder)
+                return True
         except Exception:
             log.warning("scheduler: could not release the lease (it expires by itself)",
                         exc_info=True)
+        return False
 
     def _keep_loop(self) -> None:
         every = self._lease.total_seconds() / 3
