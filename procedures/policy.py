@@ -355,6 +355,9 @@ class Monitoring(_Strict):
     # an emergency on the blue-green path (critical-bug, compliance) is watched this long after
     # its switch (the seed's blue-green-deploy.sh: monitor-deployment.sh --duration 300)
     emergency_stability: Duration = timedelta(minutes=5)
+    # the extended health check after the switch keeps trying this long for its streak of
+    # healthy answers (the seed's HEALTH_CHECK_TIMEOUT=300, health-check-extended.sh)
+    extended_health: Duration = timedelta(seconds=300)
 
     @field_validator("database_health")
     @classmethod
@@ -370,6 +373,8 @@ class Monitoring(_Strict):
         for name in ("health_window", "error_window"):
             if getattr(self, name) <= timedelta(0):
                 raise ValueError(f"{name} must be positive")
+        if not timedelta(seconds=3) <= self.extended_health <= timedelta(minutes=30):
+            raise ValueError("extended_health must be between 3s and 30m (the seed: 300s)")
         if not timedelta(seconds=1) <= self.emergency_stability <= timedelta(minutes=30):
             raise ValueError("emergency_stability must be between 1s and 30m (the seed: 5m)")
         if not timedelta(seconds=10) <= self.rollback_verify <= timedelta(minutes=10):

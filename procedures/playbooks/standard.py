@@ -108,7 +108,7 @@ from procedures.policy import Environment, Monitoring
 __all__ = [
     "BACKUP_TIMEOUT",
     "DEFAULT_READY_TIMEOUT",
-    "EXTENDED_HEALTH_MAX_ROUNDS",
+    "EXTENDED_HEALTH_EVERY",
     "EXTENDED_HEALTH_STREAK",
     "MIN_LATENCY_REQUESTS",
     "NO_DATABASE",
@@ -124,7 +124,7 @@ __all__ = [
 
 DEFAULT_READY_TIMEOUT = timedelta(minutes=5)  # platforms without a ready_timeout setting
 EXTENDED_HEALTH_STREAK = 3
-EXTENDED_HEALTH_MAX_ROUNDS = 10
+EXTENDED_HEALTH_EVERY = timedelta(seconds=1)
 MONITOR_GRACE = timedelta(minutes=2)
 # The switch step waits for the platform to confirm the switch: Front Door takes minutes to
 # reach every edge (Azure's switch_confirm_timeout defaults to 30 minutes), plus the change.
@@ -357,31 +357,49 @@ class StandardSteps:
         return {"maintenance": False}
 
     def extended_health(self, ctx: StepContext) -> StepResult:
-        """The public URL's health paths answer 2xx several times in a row."""
+        """The seed's ``health-check-extended.sh --timeout 300``: the public URL's health paths
+        answer 2xx :data:`EXTENDED_HEALTH_STREAK` times in a row, tried every
+        :data:`EXTENDED_HEALTH_EVERY` for at most ``monitoring.extended_health`` (the seed's
+        ``HEALTH_CHECK_TIMEOUT``, 300 s). A failing round is said in the thread the first time
+        and then once a minute, not every round."""
         env = ctx.environment
+        limit = ctx.policy.monitoring.extended_health
+        started = ctx.now()
         streak = 0
         times: list[float] = []
         last_failure = ""
-        for round_no in range(1, EXTENDED_HEALTH_MAX_ROUNDS + 1):
-            if round_no > 1:
-                ctx.sleep(1)
+        said_at: datetime | None = None
+        round_no = 0
+        while True:
+            round_no += 1
             probes = self.http.check_paths(env.url, env.health)
             failed = [probe for probe in probes if not probe.ok]
             if failed:
                 streak = 0
                 last_failure = "; ".join(probe.describe() for probe in failed)
-                ctx.report(f"Health round {round_no}: {last_failure}")
-                continue
-            streak += 1
-            times.extend(probe.elapsed_ms for probe in probes)
-            if streak == EXTENDED_HEALTH_STREAK:
-                ctx.report(f"{env.url} answered 2xx on {', '.join(env.health)} "
-                           f"{EXTENDED_HEALTH_STREAK} times in a row (round {round_no}, "
-                           f"slowest {max(times):.0f} ms).")
-                return {"rounds": round_no, "streak": streak, "slowest_ms": max(times)}
+                if said_at is None or ctx.now() - said_at >= timedelta(minutes=1):
+                    said_at = ctx.now()
+                    elapsed = ctx.now() - started
+                    so_far = format_duration(elapsed) if elapsed >= timedelta(seconds=1) \
+                        else "0s"
+                    ctx.report(f"Health round {round_no} ({so_far} of "
+                               f"{format_duration(limit)}): {last_failure}")
+            else:
+                streak += 1
+                times.extend(probe.elapsed_ms for probe in probes)
+                if streak == EXTENDED_HEALTH_STREAK:
+                    ctx.report(f"{env.url} answered 2xx on {', '.join(env.health)} "
+                               f"{EXTENDED_HEALTH_STREAK} times in a row (round {round_no}, "
+                               f"{format_duration(ctx.now() - started)}, slowest "
+                               f"{max(times):.0f} ms).")
+                    return {"rounds": round_no, "streak": streak, "slowest_ms": max(times),
+                            "waited_s": round((ctx.now() - started).total_seconds(), 1)}
+            if ctx.now() - started + EXTENDED_HEALTH_EVERY > limit:
+                break
+            ctx.sleep(EXTENDED_HEALTH_EVERY.total_seconds())
         raise StepFailure(
             f"{env.url} did not answer 2xx {EXTENDED_HEALTH_STREAK} times in a row within "
-            f"{EXTENDED_HEALTH_MAX_ROUNDS} rounds; last failure: {last_failure}",
+            f"{format_duration(limit)} ({round_no} rounds); last failure: {last_failure}",
             hint="traffic goes back to the previous slot",
         )
 
@@ -581,6 +599,7 @@ def standard_playbook(*, http: HttpChecker, monitoring: Monitoring | None = None
     """
     steps = StandardSteps(http, checks)
     watch = (monitoring or Monitoring()).duration
+    extended = (monitoring or Monitoring()).extended_health
     maintenance = _maintenance_requested
     return Playbook(
         kind=ProcedureKind.STANDARD,
@@ -612,7 +631,7 @@ def standard_playbook(*, http: HttpChecker, monitoring: Monitoring | None = None
             Step("maintenance_off", "Maintenance mode off", steps.maintenance_off,
                  timeout=timedelta(minutes=1), retry=RetryPolicy(attempts=3), when=maintenance),
             Step("extended_health", "Extended health check on the public URL",
-                 steps.extended_health, timeout=timedelta(minutes=3)),
+                 steps.extended_health, timeout=extended + MONITOR_GRACE),
             Step("post_deploy_tests", "Post-deployment tests on the public URL",
                  steps.post_deploy_tests, timeout=timedelta(minutes=3),
                  retry=RetryPolicy(attempts=2, backoff=timedelta(seconds=5))),

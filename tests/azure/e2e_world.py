@@ -65,7 +65,8 @@ ROUTE = ("qlp-frontdoor", "qlp-endpoint", "default-route")
 DB_SERVER = "qlp-prod-db"
 ENV = "production"
 MONITORING = {"duration": "3s", "interval": "1s", "health_failure_ratio": 0.5,
-              "response_time_ms": 2000, "error_threshold": 10, "emergency_stability": "3s"}
+              "response_time_ms": 2000, "error_threshold": 10, "emergency_stability": "3s",
+              "extended_health": "5s"}
 SPEED = 30.0  # model seconds per real second: Azure's 90 s of propagation take 3 s here
 
 

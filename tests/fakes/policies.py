@@ -43,7 +43,7 @@ BASE: dict[str, Any] = {
         "lock": {"users": ["U0DEV", "U0OPS", "U0LEAD1"], "groups": ["S0RELEASE"]},
     },
     "monitoring": {"duration": "2s", "interval": "1s", "health_failure_ratio": 0.5,
-                   "emergency_stability": "2s",
+                   "emergency_stability": "2s", "extended_health": "5s",
                    "response_time_ms": 2000, "error_threshold": 10},
 }
 
