@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 import yaml
 
-from bot.deploy_dialog import equivalent_text, semver_key
+from bot.deploy_dialog import equivalent_text
 from bot.deploy_dialog_view import CALLBACK_ID, VERSION_ACTION, read_state
+from bot.dialog_versions import semver_key
 from bot.grammar import parse
 from bot.shell.slack_standin import OpenedView, view_problems
 from bot.slack_requests import (

@@ -31,7 +31,6 @@ Nothing is changed anywhere. Azure's answers are reported with their code (``Aut
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -49,6 +48,7 @@ from procedures.platforms.azure.container_groups import GroupState
 from procedures.platforms.azure.errors import azure_error_code, translate
 from procedures.platforms.azure.monitoring import logs_failure, request_counts_query
 from procedures.platforms.azure.platform_metrics import ContainerGroupMetrics, monitor_client
+from procedures.platforms.azure.registry_tags import acr_error as _acr_error
 from procedures.platforms.azure.roles import role_for, role_hint
 from procedures.platforms.azure.settings import (
     COLOURS,
@@ -862,20 +862,6 @@ def _total_of(result: Any) -> int:
         return int(value or 0)
     except (TypeError, ValueError):
         return 0
-
-
-def _acr_error(exc: HttpResponseError) -> tuple[str | None, str]:
-    """ACR's own error body, ``{"errors": [{"code": ..., "message": ...}]}``: code and message
-    of the first error (the SDK's message is only the HTTP status for it)."""
-    try:
-        body = json.loads(exc.response.text()) if exc.response is not None else None
-    except (ValueError, TypeError):  # not JSON: a proxy's page
-        body = None
-    errors = body.get("errors") if isinstance(body, Mapping) else None
-    if isinstance(errors, list) and errors and isinstance(errors[0], Mapping):
-        return (str(errors[0].get("code") or "") or None,
-                str(errors[0].get("message") or exc.reason or ""))
-    return None, str(exc.reason or exc.message)
 
 
 def _inner_code(exc: BaseException) -> str | None:

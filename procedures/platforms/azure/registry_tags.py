@@ -12,14 +12,18 @@ these tags; nothing is deployed from here.
 
 from __future__ import annotations
 
-from azure.containerregistry import ArtifactTagOrder
-from azure.core.exceptions import AzureError
+import json
+from collections.abc import Mapping
 
+from azure.containerregistry import ArtifactTagOrder
+from azure.core.exceptions import AzureError, HttpResponseError
+
+from procedures.errors import ExternalServiceError
 from procedures.platforms.azure.clients import AzureClients
 from procedures.platforms.azure.errors import translate
 from procedures.platforms.azure.settings import AzureSettings
 
-__all__ = ["REGISTRY_SERVICE", "registry_tags"]
+__all__ = ["REGISTRY_SERVICE", "acr_error", "registry_tags"]
 
 REGISTRY_SERVICE = "Azure Container Registry"
 _PAGE = 100  # ACR's own page size limit for the tags listing
@@ -41,6 +45,28 @@ def registry_tags(clients: AzureClients, settings: AzureSettings, limit: int) ->
             names.append(str(tag.name))
             if len(names) >= limit:
                 break
+    except HttpResponseError as exc:
+        code, message = acr_error(exc)
+        if code is None:
+            raise translate(exc, service=REGISTRY_SERVICE, what=what) from exc
+        status = exc.status_code
+        raise ExternalServiceError(
+            REGISTRY_SERVICE, f"{what}: {code} (HTTP {status}): {message}",
+            retryable=status == 429 or (status or 0) >= 500, code=code) from exc
     except AzureError as exc:
         raise translate(exc, service=REGISTRY_SERVICE, what=what) from exc
     return names
+
+
+def acr_error(exc: HttpResponseError) -> tuple[str | None, str]:
+    """ACR's own error body, ``{"errors": [{"code": ..., "message": ...}]}``: code and message
+    of the first error (the SDK's message is only the HTTP status for it)."""
+    try:
+        body = json.loads(exc.response.text()) if exc.response is not None else None
+    except (ValueError, TypeError):  # not JSON: a proxy's page
+        body = None
+    errors = body.get("errors") if isinstance(body, Mapping) else None
+    if isinstance(errors, list) and errors and isinstance(errors[0], Mapping):
+        return (str(errors[0].get("code") or "") or None,
+                str(errors[0].get("message") or exc.reason or ""))
+    return None, str(exc.reason or exc.message)
