@@ -5,6 +5,9 @@ thread and the channel and pages the on-call route (``bot.paging``), once per de
 thread reply and the page carry dedup keys naming the deployment, so however many ticks,
 replicas or restarts see it, each goes out once. It says how long the run has taken and which
 step it is on; nothing is stopped (a person decides).
+
+An emergency has a shorter limit: the seed gives it a "15-30 minutes critical window", so one
+still running after ``EMERGENCY_LONG_RUN`` (30 minutes) is alerted the same way.
 """
 
 from __future__ import annotations
@@ -14,13 +17,15 @@ from typing import Any, Protocol
 
 from bot import paging
 from procedures.durations import format_duration
-from procedures.model import HOLDING_STATES
+from procedures.model import HOLDING_STATES, ProcedureKind
 from procedures.policy import Policy
 from procedures.reporting import RunSnapshot
 from storage.outbox import Outbox
 
 LONG_RUN = timedelta(minutes=60)
 """The seed's threshold for an extended deployment."""
+EMERGENCY_LONG_RUN = timedelta(minutes=30)
+"""The end of the seed's 15-30 minute critical window of an emergency deployment."""
 
 
 class _Deployments(Protocol):
@@ -64,7 +69,8 @@ class LongRuns:
         told = 0
         for deployment in self._deployments.list_in_states(HOLDING_STATES):
             started = deployment.started_at
-            if deployment.id is None or started is None or now - started < self._threshold:
+            limit = self._limit(deployment)
+            if deployment.id is None or started is None or now - started < limit:
                 continue
             key = dedup(deployment.id)
             if self._outbox.has(key):
@@ -75,7 +81,7 @@ class LongRuns:
             self._reporter.event(
                 run, f":hourglass_flowing_sand: #{deployment.id} ({deployment.version} to "
                      f"{deployment.environment}) has been running for {took}{step}, longer "
-                     f"than the {format_duration(self._threshold)} a deployment should take. "
+                     f"than the {format_duration(limit)} {_what(deployment)} should take. "
                      "On-call is paged; cancel it with the card's Cancel button if it is stuck.",
                 broadcast=True, dedup_key=key)
             paging.trigger(
@@ -89,8 +95,18 @@ class LongRuns:
         return told
 
     def upcoming(self, now: datetime, horizon: timedelta) -> list[datetime]:
-        moments = [d.started_at + self._threshold
+        moments = [d.started_at + self._limit(d)
                    for d in self._deployments.list_in_states(HOLDING_STATES)
-                   if d.started_at is not None and now < d.started_at + self._threshold
+                   if d.started_at is not None and now < d.started_at + self._limit(d)
                    <= now + horizon]
         return sorted(moments)
+
+    def _limit(self, deployment: Any) -> timedelta:
+        if deployment.kind == ProcedureKind.EMERGENCY:
+            return min(self._threshold, EMERGENCY_LONG_RUN)
+        return self._threshold
+
+
+def _what(deployment: Any) -> str:
+    return "an emergency deployment" if deployment.kind == ProcedureKind.EMERGENCY \
+        else "a deployment"

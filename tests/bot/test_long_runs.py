@@ -43,3 +43,23 @@ def test_a_finished_run_raises_no_alert(bot: BotHarness, clock: FixedClock) -> N
     assert deployments.transition(record.id, [S.RUNNING], S.SUCCEEDED)
     clock.advance(timedelta(hours=2))
     assert LongRuns.from_services(bot.services).run_due(clock.now()) == 0
+
+
+def test_an_emergency_past_its_30_minute_critical_window_is_alerted(
+        bot: BotHarness, clock: FixedClock) -> None:
+    deployments = bot.services.deployments
+    record = deployments.create(ProcedureKind.EMERGENCY, "v1.2.5", "production", "U0DEV",
+                                state=S.QUEUED, options={"category": "outage"})
+    assert deployments.transition(record.id, [S.QUEUED], S.RUNNING, worker_id="w1",
+                                  current_step="wait_healthy")
+    work = LongRuns.from_services(bot.services)
+    assert work.upcoming(clock.now(), timedelta(hours=1)) == [
+        clock.now() + timedelta(minutes=30)]
+    clock.advance(timedelta(minutes=29))
+    assert work.run_due(clock.now()) == 0
+    clock.advance(timedelta(minutes=2))
+    assert work.run_due(clock.now()) == 1
+    [alert] = [n for n in bot.services.outbox.undelivered(100)
+               if n.kind == "post" and n.thread_of == record.id
+               and "has been running for 31m" in str(n.payload.get("text"))]
+    assert "longer than the 30m an emergency deployment should take" in alert.payload["text"]
