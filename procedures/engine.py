@@ -80,6 +80,7 @@ from procedures.engine_context import (
     RunInterrupted,
     RunTakenOver,
 )
+from procedures.engine_loans import EnvironmentLoans, LoanedEnvironment, park_borrowed
 from procedures.errors import ConflictError, ExternalServiceError, QlpError, StepFailure
 from procedures.log_context import Observer, notify, scope
 from procedures.model import DeploymentState, ProcedureKind, Slot, StepState
@@ -494,6 +495,8 @@ class Engine:
                     record.environment, lock.lock_holder or record.requester, lock.lock_reason,
                     record.id, owner, now,
                 )
+            # A lock it borrowed for a rehearsal (procedures.engine_loans) is parked alike.
+            park_borrowed(self.environments, self.policy, record, owner, now)
             self.audit.append(
                 self.worker_id, "run.taken_over", deployment_id=record.id,
                 environment=record.environment,
@@ -541,6 +544,13 @@ class _Run:
         self._metrics: MetricsSource | None = None
         # A step's findings are held and sent with its "✓"/"✗" line: one reply per phase.
         self.held_lines: list[str] = []
+        # Other environments this run's steps act on (a rehearsal on staging) and their locks.
+        self.loans = EnvironmentLoans(
+            deployment_id=view.id, requester=view.requester, home=view.environment,
+            policy=engine.policy, environments=engine.environments,
+            deployments=engine.deployments, audit=engine.audit, worker_id=engine.worker_id,
+            now=engine.clock.now, platform_for=engine.platform_for,
+            metrics_for=engine.metrics_for)
 
     # -- RunServices ----------------------------------------------------------------------------
 
@@ -582,6 +592,9 @@ class _Run:
 
     def now(self) -> datetime:
         return self.e.clock.now()
+
+    def other_environment(self, name: str) -> LoanedEnvironment:
+        return self.loans.get(name)
 
     def wait(
         self, seconds: float, *, deadline: datetime | None, timeout: timedelta | None,
@@ -675,6 +688,7 @@ class _Run:
                     return  # taken over: the run notices at its next checkpoint
                 if self.holds_lock:
                     self.e.environments.heartbeat(self.view.environment, self.lock_owner, now)
+                self.loans.heartbeat(now)
             except Exception:  # a missed beat is retried; the run itself reports errors
                 log.warning("heartbeat of #%s failed", self.view.id, exc_info=True)
 
@@ -861,6 +875,10 @@ class _Run:
                 self.view.environment, self.lock_owner, now
             ):
                 self._lock_lost()
+            for name in self.loans.heartbeat(now):
+                busy = self.loans.take(name)  # someone freed it (/qlp unlock): take it again
+                if busy is not None:
+                    raise StepFailure(f"lost the lock on {name}: {busy.describe()}")
         if forward and look:
             self._check_running()
 
@@ -1123,6 +1141,7 @@ class _Run:
         self.view.state, self.view.current_step, self.view.finished_at = (
             _S.SUCCEEDED, None, now)
         self._release_lock()
+        self.loans.release_all()
         took = now - (self.view.started_at or now)
         self._audit("run.succeeded", {"duration_s": took.total_seconds()})
         self._report_changed()
@@ -1226,6 +1245,7 @@ class _Run:
             return self._after_lost_transition()
         self.view.state, self.view.current_step = final, None
         self._release_lock()
+        self.loans.release_all()
         undone = sum(1 for r in self.records.values() if r.state is StepState.UNDONE)
         self._audit(f"run.{final.value}", {"error": error, "undone": undone})
         self._report_changed()
@@ -1253,6 +1273,8 @@ class _Run:
                 f"needs attention after #{self.view.id}: {message}", self.view.id, None,
                 self.now(),
             )
+        if locked:
+            self.loans.park_all(message)
         if not self.e.deployments.transition(
             self.view.id, [_S.RUNNING, _S.ROLLING_BACK], _S.NEEDS_ATTENTION, error=message,
             current_step=None,
