@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import sys
 from collections.abc import Sequence
@@ -79,6 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(level=settings.qlp_log_level, mode=mode,
                           log_format=settings.qlp_log_format)
         redact_logs(settings_secrets(settings))  # no body, response_url or token in any log
+        if mode in ("serve", "socket"):  # spans over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set
+            from bot.tracing_setup import setup_tracing, stop_tracing
+
+            atexit.register(stop_tracing, setup_tracing(mode=mode))
         # Settings holds the bot token now: Bolt would read SLACK_BOT_TOKEN from the
         # environment again at App() and warn that it is unused next to the app's client
         # (its "As you gave `client`..."); nor should a child process inherit it.

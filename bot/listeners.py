@@ -18,6 +18,7 @@ from bot.commands.registry import HANDLERS, run_command
 from bot.context import HandlerContext, Request
 from bot.metrics import note_ack
 from bot.replies import error_blocks, error_text
+from procedures import tracing
 from procedures.log_context import scope
 
 if TYPE_CHECKING:
@@ -66,18 +67,21 @@ def _command_listener(services: HandlerServices) -> Callable[[Ack, dict[str, Any
         blocks = None
         words = str(body.get("text") or "").split(maxsplit=1)
         name = words[0].lower() if words else "help"
-        note_ack("command", name if name in HANDLERS else "unknown")  # never the person's text
-        try:
-            with scope(slack_user=request.user_id, request_id=request.request_key):
-                text = run_command(HandlerContext(request, services),
-                                   str(body.get("text") or ""))
-        except Exception as error:  # the one place a command error becomes a reply
-            text = error_text(error)
-            blocks = error_blocks(error, text)  # a refusal's one-click alternative, if any
-        if blocks is None:
-            ack(text=text)
-        else:
-            ack(text=text, blocks=blocks)
+        label = name if name in HANDLERS else "unknown"  # never the person's text
+        note_ack("command", label)
+        # A span (procedures.tracing) queued for export by its own thread: no network here.
+        with tracing.span("qlp.command", tracing.SpanKind.SERVER, command=label):
+            try:
+                with scope(slack_user=request.user_id, request_id=request.request_key):
+                    text = run_command(HandlerContext(request, services),
+                                       str(body.get("text") or ""))
+            except Exception as error:  # the one place a command error becomes a reply
+                text = error_text(error)
+                blocks = error_blocks(error, text)  # a refusal's one-click alternative
+            if blocks is None:
+                ack(text=text)
+            else:
+                ack(text=text, blocks=blocks)
 
     return on_command
 
@@ -101,9 +105,13 @@ def _button_listener(clicks: ClickTask,
                         f"{(body.get('user') or {}).get('id')}",
         )
         note_ack("button", action_id)
-        with scope(slack_user=request.user_id, request_id=request.request_key):
-            clicks.accept(request, action_id, action)
-        ack()
+        value = str(action.get("value") or "")
+        # A card's buttons carry its deployment id: the click joins that deployment's trace.
+        with tracing.span("qlp.button", tracing.SpanKind.SERVER, button=action_id,
+                          deployment_id=int(value) if value.isdigit() else None):
+            with scope(slack_user=request.user_id, request_id=request.request_key):
+                clicks.accept(request, action_id, action)
+            ack()
 
     return listener
 

@@ -35,7 +35,8 @@ Delivery rules:
   ``per_card_interval`` per card, measured with ``monotonic``. A message whose channel (or
   the workspace's updates) is not free yet is handed back untried (``Outbox.release``) for a
   later pass; ``run_once`` never sleeps. A thread reply takes every reply its thread has queued
-  behind it into the same post; a card update a newer one replaces is never sent.
+  behind it into the same post (broadcast if any of them is); a card update a newer one
+  replaces is never sent.
 - 429 (``Retry-After``, 1 s if absent): the message is handed back untried for that long and
   the scope that got it pauses (its channel; for ``chat.update`` the workspace's updates),
   nothing else; it does not count towards giving up.
@@ -101,6 +102,7 @@ from bot.delivery_retry import MAX_ATTEMPTS, MAX_BACKOFF, RetryPolicy, retry_or_
 from bot.delivery_retry import backoff as backoff  # re-exported: the tests read it here
 from bot.outbox_coalesce import DEFAULT_UPDATE_INTERVAL, UPDATES, Pace, merge_thread_replies
 from procedures.clock import Clock
+from procedures.log_context import scope as log_scope
 from storage.deployments import DeploymentRepository
 from storage.models import Notification
 from storage.outbox import BLOCKED, DEFAULT_LEASE, UNCONFIRMED, Outbox, is_unconfirmed
@@ -381,8 +383,10 @@ class SlackOutboxSender:
                      "try (or could not be looked up); posting it again", n.id)
         self._wait_for_channel(n, channel, paced=True)
         if n.thread_of is not None and not payload.get("blocks"):
-            args["text"], merged = merge_thread_replies(
-                self._outbox, n, str(args["text"] or ""), self._clock.now())
+            joined = merge_thread_replies(self._outbox, n, str(args["text"] or ""),
+                                          self._clock.now())
+            args["text"], merged = joined.text, joined.ids
+            args["reply_broadcast"] = joined.broadcast
         event: dict[str, Any] = {"outbox_id": self._id(n)}
         if merged:
             event["merged"] = ",".join(str(m) for m in merged)
@@ -671,7 +675,9 @@ class SlackOutboxSender:
         if write and n.kind == "post":
             self._pace.used(channel)
         try:
-            response = call()
+            # The call's log lines and span are about the message's deployment (its trace).
+            with log_scope(deployment_id=n.deployment_id):
+                response = call()
         except Exception as error:
             failure = _classify(error)
         else:

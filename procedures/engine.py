@@ -72,6 +72,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from procedures import tracing
 from procedures.clock import Clock
 from procedures.durations import format_duration
 from procedures.engine_context import (
@@ -364,8 +365,11 @@ class Engine:
                 f"#{deployment_id} is {record.state.value}: claim it (claim_next) before run()"
             )
         with scope(self.observer, deployment_id=deployment_id, kind=record.kind.value,
-                   environment=record.environment, worker_id=self.worker_id):
+                   environment=record.environment, worker_id=self.worker_id), \
+                tracing.span("qlp.run") as run_span:
             state = _Run(self, _View.of(record)).execute()
+            if run_span is not None:
+                run_span.set_attribute("qlp.outcome", state.value)
             log.info("run #%s stopped: %s", deployment_id, state.value)
             if state.terminal:
                 notify("run_finished", kind=record.kind.value,
@@ -995,7 +999,7 @@ class _Run:
                 return self._begin_rollback(_Failure(step, record.error if record and
                                                      record.error else state.value))
             try:
-                with scope(step=step.name):
+                with scope(step=step.name), tracing.span(f"qlp.step {step.name}"):
                     failure = self._run_step(step, position, fresh=state is StepState.PENDING)
             except _CancelledBeforeStart as cancel:
                 return self._cancelled(step, cancel, interrupted=False)
@@ -1197,7 +1201,7 @@ class _Run:
             self.report(f"Resuming the rollback: undoing {_steps(len(todo))}")
         for position, step in todo:
             self.checkpoint(forward=False)
-            with scope(step=step.name):
+            with scope(step=step.name), tracing.span(f"qlp.undo {step.name}"):
                 problem = self._undo_step(step, position)
             if problem is not None:
                 return self._needs_attention(f"undo of {step.title} failed: {problem}",

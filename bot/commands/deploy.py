@@ -22,6 +22,7 @@ from procedures.checks.monitoring import MonitoringThresholds, describe_matrix
 from procedures.durations import format_duration
 from procedures.errors import Offer, PolicyRefusal
 from procedures.model import ProcedureKind, Slot
+from procedures.playbooks.rehearsal import REHEARSAL_STEPS
 from procedures.windows import WindowRule, WindowVerdict
 
 _WINDOW_RULES = frozenset(rule.value for rule in WindowRule)
@@ -131,6 +132,8 @@ def _dry_run(ctx: HandlerContext, command: Command, env: str, verdict: WindowVer
         f"*closed*: {escape(verdict.reason)} (rule: {verdict.rule.value})"
     chosen = [step for step in playbook.steps
               if step.name not in ("maintenance_on", "maintenance_off") or command.maintenance]
+    if policy.promoted_from(env) is None:  # not rehearsed elsewhere first: those steps skip
+        chosen = [step for step in chosen if step.name not in REHEARSAL_STEPS]
     steps = [f"{i}. {step.title}" for i, step in enumerate(chosen, 1)]
     monitoring = policy.monitoring
     current = (f"{state.live_version} on {live}" if state and live and state.live_version

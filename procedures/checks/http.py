@@ -20,6 +20,8 @@ from types import TracebackType
 
 import httpx
 
+from procedures import tracing
+
 __all__ = ["DEFAULT_CONNECT_TIMEOUT", "DEFAULT_TIMEOUT", "HttpChecker", "Probe"]
 
 DEFAULT_TIMEOUT = 5.0
@@ -78,6 +80,16 @@ class HttpChecker:
 
     def probe(self, url: str) -> Probe:
         """GET ``url``; ok when it answers 2xx. Never raises for network or URL errors."""
+        with tracing.span("http check GET", tracing.SpanKind.CLIENT) as span:
+            probe = self._probe(url)
+            if span is not None:  # OpenTelemetry's HTTP client attributes
+                span.set_attributes({"http.request.method": "GET", "url.full": url,
+                                     "qlp.check_ok": probe.ok})
+                if probe.status is not None:
+                    span.set_attribute("http.response.status_code", probe.status)
+            return probe
+
+    def _probe(self, url: str) -> Probe:
         started = self._timer()
         try:
             response = self._client.get(url)

@@ -353,7 +353,15 @@ class RehearsalSteps:
         test, live = loan.environment, ctx.environment
         test_paths, live_paths = (_unique([*test.health, *test.smoke]),
                                   _unique([*live.health, *live.smoke]))
-        live_version = ctx.result_of("final_validation").get("live_version")
+        validated = ctx.result_of("final_validation")
+        live_version = validated.get("live_version")
+        if validated and validated.get("live") is None:
+            # A first deployment: there is no live version to be slower than.
+            self._finish(ctx, loan, plan)
+            ctx.report(f"Rehearsal passed: nothing is live on {ctx.environment_name} yet, so "
+                       f"there is no performance to compare {loan.name} with. {loan.name} "
+                       f"keeps {version}; deploying to {ctx.environment_name} now.")
+            return {"passed": True, "compared": False, "environment": loan.name}
         ctx.report(f"Comparing {loan.name} ({version}) with {ctx.environment_name} "
                    f"({live_version or 'its live version'}) for {format_duration(duration)}: "
                    f"{', '.join(test_paths)} on {test.url} and {', '.join(live_paths)} on "
@@ -396,9 +404,10 @@ class RehearsalSteps:
         ratio = staging_p95 / reference
         said = (f"p95 {staging_p95:.0f} ms on {loan.name} ({version}) against "
                 f"{live_p95:.0f} ms on {ctx.environment_name} ({live_version or 'live'}) over "
-                f"{format_duration(ctx.now() - started)}, {ratio:.2f}x"
-                + (f" (against the {RESPONSE_FLOOR_MS:.0f} ms floor)"
-                   if live_p95 < RESPONSE_FLOOR_MS else ""))
+                f"{format_duration(ctx.now() - started)} ({samples.rounds} rounds), "
+                f"{ratio:.2f}x" + (f" of the {RESPONSE_FLOOR_MS:.0f} ms floor (a faster p95 "
+                                   f"compares as {RESPONSE_FLOOR_MS:.0f} ms)"
+                                   if live_p95 < RESPONSE_FLOOR_MS else ""))
         if staging_p95 > limit * reference:
             ctx.report(f"{loan.name} is slower than allowed: {said} > {limit:g}x.")
             raise StepFailure(
@@ -409,7 +418,7 @@ class RehearsalSteps:
         self._finish(ctx, loan, plan)
         ctx.report(f"Rehearsal passed: {said} (≤ {limit:g}x). {loan.name} keeps {version}; "
                    f"deploying to {ctx.environment_name} now.")
-        return {**figures, "ratio": round(ratio, 3), "passed": True,
+        return {**figures, "ratio": round(ratio, 3), "passed": True, "compared": True,
                 "environment": loan.name}
 
     def _finish(self, ctx: StepContext, loan: LoanedEnvironment, plan: _Plan) -> None:

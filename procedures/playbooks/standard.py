@@ -567,10 +567,16 @@ class StandardSteps:
         metrics = {key: watched.get(key) for key in (
             "response_ms_p50", "response_ms_p95", "error_count", "request_count", "error_rate",
             "samples", "platform_p95_ms")}
+        usage = _baseline_usage(ctx, _Plan.of(ctx).target,
+                                float(watched.get("watched_s") or 0))
+        metrics.update(usage)
         ctx.record_baseline(metrics)
         p50, p95 = metrics["response_ms_p50"], metrics["response_ms_p95"]
-        ctx.report(f"Performance baseline for {ctx.version}: p50 {_ms(p50)}, p95 {_ms(p95)}, "
-                   f"{metrics['error_count']} errors over {metrics['samples']} checks.")
+        memory = (f", memory {usage['memory_avg_bytes'] / 2**20:.0f} MiB avg"
+                  if usage.get("memory_avg_bytes") is not None else "")
+        ctx.report(f"Performance baseline for {ctx.version}: p50 {_ms(p50)}, p95 {_ms(p95)}"
+                   f"{memory}, {metrics['error_count']} errors over {metrics['samples']} "
+                   "checks.")
         return {"recorded": True, **metrics}
 
     def stop_old_slot(self, ctx: StepContext) -> StepResult:
@@ -1068,6 +1074,25 @@ def database_backup(ctx: StepContext, name: str) -> dict[str, Any]:
                f"{format_duration(taken.duration)}).{restore}")
     return {"taken": True, "name": taken.name, "location": taken.location,
             "size_bytes": taken.size_bytes, "duration_s": duration}
+
+
+def _baseline_usage(ctx: StepContext, slot: Slot, watched_s: float) -> dict[str, Any]:
+    """The seed's baseline also holds memory (and CPU): the new colour's container usage over
+    the monitoring period, where the platform can read it (Azure Monitor's ``MemoryUsage`` and
+    ``CpuUsage`` of the container group); nothing elsewhere. Never fails the step."""
+    # The reader lives with the Azure platform (it needs the SDK); imported only here.
+    from procedures.platforms.azure.platform_metrics import live_usage
+
+    window = timedelta(seconds=max(60.0, watched_s))
+    try:
+        usage = live_usage(ctx.platform, slot, ctx.now(), window)
+    except QlpError as exc:
+        ctx.report(f"Baseline: container CPU/memory not read ({exc.message}).")
+        return {}
+    if usage is None or usage.inconclusive:
+        return {}
+    return {"memory_avg_bytes": usage.memory_avg, "memory_max_bytes": usage.memory_max,
+            "cpu_avg_millicores": usage.cpu_avg}
 
 
 def _size_text(count: int) -> str:

@@ -172,3 +172,74 @@ def test_no_monitoring_reader_names_the_role(make_platform: Callable[..., AzureP
         "AuthorizationFailed (grant the bot's identity Monitoring Reader (or Reader) on "
         "qlp-blue): qlp-blue: The client")
     assert "'Microsoft.Insights/metrics/read'" in caught.value.detail
+
+
+class _BaselineCtx:
+    """What ``record_baseline`` reads of its StepContext: green went live and was watched
+    for 30 minutes up to NOW."""
+
+    def __init__(self, platform: AzurePlatform) -> None:
+        self.platform = platform
+        self.version = "v1.3.0"
+        self.reports: list[str] = []
+        self.recorded: list[dict[str, object]] = []
+        self._results = {
+            "snapshot": {"live_slot": "blue", "live_version": "v1.2.0",
+                         "target_slot": "green"},
+            "monitor": {"response_ms_p50": 80.0, "response_ms_p95": 210.0, "error_count": 1,
+                        "request_count": 900, "error_rate": 0.001, "samples": 60,
+                        "platform_p95_ms": 190.0, "watched_s": 1800.0},
+        }
+
+    def now(self) -> datetime:
+        return NOW
+
+    def result_of(self, name: str) -> dict[str, object]:
+        return self._results.get(name, {})
+
+    def report(self, text: str, *, broadcast: bool = False) -> None:
+        self.reports.append(text)
+
+    def record_baseline(self, metrics: dict[str, object]) -> None:
+        self.recorded.append(dict(metrics))
+
+
+def test_the_baseline_holds_the_new_colours_memory_and_cpu(
+        make_platform: Callable[..., AzurePlatform], double: ArmDouble) -> None:
+    from procedures.checks.http import HttpChecker
+    from procedures.playbooks.standard import StandardSteps
+
+    platform = make_platform()
+    set_metrics(double, group_id("qlp-green"), "CpuUsage",
+                [("2026-12-01T10:40:00Z", 500.0, 700.0)])
+    set_metrics(double, group_id("qlp-green"), "MemoryUsage",
+                [("2026-12-01T10:40:00Z", 1.0 * GIB, 1.5 * GIB),
+                 ("2026-12-01T10:50:00Z", 3.0 * GIB, 3.5 * GIB)])
+    ctx = _BaselineCtx(platform)
+    with HttpChecker() as http:
+        result = StandardSteps(http).record_baseline(ctx)  # type: ignore[arg-type]
+    [recorded] = ctx.recorded
+    assert recorded["memory_avg_bytes"] == 2.0 * GIB and recorded["memory_max_bytes"] == 3.5 * GIB
+    assert recorded["cpu_avg_millicores"] == 500.0
+    assert recorded["platform_p95_ms"] == 190.0  # Application Insights' p95, kept
+    assert result is not None and result["recorded"] is True
+    assert "Performance baseline for v1.3.0: p50 80 ms, p95 210 ms, memory 2048 MiB avg" \
+        in ctx.reports[-1]
+    # Over the monitoring period, for the new colour.
+    [call] = double.calls_to("metrics", "GET")
+    assert call.path.startswith(group_id("qlp-green"))
+    assert call.query["timespan"] == "2026-12-01T10:30:00Z/2026-12-01T11:00:00Z"
+
+
+def test_a_baseline_without_readable_usage_is_still_recorded(
+        make_platform: Callable[..., AzurePlatform], double: ArmDouble) -> None:
+    from procedures.checks.http import HttpChecker
+    from procedures.playbooks.standard import StandardSteps
+
+    double.revoke(RESOURCE_GROUP_ID, "Monitoring Reader")
+    ctx = _BaselineCtx(make_platform())
+    with HttpChecker() as http:
+        StandardSteps(http).record_baseline(ctx)  # type: ignore[arg-type]
+    [recorded] = ctx.recorded
+    assert "memory_avg_bytes" not in recorded and recorded["response_ms_p95"] == 210.0
+    assert any(r.startswith("Baseline: container CPU/memory not read (") for r in ctx.reports)

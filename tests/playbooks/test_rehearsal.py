@@ -14,12 +14,15 @@ checker's injected timer. Time passes only through the engine's injected sleep.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from procedures.checks.http import HttpChecker
 from procedures.clock import FixedClock
@@ -29,6 +32,7 @@ from procedures.platforms.base import SlotStatus
 from procedures.playbook import Playbook
 from procedures.playbooks import standard_playbook
 from procedures.playbooks.rehearsal import REHEARSAL_STEPS
+from procedures.policy import Rehearsal, parse_policy
 from storage.db import Database
 from tests.conftest import _Factory
 from tests.engine.conftest import REQUESTER, START, Harness
@@ -276,6 +280,20 @@ def test_a_production_deployment_is_rehearsed_on_staging_first(
     world.http.close()
 
 
+def test_a_first_deployment_is_rehearsed_without_a_comparison(world: World) -> None:
+    """Nothing is live on production yet: the rehearsal deploys, smoke-tests and switches
+    staging, and says there is nothing to compare with (no time spent sampling)."""
+    world.platforms[PROD] = FakePlatform(live=None, base_url="http://prod.invalid")
+    engine = world.engine()
+    deployment_id = world.start(engine)
+    assert engine.run(deployment_id) is S.SUCCEEDED
+    assert "nothing is live on production yet, so there is no performance to compare " \
+           "staging with" in world.thread(deployment_id)
+    row = {r.name: r for r in world.h.deployments.steps(deployment_id)}["rehearsal_compare"]
+    assert row.result == {"passed": True, "compared": False, "environment": STAGING}
+    assert world.staging.live is Slot.GREEN and world.prod.live is Slot.BLUE
+
+
 def test_a_deployment_to_staging_itself_skips_the_rehearsal(world: World) -> None:
     engine = world.engine()
     deployment_id = world.start(engine, environment=STAGING)
@@ -332,7 +350,7 @@ def test_a_slower_staging_stops_the_comparison_with_both_p95_figures(world: Worl
     record = world.h.deployments.get(deployment_id)
     assert record is not None and record.error is not None
     assert ("staging is too slow: p95 300 ms on staging (2.0.0) against 100 ms on production "
-            "(1.0.0) over 30s, 3.00x, over the 1.5x allowed") in record.error, record.error
+            "(1.0.0) over 30s (10 rounds), 3.00x, over the 1.5x allowed") in record.error
     row = {r.name: r for r in world.h.deployments.steps(deployment_id)}["rehearsal_compare"]
     assert row.state is StepState.FAILED and row.result is not None
     assert (row.result["staging_p95_ms"], row.result["live_p95_ms"]) == (300.0, 100.0)
@@ -494,3 +512,23 @@ def test_production_failing_later_leaves_the_rehearsed_version_on_staging(
     assert "staging keeps 2.0.0: its rehearsal had passed" in world.thread(deployment_id)
     assert world.lock(STAGING) == (None, None, None)
     assert world.prod.live is Slot.BLUE
+
+
+# -- the example policy -----------------------------------------------------------------------
+
+
+def test_the_example_rehearses_production_on_staging_with_the_seed_values() -> None:
+    """qlp.example.yml: production is promoted from staging; its commented ``rehearsal:``
+    block, uncommented, loads and holds the defaults (the seed's 300 s, 1.5x)."""
+    text = (Path(__file__).resolve().parents[2] / "qlp.example.yml").read_text()
+    data = yaml.safe_load(text)
+    policy = parse_policy(data)
+    assert policy.promoted_from(PROD) == STAGING and policy.promoted_from(STAGING) is None
+    lines = text.splitlines()
+    start = lines.index("    # rehearsal:")
+    block = [re.sub(r"^    # ", "    ", line) for line in lines[start:start + 3]]
+    rehearsal = yaml.safe_load("\n".join(line[4:] for line in block))["rehearsal"]
+    data["environments"][PROD]["rehearsal"] = rehearsal
+    loaded = parse_policy(data).rehearsal_of(PROD)
+    assert loaded == Rehearsal() and loaded.compare_for == timedelta(seconds=300)
+    assert loaded.max_slowdown == 1.5

@@ -32,7 +32,7 @@ from procedures.clock import Clock
 from procedures.durations import format_duration
 from procedures.errors import ExternalServiceError
 from procedures.platforms.azure.backups import SERVICE, arm_pipeline
-from procedures.platforms.azure.errors import translate
+from procedures.platforms.azure.errors import AzureCalls, translate
 from procedures.platforms.azure.settings import AzureSettings
 
 __all__ = ["CREATE_API_VERSION", "NotSupported", "OnDemandBackup", "OnDemandBackups"]
@@ -95,6 +95,11 @@ class OnDemandBackups:
                                        code="InvalidResponse") from exc
 
     def _send(self, request: HttpRequest, ok: tuple[int, ...]) -> Any:
+        verb = "create" if request.method == "PUT" else "read"
+        with AzureCalls(SERVICE).observed(f"{verb} backup of {self.server}"):
+            return self._sent(request, ok)
+
+    def _sent(self, request: HttpRequest, ok: tuple[int, ...]) -> Any:
         response = self._client.send_request(request)
         if response.status_code not in ok:
             map_error(status_code=response.status_code, response=response, error_map={})

@@ -45,7 +45,7 @@ from procedures.doctor import Check, CheckResult, fail, ok, skipped, warn
 from procedures.errors import ExternalServiceError
 from procedures.platforms.azure.backups import FlexibleServerBackups, arm_pipeline
 from procedures.platforms.azure.container_groups import GroupState
-from procedures.platforms.azure.errors import azure_error_code, translate
+from procedures.platforms.azure.errors import AzureCalls, azure_error_code, translate
 from procedures.platforms.azure.monitoring import logs_failure, request_counts_query
 from procedures.platforms.azure.platform_metrics import ContainerGroupMetrics, monitor_client
 from procedures.platforms.azure.registry_tags import acr_error as _acr_error
@@ -192,6 +192,10 @@ def allowed(permissions: Iterable[Mapping[str, Any]], action: str, *,
 # -- talking to ARM ------------------------------------------------------------------------------
 
 
+ARM_CALLS = AzureCalls("Azure Resource Manager")
+"""Counts and traces the doctor's plain ARM reads (``AzureCalls.observed``)."""
+
+
 class _Arm:
     """GETs of plain ARM resources through one pipeline with the environment's credential."""
 
@@ -202,7 +206,8 @@ class _Arm:
         """The resource, or None for a 404; raises HttpResponseError for other failures."""
         request = HttpRequest("GET", self._client.format_url(path),
                               params={"api-version": api_version})
-        response = self._client.send_request(request)
+        with ARM_CALLS.observed("read resource"):
+            response = self._client.send_request(request)
         if response.status_code == 404:
             return None
         if response.status_code != 200:
@@ -217,7 +222,8 @@ class _Arm:
         request = HttpRequest("GET", self._client.format_url(path),
                               params={"api-version": api_version, **(params or {})})
         for _ in range(MAX_PAGES):
-            response = self._client.send_request(request)
+            with ARM_CALLS.observed("list resources"):
+                response = self._client.send_request(request)
             if response.status_code != 200:
                 from azure.mgmt.core.exceptions import ARMErrorFormat
 
@@ -540,7 +546,8 @@ class _AzureDoctor:
 
     def _cdn_call(self, what: str, call: Callable[[], Any]) -> Any:
         try:
-            return call()
+            with AzureCalls("Azure Front Door").observed(what):
+                return call()
         except ResourceNotFoundError:
             return None
         except AzureError as exc:

@@ -42,6 +42,7 @@ from azure.core.exceptions import (
 )
 from azure.mgmt.core.polling.arm_polling import ARMPolling
 
+from procedures import tracing
 from procedures.errors import ExternalServiceError
 from procedures.log_context import notify
 from procedures.platforms.azure.roles import denied_actions, role_hint
@@ -217,7 +218,9 @@ class AzureCalls:
         for attempt in range(1, self.attempts + 1):
             started = time.monotonic()
             try:
-                answer = operation()
+                with tracing.span(f"azure {self._operation(what)}", tracing.SpanKind.CLIENT,
+                                  azure_service=self.service, azure_attempt=attempt):
+                    answer = operation()
                 self._observe(what, "ok", started)
                 return answer
             except AzureError as exc:
@@ -235,11 +238,30 @@ class AzureCalls:
                 self._sleep(wait)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _observe(self, what: str, result: str, started: float) -> None:
+    @contextlib.contextmanager
+    def observed(self, what: str) -> Iterator[None]:
+        """Count and trace one SDK call the caller makes and answers itself (its own error
+        mapping, no retry): the metrics and span :meth:`call` gives, for calls that cannot go
+        through it. An :class:`AzureError` leaving the block is counted by its result."""
+        started = time.monotonic()
+        with tracing.span(f"azure {self._operation(what)}", tracing.SpanKind.CLIENT,
+                          azure_service=self.service, azure_attempt=1):
+            try:
+                yield
+            except AzureError as exc:
+                self._observe(what, _result_of(exc), started)
+                raise
+        self._observe(what, "ok", started)
+
+    @staticmethod
+    def _operation(what: str) -> str:
         # The operation is the verb that starts ``what`` ("read", "create", "point"...):
         # the code's own word, never a resource name.
         verb = what.split(" ", 1)[0].lower()
-        notify("azure_call", service=self.service, operation=verb if verb.isalpha() else "call",
+        return verb if verb.isalpha() else "call"
+
+    def _observe(self, what: str, result: str, started: float) -> None:
+        notify("azure_call", service=self.service, operation=self._operation(what),
                result=result, seconds=time.monotonic() - started)
 
 

@@ -47,7 +47,7 @@ from azure.core.exceptions import AzureError, HttpResponseError
 from procedures.clock import Clock, SystemClock
 from procedures.errors import MetricsUnavailable
 from procedures.model import Slot
-from procedures.platforms.azure.errors import translate
+from procedures.platforms.azure.errors import AzureCalls, translate
 from procedures.platforms.azure.settings import AppInsightsSettings, AzureSettings
 
 if TYPE_CHECKING:
@@ -220,8 +220,9 @@ class AzureMetrics:
                 run, target = self._logs().query_workspace, insights.workspace_id
             else:
                 run, target = self._logs().query_resource, insights.resource_id or ""
-            result = run(target, query, timespan=(start, max(now, start + timedelta(
-                seconds=1))))
+            with AzureCalls(LATENCY_SOURCE).observed(f"count requests of {role}"):
+                result = run(target, query, timespan=(start, max(now, start + timedelta(
+                    seconds=1))))
         except AzureError as exc:
             failure = logs_failure(exc, insights, role)
             log.warning("no request counts for %s: %s", role, failure.message)

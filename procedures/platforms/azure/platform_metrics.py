@@ -33,7 +33,7 @@ from azure.core.exceptions import AzureError, HttpResponseError
 
 from procedures.errors import MetricsUnavailable
 from procedures.model import Slot
-from procedures.platforms.azure.errors import translate
+from procedures.platforms.azure.errors import AzureCalls, translate
 from procedures.platforms.azure.monitoring import innermost_error
 from procedures.platforms.azure.settings import AzureSettings
 
@@ -155,14 +155,15 @@ class ContainerGroupMetrics:
         group = self.settings.group_name(colour)
         start = end - window
         try:
-            response = self._client.metrics.list(
-                self.resource_id(colour),
-                timespan=f"{_iso(start)}/{_iso(end)}",
-                interval="PT1M",
-                metricnames=METRIC_NAMES,
-                aggregation="Average,Maximum",
-                metricnamespace=METRIC_NAMESPACE,
-            )
+            with AzureCalls(SERVICE).observed(f"read CPU and memory of {group}"):
+                response = self._client.metrics.list(
+                    self.resource_id(colour),
+                    timespan=f"{_iso(start)}/{_iso(end)}",
+                    interval="PT1M",
+                    metricnames=METRIC_NAMES,
+                    aggregation="Average,Maximum",
+                    metricnamespace=METRIC_NAMESPACE,
+                )
         except AzureError as exc:
             raise self._failure(exc, colour) from exc
         figures: dict[str, float | None] = {}
