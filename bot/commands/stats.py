@@ -15,7 +15,9 @@ from bot.formatting import local_time
 from bot.grammar import Command
 from bot.lookup import environment_of
 from procedures.durations import format_duration
+from procedures.policy import Policy
 from procedures.stats import DeploymentStats, period_start, stats_from_totals
+from storage.stats_impact import DeploymentImpact, ImpactQueries
 from storage.stats_queries import StatsQueries
 
 DEFAULT_DAYS = 30
@@ -38,10 +40,13 @@ def stats_text(ctx: HandlerContext, command: Command) -> str:
     period = f"the last {days} day{'s' if days > 1 else ''}"
     if stats.empty:
         return f"No deployments{where} in {period}."
-    return _render(ctx, stats, where, period)
+    impact = ImpactQueries(services.database).impact(
+        since=period_start(now, days), until=now, environment=env)
+    return _render(ctx, stats, where, period, _impact(impact, days, services.policy))
 
 
-def _render(ctx: HandlerContext, s: DeploymentStats, where: str, period: str) -> str:
+def _render(ctx: HandlerContext, s: DeploymentStats, where: str, period: str,
+            impact: list[str]) -> str:
     zone = ctx.services.policy.zone
     lines = [f"*Deployments{where}, {period}* (since {local_time(s.since, zone)})"]
     lines.append(
@@ -55,6 +60,7 @@ def _render(ctx: HandlerContext, s: DeploymentStats, where: str, period: str) ->
     lines.append(f"Mean duration: {_duration(s.mean_duration)}")
     lines.append(f"Rollbacks: {s.rollbacks} ({s.automatic_rollbacks} automatic, "
                  f"{s.manual_rollbacks} manual), {_rate(s.rollbacks_per_week)} a week")
+    lines.extend(impact)
     lines.append("*DORA*")
     lines.append(f"• Deployment frequency: {s.production_successes} successful "
                  f"deployment{'s' if s.production_successes != 1 else ''} to "
@@ -71,6 +77,28 @@ def _render(ctx: HandlerContext, s: DeploymentStats, where: str, period: str) ->
         restore += f"; {s.open_incidents} not restored yet"
     lines.append(f"• Time to restore (median): {restore}")
     return "\n".join(lines)
+
+
+def _impact(impact: DeploymentImpact, days: int, policy: Policy) -> list[str]:
+    """The seed's dashboard figures "error rate during deployments" and "performance impact
+    post-deployment" (storage.stats_impact)."""
+    if impact.error_rate is None:
+        errors = "n/a (no monitored deployment with request counts)"
+    else:
+        errors = (f"{impact.error_rate:.2%} ({impact.errors} failed of {impact.requests} "
+                  f"requests over {impact.monitored} monitored deployment"
+                  f"{'s' if impact.monitored != 1 else ''})")
+    kept = policy.retention.step_results
+    if kept is not None and timedelta(days=days) > kept:
+        errors += f"; step results are kept {format_duration(kept)}, older ones not counted"
+    if impact.mean_p95_ratio is None:
+        performance = "n/a (no version compared with the one before it yet)"
+    else:
+        change = impact.mean_p95_ratio - 1
+        performance = (f"p95 {change:+.0%} on average against the previous version "
+                       f"({impact.compared} comparison{'s' if impact.compared != 1 else ''})")
+    return [f"Error rate during deployments: {errors}",
+            f"Performance impact post-deployment: {performance}"]
 
 
 def _percent(ratio: float | None, part: int, whole: int) -> str:

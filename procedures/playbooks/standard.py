@@ -499,7 +499,11 @@ class StandardSteps:
                 raise StepFailure(
                     f"monitoring {plan.target} ({version}): {verdict.reason}",
                     hint=f"traffic goes back to {plan.previous}, which is still running",
-                    result=_series(samples, started),
+                    # The figures so far too: /qlp stats counts the errors and requests of
+                    # every monitored run, rolled back or not (storage.stats_impact).
+                    result={**_summary_result(summarize(samples), plan.target, version,
+                                              ctx.now() - started),
+                            **_series(samples, started)},
                 )
             for kind, text in verdict.warnings:
                 tally[kind] = tally.get(kind, 0) + 1

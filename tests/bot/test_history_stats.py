@@ -141,6 +141,10 @@ def test_stats_over_a_month(bot: BotHarness, clock: FixedClock) -> None:
         "Success rate: 67% (2 of 3)",
         "Mean duration: 20m",
         "Rollbacks: 1 (1 automatic, 0 manual), 0.23 a week",
+        # No monitor step figures or baselines in these rows (tests/bot/test_stats_impact.py).
+        "Error rate during deployments: n/a (no monitored deployment with request counts)",
+        "Performance impact post-deployment: n/a (no version compared with the one before it "
+        "yet)",
         "*DORA*",
         "• Deployment frequency: 2 successful deployments to production, 0.07 a day "
         "(0.47 a week)",
