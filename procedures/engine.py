@@ -925,6 +925,7 @@ class _Run:
             # The lock first: once the run is claimable, its next worker re-takes the lock,
             # and parking it after that would look to that worker like someone unlocking.
             self._park_lock()
+            self.loans.park_for_hand_over()  # staging's lock, borrowed for a rehearsal
             target = _S.QUEUED if record.state is _S.RUNNING else _S.ROLLING_BACK
             if not self.e.deployments.transition(
                 self.view.id, [record.state], target, expected_revision=record.revision,

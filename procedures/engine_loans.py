@@ -205,6 +205,15 @@ class EnvironmentLoans:
             except Exception:
                 log.warning("could not release the lock on %s", name, exc_info=True)
 
+    def park_for_hand_over(self) -> None:
+        """The run is handed to another worker (a graceful stop): the locks it borrowed stay
+        its own, without an owner until the next worker takes them again (re-entrant)."""
+        for name in sorted(self.held):
+            self.environments.acquire_lock(name, self.requester, self.reason,
+                                           self.deployment_id, None, self.now())
+            with self._mutex:
+                self._held.discard(name)
+
     def park_all(self, message: str) -> None:
         """The run needs attention: the environments it still holds stay locked, without an
         owner (the reaper never frees them), labelled like the run's own."""

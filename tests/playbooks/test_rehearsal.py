@@ -387,6 +387,26 @@ def test_a_staging_path_failing_twice_in_a_row_stops_the_comparison_at_once(
     assert_production_untouched(world)
 
 
+def test_a_cancel_during_the_comparison_puts_staging_back(world: World) -> None:
+    box: dict[str, Engine] = {}
+
+    def sleep(seconds: float) -> None:
+        world.h.clock.advance(timedelta(seconds=seconds))
+        record = world.h.deployments.get(1)
+        if record is not None and record.current_step == "rehearsal_compare" \
+                and record.state is S.RUNNING:
+            assert box["engine"].request_cancel(1, "U0LEAD1")
+
+    engine = box["engine"] = world.engine(sleep=sleep)
+    deployment_id = world.start(engine)
+    assert deployment_id == 1
+    assert engine.run(deployment_id) is S.ROLLED_BACK
+    record = world.h.deployments.get(deployment_id)
+    assert record is not None and record.error == "cancelled by <@U0LEAD1>"
+    assert_staging_put_back(world)
+    assert_production_untouched(world)
+
+
 # -- the lock -----------------------------------------------------------------------------------
 
 
@@ -532,3 +552,28 @@ def test_the_example_rehearses_production_on_staging_with_the_seed_values() -> N
     loaded = parse_policy(data).rehearsal_of(PROD)
     assert loaded == Rehearsal() and loaded.compare_for == timedelta(seconds=300)
     assert loaded.max_slowdown == 1.5
+
+
+def test_a_graceful_stop_during_the_rehearsal_hands_staging_over_with_the_run(
+        world: World) -> None:
+    box: dict[str, Engine] = {}
+
+    def sleep(seconds: float) -> None:
+        world.h.clock.advance(timedelta(seconds=seconds))
+        record = world.h.deployments.get(1)
+        if record is not None and record.current_step == "rehearsal_compare":
+            box["engine"].request_stop()  # the replica got SIGTERM
+
+    engine = box["engine"] = world.engine(sleep=sleep)
+    deployment_id = world.start(engine)
+    assert engine.run(deployment_id) is S.QUEUED
+    # Staging's lock stays the run's, parked (no owner: the stale-lock reaper leaves it).
+    assert world.lock(STAGING) == (REQUESTER, deployment_id, None)
+
+    survivor = world.engine(worker_id="w2")
+    claimed = world.h.deployments.claim_next("w2")
+    assert claimed is not None and claimed.id == deployment_id
+    assert survivor.run(deployment_id) is S.SUCCEEDED
+    assert world.calls(STAGING).count("deploy(green, 2.0.0)") == 1
+    assert world.lock(STAGING) == (None, None, None)
+    assert world.staging.live is Slot.GREEN and world.prod.live is Slot.GREEN
