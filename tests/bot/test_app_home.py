@@ -270,6 +270,42 @@ def test_a_home_tab_that_is_not_enabled_is_given_up_not_retried(
         [("dead", "not_enabled")]
 
 
+def test_a_window_closing_republishes_and_a_scheduled_request_shows_its_approvers(
+        bot: BotHarness, home_slack: SlackDouble, clock: FixedClock) -> None:
+    pacing = FakeMonotonic()
+    publisher = _publisher(bot, monotonic=pacing)
+    reply = bot.command("deploy v1.2.3 at 2026-12-02 10:00", user="U0DEV")
+    assert "2026-12-02 10:00" in reply.text, reply.text
+    scheduled = bot.services.deployments.list_recent("production", 1)[0]
+    _open_home(bot, "U0DEV")
+    _deliver(bot, publisher)
+    text = _text(_homes(bot, "U0DEV")[-1])
+    assert ":large_green_circle: window open, closes Tue 2026-12-01 14:00 UTC" in text
+    assert (f":calendar: Scheduled: #{scheduled.id} standard v1.2.3 by <@U0DEV> at "
+            "Wed 2026-12-02 10:00 UTC (in 23h): waiting for 1 approval from <@U0LEAD1> or a "
+            "member of <!subteam^S0RELEASE>") in text
+    # 14:00: the window closes; nothing was audited, the watcher's look at the windows
+    # republishes (at most every WINDOW_EVERY seconds).
+    clock.advance(timedelta(hours=3, minutes=30))
+    pacing.now += 31
+    _deliver(bot, publisher)
+    homes = _homes(bot, "U0DEV")
+    assert len(homes) == 2
+    assert (":red_circle: window closed: outside the preferred hours" in _text(homes[-1])
+            and "next preferred slot Wed 2026-12-02 10:00 UTC" in _text(homes[-1]))
+
+
+def test_a_viewer_from_another_workspace_gets_no_home(bot: BotHarness,
+                                                     home_slack: SlackDouble) -> None:
+    publisher = _publisher(bot, monotonic=FakeMonotonic())
+    body = app_home_opened_body(user_id="U0DEV", team_id="T0OTHER")
+    assert bot.post(body, extra_headers={"content-type": "application/json"}).status_code == 200
+    _deliver(bot, publisher)
+    assert _homes(bot, "U0DEV") == []
+    (row,) = [n for n in bot.services.outbox.undelivered(100) if n.kind == HOME_KIND]
+    assert row.state == "dead" and "another workspace" in (row.last_error or "")
+
+
 # -- who sees which button, and forged clicks ----------------------------------------------------
 
 
