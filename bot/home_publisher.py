@@ -60,6 +60,8 @@ VIEWER_INTERVAL = 1.0
 """Seconds between two publishes to one viewer (a run's steps come faster: they coalesce)."""
 WINDOW_EVERY = 30.0
 """Seconds between two looks at the windows (a window opening or closing republishes)."""
+NOTICE_FOR = timedelta(hours=1)
+"""How long the answer to a viewer's last click stays at the top of their Home."""
 IGNORED_ACTIONS = ("command.", "shell.", "doctor", "click.", "oncall.", "checklist.")
 """Audit actions (prefixes) that change nothing a Home shows."""
 IGNORED_SUFFIXES = (".refused",)
@@ -243,10 +245,14 @@ class HomePublisher:
     def _view(self, user: str, team: str | None) -> dict[str, Any]:
         ctx = home_context(self._services, user, team, display=True)
         viewer = self._viewers.get(user)
-        return home_view(read_home(ctx, self._shared()), now=self._services.clock.now(),
+        now = self._services.clock.now()
+        # The answer to their last click, while it is news (NOTICE_FOR).
+        fresh = viewer is not None and viewer.notice_at is not None \
+            and now - viewer.notice_at <= NOTICE_FOR
+        return home_view(read_home(ctx, self._shared()), now=now,
                          zone=self._services.policy.zone,
-                         notice=viewer.notice if viewer is not None else None,
-                         notice_at=viewer.notice_at if viewer is not None else None)
+                         notice=viewer.notice if fresh and viewer is not None else None,
+                         notice_at=viewer.notice_at if fresh and viewer is not None else None)
 
     def _call(self, row: Notification, call: Callable[[], Any]) -> None:
         """Call Slack; on a failure mark ``row`` as it deserves and stop (``_Done``)."""

@@ -347,7 +347,7 @@ def test_without_the_right_no_unlock_or_deploy_and_forged_clicks_are_refused_by_
 
 
 def test_deploy_offers_the_command_and_rollback_requests_through_the_gate(
-        bot: BotHarness, home_slack: SlackDouble) -> None:
+        bot: BotHarness, home_slack: SlackDouble, clock: FixedClock) -> None:
     publisher = _publisher(bot, monotonic=FakeMonotonic(), publish_interval=0,
                            viewer_interval=0)
     deployments = bot.services.deployments
@@ -387,6 +387,12 @@ def test_deploy_offers_the_command_and_rollback_requests_through_the_gate(
     view = _homes(bot, "U0DEV")[-1]
     assert _buttons(view, "production") == [actions.HOME_ROLLBACK]
     assert answer in _text(view)  # the click's answer, at the top of the Home
+    # An hour later it is no news: the next republish leaves it out.
+    clock.advance(timedelta(hours=1, minutes=1))
+    bot.command('lock staging --reason "after the rollback"', user="U0DEV")
+    _deliver(bot, publisher)
+    view = _homes(bot, "U0DEV")[-1]
+    assert answer not in _text(view) and "Your last action" not in _text(view)
     assert f"Pending: #{rollback.id} rollback v1.0.0 by <@U0DEV>: waiting for 1 approval" \
         in _text(view)
 
