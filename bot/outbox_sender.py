@@ -35,8 +35,7 @@ Delivery rules:
   ``per_card_interval`` per card, measured with ``monotonic``. A message whose channel (or
   the workspace's updates) is not free yet is handed back untried (``Outbox.release``) for a
   later pass; ``run_once`` never sleeps. A thread reply takes every reply its thread has queued
-  behind it into the same post (broadcast if any of them is); a card update a newer one
-  replaces is never sent.
+  behind it into the same post; a card update a newer one replaces is never sent.
 - 429 (``Retry-After``, 1 s if absent): the message is handed back untried for that long and
   the scope that got it pauses (its channel; for ``chat.update`` the workspace's updates),
   nothing else; it does not count towards giving up.
@@ -383,10 +382,8 @@ class SlackOutboxSender:
                      "try (or could not be looked up); posting it again", n.id)
         self._wait_for_channel(n, channel, paced=True)
         if n.thread_of is not None and not payload.get("blocks"):
-            joined = merge_thread_replies(self._outbox, n, str(args["text"] or ""),
-                                          self._clock.now())
-            args["text"], merged = joined.text, joined.ids
-            args["reply_broadcast"] = joined.broadcast
+            args["text"], merged = merge_thread_replies(
+                self._outbox, n, str(args["text"] or ""), self._clock.now())
         event: dict[str, Any] = {"outbox_id": self._id(n)}
         if merged:
             event["merged"] = ",".join(str(m) for m in merged)
