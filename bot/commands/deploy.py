@@ -22,6 +22,7 @@ from procedures.checks.monitoring import MonitoringThresholds, describe_matrix
 from procedures.durations import format_duration
 from procedures.errors import Offer, PolicyRefusal
 from procedures.model import ProcedureKind, Slot
+from procedures.playbooks.deploy_migration import request_options
 from procedures.playbooks.rehearsal import REHEARSAL_STEPS
 from procedures.windows import WindowRule, WindowVerdict
 
@@ -60,6 +61,9 @@ def deploy_text(ctx: HandlerContext, command: Command) -> str:
     user = ctx.request.user_id
     decision = judge_request(ctx, ProcedureKind.STANDARD, env)
     options: dict[str, Any] = {"maintenance": command.maintenance}
+    # The version's migration file, if any, and the checksum the approvers approve: the run
+    # refuses a file changed since (procedures.playbooks.deploy_migration).
+    options.update(request_options(policy.environments[env], command.version))
     if not decision.allowed:
         if command.override and decision.needs_override:
             return request_with_override(

@@ -28,7 +28,7 @@ from bot.lookup import environment_of
 from procedures.errors import PolicyRefusal
 from procedures.migrations.files import MigrationDirectory, MigrationFile
 from procedures.model import ProcedureKind
-from procedures.playbooks.migration import STAGING, rehearses_on_staging
+from procedures.playbooks.migration import rehearsal_environment
 
 KIND = ProcedureKind.MIGRATION
 
@@ -53,7 +53,8 @@ def _migrate(ctx: HandlerContext, command: Command, env: str) -> str:
         return _dry_run(ctx, command, env, migration)
     refuse_unless_allowed(ctx, KIND, env)
     up = migration.up
-    staging = rehearses_on_staging(policy, env)
+    source = rehearsal_environment(policy, env)
+    staging = source is not None
     options: dict[str, Any] = {
         "migration": migration.name, "checksum": up.checksum,
         "maintenance": command.maintenance, "outside_transaction": up.outside_transaction,
@@ -68,7 +69,7 @@ def _migrate(ctx: HandlerContext, command: Command, env: str) -> str:
 
     def announce(_: int) -> str:
         return (f"<@{user}> requested migration `{migration.name}` on {env}: {_how(migration)}"
-                f"{'; staging first' if staging else ''}. Waiting for {needed} "
+                f"{f'; {source} first' if source else ''}. Waiting for {needed} "
                 "(not the requester).")
 
     deployment, created = open_request(
@@ -114,11 +115,13 @@ def _dry_run(ctx: HandlerContext, command: Command, env: str, migration: Migrati
     decision = judge_request(ctx, KIND, env)
     allowed = ("allowed now" if decision.allowed else
                f"*refused now*: {decision.reason} (rule: {decision.rule})")
-    staging = rehearses_on_staging(policy, env)
+    source = rehearsal_environment(policy, env)
     skip = set() if command.maintenance else {"maintenance_on", "maintenance_off"}
-    if not staging:
+    if source is None:
         skip.add("staging_first")
     up = migration.up
+    if up.app_update is None:
+        skip.add("app_update")
     validation = ("in a transaction that is rolled back" if up.transactional else
                   "its non-concurrent form, in a transaction that is rolled back"
                   if "INDEX" in (up.outside_transaction or "") else
@@ -129,7 +132,10 @@ def _dry_run(ctx: HandlerContext, command: Command, env: str, migration: Migrati
         f"File: `{up.path.name}`: {_how(migration)}",
         f"Request: {allowed}",
         f"Validation: {validation}, with lock and statement timeouts",
-        f"Staging first: {f'yes, on the {STAGING} database' if staging else 'no'}",
+        f"Type: {up.migration_type}"
+        + (f"; then POST {up.app_update} on the live slot (app update)" if up.app_update
+           else ""),
+        f"Rehearsal first: {f'yes, on the {source} database' if source else 'no'}",
         f"Approval: {approvals_needed(ctx, KIND, env)}, not the requester",
         "Steps:", *steps_listing(ctx, KIND, skip),
     ]

@@ -19,6 +19,19 @@ parentheses and ``BEGIN ATOMIC ... END`` bodies of SQL functions. Splitting serv
 - **No transaction control.** ``BEGIN``/``COMMIT``/``ROLLBACK``/``SAVEPOINT``... in a file are
   refused: the runner owns the transaction, and a ``COMMIT`` inside a file would make the
   rolled-back validation commit for real.
+
+**Header.** Comment lines ``-- qlp: key=value ...`` say what the seed's migration procedure
+needs to know about a file (:func:`read_header`):
+
+- ``type=schema|data|performance`` (the seed's migration types; default ``schema``). A ``data``
+  migration runs under the longer ``data_statement`` timeout (still one transaction: a
+  backfill that fails half-way leaves nothing behind).
+- ``app-update=/path`` (the seed's step 7, ``deployment/migration-<version>-app-update.sh``):
+  after the migration is verified, ``/qlp migrate`` POSTs to that path on the live slot, so the
+  application can pick the new schema up (reload its schema cache, say); a non-2xx answer fails
+  the run, which then rolls the migration back.
+
+An unknown key or value is refused, so a typo never silently means "schema".
 """
 
 from __future__ import annotations
@@ -45,6 +58,10 @@ __all__ = [
 MIGRATION_NAME = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_.-]{0,80}$")
 DOWN_SUFFIX = ".down"
 _MAX_BYTES = 5 * 1024 * 1024  # a migration is code, not data; bigger files are refused
+
+MIGRATION_TYPES = ("schema", "data", "performance")
+_HEADER = re.compile(r"^[ \t]*--[ \t]*qlp:(.*)$", re.MULTILINE)
+_APP_UPDATE_PATH = re.compile(r"^/[A-Za-z0-9._~/%-]{0,200}$")
 
 _TRANSACTION_CONTROL = {"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT",
                         "RELEASE"}
@@ -225,6 +242,8 @@ class MigrationScript:
     checksum: str  # sha256 of the file's bytes, hex
     statements: tuple[Statement, ...]
     outside_transaction: str | None  # e.g. "CREATE INDEX CONCURRENTLY"; None: one transaction
+    migration_type: str = "schema"  # the header's type= (MIGRATION_TYPES)
+    app_update: str | None = None  # the header's app-update= path (POSTed on the live slot)
 
     @property
     def transactional(self) -> bool:
@@ -282,9 +301,44 @@ def analyse(name: str, path: Path, data: bytes) -> MigrationScript:
             hint="Put it in a migration of its own (and make it idempotent, e.g. "
                  "`IF NOT EXISTS`); keep the other statements in another file.")
     outside = special[0][1] if special else None
+    header = read_header(where, sql)
     return MigrationScript(name=name, path=path, sql=sql,
                            checksum=hashlib.sha256(data).hexdigest(),
-                           statements=tuple(statements), outside_transaction=outside)
+                           statements=tuple(statements), outside_transaction=outside,
+                           migration_type=header.get("type", "schema"),
+                           app_update=header.get("app-update"))
+
+
+def read_header(where: str, sql: str) -> dict[str, str]:
+    """The ``-- qlp: key=value`` settings of a file (see the module docstring)."""
+    settings: dict[str, str] = {}
+    for match in _HEADER.finditer(sql):
+        for item in match.group(1).replace(",", " ").split():
+            key, sep, value = item.partition("=")
+            key = key.strip().lower()
+            if not sep or not value:
+                raise _refuse(f"{where}: `-- qlp: {item[:40]}` is not key=value",
+                              hint=_HEADER_HINT)
+            if key == "type":
+                if value.lower() not in MIGRATION_TYPES:
+                    raise _refuse(f"{where}: migration type `{value[:40]}` is unknown",
+                                  hint=_HEADER_HINT)
+                value = value.lower()
+            elif key == "app-update":
+                if not _APP_UPDATE_PATH.match(value) or ".." in value:
+                    raise _refuse(f"{where}: app-update `{value[:60]}` is not a path on the "
+                                  "application", hint=_HEADER_HINT)
+            else:
+                raise _refuse(f"{where}: `-- qlp:` knows no key `{key[:40]}`",
+                              hint=_HEADER_HINT)
+            if key in settings and settings[key] != value:
+                raise _refuse(f"{where}: `{key}` is set twice", hint=_HEADER_HINT)
+            settings[key] = value
+    return settings
+
+
+_HEADER_HINT = ("A header line reads `-- qlp: type=schema|data|performance app-update=/path` "
+                "(both optional).")
 
 
 def _refuse(message: str, hint: str | None = None) -> PolicyRefusal:

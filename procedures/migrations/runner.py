@@ -40,6 +40,15 @@
 ``verify``
     Reads the ``schema_migrations`` row back and compares the checksum.
 
+``roll_back``
+    Runs the down script of a migration this run applied and removes its record, in one
+    transaction when the down script is transactional (the seed's ``rollback-migration.sh``).
+
+``schema_migrations`` may have qlp's layout or the seed's ``schema_migrations(version)``
+(:mod:`procedures.migrations.ledger` reads and writes both). A file whose header says
+``-- qlp: type=data`` runs with the longer ``data_statement`` timeout (seed: data migrations are
+bulk transformations and imports); schema and performance migrations keep ``apply_statement``.
+
 ``cancel``
     Cancels whatever statement this runner's connection is executing (thread-safe), so a step
     that is cancelled or times out does not leave a migration running behind it.
@@ -60,7 +69,9 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 
 from procedures.errors import ConflictError, ExternalServiceError, PolicyRefusal, StepFailure
+from procedures.migrations import ledger
 from procedures.migrations.files import MigrationFile, MigrationScript, Statement
+from procedures.migrations.ledger import AppliedMigration
 
 __all__ = [
     "ADVISORY_LOCK_KEY",
@@ -83,15 +94,8 @@ __all__ = [
 # are per database, so migrations of different databases never wait for each other.
 ADVISORY_LOCK_KEY = 0x716C705F6D6967
 APPLICATION_NAME = "qlp-migrate"
-TABLE = "schema_migrations"
+TABLE = ledger.LEDGER
 
-_CREATE_TABLE = """
-CREATE TABLE IF NOT EXISTS schema_migrations (
-    name text PRIMARY KEY,
-    checksum text NOT NULL,
-    applied_at timestamptz NOT NULL DEFAULT now(),
-    applied_by text NOT NULL
-)"""
 _INVALID_INDEXES = """
 SELECT c.oid::regclass::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
 WHERE NOT i.indisvalid"""
@@ -110,19 +114,16 @@ class MigrationTimeouts:
     validate_statement: timedelta = timedelta(seconds=60)
     apply_statement: timedelta = timedelta(minutes=30)
     connect_seconds: int = 10
+    # A file marked ``-- qlp: type=data`` (backfills, bulk imports, archiving) may run longer.
+    data_statement: timedelta = timedelta(hours=2)
 
+    def statement_for(self, script: MigrationScript) -> timedelta:
+        """The statement timeout ``script`` is applied under (by its migration type)."""
+        return self.data_statement if script.migration_type == "data" else self.apply_statement
 
-@dataclass(frozen=True)
-class AppliedMigration:
-    """A row of ``schema_migrations``."""
-
-    name: str
-    checksum: str
-    applied_at: datetime
-    applied_by: str
-
-    def describe(self) -> str:
-        return f"{self.applied_at:%Y-%m-%d %H:%M} UTC by {self.applied_by}"
+    @property
+    def longest_apply(self) -> timedelta:
+        return max(self.apply_statement, self.data_statement)
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,7 @@ class ApplyResult:
     name: str
     checksum: str
     transactional: bool
-    applied_at: datetime
+    applied_at: datetime | None
     applied_by: str
     resumed: bool = False
 
@@ -295,21 +296,7 @@ class MigrationRunner:
             return self._applied(conn, name)
 
     def _applied(self, conn: psycopg.Connection[Any], name: str) -> AppliedMigration | None:
-        if conn.execute("SELECT to_regclass(%s)", (TABLE,)).fetchone() == (None,):
-            return None
-        try:
-            row = conn.execute(
-                "SELECT name, checksum, applied_at, applied_by FROM schema_migrations "
-                "WHERE name = %s",
-                (name,)).fetchone()
-        except psycopg.errors.UndefinedColumn as exc:
-            raise StepFailure(
-                f"{TABLE} exists{self._where} but is not qlp's: {pg_message(exc)}",
-                hint="Another migration tool may own that table; qlp needs the columns name, "
-                     "checksum, applied_at and applied_by.") from None
-        if row is None:
-            return None
-        return AppliedMigration(str(row[0]), str(row[1]), row[2], str(row[3]))
+        return ledger.read_applied(conn, name, self._where)
 
     def check_not_applied(self, up: MigrationScript, *,
                           applied_by: str | None = None) -> AppliedMigration | None:
@@ -322,6 +309,8 @@ class MigrationRunner:
         applied = self._applied(conn, up.name)
         if applied is None:
             return None
+        if not applied.checksum_known:  # recorded by the seed's script or a person
+            raise MigrationAlreadyApplied(applied, self._where)
         if applied.checksum != up.checksum:
             raise MigrationChanged(applied, up.checksum, self._where)
         if applied_by is not None and applied.applied_by == applied_by:
@@ -394,15 +383,15 @@ class MigrationRunner:
             try:
                 if on_locked is not None:
                     on_locked()
-                conn.execute(_CREATE_TABLE)
+                layout = ledger.prepare(conn, self._where)
                 earlier = self._check(conn, up, applied_by)
                 if earlier is not None:
                     return ApplyResult(up.name, up.checksum, up.transactional,
                                        earlier.applied_at, earlier.applied_by, resumed=True)
                 if up.transactional:
-                    self._apply_in_transaction(conn, up, applied_by)
+                    self._apply_in_transaction(conn, up, applied_by, layout)
                 else:
-                    self._apply_alone(conn, migration, applied_by, known_invalid)
+                    self._apply_alone(conn, migration, applied_by, known_invalid, layout)
                 recorded = self._applied(conn, up.name)
             finally:
                 with suppress(psycopg.Error):
@@ -426,15 +415,15 @@ class MigrationRunner:
         raise MigrationBusy(f"pid {pid}" + (f", {name}" if name else "") + self._where)
 
     def _apply_in_transaction(self, conn: psycopg.Connection[Any], up: MigrationScript,
-                              applied_by: str) -> None:
+                              applied_by: str, layout: ledger.Layout) -> None:
         try:
             with conn.transaction():
-                self._set_timeouts(conn, self.timeouts.apply_statement, local=True)
+                self._set_timeouts(conn, self.timeouts.statement_for(up), local=True)
                 conn.execute(up.sql)
                 if conn.info.transaction_status is not TransactionStatus.INTRANS:
                     raise MigrationFailed(f"{up.path.name} ended the transaction itself",
                                           rolled_back=False)
-                self._record(conn, up, applied_by)
+                ledger.record(conn, up.name, up.checksum, applied_by, layout)
         except psycopg.Error as exc:
             raise MigrationFailed(
                 f"{up.path.name} failed{self._where}: {pg_message(exc, text=up.sql)}. It ran in "
@@ -442,11 +431,12 @@ class MigrationRunner:
                 rolled_back=True) from None
 
     def _apply_alone(self, conn: psycopg.Connection[Any], migration: MigrationFile,
-                     applied_by: str, known_invalid: frozenset[str]) -> None:
+                     applied_by: str, known_invalid: frozenset[str],
+                     layout: ledger.Layout) -> None:
         up = migration.up
         statement: Statement = up.statement
         try:
-            self._set_timeouts(conn, self.timeouts.apply_statement, local=False)
+            self._set_timeouts(conn, self.timeouts.statement_for(up), local=False)
             conn.execute(statement.text)
             left = sorted(self._invalid_indexes(conn) - known_invalid)
             if left:
@@ -465,7 +455,8 @@ class MigrationRunner:
         with suppress(psycopg.Error):
             conn.execute("RESET lock_timeout")
             conn.execute("RESET statement_timeout")
-        self._record(conn, up, applied_by)
+        with conn.transaction():  # the seed layout writes two rows: both or neither
+            ledger.record(conn, up.name, up.checksum, applied_by, layout)
 
     def _run_down(self, migration: MigrationFile) -> str:
         down = migration.down
@@ -487,11 +478,46 @@ class MigrationRunner:
                     "look")
         return f"the down script {down.path.name} ran to clean up"
 
-    @staticmethod
-    def _record(conn: psycopg.Connection[Any], up: MigrationScript, applied_by: str) -> None:
-        conn.execute("INSERT INTO schema_migrations (name, checksum, applied_by) "
-                     "VALUES (%s, %s, %s)",
-                     (up.name, up.checksum, applied_by))
+    # -- rolling back ---------------------------------------------------------------------------
+
+    def roll_back(self, migration: MigrationFile, *, applied_by: str) -> str:
+        """Run the down script of ``migration`` and remove the record ``applied_by`` wrote
+        (the seed's ``rollback-migration.sh``), under the advisory lock; what it did, in words.
+
+        A transactional down script and the removal of the record commit together. One that
+        runs outside a transaction (``DROP INDEX CONCURRENTLY``) runs alone, then the record
+        goes: a crash between the two runs it again on resume, so keep such scripts idempotent
+        (``IF EXISTS``). MigrationFailed when there is no down script or it fails.
+        """
+        down = migration.down
+        if down is None:
+            raise MigrationFailed(f"{migration.name} has no down script "
+                                  f"({migration.name}.down.sql)", rolled_back=False)
+        with self._connection() as conn:
+            self._lock(conn)
+            try:
+                try:
+                    if down.transactional:
+                        with conn.transaction():
+                            self._set_timeouts(conn, self.timeouts.apply_statement, local=True)
+                            conn.execute(down.sql)
+                            forgotten = ledger.forget(conn, migration.name, applied_by)
+                    else:
+                        self._set_timeouts(conn, self.timeouts.apply_statement, local=False)
+                        conn.execute(down.statement.text)
+                        conn.execute("RESET statement_timeout")
+                        with conn.transaction():
+                            forgotten = ledger.forget(conn, migration.name, applied_by)
+                except psycopg.Error as exc:
+                    raise MigrationFailed(
+                        f"the down script {down.path.name} failed{self._where}: "
+                        f"{pg_message(exc, text=down.sql)}", rolled_back=False) from None
+            finally:
+                with suppress(psycopg.Error):
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
+        record = (f"removed its {TABLE} record" if forgotten else
+                  f"{TABLE} had no record of it by this run")
+        return f"ran {down.path.name}{self._where} and {record}"
 
     # -- verifying ------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ How the seed's scripts map to the steps (in order)::
                                                     (promoted_from only; rehearsal.py)
     3.1 production-deployment.sh  1. snapshot       snapshot
                                   2. maintenance    maintenance_on        (--maintenance only)
+                                  4. migrations     migrate_database      (<version>.sql only)
     3.2 blue-green-deploy.sh  az container create   deploy_idle_slot
                               wait for Running +    wait_healthy
                               /health
@@ -96,6 +97,7 @@ from procedures.playbook import (
     StepContext,
     StepResult,
 )
+from procedures.playbooks.deploy_migration import DeployMigration
 from procedures.playbooks.final_validation import (
     PRE_DEPLOY_ERROR_WINDOW,
     FinalChecks,
@@ -600,13 +602,17 @@ class StandardSteps:
 
 
 def standard_playbook(*, http: HttpChecker, monitoring: Monitoring | None = None,
-                      checks: FinalChecks | None = None) -> Playbook:
+                      checks: FinalChecks | None = None,
+                      migration: DeployMigration | None = None) -> Playbook:
     """The standard deployment (``ProcedureKind.STANDARD``); see the module docstring.
 
     ``monitoring`` (the policy's section) only sizes the monitor step's timeout (its duration
     plus two minutes); the thresholds themselves are read from ``ctx.policy`` when it runs.
     ``checks`` configures final_validation's optional checks (:class:`FinalChecks`).
+    ``migration`` runs the version's database migration, if any (seed 3.1 step 4,
+    :mod:`procedures.playbooks.deploy_migration`).
     """
+    migrate = migration or DeployMigration()
     steps = StandardSteps(http, checks)
     watch = (monitoring or Monitoring()).duration
     extended = (monitoring or Monitoring()).extended_health
@@ -626,6 +632,9 @@ def standard_playbook(*, http: HttpChecker, monitoring: Monitoring | None = None
             Step("maintenance_on", "Maintenance mode on", steps.maintenance_on,
                  undo=steps.undo_maintenance_on, timeout=timedelta(minutes=1),
                  retry=RetryPolicy(attempts=3), when=maintenance),
+            Step("migrate_database", "Database migration of this version (if any)", migrate.run,
+                 timeout=migrate.steps.timeouts.longest_apply + timedelta(minutes=10),
+                 retry=RetryPolicy(attempts=3, backoff=timedelta(seconds=5)), when=migrate.when),
             Step("deploy_idle_slot", "Deploy the new version to the idle slot",
                  steps.deploy_idle_slot, undo=steps.undo_deploy_idle_slot,
                  timeout=timedelta(minutes=10),

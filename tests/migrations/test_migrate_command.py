@@ -17,6 +17,7 @@ from procedures.policy import Policy, parse_policy
 from storage.db import Database
 from tests.bot.conftest import OPEN_WINDOW
 from tests.bot.test_deploy_e2e import ALWAYS_OPEN
+from tests.fakes.app_server import AppServer
 from tests.fakes.bot_harness import BOT_TOKEN, BotHarness
 from tests.fakes.policies import BASE
 from tests.fakes.slack_double import SlackDouble
@@ -37,10 +38,13 @@ def slack() -> Iterator[SlackDouble]:
     double.stop()
 
 
-def _policy(database_url: str | None, migrations_dir: Path | None, **changes: Any) -> Policy:
+def _policy(database_url: str | None, migrations_dir: Path | None, *, url: str | None = None,
+            **changes: Any) -> Policy:
     data: dict[str, Any] = copy.deepcopy(BASE)
     data.update(changes)
     production = data["environments"]["production"]
+    if url is not None:  # where the post-migration tests probe the health path
+        production["url"] = url
     if database_url is not None:
         production["database_url"] = database_url
     if migrations_dir is not None:
@@ -123,8 +127,9 @@ def test_request_posts_the_card_and_approval_runs_it(
         database: Database, slack: SlackDouble, tmp_path: Path, app_db: str,
         files: MigrationsDir) -> None:
     query(app_db, "CREATE TABLE users (id int, email text)")
-    bot = _bot(database, slack, tmp_path, _policy(app_db, files.root, windows=ALWAYS_OPEN),
-               start_worker=True)
+    app = AppServer()
+    bot = _bot(database, slack, tmp_path,
+               _policy(app_db, files.root, url=app.url, windows=ALWAYS_OPEN), start_worker=True)
     try:
         answer = bot.command(f"migrate {NAME}")
         assert f"Migration #1 requested: `{NAME}` on production" in answer.text, answer.text
@@ -156,10 +161,11 @@ def test_request_posts_the_card_and_approval_runs_it(
         def thread() -> str:
             return "\n".join(m.text for m in slack.thread(CHANNEL, message.ts))
 
-        bot.wait_for(lambda: "schema_migrations: " in thread(), what="the thread replies")
+        bot.wait_for(lambda: "Post-migration tests" in thread(), what="the thread replies")
         for phrase in ("Validated 2026_11_26_add_index.sql on production",
                        "Backup of production's database", "alone, outside a transaction",
-                       "schema_migrations: 2026_11_26_add_index"):
+                       "schema_migrations: 2026_11_26_add_index",
+                       "Post-migration tests on "):
             assert phrase in thread(), (phrase, thread())
 
         def no_buttons() -> bool:  # succeeded: no Roll back button for a migration
@@ -181,3 +187,4 @@ def test_request_posts_the_card_and_approval_runs_it(
         assert f"{NAME} was already applied on " in (second.error or "")
     finally:
         bot.close()
+        app.close()

@@ -3,8 +3,10 @@ failure at each step leaves behind.
 
 Real engine and repositories (the bot's database on SQLite and PostgreSQL through the
 ``database`` fixture), a scratch PostgreSQL database as the application's database, the real
-runner, real ``pg_dump``, and the in-memory :class:`~tests.fakes.platform.FakePlatform` for
-maintenance mode. Runs use ``--maintenance`` so every step but ``staging_first`` runs.
+runner, real ``pg_dump``, the in-memory :class:`~tests.fakes.platform.FakePlatform` for
+maintenance mode and a real HTTP application (:class:`~tests.fakes.app_server.AppServer`) for
+the post-migration tests and the app-update hook. Runs use ``--maintenance`` so every step but
+``staging_first`` (and ``app_update``, for files without the header) runs.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import copy
 import dataclasses
 import threading
 import time
+from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +32,7 @@ from procedures.policy import Policy, parse_policy
 from storage.db import Database
 from tests.conftest import _Factory
 from tests.engine.conftest import ENV, REQUESTER, START, Harness
+from tests.fakes.app_server import AppServer
 from tests.fakes.policies import BASE
 from tests.migrations.conftest import MigrationsDir, ScratchDatabases, query, tables
 
@@ -36,15 +41,27 @@ pytestmark = pytest.mark.postgres
 S = DeploymentState
 NAME = "2026_11_26_orders"
 SQL = "CREATE TABLE orders (id int PRIMARY KEY);\nINSERT INTO orders VALUES (1), (2);\n"
+DOWN = "DROP TABLE orders;\n"
+HOOKED = "-- qlp: app-update=/admin/reload-schema\n" + SQL
 ORDER = ("validate", "staging_first", "backup", "maintenance_on", "apply", "verify",
-         "maintenance_off")
+         "app_update", "maintenance_off", "post_migration_tests")
 
 
-def _policy(url: str, directory: Path, staging_url: str | None = None) -> Policy:
+@pytest.fixture
+def app() -> Iterator[AppServer]:
+    with AppServer() as server:
+        yield server
+
+
+def _policy(url: str, directory: Path, staging_url: str | None = None, *,
+            app_url: str = "http://127.0.0.1:1", promoted: bool = True) -> Policy:
     data: dict[str, Any] = copy.deepcopy(BASE)
-    data["environments"]["production"].update(database_url=url, migrations_dir=str(directory))
+    data["environments"]["production"].update(database_url=url, migrations_dir=str(directory),
+                                              url=app_url)
     if staging_url is not None:
         data["environments"]["staging"].update(database_url=staging_url)
+        if promoted:
+            data["environments"]["production"]["promoted_from"] = "staging"
     return parse_policy(data, source="test policy")
 
 
@@ -54,10 +71,14 @@ def _playbook(tmp_path: Path) -> Playbook:
         timeouts=MigrationTimeouts(apply_statement=MigrationTimeouts().validate_statement))
 
 
-def _harness(database: Database, factory: _Factory, policy: Policy) -> Harness:
+def _harness(database: Database, factory: _Factory, policy: Policy,
+             app: AppServer | None = None) -> Harness:
     from procedures.clock import FixedClock
 
-    return Harness(database=database, factory=factory, clock=FixedClock(START), policy=policy)
+    h = Harness(database=database, factory=factory, clock=FixedClock(START), policy=policy)
+    if app is not None:  # the live slot's own URL, where the app-update hook is called
+        h.platform.base_url = app.url
+    return h
 
 
 def _run(h: Harness, engine: Engine, options: dict[str, Any] | None = None) -> int:
@@ -80,9 +101,9 @@ def _recorded(url: str) -> list[tuple[object, ...]]:
 
 def test_happy_path_validates_backs_up_applies_and_verifies(
         database: Database, database_factory: _Factory, app_db: str,
-        migrations: MigrationsDir, tmp_path: Path) -> None:
+        migrations: MigrationsDir, tmp_path: Path, app: AppServer) -> None:
     migrations.write(NAME, SQL)
-    h = _harness(database, database_factory, _policy(app_db, migrations.root))
+    h = _harness(database, database_factory, _policy(app_db, migrations.root, app_url=app.url))
     deployment_id = _run(h, h.engine(_playbook(tmp_path)))
 
     record = h.deployments.get(deployment_id)
@@ -90,7 +111,12 @@ def test_happy_path_validates_backs_up_applies_and_verifies(
     assert h.step_states(deployment_id) == {
         "validate": "succeeded", "staging_first": "skipped", "backup": "succeeded",
         "maintenance_on": "succeeded", "apply": "succeeded", "verify": "succeeded",
-        "maintenance_off": "succeeded"}
+        "app_update": "skipped", "maintenance_off": "succeeded",
+        "post_migration_tests": "succeeded"}
+    # The seed's "sleep 30" after maintenance mode on, on the injected clock.
+    # (the engine sleeps in heartbeat-sized pieces, so the clock tells how long it waited)
+    assert sum(h.sleeps) >= 30 and h.clock.now() - START >= timedelta(seconds=30)
+    assert app.gets == ["/health"] and app.posts == []
     assert query(app_db, "SELECT count(*) FROM orders") == [(2,)]
     assert _recorded(app_db) == [(NAME, f"qlp #{deployment_id} for {REQUESTER}")]
     backups = list((tmp_path / "backups" / ENV).iterdir())
@@ -100,14 +126,18 @@ def test_happy_path_validates_backs_up_applies_and_verifies(
     texts = "\n".join(h.reporter.texts(deployment_id))
     assert "Validated 2026_11_26_orders.sql on production" in texts
     assert "Applied 2026_11_26_orders.sql on production in one transaction" in texts
+    assert "Waiting 30s for active connections to drain before the migration." in texts
+    assert "schema migration (statement limit 1m)" in texts
+    assert "Post-migration tests on " + app.url in texts
 
 
 def test_production_is_rehearsed_on_staging_first(
         database: Database, database_factory: _Factory, scratch: ScratchDatabases,
-        migrations: MigrationsDir, tmp_path: Path) -> None:
+        migrations: MigrationsDir, tmp_path: Path, app: AppServer) -> None:
     production, staging = scratch.create(), scratch.create()
     migrations.write(NAME, SQL)
-    h = _harness(database, database_factory, _policy(production, migrations.root, staging))
+    h = _harness(database, database_factory,
+                 _policy(production, migrations.root, staging, app_url=app.url))
     deployment_id = _run(h, h.engine(_playbook(tmp_path)))
 
     assert h.state(deployment_id) is S.SUCCEEDED
@@ -116,6 +146,40 @@ def test_production_is_rehearsed_on_staging_first(
         assert query(url, "SELECT count(*) FROM orders") == [(2,)]
         assert [row[0] for row in _recorded(url)] == [NAME]
     assert "Rehearsed on staging" in "\n".join(h.reporter.texts(deployment_id))
+
+
+def test_rehearsal_follows_promoted_from_not_the_names(
+        database: Database, database_factory: _Factory, scratch: ScratchDatabases,
+        migrations: MigrationsDir, tmp_path: Path, app: AppServer) -> None:
+    # A staging database alone rehearses nothing: production must be promoted from it.
+    production, staging = scratch.create(), scratch.create()
+    migrations.write(NAME, SQL)
+    policy = _policy(production, migrations.root, staging, app_url=app.url, promoted=False)
+    h = _harness(database, database_factory, policy)
+    deployment_id = _run(h, h.engine(_playbook(tmp_path)))
+    assert h.state(deployment_id) is S.SUCCEEDED
+    assert h.step_states(deployment_id)["staging_first"] == "skipped"
+    assert _recorded(staging) == []
+
+    # Other names: "eu" promoted from "eu-preview" rehearses on eu-preview's database.
+    data: dict[str, Any] = copy.deepcopy(BASE)
+    envs = data["environments"]
+    envs["eu"] = {**envs.pop("production"), "url": app.url, "database_url": production,
+                  "migrations_dir": str(migrations.root), "promoted_from": "eu-preview"}
+    envs["eu-preview"] = {**envs.pop("staging"), "database_url": staging}
+    h2 = _harness(database, database_factory, parse_policy(data, source="test policy"))
+    other = "2026_11_27_refunds"
+    migrations.write(other, "CREATE TABLE refunds (id int);")
+    record = h2.deployments.create(
+        ProcedureKind.MIGRATION, other, "eu", REQUESTER, state=S.QUEUED,
+        options={"migration": other, "maintenance": False, "requested_by": REQUESTER})
+    assert record.id is not None
+    engine = h2.engine(_playbook(tmp_path))
+    assert h2.deployments.claim_next(engine.worker_id) is not None
+    engine.run(record.id)
+    assert h2.state(record.id) is S.SUCCEEDED, h2.deployments.get(record.id)
+    assert [row[0] for row in _recorded(staging)] == [other]
+    assert "Rehearsed on eu-preview" in "\n".join(h2.reporter.texts(record.id))
 
 
 def test_staging_on_the_production_database_is_refused(
@@ -182,26 +246,31 @@ def _fail(ctx: StepContext) -> StepResult:
     raise StepFailure("injected")
 
 
-# For a failure at each step: the final state, the steps undone (in order), and whether the
-# migration is applied in the end (a successful apply is never undone automatically).
+# For a failure at each step (the file has a down script and an app-update hook): the final
+# state and the steps undone (in order). After a successful apply, the undo of apply runs the
+# down script (the seed's rollback-migration.sh), so the migration is never left applied.
+AFTER_APPLY = ("apply", "maintenance_on")
 FAILURES = [
-    ("validate", S.FAILED, (), False),
-    ("backup", S.ROLLED_BACK, (), False),
-    ("maintenance_on", S.ROLLED_BACK, (), False),
-    ("apply", S.ROLLED_BACK, ("maintenance_on",), False),
-    ("verify", S.ROLLED_BACK, ("maintenance_on",), True),
-    ("maintenance_off", S.ROLLED_BACK, ("maintenance_on",), True),
+    ("validate", S.FAILED, ()),
+    ("backup", S.ROLLED_BACK, ()),
+    ("maintenance_on", S.ROLLED_BACK, ()),
+    ("apply", S.ROLLED_BACK, ("maintenance_on",)),
+    ("verify", S.ROLLED_BACK, AFTER_APPLY),
+    ("app_update", S.ROLLED_BACK, AFTER_APPLY),
+    ("maintenance_off", S.ROLLED_BACK, AFTER_APPLY),
+    ("post_migration_tests", S.ROLLED_BACK, AFTER_APPLY),
 ]
 
 
-@pytest.mark.parametrize(("failed", "state", "undone", "applied"), FAILURES,
-                         ids=[f[0] for f in FAILURES])
+@pytest.mark.parametrize(("failed", "state", "undone"), FAILURES, ids=[f[0] for f in FAILURES])
 def test_failure_at_each_step(database: Database, database_factory: _Factory, app_db: str,
-                              migrations: MigrationsDir, tmp_path: Path, failed: str,
-                              state: DeploymentState, undone: tuple[str, ...],
-                              applied: bool) -> None:
-    migrations.write(NAME, SQL)
-    h = _harness(database, database_factory, _policy(app_db, migrations.root))
+                              migrations: MigrationsDir, tmp_path: Path, app: AppServer,
+                              failed: str, state: DeploymentState,
+                              undone: tuple[str, ...]) -> None:
+    migrations.write(NAME, HOOKED)
+    migrations.write(NAME + ".down", DOWN)
+    h = _harness(database, database_factory, _policy(app_db, migrations.root, app_url=app.url),
+                 app)
     deployment_id = _run(h, h.engine(_replace(_playbook(tmp_path), failed, _fail)))
 
     assert h.state(deployment_id) is state
@@ -210,10 +279,17 @@ def test_failure_at_each_step(database: Database, database_factory: _Factory, ap
     assert tuple(name for name in reversed(ORDER) if states.get(name) == "undone") == undone
     later = ORDER[ORDER.index(failed) + 1:]
     assert all(name not in states for name in later), states
-    assert ("orders" in tables(app_db)) is applied
+    assert "orders" not in tables(app_db)
+    assert _recorded(app_db) == []
+    if "apply" in undone:
+        assert (f"Migration rolled back on production: ran {NAME}.down.sql and removed its "
+                "schema_migrations record.") in "\n".join(h.reporter.texts(deployment_id))
     maintenance = [str(c) for c in h.platform.called("set_maintenance")]
     on = ORDER.index(failed) > ORDER.index("maintenance_on")
-    assert maintenance == (["set_maintenance(True)", "set_maintenance(False)"] if on else [])
+    expected = ["set_maintenance(True)", "set_maintenance(False)"] if on else []
+    if failed == "post_migration_tests":  # off by maintenance_off, again by the undo of on
+        expected.append("set_maintenance(False)")
+    assert maintenance == expected
 
 
 def test_cancel_during_apply_cancels_the_statement_and_rolls_back(
@@ -265,3 +341,66 @@ def test_cancel_during_apply_cancels_the_statement_and_rolls_back(
     assert h.step_states(deployment_id)["maintenance_on"] == "undone"
     assert "slow" not in tables(app_db)
     assert _recorded(app_db) == []
+
+
+def test_the_app_update_hook_is_called_on_the_live_slot(
+        database: Database, database_factory: _Factory, app_db: str,
+        migrations: MigrationsDir, tmp_path: Path, app: AppServer) -> None:
+    migrations.write(NAME, HOOKED)
+    h = _harness(database, database_factory, _policy(app_db, migrations.root, app_url=app.url),
+                 app)
+    deployment_id = _run(h, h.engine(_playbook(tmp_path)))
+    assert h.state(deployment_id) is S.SUCCEEDED
+    assert h.step_states(deployment_id)["app_update"] == "succeeded"
+    # FakePlatform's live slot (blue) is <base_url>/blue; the POST names the migration.
+    assert app.posts == [("/blue/admin/reload-schema", {"migration": NAME})]
+    texts = "\n".join(h.reporter.texts(deployment_id))
+    assert f"App update: POST {app.url}/blue/admin/reload-schema: 200" in texts
+
+
+@pytest.mark.parametrize("broken", ["app_update", "post_migration_tests"])
+def test_a_failing_app_update_or_post_migration_test_rolls_the_migration_back(
+        database: Database, database_factory: _Factory, app_db: str,
+        migrations: MigrationsDir, tmp_path: Path, app: AppServer, broken: str) -> None:
+    migrations.write(NAME, HOOKED)
+    migrations.write(NAME + ".down", DOWN)
+    if broken == "app_update":
+        app.post_status = 500
+    else:
+        app.get_status["/health"] = 503
+    h = _harness(database, database_factory, _policy(app_db, migrations.root, app_url=app.url),
+                 app)
+    deployment_id = _run(h, h.engine(_playbook(tmp_path)))
+    record = h.deployments.get(deployment_id)
+    assert record is not None and record.state is S.ROLLED_BACK
+    expected = ("the application update failed: POST" if broken == "app_update" else
+                "post-migration tests failed: GET")
+    assert expected in (record.error or "")
+    assert h.step_states(deployment_id)["apply"] == "undone"
+    assert "orders" not in tables(app_db) and _recorded(app_db) == []
+    texts = "\n".join(h.reporter.texts(deployment_id))
+    assert f"ran {NAME}.down.sql and removed its schema_migrations record" in texts
+    assert "The backup " in texts and ".dump is kept." in texts
+
+
+def test_without_a_down_script_a_failed_verification_needs_a_person(
+        database: Database, database_factory: _Factory, app_db: str,
+        migrations: MigrationsDir, tmp_path: Path, app: AppServer) -> None:
+    migrations.write(NAME, SQL)
+    playbook = _playbook(tmp_path)
+    verify = playbook.step("verify")
+
+    def row_lost_then_verify(ctx: StepContext) -> StepResult:
+        query(app_db, "DELETE FROM schema_migrations")  # the seed's failed verification
+        return verify.run(ctx)
+
+    h = _harness(database, database_factory, _policy(app_db, migrations.root, app_url=app.url))
+    deployment_id = _run(h, h.engine(_replace(playbook, "verify", row_lost_then_verify)))
+    record = h.deployments.get(deployment_id)
+    assert record is not None and record.state is S.NEEDS_ATTENTION
+    error = record.error or ""
+    assert "migration verification failed" not in error  # the undo's failure is what stops it
+    assert f"{NAME} stays applied on production: it has no down script" in error
+    assert "a restore discards every write made since it was taken" in error
+    assert h.step_states(deployment_id)["apply"] == "undo_failed"
+    assert query(app_db, "SELECT count(*) FROM orders") == [(2,)]  # nothing destroyed

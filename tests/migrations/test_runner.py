@@ -242,10 +242,20 @@ def test_already_applied_and_changed_files_are_refused(app_db: str,
 
 def test_foreign_schema_migrations_table_is_reported(app_db: str,
                                                      migrations: MigrationsDir) -> None:
+    # golang-migrate's table: one row holding the current version as a number.
     query(app_db, "CREATE TABLE schema_migrations (version bigint PRIMARY KEY, dirty bool)")
     migrations.write("x", "SELECT 1;")
-    with pytest.raises(StepFailure, match="not qlp's"):
-        _runner(app_db).check_not_applied(MigrationDirectory(migrations.root).load("x").up)
+    migration = MigrationDirectory(migrations.root).load("x")
+    with pytest.raises(StepFailure) as refused:
+        _runner(app_db).check_not_applied(migration.up)
+    message = refused.value.message
+    assert "a layout qlp does not know (its version column is bigint, not text)" in message
+    assert "columns found: version bigint, dirty boolean" in message
+    assert "schema_migrations(version text PRIMARY KEY" in (refused.value.hint or "")
+    with pytest.raises(StepFailure, match="layout qlp does not know"):
+        _runner(app_db).apply(migration, applied_by="qlp #1")
+    assert query(app_db, "SELECT count(*) FROM schema_migrations") == [(0,)]
+    assert "qlp_schema_migrations" not in tables(app_db)
 
 
 # -- files ------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import dataclasses
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -48,9 +49,11 @@ from tests.playbooks.test_standard_failures import Web, ZeroErrors, expected_ste
 
 S = DeploymentState
 OLD = "1.0.0"  # live on blue before every run
+NO_MIGRATIONS = str(Path(__file__).resolve().parent)  # holds no v<version>.sql
 
-HOTFIX_ORDER = ("final_validation", "snapshot", "maintenance_on", "deploy_idle_slot",
-                "wait_healthy", "smoke_tests", "switch_traffic", "maintenance_off",
+HOTFIX_ORDER = ("final_validation", "snapshot", "maintenance_on", "migrate_database",
+                "deploy_idle_slot", "wait_healthy", "smoke_tests", "switch_traffic",
+                "maintenance_off",
                 "post_deploy_tests", "monitor", "stop_old_slot")
 EMERGENCY_ORDER = ("snapshot", "deploy_idle_slot", "wait_healthy", "smoke_tests",
                    "switch_traffic", "verify", "stability", "follow_up")
@@ -157,7 +160,11 @@ class World:
 
 
 def _world(database: Database, factory: _Factory, clock: FixedClock, **policy: Any) -> World:
-    h = Harness(database=database, factory=factory, clock=clock, policy=make_policy(**policy))
+    made = make_policy(**policy)
+    # A migrations directory without the versions' files: migrate_database runs, finds none.
+    env = made.environments[ENV].model_copy(update={"migrations_dir": NO_MIGRATIONS})
+    made = made.model_copy(update={"environments": {**made.environments, ENV: env}})
+    h = Harness(database=database, factory=factory, clock=clock, policy=made)
     h.platform = TimedPlatform(log=h.log)
     h.environments.record_switch(ENV, Slot.BLUE, OLD)
     web = FlakyWeb(h.platform)
@@ -473,6 +480,7 @@ FAILURES = [
         ("final_validation", S.FAILED, ()),
         ("snapshot", S.ROLLED_BACK, ()),
         ("maintenance_on", S.ROLLED_BACK, ()),
+        ("migrate_database", S.ROLLED_BACK, ("maintenance_on",)),
         ("deploy_idle_slot", S.ROLLED_BACK, ("maintenance_on",)),
         ("wait_healthy", S.ROLLED_BACK, ("deploy_idle_slot", "maintenance_on")),
         ("smoke_tests", S.ROLLED_BACK, ("deploy_idle_slot", "maintenance_on")),

@@ -22,6 +22,7 @@ import dataclasses
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import httpx
 import pytest
@@ -46,7 +47,8 @@ S = DeploymentState
 OLD, NEW = "1.0.0", "2.0.0"  # live on blue before the run / deployed by the run
 
 ORDER = (
-    "final_validation", "snapshot", "maintenance_on", "deploy_idle_slot", "wait_healthy",
+    "final_validation", "snapshot", "maintenance_on", "migrate_database", "deploy_idle_slot",
+    "wait_healthy",
     "smoke_tests", "switch_traffic", "maintenance_off", "extended_health",
     "post_deploy_tests", "monitor", "record_baseline", "stop_old_slot",
 )
@@ -70,6 +72,9 @@ FAILURES = [
     # Only steps without undo succeeded: ROLLED_BACK, still nothing to undo.
     Expect("snapshot", S.ROLLED_BACK, (), (), switched=False),
     Expect("maintenance_on", S.ROLLED_BACK, (), (), switched=False),
+    # No migration for the version (tests/migrations/test_deploy_migration.py has the rest).
+    Expect("migrate_database", S.ROLLED_BACK, ("maintenance_on",),
+           ("set_maintenance(False)",), switched=False),
     # Maintenance was on: turned off.
     Expect("deploy_idle_slot", S.ROLLED_BACK, ("maintenance_on",),
            ("set_maintenance(False)",), switched=False),
@@ -227,9 +232,12 @@ class World:
 
 
 @pytest.fixture
-def world(database: Database, database_factory: _Factory) -> Iterator[World]:
+def world(database: Database, database_factory: _Factory, tmp_path: Path) -> Iterator[World]:
+    policy = make_policy()  # with an (empty) migrations directory: migrate_database runs
+    env = policy.environments[ENV].model_copy(update={"migrations_dir": str(tmp_path)})
+    policy = policy.model_copy(update={"environments": {**policy.environments, ENV: env}})
     h = Harness(database=database, factory=database_factory, clock=FixedClock(START),
-                policy=make_policy())
+                policy=policy)
     assert isinstance(h.platform, SupportsMaintenance)  # so maintenance_on/off really act
     # The previous deployment: 1.0.0 live on blue (the FakePlatform's default), and recorded.
     assert h.platform.live is Slot.BLUE and h.platform.slots[Slot.BLUE].version == OLD

@@ -40,7 +40,8 @@ NO_DEADLINE = datetime.max.replace(tzinfo=UTC)
 
 ENV = "production"
 HEALTHY_FOR = 7  # wait_ready 1 + smoke 1 + extended health 3 + the first 2 monitoring checks
-ORDER = ["final_validation", "snapshot", "maintenance_on", "deploy_idle_slot", "wait_healthy",
+ORDER = ["final_validation", "snapshot", "maintenance_on", "migrate_database",
+         "deploy_idle_slot", "wait_healthy",
          "smoke_tests", "switch_traffic", "maintenance_off", "extended_health",
          "post_deploy_tests", "monitor", "record_baseline", "stop_old_slot"]
 
