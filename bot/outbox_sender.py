@@ -99,9 +99,11 @@ from slack_sdk.errors import SlackApiError
 
 from bot.delivery_retry import MAX_ATTEMPTS, MAX_BACKOFF, RetryPolicy, retry_or_give_up
 from bot.delivery_retry import backoff as backoff  # re-exported: the tests read it here
+from bot.formatting import escape
 from bot.outbox_coalesce import DEFAULT_UPDATE_INTERVAL, UPDATES, Pace, merge_thread_replies
 from procedures.clock import Clock
 from procedures.log_context import scope as log_scope
+from procedures.model import DeploymentState
 from storage.deployments import DeploymentRepository
 from storage.models import Notification
 from storage.outbox import BLOCKED, DEFAULT_LEASE, UNCONFIRMED, Outbox, is_unconfirmed
@@ -727,7 +729,31 @@ class SlackOutboxSender:
             self._outbox.mark_dead(self._id(n), failure.detail)
             log.error("slack outbox: message #%s (%s to %s) can never be delivered: %s",
                       n.id, n.kind, channel, failure.detail)
+            if n.kind == "post" and n.payload.get("card_for") is not None:
+                self._card_refused(n, int(n.payload["card_for"]), failure.detail)
         raise _Done(True)
+
+    def _card_refused(self, n: Notification, deployment_id: int, detail: str) -> None:
+        """Slack refused a request's card for good (``invalid_blocks`` ...): nobody can press
+        its Approve button, so the request must not hold its environment (issue 13, finding
+        11). It expires, and the channel and the requester are told in plain text (no blocks:
+        they may be what Slack refused)."""
+        record = self._deployments.get(deployment_id)
+        if record is None or record.card_ts:
+            return
+        why = f"its card could not be posted in Slack ({detail})"
+        if not self._deployments.transition(deployment_id, [DeploymentState.PENDING_APPROVAL],
+                                            DeploymentState.EXPIRED, error=f"expired: {why}"):
+            return  # decided meanwhile, or not a request waiting for its approvals
+        what = f"{escape(record.version)} to " if record.version else ""
+        text = (f":warning: Request #{deployment_id} ({what}{escape(record.environment)}) "
+                f"expired: its card could not be posted (Slack said `{escape(detail)}`), so "
+                "nobody could approve it. Nothing was deployed; request it again.")
+        self._outbox.enqueue(n.channel, "post", {"text": text},
+                             dedup_key=f"card-refused:{deployment_id}")
+        self._outbox.enqueue(record.requester, "post", {"text": text},
+                             dedup_key=f"card-refused-dm:{deployment_id}")
+        log.error("slack outbox: request #%s expired: %s", deployment_id, why)
 
     # -- marks --------------------------------------------------------------------------------
 
