@@ -35,6 +35,7 @@ from storage.stats_summary import (
     fact_of,
     rebuild,
 )
+from tests.storage.concurrency import run_concurrently
 from tests.test_stats import NOW
 
 ENVIRONMENTS = ("production", "staging")
@@ -130,3 +131,30 @@ def test_the_migration_backfills_the_summary_of_existing_deployments(
     assert _summary(database) == kept
     with database.connect(read_only=True) as connection:
         assert connection.execute(select(DEPLOYMENTS.c.id)).first() is not None
+
+
+def test_concurrent_terminal_transitions_lose_no_update(database: Database) -> None:
+    # Eight workers end deployments of the same environment and day at once, each in its own
+    # transaction: every recomputation waits for the others' commits (PostgreSQL: the
+    # advisory lock; SQLite: one writer at a time), so the summary counts all of them.
+    clock = FixedClock(NOW - timedelta(hours=3))
+    repository = DeploymentRepository(database, clock)
+    ids = []
+    for _ in range(8):
+        created = repository.create(K.STANDARD, "v1.0.0", "production", "U0DEV")
+        assert created.id is not None
+        assert repository.transition(created.id, [S.PENDING_APPROVAL], S.QUEUED)
+        assert repository.transition(created.id, [S.QUEUED], S.RUNNING)
+        ids.append(created.id)
+    clock.advance(timedelta(minutes=30))
+
+    def finish(i: int) -> bool:
+        return repository.transition(ids[i], [S.RUNNING],
+                                     S.SUCCEEDED if i % 2 else S.ROLLED_BACK)
+
+    assert run_concurrently(finish, 8) == [True] * 8
+    kept = _summary(database)
+    assert sum(row[5] for row in kept["stats_days"]) == 8  # the deployments column
+    with database.connect() as connection, connection.begin():
+        rebuild(connection)
+    assert _summary(database) == kept
