@@ -22,8 +22,14 @@ from procedures.checks.monitoring import MonitoringThresholds, describe_matrix
 from procedures.durations import format_duration
 from procedures.errors import Offer, PolicyRefusal
 from procedures.model import ProcedureKind, Slot
-from procedures.playbooks.deploy_migration import request_options
+from procedures.playbooks.deploy_migration import (
+    CHECKSUM_OPTION,
+    FILE_OPTION,
+    migration_name,
+    request_options,
+)
 from procedures.playbooks.rehearsal import REHEARSAL_STEPS
+from procedures.policy import Environment
 from procedures.windows import WindowRule, WindowVerdict
 
 _WINDOW_RULES = frozenset(rule.value for rule in WindowRule)
@@ -152,6 +158,18 @@ def _dry_run(ctx: HandlerContext, command: Command, env: str, verdict: WindowVer
         f"Monitoring: {format_duration(monitoring.duration)} every "
         f"{format_duration(monitoring.interval)}; "
         f"{describe_matrix(MonitoringThresholds.from_policy(monitoring))}",
+        *_migration_line(settings, command.version),
         "Steps:", *steps,
     ]
     return "\n".join(lines)
+
+
+def _migration_line(settings: Environment, version: str | None) -> list[str]:
+    """The version's migration (seed 3.1 step 4), when the environment has migrations."""
+    if not settings.migrations_dir:
+        return []
+    found = request_options(settings, version)  # a bad file is refused here, as on request
+    if not found:
+        return [f"Migration: none (no `{migration_name(version or '') or version}.sql`)"]
+    return [f"Migration: `{found[FILE_OPTION]}.sql` (checksum {found[CHECKSUM_OPTION][:12]}), "
+            "validated, rehearsed and applied before the new slot is deployed"]

@@ -188,3 +188,25 @@ def test_request_posts_the_card_and_approval_runs_it(
     finally:
         bot.close()
         app.close()
+
+
+def test_a_deployment_names_its_migration_and_refuses_a_bad_file(
+        database: Database, slack: SlackDouble, tmp_path: Path, app_db: str,
+        files: MigrationsDir) -> None:
+    bot = _bot(database, slack, tmp_path, _policy(app_db, files.root))
+    try:
+        plan = bot.command("deploy v1.2.3 --dry-run").text
+        assert "Migration: none (no `v1.2.3.sql`)" in plan
+        assert "Database migration of this version (if any)" in plan
+        files.write("v1.2.3", "CREATE TABLE invoices (id int);")
+        plan = bot.command("deploy v1.2.3 --dry-run").text
+        assert "Migration: `v1.2.3.sql` (checksum " in plan
+        # A file that cannot run is refused at request time, not after approval.
+        files.write("v1.2.3", "BEGIN;\nCREATE TABLE invoices (id int);\nCOMMIT;\n")
+        answer = bot.command("deploy v1.2.3")
+        assert "v1.2.3.sql controls transactions itself (BEGIN on line 1)" in answer.text
+        assert "rule: migration-file" in answer.text
+        assert bot.services.deployments.list_in_states(list(DeploymentState)) == []
+        assert tables(app_db) == []
+    finally:
+        bot.close()
