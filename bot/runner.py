@@ -83,7 +83,7 @@ class RunQueueTask:
                                              d.created_at, d.id or 0))
         for deployment in line:
             assert deployment.id is not None
-            ahead = holding.get(deployment.environment)
+            ahead = holding.get(deployment.environment) or self._borrowed_by(deployment)
             if ahead is not None and ahead.id != deployment.id:
                 self._say_waiting(deployment, ahead)
                 continue
@@ -101,6 +101,21 @@ class RunQueueTask:
             # now held; the rest of the line waits for the next pass.
             holding.setdefault(deployment.environment, deployment)
         return None
+
+    def _borrowed_by(self, deployment: DeploymentRecord) -> DeploymentRecord | None:
+        """The run under way on another environment that holds ``deployment``'s environment
+        for a rehearsal (``procedures.engine_loans``: production rehearsing on staging): it
+        waits for that run rather than be claimed and put back in line pass after pass. Read
+        only for an environment that some environment is promoted from."""
+        policy = self._engine.policy
+        if not any(policy.promoted_from(name) == deployment.environment
+                   for name in policy.environments):
+            return None
+        row = self._engine.environments.get(deployment.environment)
+        if row is None or row.lock_deployment_id in (None, deployment.id):
+            return None
+        holder = self._deployments.get(row.lock_deployment_id)
+        return holder if holder is not None and holder.state in HOLDING else None
 
     def _claim_orphaned_rollback(self) -> int | None:
         """Claim a rollback that no worker holds (handed over by a stopping replica, or a

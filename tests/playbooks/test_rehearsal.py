@@ -24,6 +24,7 @@ import httpx
 import pytest
 import yaml
 
+from bot.runner import RunQueueTask
 from procedures.checks.http import HttpChecker
 from procedures.clock import FixedClock
 from procedures.engine import Engine
@@ -577,3 +578,32 @@ def test_a_graceful_stop_during_the_rehearsal_hands_staging_over_with_the_run(
     assert world.calls(STAGING).count("deploy(green, 2.0.0)") == 1
     assert world.lock(STAGING) == (None, None, None)
     assert world.staging.live is Slot.GREEN and world.prod.live is Slot.GREEN
+
+
+def test_the_run_queue_holds_a_staging_run_back_while_a_rehearsal_holds_staging(
+        world: World) -> None:
+    """The worker's queue does not claim a staging run while a production run's rehearsal
+    holds staging's lock (claimed, it would only go back in line, pass after pass); the card
+    says once what it waits for, and it is claimed once the rehearsal let go."""
+    production = world.h.deployments.create(ProcedureKind.STANDARD, NEW, PROD, REQUESTER,
+                                            state=S.RUNNING)
+    staging = world.h.deployments.create(ProcedureKind.STANDARD, "3.0.0", STAGING, "U0QA",
+                                         state=S.QUEUED)
+    assert production.id is not None and staging.id is not None
+    assert world.h.environments.acquire_lock(STAGING, REQUESTER,
+                                             f"rehearsal of #{production.id} for production",
+                                             production.id, "w1", START)
+    engine = world.engine(worker_id="w2")
+    queue = RunQueueTask(engine, world.h.deployments, worker_id="w2")
+    try:
+        assert [queue.run_once() for _ in range(3)] == [False, False, False]
+        assert world.h.state(staging.id) is S.QUEUED
+        said = [t for t in world.h.reporter.texts(staging.id) if "Queued behind" in t]
+        assert said == [f"Queued behind #{production.id}, which is under way on staging: "
+                        f"#{staging.id} starts when #{production.id} has ended."]
+        world.h.environments.release_lock(STAGING, production.id)  # the rehearsal passed
+        assert queue.run_once() is True
+        record = world.h.deployments.get(staging.id)
+        assert record is not None and record.state is not S.QUEUED
+    finally:
+        queue.shutdown()
