@@ -111,7 +111,10 @@ STANDARD_ITEMS: tuple[ChecklistItem, ...] = (
     ChecklistItem(_PRE, "Code reviewed and approved"),
     ChecklistItem(_PRE, "Tests passing (unit, integration, security)"),
     ChecklistItem(_PRE, "Staging deployment tested"),
-    ChecklistItem(_PRE, "Database migration tested (if applicable)"),
+    # The migration's rehearsal on the promoted-from environment's database ticks it: /qlp
+    # migrate's staging_first, or a deployment's migrate_database when it rehearsed.
+    ChecklistItem(_PRE, "Database migration tested (if applicable)",
+                  ("staging_first", "migrate_database"), (("migrate_database", "rehearsal"),)),
     ChecklistItem(_PRE, "Performance impact assessed"),
     ChecklistItem(_PRE, "Rollback plan prepared"),
     ChecklistItem(_PRE, "Team notification sent"),
@@ -122,7 +125,10 @@ STANDARD_ITEMS: tuple[ChecklistItem, ...] = (
                   (("snapshot", "database_backup"),)),
     ChecklistItem(_DURING, "Infrastructure validation passed", ("final_validation",)),
     ChecklistItem(_DURING, "Application deployed successfully", ("switch_traffic",)),
-    ChecklistItem(_DURING, "Database migrations completed (if applicable)"),
+    # /qlp migrate's apply (undone, it ticks nothing), or a deployment's migrate_database
+    # when the version had a migration (applied now or before).
+    ChecklistItem(_DURING, "Database migrations completed (if applicable)",
+                  ("apply", "migrate_database"), (("migrate_database", "migration"),)),
     ChecklistItem(_DURING, "Health checks passing", ("wait_healthy", "extended_health")),
     ChecklistItem(_DURING, "Smoke tests completed", ("smoke_tests",)),
     ChecklistItem(_DURING, "Performance monitoring active", ("monitor",)),

@@ -101,7 +101,7 @@ class DeployMigration:
         env, settings = ctx.environment_name, ctx.environment
         if not settings.migrations_dir:  # normally skipped (``when``) before it gets here
             ctx.report(f"No migration for {version}: {env} has no migrations_dir.")
-            return {"name": None}
+            return {"name": None, **_evidence(None, f"no migrations_dir on {env}")}
         found = _file(settings, version)
         requested = ctx.options.get(FILE_OPTION)
         if found is None:
@@ -111,7 +111,7 @@ class DeployMigration:
                                   hint="Request the deployment again.")
             ctx.report(f"No migration for {version}: {settings.migrations_dir}/"
                        f"{migration_name(version) or version}.sql does not exist.")
-            return {"name": None}
+            return {"name": None, **_evidence(None, f"no migration for {version}")}
         name, path = found
         if not settings.database_url:
             raise StepFailure(
@@ -129,12 +129,14 @@ class DeployMigration:
         except MigrationAlreadyApplied as already:
             ctx.report(f"{path.name} was applied on {env} already "
                        f"({already.applied.describe()}): not run again.")
-            return {"name": None, "file": name, "already_applied": True}
+            return {"name": None, "file": name, "already_applied": True,
+                    **_evidence(False, "applied before this deployment")}
+        source = rehearsal_environment(ctx.policy, env)
         if mine is None:
             invalid = runner.invalid_indexes()
             validation = steps._blocking(ctx, runner, lambda: runner.validate(migration))
             ctx.report(f"Validated {path.name} on {env}: {validation.note}.")
-            if rehearsal_environment(ctx.policy, env) is not None:
+            if source is not None:
                 steps.rehearse(ctx, name, CHECKSUM_OPTION)
             result = steps._blocking(ctx, runner, lambda: runner.apply(
                 migration, applied_by=applied_by, known_invalid=invalid))
@@ -153,8 +155,20 @@ class DeployMigration:
         ctx.report(f"Migration {path.name} {how} on {env}, under the migration lock, and "
                    f"recorded in schema_migrations ({row.describe()}). It stays applied if this "
                    "deployment rolls back later.")
+        # (on a resume the rehearsal, which comes before the apply, had run before the crash)
         return {"name": name, "checksum": up.checksum, "applied_by": row.applied_by,
-                "resumed": resumed}
+                "resumed": resumed, **_evidence(source is not None, f"{env} is promoted from "
+                                                "no environment with a database")}
+
+
+def _evidence(rehearsed: bool | None, reason: str) -> dict[str, Any]:
+    """What the checklist reads (``procedures.checklists``): "Database migrations completed"
+    from ``migration``, "Database migration tested" (on the promoted-from environment) from
+    ``rehearsal``; ``rehearsed`` None: there was no migration at all."""
+    migration = {"taken": True} if rehearsed is not None else {"taken": False,
+                                                              "reason": reason}
+    rehearsal = {"taken": True} if rehearsed else {"taken": False, "reason": reason}
+    return {"migration": migration, "rehearsal": rehearsal}
 
 
 def _backup(snapshot: Mapping[str, Any]) -> str | None:

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from procedures.checklists import STANDARD_ITEMS, StepFact, states
 from procedures.checks.http import HttpChecker
 from procedures.clock import FixedClock
 from procedures.engine import Engine
@@ -97,6 +98,14 @@ class World:
     def succeeded_order(self) -> list[str]:
         return [d["step"] for d in self.h.audit_details("step.succeeded")]
 
+    def checklist(self, deployment_id: int) -> dict[str, tuple[str | None, str | None]]:
+        """The two migration items of the run's checklist: (ticking step, reason unticked)."""
+        facts = [StepFact(s.name, s.state, s.finished_at, s.result)
+                 for s in self.h.deployments.steps(deployment_id)]
+        return {state.item.key: (state.tick.step if state.tick else None, state.reason)
+                for state in states(STANDARD_ITEMS, None, facts)
+                if "migration" in state.item.key}
+
 
 def _policy(app_db: str | None, directory: Path, staging_db: str | None = None) -> Policy:
     policy = make_policy()
@@ -140,6 +149,10 @@ def test_the_version_s_migration_runs_at_step_4_into_the_seed_table(world: World
     assert ("Migration v2.0.0.sql applied in one transaction on production, under the "
             "migration lock, and recorded in schema_migrations") in texts
     assert "It stays applied if this deployment rolls back later." in texts
+    assert world.checklist(deployment_id) == {
+        "database-migration-tested-if-applicable": (
+            None, "production is promoted from no environment with a database"),
+        "database-migrations-completed-if-applicable": ("migrate_database", None)}
 
 
 def test_no_file_for_the_version_says_so(world: World) -> None:
@@ -149,6 +162,9 @@ def test_no_file_for_the_version_says_so(world: World) -> None:
     assert (f"No migration for 2.0.0: {world.migrations.root}/v2.0.0.sql does not exist."
             in world.texts(deployment_id))
     assert tables(world.app_db) == []
+    assert world.checklist(deployment_id) == {
+        "database-migration-tested-if-applicable": (None, "no migration for 2.0.0"),
+        "database-migrations-completed-if-applicable": (None, "no migration for 2.0.0")}
 
 
 def test_an_environment_without_migrations_skips_the_step(world: World) -> None:
@@ -274,6 +290,9 @@ def test_a_promoted_environment_rehearses_on_its_source_first(
         assert query(url, "SELECT count(*) FROM refunds") == [(1,)]
     texts = world.texts(deployment_id)
     assert texts.index("Rehearsed on staging") < texts.index("Migration v2.0.0.sql applied")
+    assert world.checklist(deployment_id) == {
+        "database-migration-tested-if-applicable": ("migrate_database", None),
+        "database-migrations-completed-if-applicable": ("migrate_database", None)}
 
 
 def test_request_options_record_the_checksum_and_refuse_a_bad_file(

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from procedures.checklists import STANDARD_ITEMS, StepFact, states
 from procedures.engine import Engine
 from procedures.errors import StepFailure
 from procedures.migrations.runner import MigrationTimeouts
@@ -129,6 +130,13 @@ def test_happy_path_validates_backs_up_applies_and_verifies(
     assert "Waiting 30s for active connections to drain before the migration." in texts
     assert "schema migration (statement limit 1m)" in texts
     assert "Post-migration tests on " + app.url in texts
+    facts = [StepFact(s.name, s.state, s.finished_at, s.result)
+             for s in h.deployments.steps(deployment_id)]
+    ticked = {state.item.key: state.tick.step for state in states(STANDARD_ITEMS, None, facts)
+              if state.tick is not None}
+    assert ticked["database-migrations-completed-if-applicable"] == "apply"
+    assert ticked["pre-deployment-backup-created"] == "backup"
+    assert "database-migration-tested-if-applicable" not in ticked  # no rehearsal here
 
 
 def test_production_is_rehearsed_on_staging_first(
