@@ -84,14 +84,12 @@ def _lead_median_sql(dialect: str, *, one_environment: bool) -> str:
     return (f"SELECT min(v) + max(v) FROM ("  # noqa: S608 (constant SQL)
             f"SELECT v, row_number() OVER (ORDER BY v) AS rn, count(*) OVER () AS n FROM ("
             f"SELECT {us('finished_at')} - {us('created_at')} AS v FROM deployments "
-            f"WHERE {where}) AS m) AS lr WHERE rn IN ((n + 1) / 2, n / 2 + 1)")
+            f"WHERE {where}) AS m) AS r WHERE rn IN ((n + 1) / 2, n / 2 + 1)")
 
 
-def _medians_sql(dialect: str, *, one_environment: bool) -> str:
-    """One row: the number and two middle values (PostgreSQL: as an array; SQLite: their sum)
-    of the incidents inside the period's whole finishing days and of ``:extra``, and the lead
-    time's two middle values (:func:`_lead_median_sql`). One statement, one round trip."""
-    lead = _lead_median_sql(dialect, one_environment=one_environment)
+def _restore_median_sql(dialect: str, *, one_environment: bool) -> str:
+    """Count and two middle values (PostgreSQL: as an array; SQLite: their sum) of the
+    incidents inside the period's whole finishing days and of ``:extra``."""
     where = ("o.day >= :first_day AND o.first_requested_us >= :since_us"
              " AND o.last_requested_us <= :until_us"
              + (" AND o.environment = :environment" if one_environment else ""))
@@ -102,14 +100,13 @@ def _medians_sql(dialect: str, *, one_environment: bool) -> str:
         return (f"WITH src AS ({inside} UNION ALL "  # noqa: S608 (constant SQL)
                 "SELECT unnest(CAST(:extra AS BIGINT[]))) "
                 "SELECT count(*), percentile_disc(ARRAY[0.5, 0.5000000001]) WITHIN GROUP "
-                f"(ORDER BY v), ({lead}) FROM src")
+                "(ORDER BY v) FROM src")
     return (f"WITH src AS ({inside} UNION ALL "  # noqa: S608 (constant SQL)
             "SELECT value FROM json_each(:extra)), "
             "r AS (SELECT v, row_number() OVER (ORDER BY v) AS rn, count(*) OVER () AS n "
             "FROM src) "
             "SELECT (SELECT count(*) FROM src), "
-            "(SELECT min(v) + max(v) FROM r WHERE rn IN ((n + 1) / 2, n / 2 + 1)), "
-            f"({lead})")
+            "(SELECT min(v) + max(v) FROM r WHERE rn IN ((n + 1) / 2, n / 2 + 1))")
 
 
 class StatsQueries:
@@ -126,7 +123,8 @@ class StatsQueries:
             period = _Period(connection, since, until, environment)
             counts = counts_of(period.groups(), frequency_environment)
             around, still_open = fold_segments(period.segments().values())
-            lead, restore, restored = period.medians(self._db.dialect, around)
+            restore, restored = period.restore_median(self._db.dialect, around)
+            lead = period.lead_median(self._db.dialect)
         return replace(counts, lead_time_median=lead, restore_median=restore,
                        restored_incidents=restored, open_incidents=still_open)
 
@@ -231,25 +229,24 @@ class _Period:
             segments.setdefault(r.environment, []).append(segment)
         return segments
 
-    def medians(self, dialect: str, around: list[timedelta]
-                ) -> tuple[timedelta | None, timedelta | None, int]:
-        """The lead time median, and the median and number of the period's closed incidents:
-        those inside the whole finishing days (``stats_incidents`` of the days
-        :meth:`segments` took from the summary) and ``around`` them (folded in Python)."""
+    def restore_median(self, dialect: str,
+                       around: list[timedelta]) -> tuple[timedelta | None, int]:
+        """The median and number of the period's closed incidents: those inside the whole
+        finishing days (``stats_incidents`` of the days :meth:`segments` took from the
+        summary) and ``around`` them (folded in Python), in one statement."""
         extra = [r // timedelta(microseconds=1) for r in around]
         params: dict[str, Any] = {"first_day": self.first_day, "since_us": to_us(self.since),
-                                  "until_us": to_us(self.until), "since": self.since,
-                                  "until": self.until,
+                                  "until_us": to_us(self.until),
                                   "extra": extra if dialect == "postgresql"
                                   else json.dumps(extra)}
-        binds: list[BindParameter[Any]] = [bindparam("since", type_=UTCDateTime()),
-                                           bindparam("until", type_=UTCDateTime())]
         if self.environment is not None:
             params["environment"] = self.environment
-            binds.append(bindparam("environment", type_=String()))
-        statement = text(_medians_sql(dialect, one_environment=self.environment is not None))
-        count, restores, leads = self.c.execute(statement.bindparams(*binds), params).one()
-        return _median_of(dialect, leads), _median_of(dialect, restores), int(count)
+        row = self.c.execute(text(_restore_median_sql(
+            dialect, one_environment=self.environment is not None)), params).one()
+        count, middles = int(row[0]), row[1]
+        if dialect == "postgresql":
+            middles = None if not middles or middles[0] is None else middles[0] + middles[1]
+        return (None if middles is None else timedelta(microseconds=int(middles)) / 2), count
 
     def _segments_from_deployments(
             self, days: list[tuple[str, int]]) -> dict[tuple[str, int], OutcomeSegment]:
@@ -268,15 +265,16 @@ class _Period:
              and day_of(f.finished_at) == day], environment))
                 for environment, day in days}
 
-
-def _median_of(dialect: str, middles: Any) -> timedelta | None:
-    """The median from what :func:`_medians_sql` answers for it: PostgreSQL's two middle
-    values (intervals, or microseconds), SQLite's sum of them (microseconds)."""
-    if dialect == "postgresql":
-        if not middles or middles[0] is None:
-            return None
-        low, high = middles
-        if isinstance(low, timedelta):
-            return (low + high) / 2
-        return timedelta(microseconds=int(low) + int(high)) / 2
-    return None if middles is None else timedelta(microseconds=int(middles)) / 2
+    def lead_median(self, dialect: str) -> timedelta | None:
+        params: dict[str, Any] = {"since": self.since, "until": self.until}
+        binds: list[BindParameter[Any]] = [bindparam("since", type_=UTCDateTime()),
+                                           bindparam("until", type_=UTCDateTime())]
+        if self.environment is not None:
+            params["environment"] = self.environment
+            binds.append(bindparam("environment", type_=String()))
+        statement = text(_lead_median_sql(dialect, one_environment=self.environment
+                                          is not None)).bindparams(*binds)
+        value = self.c.execute(statement, params).scalar()
+        if dialect == "postgresql":
+            return None if not value or value[0] is None else (value[0] + value[1]) / 2
+        return None if value is None else timedelta(microseconds=int(value)) / 2
