@@ -294,9 +294,10 @@ def test_sigkill_mid_reply_is_taken_over_and_the_reply_is_not_posted_twice(
     world.wait("the dead replica's reply to be confirmed", handed_on, 40, 1)
     confirmed = time.monotonic() - killed
     assert "claimed by a replica that is gone" in survivor.stderr(), survivor.stderr()
-    for i in held:  # found in Slack by its metadata (a second try), not posted again
+    for i in held:  # found in Slack by its metadata on a later try, not posted again
         row = outbox.get(i)
-        assert row is not None and row.attempts == 2 and row.slack_ts, row
+        assert row is not None and row.attempts >= 2 and row.slack_ts, (
+            row, world.slack.calls("conversations.replies"), survivor.stderr()[-4000:])
     record = world.finished(1, stale_after + 5 + MONITOR_SECONDS + 20)
     took = time.monotonic() - killed
     assert record.state is DeploymentState.SUCCEEDED, world.diagnosis(1)
