@@ -62,6 +62,7 @@ from procedures.model import DeploymentState as S  # noqa: E402
 from procedures.model import ProcedureKind as K  # noqa: E402
 from storage.db import Database  # noqa: E402
 from storage.migrate import upgrade  # noqa: E402
+from storage.stats_queries import StatsQueries  # noqa: E402
 from storage.stats_summary import rebuild  # noqa: E402
 
 POSTGRES_URL = os.environ.get(
@@ -189,10 +190,10 @@ def load(database: Database, *, deployments: int, audit: int, span: timedelta,
         pg.commit()
     # COPY bypasses the repository's transitions, which keep /qlp stats' summary: rebuild it
     # as migration 0008 does for existing deployments.
-    started = time.perf_counter()
+    rebuilding = time.perf_counter()
     with database.connect() as connection, connection.begin():
         rebuild(connection)
-    print(f"Rebuilt the /qlp stats summary in {time.perf_counter() - started:.1f} s")
+    print(f"Rebuilt the /qlp stats summary in {time.perf_counter() - rebuilding:.1f} s")
     with psycopg.connect(_libpq(str(database.url.set(drivername="postgresql"))),
                          autocommit=True) as pg:
         pg.execute("VACUUM ANALYZE")
@@ -244,6 +245,13 @@ def measure(name: str, call: Callable[[], str], calls: int, database: Database) 
     return p99
 
 
+def _totals(database: Database, days: int, environment: str | None = None) -> str:
+    now = datetime.now(UTC)
+    return str(StatsQueries(database).totals(
+        since=now - timedelta(days=days), until=now, environment=environment,
+        frequency_environment=environment or "production"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--deployments", type=int, default=100_000)
@@ -290,6 +298,11 @@ def main() -> None:
             ("stats 365 days", lambda: stats_text(ctx, parse("stats 365"))),
             (f"stats {other} 365 days", lambda: stats_text(ctx, parse(f"stats {other} 365"))),
             ("status", lambda: status_text(ctx, parse("status"))),
+            # The totals alone (storage.stats_queries over the summary tables), without the
+            # handler's other reads (storage.stats_impact's error rate and p95 comparison).
+            ("stats totals 30 days", lambda: _totals(database, 30)),
+            ("stats totals 365 days", lambda: _totals(database, 365)),
+            (f"stats totals {other} 365 d", lambda: _totals(database, 365, other)),
         ):
             measure(name, text_of, args.calls, database)
         print("\n" + stats_text(ctx, parse("stats 365")))
