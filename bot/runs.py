@@ -11,6 +11,7 @@ from typing import Any
 from bot.preflight import evidence_of
 from bot.slack_reporter import SlackReporter
 from procedures.engine import Engine
+from procedures.playbooks.rehearsal import REHEARSAL_STEPS
 from procedures.policy import Policy
 from procedures.reporting import Reporter, RunSnapshot
 from procedures.store import ApprovalStore, DeploymentStore
@@ -36,8 +37,11 @@ class RunViews:
             run.deployment_id, plan or "") if a.decision == "approve")
         options: Mapping[str, Any] = record.options if record is not None else run.options
         notes = tuple(str(n) for n in options.get("notes", ()))
+        steps = run.steps
+        if self._policy.promoted_from(run.environment) is None:  # never rehearsed elsewhere:
+            steps = tuple(s for s in steps if s.name not in REHEARSAL_STEPS)  # not on the card
         return dataclasses.replace(
-            run, approvers=approvers, options=options, notes=notes,
+            run, steps=steps, approvers=approvers, options=options, notes=notes,
             approvals_required=self._policy.approval_rule(run.kind, run.environment).required,
             evidence=evidence_of(record) if record is not None else None)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -170,3 +171,27 @@ def test_production_is_rehearsed_on_staging_and_a_staging_failure_stops_it(
     assert "✓ Pre-deployment snapshot" not in thread
     broadcast = [m.text for m in slack.thread(CHANNEL, _card(slack, third).ts) if m.broadcast]
     assert any("Staging rehearsal: ready and smoke tests failed" in text for text in broadcast)
+
+
+def test_the_card_lists_the_rehearsal_steps_only_where_they_run(
+        database: Database, slack: SlackDouble, tmp_path: Path, clock: FixedClock) -> None:
+    bot = BotHarness(database=database, policy=_policy(), clock=clock, home=tmp_path / "home",
+                     slack=slack)
+    try:
+        assert "requested" in bot.command("deploy v1.2.3").text
+        second = bot.command("deploy v1.2.3 to staging", user="U0OPS").text
+        assert "requested" in second, second
+        sender = bot.services.worker_tasks()[-1]  # the outbox sender (one post a second)
+
+        def posted(deployment_id: int) -> object:
+            clock.advance(timedelta(seconds=2))  # the channel's pacing runs on this clock
+            sender.run_once()
+            return _card(slack, deployment_id)
+
+        production = str(bot.wait_for(lambda: posted(1), what="card #1").blocks)
+        staging = str(bot.wait_for(lambda: posted(2), what="card #2").blocks)
+    finally:
+        bot.close()
+    assert "Staging rehearsal: deploy to the idle slot" in production
+    assert "Staging rehearsal: performance against the live version" in production
+    assert "Staging rehearsal" not in staging and "Pre-deployment snapshot" in staging
