@@ -489,7 +489,7 @@ def migration_playbook(*, backups_dir: Path, pg_dump: PgDump | None = None,
         steps=(
             Step("validate", "Validate the migration (rolled back)", steps.validate,
                  timeout=timedelta(minutes=5), retry=external),
-            Step("staging_first", "Apply on staging first", steps.staging_first,
+            Step("staging_first", "Rehearse on the promoted-from environment", steps.staging_first,
                  timeout=apply_for + timedelta(minutes=5), retry=external, when=_rehearse),
             Step("backup", "Back up the database (pg_dump)", steps.backup,
                  timeout=timedelta(minutes=60), retry=RetryPolicy(attempts=2)),
