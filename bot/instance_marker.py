@@ -51,6 +51,7 @@ class InstanceMarker:
     def run_once(self) -> bool:
         if self._want_thread:
             if self._thread is None and not self._stop.is_set():
+                self._beat_when_due()  # the row exists once the worker's first pass is done
                 self._thread = threading.Thread(target=self._beat_loop, daemon=True,
                                                 name="qlp-instance-marker")
                 self._thread.start()
