@@ -287,6 +287,20 @@ class StatsIncident(SQLModel, table=True):
     duration_us: int = Field(sa_type=BigInteger, nullable=False)
 
 
+class StatsMonitorDay(SQLModel, table=True):
+    """``/qlp stats`` summary: the monitoring windows of one environment's terminal deployments
+    requested on one UTC day: how many were monitored, their failed and total requests (kept
+    by ``storage.stats_impact``)."""
+
+    __tablename__ = "stats_monitor_days"
+
+    day: int = Field(primary_key=True)  # days since 1970-01-01 (UTC) of created_at
+    environment: str = Field(primary_key=True, max_length=64)
+    monitored: int = Field(nullable=False)
+    errors: int = Field(sa_type=BigInteger, nullable=False)
+    requests: int = Field(sa_type=BigInteger, nullable=False)
+
+
 class ProcessedRequest(SQLModel, table=True):
     """A Slack request (retry, double click) already handled once."""
 

@@ -2,30 +2,39 @@
 computed in SQL over any period:
 
 - **Error rate during deployments**: failed requests over all requests in the monitoring
-  windows of the deployments requested in the period (every run that was monitored, whether it
-  passed or was rolled back: the ``monitor`` step's ``error_count`` and ``request_count``).
+  windows of the deployments requested in the period that have ended (every run that was
+  monitored, whether it passed or was rolled back: the ``monitor`` step's ``error_count`` and
+  ``request_count``).
 - **Performance impact post-deployment**: how the p95 response time of each version that went
   live in the period compares with the version before it in the same environment (the recorded
   performance baselines, ``response_ms_p95``, each against the previous one: a window function,
   ``LAG``, on both SQLite and PostgreSQL).
 
-Step results are kept for ``retention.step_results`` (365 days by default); a longer period
-counts the monitoring windows still kept, which :class:`DeploymentImpact` says.
+The first is summed per UTC day of request in ``stats_monitor_days`` (:class:`StatsMonitorDay`),
+kept exact like ``storage.stats_summary``'s tables: :func:`refresh_monitor_days` recomputes the
+days a deployment's terminal transition touches, in that transaction (``stats_summary.refresh``
+calls it, under its lock). A period adds its whole days from the summary and reads its partial
+edge days from the step rows. The summary outlives the step results that retention purges.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy.engine import Connection
 from sqlmodel import col
 
-from procedures.model import StepState
+from procedures.model import TERMINAL_STATES, StepState
 from storage.db import Database
-from storage.models import Deployment, PerformanceBaseline, StepRun
+from storage.models import Deployment, PerformanceBaseline, StatsMonitorDay, StepRun
 
 MONITOR_STEP = "monitor"
+MONITOR_DAYS = StatsMonitorDay.__table__  # type: ignore[attr-defined]
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,71 @@ class DeploymentImpact:
         return self.errors / self.requests if self.requests else None
 
 
+def _day(moment: datetime) -> int:
+    return (moment - EPOCH) // timedelta(days=1)
+
+
+def _start(day: int) -> datetime:
+    return EPOCH + timedelta(days=day)
+
+
+def _monitored(since: datetime, until: datetime, environment: str | None,
+               by_day: bool = False) -> Any:
+    """Monitored terminal deployments requested in [since, until): count, errors, requests
+    (per environment and UTC day when ``by_day``)."""
+    errors = StepRun.result["error_count"].as_float()  # type: ignore[index]
+    requests = StepRun.result["request_count"].as_float()  # type: ignore[index]
+    figures = (func.count(), func.sum(errors), func.sum(requests))
+    statement = (
+        select(*figures)
+        .select_from(StepRun)
+        .join(Deployment, col(Deployment.id) == col(StepRun.deployment_id))
+        .where(col(StepRun.name) == MONITOR_STEP,
+               col(StepRun.state).in_([StepState.SUCCEEDED, StepState.FAILED]),
+               col(Deployment.state).in_(sorted(TERMINAL_STATES)),
+               col(Deployment.created_at) >= since, col(Deployment.created_at) < until,
+               errors.is_not(None), requests.is_not(None)))
+    if environment is not None:
+        statement = statement.where(col(Deployment.environment) == environment)
+    if by_day:
+        statement = statement.add_columns(col(Deployment.environment),
+                                          col(Deployment.created_at))
+        statement = statement.group_by(col(Deployment.environment),
+                                       col(Deployment.created_at))
+    return statement
+
+
+def refresh_monitor_days(connection: Connection, keys: Iterable[tuple[str, int]]) -> None:
+    """Recompute the ``stats_monitor_days`` rows of (environment, day) ``keys`` from the
+    step rows, inside the caller's transaction."""
+    for environment, day in sorted(set(keys)):
+        connection.execute(delete(MONITOR_DAYS).where(MONITOR_DAYS.c.day == day,
+                                                      MONITOR_DAYS.c.environment == environment))
+        count, errors, requests = connection.execute(
+            _monitored(_start(day), _start(day + 1), environment)).one()
+        if count:
+            connection.execute(insert(MONITOR_DAYS), [{
+                "day": day, "environment": environment, "monitored": int(count),
+                "errors": int(errors or 0), "requests": int(requests or 0)}])
+
+
+def rebuild_monitor_days(connection: Connection) -> None:
+    """Recompute every ``stats_monitor_days`` row (migration 0010's backfill; a bulk load)."""
+    connection.execute(delete(MONITOR_DAYS))
+    days: dict[tuple[str, int], list[int]] = {}
+    for count, errors, requests, environment, created in connection.execute(
+            _monitored(EPOCH, datetime.max.replace(tzinfo=UTC), None, by_day=True)):
+        moment = created if created.tzinfo else created.replace(tzinfo=UTC)
+        total = days.setdefault((environment, _day(moment)), [0, 0, 0])
+        total[0] += int(count)
+        total[1] += int(errors or 0)
+        total[2] += int(requests or 0)
+    if days:
+        connection.execute(insert(MONITOR_DAYS), [
+            {"environment": env, "day": day, "monitored": m, "errors": e, "requests": r}
+            for (env, day), (m, e, r) in sorted(days.items())])
+
+
 class ImpactQueries:
     """Reads :class:`DeploymentImpact` for a period (optionally one environment)."""
 
@@ -51,17 +125,8 @@ class ImpactQueries:
 
     def impact(self, *, since: datetime, until: datetime,
                environment: str | None) -> DeploymentImpact:
-        errors = StepRun.result["error_count"].as_float()  # type: ignore[index]
-        requests = StepRun.result["request_count"].as_float()  # type: ignore[index]
-        monitored = (
-            select(func.count(), func.sum(errors), func.sum(requests))
-            .select_from(StepRun)
-            .join(Deployment, col(Deployment.id) == col(StepRun.deployment_id))
-            .where(col(StepRun.name) == MONITOR_STEP,
-                   col(StepRun.state).in_([StepState.SUCCEEDED, StepState.FAILED]),
-                   col(Deployment.created_at) >= since, col(Deployment.created_at) < until,
-                   errors.is_not(None), requests.is_not(None))
-        )
+        first = _day(since) if since == _start(_day(since)) else _day(since) + 1
+        last = _day(until) - 1  # whole days [first, last]; the edges are read from the steps
         p95 = PerformanceBaseline.metrics["response_ms_p95"].as_float()
         ordered = (
             select(col(PerformanceBaseline.recorded_at).label("recorded_at"),
@@ -73,16 +138,32 @@ class ImpactQueries:
             .where(col(PerformanceBaseline.recorded_at) < until)
         )
         if environment is not None:
-            monitored = monitored.where(col(Deployment.environment) == environment)
             ordered = ordered.where(col(PerformanceBaseline.environment) == environment)
         pairs = ordered.subquery()
         compared = select(func.count(), func.avg(pairs.c.p95 / pairs.c.previous)).where(
-            pairs.c.recorded_at >= since, pairs.c.p95.is_not(None),
-            pairs.c.previous > 0)
+            pairs.c.recorded_at >= since, pairs.c.p95.is_not(None), pairs.c.previous > 0)
+        totals = [0, 0, 0]
         with self._db.session(read_only=True) as s:
-            count, error_sum, request_sum = s.execute(monitored).one()
+            if first <= last:
+                whole = select(func.sum(MONITOR_DAYS.c.monitored),
+                               func.sum(MONITOR_DAYS.c.errors),
+                               func.sum(MONITOR_DAYS.c.requests)).where(
+                    MONITOR_DAYS.c.day >= first, MONITOR_DAYS.c.day <= last)
+                if environment is not None:
+                    whole = whole.where(MONITOR_DAYS.c.environment == environment)
+                edges = [(since, _start(first)), (_start(last + 1), until)]
+                rows = [s.execute(whole).one()]
+            else:
+                edges = [(since, until)]
+                rows = []
+            rows += [s.execute(_monitored(start, end, environment)).one()
+                     for start, end in edges if start < end]
+            for count, errors, requests in rows:
+                totals[0] += int(count or 0)
+                totals[1] += int(errors or 0)
+                totals[2] += int(requests or 0)
             pairs_count, ratio = s.execute(compared).one()
         return DeploymentImpact(
-            monitored=int(count or 0), errors=int(error_sum or 0),
-            requests=int(request_sum or 0), compared=int(pairs_count or 0),
+            monitored=totals[0], errors=totals[1], requests=totals[2],
+            compared=int(pairs_count or 0),
             mean_p95_ratio=float(ratio) if ratio is not None else None)

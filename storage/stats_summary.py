@@ -1,5 +1,6 @@
 """The ``/qlp stats`` summary tables, kept in step with the deployments.
 
+``stats_monitor_days`` (``storage.stats_impact``) is kept by the same calls.
 ``stats_days`` holds, per UTC day of request and environment, the terminal deployments grouped
 as :class:`procedures.stats.FactsGroup` (counts, duration sums); ``stats_outcome_days`` and
 ``stats_incidents`` hold, per UTC day of finishing and environment, the outcomes reduced to an
@@ -39,6 +40,7 @@ from procedures.stats import (
     segment_of,
 )
 from storage.models import Deployment, StatsDay, StatsIncident, StatsOutcomeDay
+from storage.stats_impact import rebuild_monitor_days, refresh_monitor_days
 
 DEPLOYMENTS = Deployment.__table__  # type: ignore[attr-defined]
 DAYS = StatsDay.__table__  # type: ignore[attr-defined]
@@ -115,11 +117,14 @@ def refresh(session: Session | Connection, deployment_id: int,
     for environment, day in sorted(finished):
         _write_outcomes(connection, environment, day, _facts(
             connection, DEPLOYMENTS.c.finished_at, environment, day, terminal=False))
+    # The monitoring windows' requests of the same request days (storage.stats_impact).
+    refresh_monitor_days(connection, requested)
 
 
-def rebuild(session: Session | Connection) -> None:
+def rebuild(session: Session | Connection, *, monitor_days: bool = True) -> None:
     """Recompute every summary row from the deployments (one pass, in the caller's
-    transaction)."""
+    transaction); ``monitor_days``: ``stats_monitor_days`` too (not in migration 0008, which
+    comes before that table)."""
     connection = _connection(session)
     for table in (INCIDENTS, OUTCOME_DAYS, DAYS):
         connection.execute(delete(table))
@@ -136,6 +141,8 @@ def rebuild(session: Session | Connection) -> None:
     for (environment, day), group in groupby(
             finished, key=lambda f: (f.environment, day_of(f.finished_at))):  # type: ignore[arg-type]
         _write_outcomes(connection, environment, day, list(group), replace=False)
+    if monitor_days:
+        rebuild_monitor_days(connection)
 
 
 def _connection(session: Session | Connection) -> Connection:

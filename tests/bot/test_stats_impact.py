@@ -82,3 +82,32 @@ def test_only_the_period_counts(bot: BotHarness, clock: FixedClock) -> None:
     answer = bot.command("stats 365").text
     assert "Error rate during deployments: 25.50% (51 failed of 200 requests" in answer
     assert "older ones not counted" not in answer  # step results are kept 365 days
+
+
+def test_whole_days_come_from_the_summary_which_outlives_purged_step_results(
+        bot: BotHarness, clock: FixedClock) -> None:
+    from sqlmodel import delete
+
+    from storage.models import StepRun
+    from storage.stats_impact import rebuild_monitor_days
+
+    _run(bot, clock, at=_day(10), version="v1.0.0", final=S.SUCCEEDED, errors=3,
+         requests=300)
+    _run(bot, clock, at=_day(17), version="v1.1.0", final=S.ROLLED_BACK, errors=40,
+         requests=200)
+    queries = ImpactQueries(bot.services.database)
+    period = {"since": _day(1), "until": OPEN_WINDOW, "environment": None}
+    kept = queries.impact(**period)
+    assert (kept.monitored, kept.errors, kept.requests) == (2, 43, 500)
+    # The incremental summary equals a rebuild from the step rows.
+    with bot.services.database.session() as s:
+        rebuild_monitor_days(s.connection())
+    assert queries.impact(**period) == kept
+    # Retention purges step results; the days already summed keep counting.
+    with bot.services.database.session() as s:
+        s.exec(delete(StepRun))  # type: ignore[call-overload]
+    assert queries.impact(**period) == kept
+    # A period starting mid-day reads that partial day from the (now purged) steps.
+    partial = queries.impact(since=_day(10) + timedelta(hours=1), until=OPEN_WINDOW,
+                             environment="production")
+    assert (partial.monitored, partial.errors, partial.requests) == (1, 40, 200)

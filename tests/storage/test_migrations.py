@@ -18,6 +18,7 @@ TABLES = {
     "scheduler_leases", "apscheduler_jobs", "bot_instances",
     "home_viewers", "home_watch",  # the App Home (0009)
     "stats_days", "stats_outcome_days", "stats_incidents",  # /qlp stats summary (0008)
+    "stats_monitor_days",  # /qlp stats: the monitoring windows per day (0010)
 }
 
 

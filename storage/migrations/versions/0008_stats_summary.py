@@ -75,7 +75,7 @@ def upgrade() -> None:
                     sqlite_where=sa.text(LEAD_TIME_ROWS))
     from storage.stats_summary import rebuild  # the rules of procedures.stats, see above
 
-    rebuild(op.get_bind())
+    rebuild(op.get_bind(), monitor_days=False)  # that table comes with 0010
 
 
 def downgrade() -> None:
