@@ -107,8 +107,11 @@ def _button_listener(clicks: ClickTask,
         note_ack("button", action_id)
         value = str(action.get("value") or "")
         # A card's buttons carry its deployment id: the click joins that deployment's trace.
+        # Only 1-18 ASCII digits are one (int() refuses 10,000 digits and '²'): the click is
+        # still accepted, and answered 'does not name a deployment' (issue 13, finding 2).
+        named = value.isascii() and value.isdigit() and len(value) <= 18
         with tracing.span("qlp.button", tracing.SpanKind.SERVER, button=action_id,
-                          deployment_id=int(value) if value.isdigit() else None):
+                          deployment_id=int(value) if named else None):
             with scope(slack_user=request.user_id, request_id=request.request_key):
                 clicks.accept(request, action_id, action)
             ack()
