@@ -29,13 +29,18 @@ Delivery rules:
 - Order: ``Outbox.claim_due`` hands out only the head of each ordering key, urgent keys first
   (``storage.outbox.URGENT``), so a thread's replies and a card's updates keep their order; a
   reply waits for its card's ``ts``.
-- Pacing and coalescing (``bot.outbox_coalesce``): at most one ``chat.postMessage`` per channel
-  per ``per_channel_interval`` seconds (Slack allows about one a second per channel) and one
-  ``chat.update`` per ``update_interval`` across the workspace (Tier 3) and per
-  ``per_card_interval`` per card, measured with ``monotonic``. A message whose channel (or
-  the workspace's updates) is not free yet is handed back untried (``Outbox.release``) for a
-  later pass; ``run_once`` never sleeps. A thread reply takes every reply its thread has queued
-  behind it into the same post; a card update a newer one replaces is never sent.
+- Pacing and coalescing (``bot.outbox_coalesce``): on average one ``chat.postMessage`` per
+  channel per ``per_channel_interval`` seconds (Slack allows about one a second per channel,
+  short bursts too: up to ``burst`` back to back after a quiet spell, which also absorbs the
+  worker's polling delay), one ``chat.update`` per ``update_interval`` across the workspace
+  (Tier 3) and per ``per_card_interval`` per card, measured with ``monotonic``. A pass looks
+  at the due heads (``Outbox.due_heads``) and claims only what may go now: per channel its
+  first post (urgent keys first, then the oldest), the first update the pace allows, the
+  updates a newer one replaces, ephemeral messages. One claimed but not free after all is
+  handed back untried (``Outbox.release``) for a later pass; ``run_once`` never sleeps. A
+  thread reply takes the replies its thread has queued behind it into the same post (a
+  broadcast one starts a post of its own, except while other threads wait for the channel:
+  then each thread gets one post per turn); a card update a newer one replaces is never sent.
 - 429 (``Retry-After``, 1 s if absent): the message is handed back untried for that long and
   the scope that got it pauses (its channel; for ``chat.update`` the workspace's updates),
   nothing else; it does not count towards giving up.
@@ -138,6 +143,8 @@ READ_BLOCKS = TOKEN_ERRORS - {"missing_scope"}
 """Blocking errors of a lookup that block the post too (the others only stop the lookup)."""
 WORKSPACE = "*"
 """The scope of a block caused by the token (a channel id for the others)."""
+PEEK = 200
+"""How many due heads a pass looks at to choose what it claims."""
 
 
 
@@ -201,6 +208,7 @@ class SlackOutboxSender:
         per_channel_interval: float = 1.0,
         per_card_interval: float = 2.0,
         update_interval: float = DEFAULT_UPDATE_INTERVAL,
+        burst: int = 2,
         batch: int = 50,
         monotonic: Callable[[], float] = time.monotonic,
         max_attempts: int = MAX_ATTEMPTS,
@@ -226,7 +234,8 @@ class SlackOutboxSender:
         self._card_wait = card_wait
         self._settle_option = settle
         self._pager = pager
-        self._pace = Pace(monotonic)  # channels, UPDATES and card keys
+        self._pace = Pace(monotonic, burst)  # channels, UPDATES and card keys
+        self._contended: set[str] = set()  # channels with posts of several keys due
         self._blocks: dict[str, _Block] = {}  # WORKSPACE or a channel -> its block
         self._joined: set[str] = set()  # channels conversations.join was tried for
         self._no_lookup_warned = False
@@ -261,9 +270,13 @@ class SlackOutboxSender:
     def _pass(self) -> bool:
         if self._stopping:
             return False
-        claimed = self._outbox.claim_due(
-            self._clock.now(), self._batch, lease=self._lease, kinds=SLACK_KINDS
-        )
+        now = self._clock.now()
+        chosen = self._choose(self._outbox.due_heads(now, PEEK, kinds=SLACK_KINDS))
+        if not chosen:
+            return False
+        # Claimed only now, and only if still the due heads of their keys (another replica).
+        claimed = self._outbox.claim_due(now, self._batch, lease=self._lease,
+                                         kinds=SLACK_KINDS, ids=chosen)
         started = self._monotonic()
         progressed = False
         for index, notification in enumerate(claimed):
@@ -285,6 +298,37 @@ class SlackOutboxSender:
         """A graceful stop: finish the message in hand, hand the rest of the batch back
         untried, claim nothing more."""
         self._stopping = True
+
+    def _choose(self, heads: list[tuple[Notification, bool]]) -> list[int]:
+        """The due heads (in the outbox's order: urgent keys first, then oldest) worth claiming
+        now: per channel the first post its pace lets through, every card update a newer one
+        replaces (marked, never sent), the first other update the workspace's ``chat.update``
+        pace and its card's lets through, every ephemeral message. The rest stay unclaimed
+        (no claim and hand-back for each, every pass, while Slack's pace holds them)."""
+        mono = self._monotonic()
+        chosen: list[int] = []
+        posting: set[str] = set()  # channels given their one post in this pass
+        waiting: dict[str, int] = {}
+        for n, _ in heads:
+            if n.kind == "post":
+                waiting[n.channel] = waiting.get(n.channel, 0) + 1
+        self._contended = {channel for channel, count in waiting.items() if count > 1}
+        updating = self._pace.free_at(UPDATES, self._update_interval) <= mono
+        for n, newer in heads:
+            if n.kind == "update":
+                if newer:
+                    chosen.append(self._id(n))
+                elif updating and self._pace.free_at(str(n.ordering_key),
+                                                     self._card_interval) <= mono:
+                    chosen.append(self._id(n))
+                    updating = False
+            elif n.kind == "post":
+                if n.channel not in posting and self._free_at(n.channel, paced=True) <= mono:
+                    chosen.append(self._id(n))
+                    posting.add(n.channel)
+            else:
+                chosen.append(self._id(n))
+        return chosen
 
     def busy(self) -> bool:
         """True while any post/update/ephemeral is pending (sent or given up: not busy)."""
@@ -384,8 +428,11 @@ class SlackOutboxSender:
                      "try (or could not be looked up); posting it again", n.id)
         self._wait_for_channel(n, channel, paced=True)
         if n.thread_of is not None and not payload.get("blocks"):
-            args["text"], merged = merge_thread_replies(
-                self._outbox, n, str(args["text"] or ""), self._clock.now())
+            joined = merge_thread_replies(self._outbox, n, str(args["text"] or ""),
+                                          self._clock.now(),
+                                          contended=channel in self._contended)
+            args["text"], merged = joined.text, joined.ids
+            args["reply_broadcast"] = joined.broadcast
         event: dict[str, Any] = {"outbox_id": self._id(n)}
         if merged:
             event["merged"] = ",".join(str(m) for m in merged)
@@ -445,8 +492,8 @@ class SlackOutboxSender:
         key = str(n.ordering_key)
         self._wait_for(n, key, self._card_interval)
         self._wait_for(n, UPDATES, self._update_interval)
-        self._pace.used(key)
-        self._pace.used(UPDATES)
+        self._pace.used(key, self._card_interval)
+        self._pace.used(UPDATES, self._update_interval)
         args: dict[str, Any] = {"text": payload.get("text"),
                                 "metadata": {"event_type": EVENT_TYPE,
                                              "event_payload": {"outbox_id": self._id(n)}}}
@@ -595,12 +642,17 @@ class SlackOutboxSender:
 
     def _wait_for_channel(self, n: Notification, channel: str, *, paced: bool) -> None:
         """Return if ``channel`` may be written to now; otherwise hand ``n`` back untried."""
+        self._hand_back_until(n, self._free_at(channel, paced=paced))
+
+    def _free_at(self, channel: str, *, paced: bool) -> float:
+        """The monotonic time ``channel`` may be written to: after its pace (when ``paced``),
+        a 429's pause, a block of the channel or of the workspace."""
         free_at = self._pace.free_at(channel, self._interval if paced else None)
         for scope in (WORKSPACE, channel):
             block = self._blocks.get(scope)
             if block is not None:
                 free_at = max(free_at, block.until)
-        self._hand_back_until(n, free_at)
+        return free_at
 
     def _wait_for(self, n: Notification, scope: str, interval: float | None) -> None:
         """Return if ``scope`` of :class:`Pace` is free now; otherwise hand ``n`` back."""
@@ -672,7 +724,7 @@ class SlackOutboxSender:
         unconfirmed); otherwise it is a lookup, and ``n`` keeps what it was.
         """
         if write and n.kind == "post":
-            self._pace.used(channel)
+            self._pace.used(channel, self._interval)
         try:
             # The call's log lines and span are about the message's deployment (its trace).
             with log_scope(deployment_id=n.deployment_id):

@@ -145,6 +145,7 @@ class Outbox:
         *,
         lease: timedelta = DEFAULT_LEASE,
         kinds: Collection[str] | None = None,
+        ids: Collection[int] | None = None,
     ) -> list[Notification]:
         """Lease and return the head pending message of each key that is due at ``now``.
 
@@ -156,41 +157,17 @@ class Outbox:
         ``kinds`` limits the answer to heads of those kinds (each sender claims only what it
         delivers). The head of a key is still its oldest pending message of *any* kind, so
         order within a key holds across kinds: a key whose head belongs to another sender
-        waits for that sender.
+        waits for that sender. ``ids`` limits it to those messages (the ones a sender chose
+        from :meth:`due_heads`), still only if each is its key's due head.
         """
         now = now or self._clock.now()
         if not self._anything_due(now, kinds):
             # The common idle case, polled several times a second: answered by a plain read,
             # without taking SQLite's write lock or PostgreSQL row locks.
             return []
-        older = aliased(Notification)
-        head_of_key = (
-            select(func.min(older.id))
-            .where(
-                col(older.state) == "pending",
-                col(older.ordering_key) == Notification.ordering_key,
-            )
-            .scalar_subquery()
-        )
-        in_key = aliased(Notification)
-        key_priority = (
-            select(func.max(in_key.priority))
-            .where(col(in_key.state) == "pending",
-                   col(in_key.ordering_key) == Notification.ordering_key)
-            .scalar_subquery()
-        )
-        statement = (
-            select(Notification)
-            .where(
-                col(Notification.state) == "pending",
-                col(Notification.next_attempt_at) <= now,
-                col(Notification.id) == head_of_key,
-            )
-            .order_by(key_priority.desc(), col(Notification.id))
-            .limit(limit)
-        )
-        if kinds is not None:
-            statement = statement.where(col(Notification.kind).in_(list(kinds)))
+        statement = _due_heads(select(Notification), now, kinds).limit(limit)
+        if ids is not None:
+            statement = statement.where(col(Notification.id).in_(list(ids)))
         if self._db.is_postgresql:
             # Another sender's claim in flight: skip its rows rather than wait for them.
             statement = statement.with_for_update(skip_locked=True, of=Notification)
@@ -202,6 +179,26 @@ class Outbox:
                 notification.claimed_by = self.claimant
             s.flush()
             return claimed
+
+    def due_heads(self, now: datetime | None = None, limit: int = 200, *,
+                  kinds: Collection[str] | None = None) -> list[tuple[Notification, bool]]:
+        """What :meth:`claim_due` would hand out, in its order, without claiming anything;
+        with each head, whether a newer message is pending in its key (a card update that
+        one replaces). A sender picks what it can deliver now from these and claims only
+        those (``ids``), instead of claiming all and handing most of them back.
+        """
+        now = now or self._clock.now()
+        newer = aliased(Notification)
+        has_newer = (
+            select(newer.id)
+            .where(col(newer.state) == "pending",
+                   col(newer.ordering_key) == Notification.ordering_key,
+                   col(newer.id) > Notification.id)
+            .exists()
+        )
+        statement = _due_heads(select(Notification, has_newer), now, kinds).limit(limit)
+        with self._db.session(read_only=True) as s:
+            return [(row, bool(flag)) for row, flag in s.exec(statement).all()]
 
     def _anything_due(self, now: datetime, kinds: Collection[str] | None) -> bool:
         statement = select(Notification.id).where(
@@ -403,6 +400,34 @@ class Outbox:
                 .execution_options(synchronize_session=False)
             )
             return sorted(int(row[0]) for row in result.all())
+
+
+def _due_heads(statement: Any, now: datetime, kinds: Collection[str] | None) -> Any:
+    """``statement`` narrowed to the due head of each ordering key (of ``kinds``), keys
+    holding an urgent message first, then in id order."""
+    older = aliased(Notification)
+    head_of_key = (
+        select(func.min(older.id))
+        .where(col(older.state) == "pending",
+               col(older.ordering_key) == Notification.ordering_key)
+        .scalar_subquery()
+    )
+    in_key = aliased(Notification)
+    key_priority = (
+        select(func.max(in_key.priority))
+        .where(col(in_key.state) == "pending",
+               col(in_key.ordering_key) == Notification.ordering_key)
+        .scalar_subquery()
+    )
+    statement = (
+        statement.where(col(Notification.state) == "pending",
+                        col(Notification.next_attempt_at) <= now,
+                        col(Notification.id) == head_of_key)
+        .order_by(key_priority.desc(), col(Notification.id))
+    )
+    if kinds is not None:
+        statement = statement.where(col(Notification.kind).in_(list(kinds)))
+    return statement
 
 
 def _ts_key(ts: str) -> tuple[int, int]:

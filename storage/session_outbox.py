@@ -95,7 +95,8 @@ class SessionOutbox(Outbox):
 
     def claim_due(self, now: datetime | None = None, limit: int = 50, *,
                   lease: timedelta = DEFAULT_LEASE,
-                  kinds: Collection[str] | None = None) -> list[Notification]:
+                  kinds: Collection[str] | None = None,
+                  ids: Collection[int] | None = None) -> list[Notification]:
         """Like :meth:`Outbox.claim_due`, among own rows only (a key's head may still be
         another process's row: then the own rows behind it wait, in order)."""
         own = self._own_ids()
@@ -120,6 +121,8 @@ class SessionOutbox(Outbox):
         )
         if kinds is not None:
             statement = statement.where(col(Notification.kind).in_(list(kinds)))
+        if ids is not None:
+            statement = statement.where(col(Notification.id).in_(list(ids)))
         if self.database.is_postgresql:
             statement = statement.with_for_update(skip_locked=True, of=Notification)
         with self.database.session() as s:
@@ -129,6 +132,12 @@ class SessionOutbox(Outbox):
                 notification.next_attempt_at = now + lease + self._hold
             s.flush()
             return claimed
+
+    def due_heads(self, now: datetime | None = None, limit: int = 200, *,
+                  kinds: Collection[str] | None = None) -> list[tuple[Notification, bool]]:
+        """Like :meth:`Outbox.due_heads`, own rows only (due ``hold`` ahead, as claimed)."""
+        heads = super().due_heads((now or self._now()) + self._hold, limit, kinds=kinds)
+        return [(row, newer) for row, newer in heads if row.id is not None and self.owns(row.id)]
 
     def pending_after(self, ordering_key: str, after_id: int, limit: int = 20
                       ) -> list[Notification]:

@@ -434,6 +434,7 @@ def test_rate_limited_posts_are_retried_and_stored_once_in_order(
         base_url=double.api_url,
         retry_handlers=[RateLimitErrorRetryHandler(max_retry_count=2)],
     )
+    double.unpaced()  # seven posts at once: this is about injected 429s, not Slack's pace
     double.fail_every(3, retry_after=0)
 
     sent = [f"step {i}" for i in range(7)]

@@ -397,7 +397,10 @@ def test_an_update_for_a_missing_deployment_is_dead(rig: Rig, slack: SlackDouble
 # -- pacing -------------------------------------------------------------------------------------
 
 
-def test_one_post_per_channel_per_interval(rig: Rig, slack: SlackDouble) -> None:
+def test_one_post_per_channel_per_interval(database: Database, clock: FixedClock,
+                                           client: WebClient, slack: SlackDouble) -> None:
+    rig = Rig(database, clock, client, burst=1)  # no back-to-back burst: the bare interval
+    slack.pace(clock=rig.mono)  # Slack's pace on the test's clock, as the sender's
     ids = [rig.outbox.enqueue(CHANNEL, "post", {"text": f"p{i}"}, ordering_key=f"k{i}")
            for i in range(5)]
     elsewhere = rig.outbox.enqueue("C0OTHER", "post", {"text": "other channel"},
@@ -423,7 +426,10 @@ def test_one_post_per_channel_per_interval(rig: Rig, slack: SlackDouble) -> None
     assert rig.mono.value >= 1000.0 + 4.0  # four intervals passed on the pacing clock
 
 
-def test_updates_and_ephemerals_are_not_paced_as_posts(rig: Rig, slack: SlackDouble) -> None:
+def test_updates_and_ephemerals_are_not_paced_as_posts(
+    database: Database, clock: FixedClock, client: WebClient, slack: SlackDouble
+) -> None:
+    rig = Rig(database, clock, client, burst=1)  # the card used the channel's whole pace
     d = rig.deployment()
     rig.card(d)
     rig.drain()

@@ -19,11 +19,19 @@ them, once; ``files.completeUploadExternal`` takes ``files=[{"id", "title"}]`` w
 ``channel_id`` and ``thread_ts`` (a top-level message of that channel) and refuses a file it
 never handed out or whose bytes never came (``file_not_found``) and one completed before
 (``file_already_completed``). ``uploaded_files()`` shows them, bytes included.
+
+Pace (on by default, as Slack's): ``chat.postMessage`` about one a second per channel with a
+short burst (Slack's "Posting messages: 1 per second, short bursts >1 allowed"), ``chat.update``
+at Tier 3 (50 a minute per workspace, sporadic bursts); beyond it HTTP 429 with a whole-second
+``Retry-After`` and ``{"ok": false, "error": "ratelimited"}``, the message not stored. Token
+buckets on real time (``pace_clock``, default ``time.monotonic``); ``pace(...)`` changes the
+numbers, ``unpaced()`` turns it off, ``paced_refusals()`` counts the 429s it gave.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -60,6 +68,37 @@ _READ_ARGS = {
 _READ_LIMIT = 1000
 
 _DEFAULT_ERRORS = {429: "ratelimited", 503: "service_unavailable"}
+
+POSTS_PER_SECOND = 1.0
+POST_BURST = 3
+"""chat.postMessage: one a second per channel, a burst of this many allowed."""
+UPDATES_PER_MINUTE = 50.0
+UPDATE_BURST = 10
+"""chat.update (Tier 3): 50 a minute per workspace, a burst of this many allowed."""
+
+
+@dataclass
+class _Bucket:
+    """A token bucket: ``burst`` calls at once, then ``rate`` a second."""
+
+    rate: float
+    burst: int
+    tokens: float
+    at: float
+
+    def _refill(self, now: float) -> None:
+        self.tokens = min(float(self.burst), self.tokens + max(0.0, now - self.at) * self.rate)
+        self.at = now
+
+    def wait(self, now: float) -> float:
+        """0.0 if a token is there, else the seconds until there is one."""
+        self._refill(now)
+        return 0.0 if self.tokens >= 1.0 else (1.0 - self.tokens) / self.rate
+
+    def spend(self, now: float) -> None:
+        """A call went through: it takes its token."""
+        self._refill(now)
+        self.tokens = max(0.0, self.tokens - 1.0)
 
 
 def _error_for(status: int) -> str:
@@ -110,9 +149,17 @@ class SlackDouble(SlackStandIn):
     - ``metadata_of(ts)``: the metadata stored with a message.
     """
 
-    def __init__(self, **kwargs: Any) -> None:
-        """Takes the same keyword arguments as ``SlackStandIn``."""
+    def __init__(self, *, paced: bool = True,
+                 pace_clock: Callable[[], float] = time.monotonic, **kwargs: Any) -> None:
+        """Takes the keyword arguments of ``SlackStandIn``; ``paced=False`` starts without
+        Slack's pace, ``pace_clock`` measures it (real time by default)."""
         super().__init__(**kwargs)
+        self._pace_clock = pace_clock
+        self._pace: dict[str, tuple[float, int]] = {}
+        self._buckets: dict[tuple[str, str], _Bucket] = {}
+        self._pace_refusals: list[tuple[str, str]] = []
+        if paced:
+            self.pace()
         self._every: list[_EveryNth] = []
         self._next: list[_Next] = []
         self._is_down = False
@@ -125,6 +172,33 @@ class SlackDouble(SlackStandIn):
         self._private: set[str] = set()
         self._drops: dict[str, int] = {}
         self._dropping = threading.local()
+
+    def pace(self, *, posts_per_second: float = POSTS_PER_SECOND, post_burst: int = POST_BURST,
+             updates_per_minute: float = UPDATES_PER_MINUTE, update_burst: int = UPDATE_BURST,
+             clock: Callable[[], float] | None = None) -> None:
+        """Enforce Slack's pace (the defaults are Slack's documented limits): beyond it 429.
+        ``clock`` (seconds) replaces the pace's clock: a test whose sender paces itself on a
+        manual clock gives the double the same one."""
+        if min(posts_per_second, updates_per_minute) <= 0 or min(post_burst, update_burst) < 1:
+            raise ValueError("rates must be positive and bursts at least 1")
+        with self._cond:
+            if clock is not None:
+                self._pace_clock = clock
+            self._pace = {"chat.postMessage": (posts_per_second, post_burst),
+                          "chat.update": (updates_per_minute / 60.0, update_burst)}
+            self._buckets.clear()
+
+    def unpaced(self) -> None:
+        """Stop enforcing any pace (for tests about something else that post in bursts)."""
+        with self._cond:
+            self._pace = {}
+            self._buckets.clear()
+
+    def paced_refusals(self, method: str | None = None) -> list[str]:
+        """The scope (channel, or ``"workspace"`` for chat.update) of each call refused with
+        429 for outrunning the pace, in order (of ``method``)."""
+        with self._cond:
+            return [scope for m, scope in self._pace_refusals if method in (None, m)]
 
     def hang_then_accept(self, seconds: float, methods: Iterable[str] | None = CHAT_METHODS
                          ) -> None:
@@ -173,6 +247,7 @@ class SlackDouble(SlackStandIn):
             self._check_member(args)
             metadata = _metadata_arg(args)
             answer = post(args)
+            self._spend("chat.postMessage", args)
             if metadata is not None:
                 self._metadata[answer["ts"]] = metadata
                 answer["message"]["metadata"] = copy.deepcopy(metadata)
@@ -182,6 +257,7 @@ class SlackDouble(SlackStandIn):
             self._check_member(args)
             metadata = _metadata_arg(args)
             answer = update(args)
+            self._spend("chat.update", args)
             if metadata is not None:
                 self._metadata[answer["ts"]] = metadata
             return answer
@@ -431,12 +507,56 @@ class SlackDouble(SlackStandIn):
         return self.fault_count()
 
     def fault_count(self, method: str | None = None) -> int:
-        """How many calls (of ``method``) were answered by an injected fault."""
-        return sum(1 for call in self.calls(method) if call.faulted)
+        """How many calls (of ``method``) were answered by an injected fault (not counting
+        the pace's 429s: ``paced_refusals``)."""
+        return (sum(1 for call in self.calls(method) if call.faulted)
+                - len(self.paced_refusals(method)))
 
     def served_count(self, method: str | None = None) -> int:
         """How many calls (of ``method``) were served normally (successfully or not)."""
         return sum(1 for call in self.calls(method) if not call.faulted)
+
+    @staticmethod
+    def _read(handler: BaseHTTPRequestHandler) -> Any:
+        request = SlackStandIn._read(handler)
+        # The pace needs the call's channel; _fault_for runs on this thread right after.
+        _current.args = request.args
+        return request
+
+    def _bucket(self, method: str, args: dict[str, Any]) -> tuple[str, _Bucket] | None:
+        """The pace's bucket for this call (None: not paced)."""
+        pace = self._pace.get(method)
+        if pace is None:
+            return None
+        if method == "chat.postMessage":
+            scope = args.get("channel")
+            if not isinstance(scope, str) or not scope:
+                return None  # refused for its missing channel, not for its pace
+        else:
+            scope = "workspace"
+        bucket = self._buckets.get((method, scope))
+        if bucket is None:
+            bucket = self._buckets[(method, scope)] = _Bucket(
+                pace[0], pace[1], float(pace[1]), self._pace_clock())
+        return scope, bucket
+
+    def _paced(self, method: str) -> Fault | None:
+        """429 when the call would outrun the pace (only calls that post or change a message
+        spend from it: a refused one does not)."""
+        found = self._bucket(method, getattr(_current, "args", None) or {})
+        if found is None:
+            return None
+        scope, bucket = found
+        wait = bucket.wait(self._pace_clock())
+        if not wait:
+            return None
+        self._pace_refusals.append((method, scope))
+        return Fault(429, "ratelimited", max(1, math.ceil(wait)))
+
+    def _spend(self, method: str, args: dict[str, Any]) -> None:
+        found = self._bucket(method, args)
+        if found is not None:
+            found[1].spend(self._pace_clock())
 
     def _fault_for(self, method: str, target: str | None) -> Fault | None:
         if self._is_down:
@@ -453,7 +573,12 @@ class SlackDouble(SlackStandIn):
                 every.seen += 1
                 if chosen is None and every.seen % every.n == 0:
                     chosen = every.fault
+        if chosen is None and target is None:
+            chosen = self._paced(method)
         return chosen
+
+
+_current = threading.local()  # the arguments of the call being served on this thread
 
 
 def _metadata_arg(args: dict[str, Any]) -> dict[str, Any] | None:
