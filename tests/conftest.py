@@ -132,6 +132,13 @@ def _migrated_sqlite(request: pytest.FixtureRequest, path: Path) -> str:
     return f"sqlite:///{path}"
 
 
+ON_POSTGRES_ONLY = pytest.mark.parametrize(
+    "backend", [pytest.param("postgres", id="postgres", marks=pytest.mark.postgres)])
+"""For an end-to-end test whose subject is not the bot's database (real processes, a real
+platform): run it on PostgreSQL, production's database, only; the repositories, the engine and
+the commands run on both backends in their own tests. Keeps CI inside its time budget."""
+
+
 @pytest.fixture(
     params=[
         pytest.param("sqlite", id="sqlite"),

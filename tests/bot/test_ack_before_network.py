@@ -79,7 +79,9 @@ def test_a_slack_retry_and_a_double_click_approve_once(bot: BotHarness,
     # The retry (same action_ts) was not stored again; the double click was told it was done.
     assert len(answers) == 2, answers
     assert answers[1] == "You approved #1; it is starting."
-    assert "already approved by <@U0LEAD2>" in answers[0]
+    # Which of the two wording the double click gets depends on whether the first click had
+    # already moved the request on: both say it was already approved, neither approves again.
+    assert "already approved" in answers[0], answers
     approvals = bot.services.approvals.for_deployment(
         deployment, bot.services.deployments.get(deployment).plan_hash or "")
     assert [(a.actor, a.decision) for a in approvals] == [("U0LEAD2", "approve")]

@@ -23,7 +23,7 @@ import pytest
 from procedures.clock import SystemClock
 from procedures.model import DeploymentState
 from storage.db import Database
-from tests.conftest import PostgresServer, _libpq_dsn
+from tests.conftest import ON_POSTGRES_ONLY, PostgresServer, _libpq_dsn
 from tests.fakes.bot_harness import BotHarness
 from tests.fakes.policies import make_policy
 from tests.fakes.slack_double import SlackDouble
@@ -65,6 +65,7 @@ def live_bot(database: Database, slack: SlackDouble, tmp_path: Path,
     harness.close()  # stops the router and both slots
 
 
+@ON_POSTGRES_ONLY
 @pytest.mark.slow  # the local platform's real processes and a real pg_dump
 @pytest.mark.skipif(shutil.which("pg_dump") is None, reason="pg_dump is not installed")
 def test_a_backup_file_is_written_before_the_switch_and_named_in_the_thread(

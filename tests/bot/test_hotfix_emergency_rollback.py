@@ -21,6 +21,7 @@ from procedures.clock import FixedClock, SystemClock
 from procedures.model import DeploymentState, ProcedureKind, Slot
 from storage.db import Database
 from storage.models import Notification
+from tests.conftest import ON_POSTGRES_ONLY
 from tests.fakes.bot_harness import BotHarness
 from tests.fakes.policies import make_policy
 from tests.fakes.slack_double import SlackDouble
@@ -411,6 +412,7 @@ def _approve_and_finish(bot: BotHarness, reply: str, approver: str) -> int:
     return deployment_id
 
 
+@ON_POSTGRES_ONLY
 @pytest.mark.slow  # the local platform's real processes, monitoring on the wall clock
 def test_manual_rollback_and_emergency_end_to_end(live_bot: BotHarness) -> None:
     bot, slack = live_bot, live_bot.slack

@@ -46,6 +46,7 @@ from procedures.model import DeploymentState, ProcedureKind, StepState
 from storage.baselines import BaselineRepository
 from storage.db import Database
 from storage.models import Notification
+from tests.conftest import ON_POSTGRES_ONLY
 from tests.fakes.bot_harness import BOT_TOKEN, BotHarness
 from tests.fakes.policies import make_policy
 from tests.fakes.slack_double import SlackDouble
@@ -348,6 +349,7 @@ def _chart_in_thread(bot: BotHarness, deployment_id: int) -> Any:
                         timeout=60, what=f"the chart of #{deployment_id}")
 
 
+@ON_POSTGRES_ONLY
 @pytest.mark.slow  # the local platform's real processes, monitoring on the wall clock
 def test_charts_of_a_passed_and_a_rolled_back_local_deployment(live_bot: BotHarness) -> None:
     bot = live_bot

@@ -28,6 +28,7 @@ from procedures.model import DeploymentState
 from storage.db import Database
 from storage.outbox import Outbox
 from tests.bot.test_outbox_sender import CHANNEL, Rig
+from tests.conftest import ON_POSTGRES_ONLY
 from tests.fakes.bot_harness import BOT_TOKEN, BotHarness
 from tests.fakes.policies import make_policy
 from tests.fakes.slack_double import SlackDouble
@@ -282,6 +283,7 @@ def hung_bot(database: Database, slack: SlackDouble, tmp_path: Path) -> Iterator
     harness.close()
 
 
+@ON_POSTGRES_ONLY
 @pytest.mark.slow  # the local platform's processes; the hangs are on the wall clock
 def test_a_deployment_while_slack_accepts_every_chat_call_late(hung_bot: BotHarness) -> None:
     bot, slack = hung_bot, hung_bot.slack

@@ -475,8 +475,10 @@ def test_a_killed_bot_rolls_back_an_unhealthy_version_after_a_restart(
     assert second.state is DeploymentState.ROLLED_BACK, world.diagnosis(2)
     assert "health checks failed" in (second.error or ""), second.error
     assert world.served_version() == "v1.0.0"
+    # Replies queued together go out as one post (bot.outbox_coalesce), at Slack's pace.
     world.wait("the Rolled back reply of #2",
-               lambda: any(t.startswith("Rolled back #2") for t in world.thread(2)), 10, 2)
+               lambda: any(line.startswith("Rolled back #2") for t in world.thread(2)
+                           for line in t.splitlines()), 30, 2)
     thread = "\n".join(world.thread(2))
     assert "health checks failed" in thread, thread
     platform = world.home / "platform" / ENV

@@ -25,6 +25,7 @@ from procedures.clock import FixedClock, SystemClock
 from procedures.model import DeploymentState, Slot
 from procedures.policy import Policy
 from storage.db import Database
+from tests.conftest import ON_POSTGRES_ONLY
 from tests.fakes.bot_harness import BotHarness
 from tests.fakes.policies import BASE, free_port, make_policy
 from tests.fakes.slack_double import SlackDouble
@@ -91,6 +92,7 @@ def test_the_dry_run_lists_the_rehearsal_only_where_it_happens(
     assert "Staging rehearsal" not in staging and "2. Pre-deployment snapshot" in staging
 
 
+@ON_POSTGRES_ONLY
 @pytest.mark.slow  # real processes, a comparison on the wall clock
 def test_production_is_rehearsed_on_staging_and_a_staging_failure_stops_it(
         live_bot: BotHarness) -> None:

@@ -27,6 +27,7 @@ from procedures.clock import SystemClock
 from procedures.model import DeploymentState
 from procedures.platforms.local import processes
 from storage.db import Database
+from tests.conftest import ON_POSTGRES_ONLY
 from tests.fakes.bot_harness import BotHarness
 from tests.fakes.policies import make_policy
 from tests.fakes.slack_double import SlackDouble
@@ -66,6 +67,7 @@ def _deploy(bot: BotHarness, version: str) -> int:
     return deployment_id
 
 
+@ON_POSTGRES_ONLY
 @pytest.mark.slow  # the local platform's real processes, monitoring on the wall clock
 def test_a_rollback_whose_old_colour_was_removed_is_redeployed_and_verified(
         live_bot: BotHarness, tmp_path: Path) -> None:

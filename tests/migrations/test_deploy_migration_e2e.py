@@ -15,6 +15,7 @@ from procedures.clock import SystemClock
 from procedures.model import DeploymentState
 from procedures.policy import Policy
 from storage.db import Database
+from tests.conftest import ON_POSTGRES_ONLY
 from tests.fakes.bot_harness import BotHarness
 from tests.fakes.policies import make_policy
 from tests.fakes.slack_double import SlackDouble
@@ -49,6 +50,7 @@ def live_bot(database: Database, slack: SlackDouble, tmp_path: Path, app_db: str
         harness.close()
 
 
+@ON_POSTGRES_ONLY
 @pytest.mark.slow  # the local platform's real processes, pg_dump, monitoring on the wall clock
 def test_a_deployment_applies_its_migration_at_step_4_into_the_seed_table(
         live_bot: BotHarness, app_db: str, migrations: MigrationsDir) -> None:
