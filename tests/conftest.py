@@ -240,3 +240,17 @@ def bot(database: Database, clock: FixedClock, slack: SlackDouble,
                          home=tmp_path / "home", slack=slack)
     yield harness
     harness.close()
+
+
+@pytest.fixture(autouse=True)
+def _process_audit_keyring() -> Iterator[None]:
+    """The audit keyring is process-wide (``storage.audit.use_keyring``, set by the composition
+    root from the settings): put back what it was after each test, so a bot built with a key
+    in one test does not sign another test's chain in the same worker."""
+    from storage.audit import process_keyring, use_keyring
+
+    before = process_keyring()
+    try:
+        yield
+    finally:
+        use_keyring(before)
