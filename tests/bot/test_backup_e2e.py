@@ -12,7 +12,6 @@ Slack double.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,7 +66,6 @@ def live_bot(database: Database, slack: SlackDouble, tmp_path: Path,
 
 @ON_POSTGRES_ONLY
 @pytest.mark.slow  # the local platform's real processes and a real pg_dump
-@pytest.mark.skipif(shutil.which("pg_dump") is None, reason="pg_dump is not installed")
 def test_a_backup_file_is_written_before_the_switch_and_named_in_the_thread(
         live_bot: BotHarness, tmp_path: Path) -> None:
     bot = live_bot

@@ -4,9 +4,7 @@ Bolt app; the scheduler's tick is ``PendingRequests.run_due(now)`` on an injecte
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlmodel import col, select
@@ -15,11 +13,8 @@ from bot.schedule.pending_requests import PendingRequests
 from bot.schedule.registry import build_due_works
 from procedures.clock import FixedClock
 from procedures.model import DeploymentState
-from storage.db import Database
 from storage.models import AuditEvent, Notification
 from tests.fakes.bot_harness import BotHarness
-from tests.fakes.policies import make_policy
-from tests.fakes.slack_double import SlackDouble
 
 S = DeploymentState
 THURSDAY_EVENING = datetime(2026, 12, 3, 18, 0, tzinfo=UTC)  # allowed: outside preferred hours
@@ -29,16 +24,8 @@ WEDNESDAY = datetime(2026, 12, 2, 11, 0, tzinfo=UTC)  # preferred
 
 @pytest.fixture
 def clock() -> FixedClock:
+    """Thursday evening; ``bot`` (tests/conftest.py) runs on it."""
     return FixedClock(THURSDAY_EVENING)
-
-
-@pytest.fixture
-def bot(database: Database, clock: FixedClock, slack: SlackDouble,
-        tmp_path: Path) -> Iterator[BotHarness]:
-    harness = BotHarness(database=database, policy=make_policy(), clock=clock,
-                         home=tmp_path / "home", slack=slack)
-    yield harness
-    harness.close()
 
 
 def _state(bot: BotHarness, deployment_id: int) -> S:
