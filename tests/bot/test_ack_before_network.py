@@ -45,7 +45,9 @@ def test_an_approve_click_is_acked_before_slack_is_asked_and_decided_after(
         # The ack is back: no Slack call was answered on its way, nothing was said to anyone,
         # and nothing is decided yet.
         assert response.status_code == 200
-        assert slack.calls()[answered_before:] == []
+        # (auth.test is the click worker's one-time lookup of the bot's own workspace, made
+        # after the ack, bot/clicks.py; it may land before this line reads the calls.)
+        assert [c for c in slack.calls()[answered_before:] if c.method != "auth.test"] == []
         assert "response_url" not in slack.arrivals()
         assert "chat.postEphemeral" not in slack.arrivals()
         assert bot.services.deployments.get(deployment).state is S.PENDING_APPROVAL

@@ -237,6 +237,7 @@ def test_429_on_every_third_call_delivers_everything_once_in_order(
             ids.append(rig.reply(d, f"#{d} phase {i}"))
             expected[d].append(f"#{d} phase {i}")
         ids.append(rig.update(first, f"card 1 v{i}"))
+    slack.pace(clock=rig.mono)  # Slack's pace on the test's clock, as the sender's
     slack.fail_every(3, status=429, retry_after=1)
     rig.drain(step=0.25)
 
