@@ -34,7 +34,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from procedures.model import DeploymentState, ProcedureKind
 
@@ -340,20 +340,44 @@ def segment_of(outcomes: Sequence[DeploymentFacts]) -> OutcomeSegment:
                           restores=tuple(restores), tail_failure=opened)
 
 
+class SegmentInMicroseconds(NamedTuple):
+    """An :class:`OutcomeSegment` with its moments and restores in integer microseconds since
+    the epoch, as the summary table ``stats_outcome_days`` keeps them: a year of days folds
+    (:func:`fold_segments_us`) without making a datetime of each."""
+
+    head_failure: int | None
+    first_success: int | None
+    restores: tuple[int, ...]
+    tail_failure: int | None
+
+
 def fold_segments(
         environments: Iterable[Iterable[OutcomeSegment]]) -> tuple[list[timedelta], int]:
     """Lengths of closed incidents, and how many are still open, over every environment's
     consecutive segments (in finishing order): an incident opens at the first failure after
     a success (or at the first failure) and closes at the next success."""
-    restores: list[timedelta] = []
+    return _fold(environments)
+
+
+def fold_segments_us(environments: Iterable[Iterable[SegmentInMicroseconds]]
+                     ) -> tuple[list[int], int]:
+    """:func:`fold_segments` over segments in microseconds; the lengths in microseconds."""
+    return _fold(environments)
+
+
+def _fold(environments: Iterable[Iterable[Any]]) -> tuple[list[Any], int]:
+    # One fold for both forms: their moments subtract (datetimes, or integer microseconds,
+    # where 0 is a moment too, hence the "is None" tests).
+    restores: list[Any] = []
     still_open = 0
     for segments in environments:
-        opened: datetime | None = None
+        opened: Any = None
         for segment in segments:
             if segment.first_success is None:
-                opened = opened or segment.head_failure
+                if opened is None:
+                    opened = segment.head_failure
                 continue
-            start = opened or segment.head_failure
+            start = segment.head_failure if opened is None else opened
             if start is not None:
                 restores.append(segment.first_success - start)
             restores.extend(segment.restores)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import and_, delete, func, insert, or_, select
 from sqlalchemy.engine import Connection
 from sqlmodel import col
 
@@ -60,10 +60,10 @@ def _start(day: int) -> datetime:
     return EPOCH + timedelta(days=day)
 
 
-def _monitored(since: datetime, until: datetime, environment: str | None,
+def _monitored(ranges: list[tuple[datetime, datetime]], environment: str | None,
                by_day: bool = False) -> Any:
-    """Monitored terminal deployments requested in [since, until): count, errors, requests
-    (per environment and UTC day when ``by_day``)."""
+    """Monitored terminal deployments requested in any of the [since, until) ``ranges``:
+    count, errors, requests (per environment and UTC day when ``by_day``)."""
     errors = StepRun.result["error_count"].as_float()  # type: ignore[index]
     requests = StepRun.result["request_count"].as_float()  # type: ignore[index]
     figures = (func.count(), func.sum(errors), func.sum(requests))
@@ -74,7 +74,8 @@ def _monitored(since: datetime, until: datetime, environment: str | None,
         .where(col(StepRun.name) == MONITOR_STEP,
                col(StepRun.state).in_([StepState.SUCCEEDED, StepState.FAILED]),
                col(Deployment.state).in_(sorted(TERMINAL_STATES)),
-               col(Deployment.created_at) >= since, col(Deployment.created_at) < until,
+               or_(*(and_(col(Deployment.created_at) >= since,
+                          col(Deployment.created_at) < until) for since, until in ranges)),
                errors.is_not(None), requests.is_not(None)))
     if environment is not None:
         statement = statement.where(col(Deployment.environment) == environment)
@@ -93,7 +94,7 @@ def refresh_monitor_days(connection: Connection, keys: Iterable[tuple[str, int]]
         connection.execute(delete(MONITOR_DAYS).where(MONITOR_DAYS.c.day == day,
                                                       MONITOR_DAYS.c.environment == environment))
         count, errors, requests = connection.execute(
-            _monitored(_start(day), _start(day + 1), environment)).one()
+            _monitored([(_start(day), _start(day + 1))], environment)).one()
         if count:
             connection.execute(insert(MONITOR_DAYS), [{
                 "day": day, "environment": environment, "monitored": int(count),
@@ -105,7 +106,7 @@ def rebuild_monitor_days(connection: Connection) -> None:
     connection.execute(delete(MONITOR_DAYS))
     days: dict[tuple[str, int], list[int]] = {}
     for count, errors, requests, environment, created in connection.execute(
-            _monitored(EPOCH, datetime.max.replace(tzinfo=UTC), None, by_day=True)):
+            _monitored([(EPOCH, datetime.max.replace(tzinfo=UTC))], None, by_day=True)):
         moment = created if created.tzinfo else created.replace(tzinfo=UTC)
         total = days.setdefault((environment, _day(moment)), [0, 0, 0])
         total[0] += int(count)
@@ -123,8 +124,14 @@ class ImpactQueries:
     def __init__(self, database: Database) -> None:
         self._db = database
 
-    def impact(self, *, since: datetime, until: datetime,
-               environment: str | None) -> DeploymentImpact:
+    def impact(self, *, since: datetime, until: datetime, environment: str | None,
+               connection: Connection | None = None) -> DeploymentImpact:
+        """The figures over the deployments requested in ``[since, until)``, read on
+        ``connection`` (one of :meth:`storage.db.Database.report`'s) or on one of its own."""
+        if connection is None:
+            with self._db.report() as own:
+                return self.impact(since=since, until=until, environment=environment,
+                                   connection=own)
         first = _day(since) if since == _start(_day(since)) else _day(since) + 1
         last = _day(until) - 1  # whole days [first, last]; the edges are read from the steps
         p95 = PerformanceBaseline.metrics["response_ms_p95"].as_float()
@@ -143,26 +150,26 @@ class ImpactQueries:
         compared = select(func.count(), func.avg(pairs.c.p95 / pairs.c.previous)).where(
             pairs.c.recorded_at >= since, pairs.c.p95.is_not(None), pairs.c.previous > 0)
         totals = [0, 0, 0]
-        with self._db.session(read_only=True) as s:
-            if first <= last:
-                whole = select(func.sum(MONITOR_DAYS.c.monitored),
-                               func.sum(MONITOR_DAYS.c.errors),
-                               func.sum(MONITOR_DAYS.c.requests)).where(
-                    MONITOR_DAYS.c.day >= first, MONITOR_DAYS.c.day <= last)
-                if environment is not None:
-                    whole = whole.where(MONITOR_DAYS.c.environment == environment)
-                edges = [(since, _start(first)), (_start(last + 1), until)]
-                rows = [s.execute(whole).one()]
-            else:
-                edges = [(since, until)]
-                rows = []
-            rows += [s.execute(_monitored(start, end, environment)).one()
-                     for start, end in edges if start < end]
-            for count, errors, requests in rows:
-                totals[0] += int(count or 0)
-                totals[1] += int(errors or 0)
-                totals[2] += int(requests or 0)
-            pairs_count, ratio = s.execute(compared).one()
+        if first <= last:
+            whole = select(func.sum(MONITOR_DAYS.c.monitored),
+                           func.sum(MONITOR_DAYS.c.errors),
+                           func.sum(MONITOR_DAYS.c.requests)).where(
+                MONITOR_DAYS.c.day >= first, MONITOR_DAYS.c.day <= last)
+            if environment is not None:
+                whole = whole.where(MONITOR_DAYS.c.environment == environment)
+            edges = [(since, _start(first)), (_start(last + 1), until)]
+            rows = [connection.execute(whole).one()]
+        else:
+            edges = [(since, until)]
+            rows = []
+        edges = [(start, end) for start, end in edges if start < end]
+        if edges:  # both edges in one statement
+            rows.append(connection.execute(_monitored(edges, environment)).one())
+        for count, errors, requests in rows:
+            totals[0] += int(count or 0)
+            totals[1] += int(errors or 0)
+            totals[2] += int(requests or 0)
+        pairs_count, ratio = connection.execute(compared).one()
         return DeploymentImpact(
             monitored=totals[0], errors=totals[1], requests=totals[2],
             compared=int(pairs_count or 0),

@@ -21,7 +21,6 @@ repository, as the scale benchmark's, calls it after loading).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from itertools import groupby
 from typing import Any
@@ -35,6 +34,7 @@ from procedures.model import TERMINAL_STATES, DeploymentState, ProcedureKind
 from procedures.stats import (
     DeploymentFacts,
     OutcomeSegment,
+    SegmentInMicroseconds,
     groups_of,
     outcomes_of,
     segment_of,
@@ -73,10 +73,6 @@ def day_start(day: int) -> datetime:
 def to_us(moment: datetime) -> int:
     """``moment`` as integer microseconds since the epoch (exact)."""
     return (moment - EPOCH) // timedelta(microseconds=1)
-
-
-def from_us(us: int | None) -> datetime | None:
-    return None if us is None else EPOCH + timedelta(microseconds=us)
 
 
 def fact_of(row: Any) -> DeploymentFacts:
@@ -201,9 +197,9 @@ def _us(moment: datetime | None) -> int | None:
     return None if moment is None else to_us(moment)
 
 
-def segment_from_row(row: Any, restores: Iterable[int]) -> OutcomeSegment:
-    """The :class:`OutcomeSegment` of a ``stats_outcome_days`` row and its incidents."""
-    return OutcomeSegment(
-        head_failure=from_us(row.head_failure_us), first_success=from_us(row.first_success_us),
-        restores=tuple(timedelta(microseconds=us) for us in restores),
-        tail_failure=from_us(row.tail_failure_us))
+def segment_in_us(segment: OutcomeSegment) -> SegmentInMicroseconds:
+    """``segment`` in integer microseconds, as :func:`_write_outcomes` stores it."""
+    return SegmentInMicroseconds(
+        head_failure=_us(segment.head_failure), first_success=_us(segment.first_success),
+        restores=tuple(r // timedelta(microseconds=1) for r in segment.restores),
+        tail_failure=_us(segment.tail_failure))

@@ -31,17 +31,19 @@ def stats_text(ctx: HandlerContext, command: Command) -> str:
     days = command.number or DEFAULT_DAYS
     now = services.clock.now()
     frequency_environment = env or policy.environment_name(None)
-    totals = StatsQueries(services.database).totals(
-        since=period_start(now, days), until=now, environment=env,
-        frequency_environment=frequency_environment)
-    stats = stats_from_totals(totals, now=now, days=days,
-                              frequency_environment=frequency_environment)
-    where = f" to {env}" if env else ""
-    period = f"the last {days} day{'s' if days > 1 else ''}"
-    if stats.empty:
-        return f"No deployments{where} in {period}."
-    impact = ImpactQueries(services.database).impact(
-        since=period_start(now, days), until=now, environment=env)
+    # One read in one snapshot for every figure (storage.db.Database.report).
+    with services.database.report() as connection:
+        totals = StatsQueries(services.database).totals(
+            since=period_start(now, days), until=now, environment=env,
+            frequency_environment=frequency_environment, connection=connection)
+        stats = stats_from_totals(totals, now=now, days=days,
+                                  frequency_environment=frequency_environment)
+        where = f" to {env}" if env else ""
+        period = f"the last {days} day{'s' if days > 1 else ''}"
+        if stats.empty:
+            return f"No deployments{where} in {period}."
+        impact = ImpactQueries(services.database).impact(
+            since=period_start(now, days), until=now, environment=env, connection=connection)
     return _render(ctx, stats, where, period, _impact(impact, days, services.policy))
 
 
