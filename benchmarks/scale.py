@@ -14,6 +14,8 @@ migrates it, and loads with ``COPY``:
   approval each and five step rows each;
 * ``--audit`` audit rows (default 1,000,000; their hash chain is not valid, nothing here
   verifies it);
+* each run's monitoring window figures (error and request counts, for the error rate during
+  deployments) and a performance baseline for each succeeded change (for the p95 comparison);
 * 200,000 sent outbox rows, a few retrying and dead ones, and a few running deployments;
 
 then rebuilds the ``/qlp stats`` summary tables (COPY bypasses the transitions that keep them).
@@ -116,8 +118,8 @@ def load(database: Database, *, deployments: int, audit: int, span: timedelta,
     weights = {S.SUCCEEDED: 70, S.ROLLED_BACK: 6, S.FAILED: 4, S.CANCELLED: 3, S.REJECTED: 3,
                S.EXPIRED: 3, S.NEEDS_ATTENTION: 1}
     states, state_weights = list(weights), list(weights.values())
-    d, a, st = _Copy(), _Copy(), _Copy()
-    step_id = 0
+    d, a, st, b = _Copy(), _Copy(), _Copy(), _Copy()
+    step_id = baseline_id = 0
     times = sorted(now - timedelta(seconds=rng.uniform(0, span.total_seconds()))
                    for _ in range(deployments))
     for id, requested in enumerate(times, start=1):
@@ -137,10 +139,21 @@ def load(database: Database, *, deployments: int, audit: int, span: timedelta,
               0, error)
         a.row(id, "U0LEAD1", "approve", "plan", _ts(requested))
         if started is not None:
+            # The monitoring window's figures (the error rate during deployments), and the
+            # baseline a succeeded change records (the p95 comparison): every figure of
+            # /qlp stats has rows to read.
+            requests = rng.randrange(500, 20_000)
+            monitor = (f'{{"error_count": {rng.randrange(0, requests // 50)}, '
+                       f'"request_count": {requests}}}')
             for position, name in enumerate(STEPS):
                 step_id += 1
                 st.row(step_id, id, position, name, "succeeded", 1, _ts(started),
-                       _ts(started), "{}")
+                       _ts(started), monitor if name == "monitor" else "{}")
+            if state is S.SUCCEEDED and kind is not K.ROLLBACK:
+                baseline_id += 1
+                b.row(baseline_id, env, f"v1.{id // 100}.{id % 100}", _ts(finished),
+                      f'{{"response_ms_p95": {rng.uniform(80, 400):.1f}, '
+                      f'"response_ms_p50": {rng.uniform(20, 80):.1f}}}')
     running = []
     for env in environments:  # what status shows: one run going in each environment
         id = deployments + len(running) + 1
@@ -155,6 +168,8 @@ def load(database: Database, *, deployments: int, audit: int, span: timedelta,
             _copy(cur, "approvals (deployment_id, actor, decision, plan_hash, created_at)", a)
             _copy(cur, "step_runs (id, deployment_id, position, name, state, attempts, "
                   "started_at, finished_at, result)", st)
+            _copy(cur, "performance_baselines (id, environment, version, recorded_at, "
+                  "metrics)", b)
             events = _Copy()
             first = now - span
             for id in range(1, audit + 1):
@@ -180,6 +195,7 @@ def load(database: Database, *, deployments: int, audit: int, span: timedelta,
             _copy(cur, "notifications (id, created_at, channel, kind, payload, ordering_key, "
                   "state, attempts, next_attempt_at, last_error, sent_at)", n)
             for table, column in (("deployments", "id"), ("step_runs", "id"),
+                                  ("performance_baselines", "id"),
                                   ("approvals", "id"), ("audit_events", "id"),
                                   ("notifications", "id")):
                 cur.execute(sql.SQL("SELECT setval(pg_get_serial_sequence({}, {}), "

@@ -10,6 +10,7 @@ from sqlmodel import Session, col, select
 from procedures.clock import Clock
 from storage.db import Database
 from storage.models import PerformanceBaseline
+from storage.stats_compare import refresh_compare_days
 
 
 class BaselineRepository:
@@ -37,6 +38,8 @@ class BaselineRepository:
         with self._db.using(session) as s:
             s.add(baseline)
             s.flush()
+            # /qlp stats' p95 comparison, in the same transaction (storage.stats_compare)
+            refresh_compare_days(s.connection(), baseline.id or 0)
             return baseline
 
     def latest(self, environment: str) -> PerformanceBaseline | None:

@@ -239,6 +239,8 @@ class PerformanceBaseline(SQLModel, table=True):
     __tablename__ = "performance_baselines"
     __table_args__ = (
         Index("ix_performance_baselines_environment_recorded_at", "environment", "recorded_at"),
+        # /qlp stats' p95 comparisons of a period's edges, every environment (migration 0012)
+        Index("ix_performance_baselines_recorded_at", "recorded_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -303,6 +305,19 @@ class StatsMonitorDay(SQLModel, table=True):
     monitored: int = Field(nullable=False)
     errors: int = Field(sa_type=BigInteger, nullable=False)
     requests: int = Field(sa_type=BigInteger, nullable=False)
+
+
+class StatsCompareDay(SQLModel, table=True):
+    """``/qlp stats`` summary: the performance baselines of one environment recorded on one
+    UTC day that compare with the one before them (``response_ms_p95`` of both, the previous
+    one above 0): how many, and the sum of their ratios (kept by ``storage.stats_compare``)."""
+
+    __tablename__ = "stats_compare_days"
+
+    day: int = Field(primary_key=True)  # days since 1970-01-01 (UTC) of recorded_at
+    environment: str = Field(primary_key=True, max_length=64)
+    compared: int = Field(nullable=False)
+    ratio_sum: float = Field(nullable=False)
 
 
 class ProcessedRequest(SQLModel, table=True):

@@ -7,8 +7,8 @@ computed in SQL over any period:
   ``request_count``).
 - **Performance impact post-deployment**: how the p95 response time of each version that went
   live in the period compares with the version before it in the same environment (the recorded
-  performance baselines, ``response_ms_p95``, each against the previous one: a window function,
-  ``LAG``, on both SQLite and PostgreSQL).
+  performance baselines, ``response_ms_p95``, each against the previous one; summed per day by
+  ``storage.stats_compare``).
 
 The first is summed per UTC day of request in ``stats_monitor_days`` (:class:`StatsMonitorDay`),
 kept exact like ``storage.stats_summary``'s tables: :func:`refresh_monitor_days` recomputes the
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, or_, select
@@ -29,12 +29,13 @@ from sqlalchemy.engine import Connection
 from sqlmodel import col
 
 from procedures.model import TERMINAL_STATES, StepState
+from storage.days import EPOCH, day_of, day_start
 from storage.db import Database
-from storage.models import Deployment, PerformanceBaseline, StatsMonitorDay, StepRun
+from storage.models import Deployment, StatsMonitorDay, StepRun
+from storage.stats_compare import compared
 
 MONITOR_STEP = "monitor"
 MONITOR_DAYS = StatsMonitorDay.__table__  # type: ignore[attr-defined]
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -50,14 +51,6 @@ class DeploymentImpact:
     @property
     def error_rate(self) -> float | None:
         return self.errors / self.requests if self.requests else None
-
-
-def _day(moment: datetime) -> int:
-    return (moment - EPOCH) // timedelta(days=1)
-
-
-def _start(day: int) -> datetime:
-    return EPOCH + timedelta(days=day)
 
 
 def _monitored(ranges: list[tuple[datetime, datetime]], environment: str | None,
@@ -94,7 +87,7 @@ def refresh_monitor_days(connection: Connection, keys: Iterable[tuple[str, int]]
         connection.execute(delete(MONITOR_DAYS).where(MONITOR_DAYS.c.day == day,
                                                       MONITOR_DAYS.c.environment == environment))
         count, errors, requests = connection.execute(
-            _monitored([(_start(day), _start(day + 1))], environment)).one()
+            _monitored([(day_start(day), day_start(day + 1))], environment)).one()
         if count:
             connection.execute(insert(MONITOR_DAYS), [{
                 "day": day, "environment": environment, "monitored": int(count),
@@ -108,7 +101,7 @@ def rebuild_monitor_days(connection: Connection) -> None:
     for count, errors, requests, environment, created in connection.execute(
             _monitored([(EPOCH, datetime.max.replace(tzinfo=UTC))], None, by_day=True)):
         moment = created if created.tzinfo else created.replace(tzinfo=UTC)
-        total = days.setdefault((environment, _day(moment)), [0, 0, 0])
+        total = days.setdefault((environment, day_of(moment)), [0, 0, 0])
         total[0] += int(count)
         total[1] += int(errors or 0)
         total[2] += int(requests or 0)
@@ -132,23 +125,8 @@ class ImpactQueries:
             with self._db.report() as own:
                 return self.impact(since=since, until=until, environment=environment,
                                    connection=own)
-        first = _day(since) if since == _start(_day(since)) else _day(since) + 1
-        last = _day(until) - 1  # whole days [first, last]; the edges are read from the steps
-        p95 = PerformanceBaseline.metrics["response_ms_p95"].as_float()
-        ordered = (
-            select(col(PerformanceBaseline.recorded_at).label("recorded_at"),
-                   p95.label("p95"),
-                   func.lag(p95).over(
-                       partition_by=col(PerformanceBaseline.environment),
-                       order_by=(col(PerformanceBaseline.recorded_at),
-                                 col(PerformanceBaseline.id))).label("previous"))
-            .where(col(PerformanceBaseline.recorded_at) < until)
-        )
-        if environment is not None:
-            ordered = ordered.where(col(PerformanceBaseline.environment) == environment)
-        pairs = ordered.subquery()
-        compared = select(func.count(), func.avg(pairs.c.p95 / pairs.c.previous)).where(
-            pairs.c.recorded_at >= since, pairs.c.p95.is_not(None), pairs.c.previous > 0)
+        first = day_of(since) if since == day_start(day_of(since)) else day_of(since) + 1
+        last = day_of(until) - 1  # whole days [first, last]; the edges are read from the steps
         totals = [0, 0, 0]
         if first <= last:
             whole = select(func.sum(MONITOR_DAYS.c.monitored),
@@ -157,7 +135,7 @@ class ImpactQueries:
                 MONITOR_DAYS.c.day >= first, MONITOR_DAYS.c.day <= last)
             if environment is not None:
                 whole = whole.where(MONITOR_DAYS.c.environment == environment)
-            edges = [(since, _start(first)), (_start(last + 1), until)]
+            edges = [(since, day_start(first)), (day_start(last + 1), until)]
             rows = [connection.execute(whole).one()]
         else:
             edges = [(since, until)]
@@ -169,8 +147,8 @@ class ImpactQueries:
             totals[0] += int(count or 0)
             totals[1] += int(errors or 0)
             totals[2] += int(requests or 0)
-        pairs_count, ratio = connection.execute(compared).one()
+        pairs, ratios = compared(connection, whole_days=(first, last) if first <= last else None,
+                                 edges=edges, environment=environment)
         return DeploymentImpact(
-            monitored=totals[0], errors=totals[1], requests=totals[2],
-            compared=int(pairs_count or 0),
-            mean_p95_ratio=float(ratio) if ratio is not None else None)
+            monitored=totals[0], errors=totals[1], requests=totals[2], compared=pairs,
+            mean_p95_ratio=ratios / pairs if pairs else None)

@@ -48,6 +48,7 @@ from procedures.stats import (
     outcomes_of,
     segment_of,
 )
+from storage.days import day_of, day_start, to_us
 from storage.db import Database
 from storage.models import LEAD_TIME_ROWS, Approval, Deployment
 from storage.stats_summary import (
@@ -55,11 +56,8 @@ from storage.stats_summary import (
     DEPLOYMENTS,
     FACT_COLUMNS,
     OUTCOME_DAYS,
-    day_of,
-    day_start,
     fact_of,
     segment_in_us,
-    to_us,
 )
 from storage.types import UTCDateTime
 

@@ -1,6 +1,8 @@
 """The ``/qlp stats`` summary tables, kept in step with the deployments.
 
-``stats_monitor_days`` (``storage.stats_impact``) is kept by the same calls.
+``stats_monitor_days`` (``storage.stats_impact``) is kept by the same calls;
+``stats_compare_days`` (``storage.stats_compare``) by the baselines' recording, and rebuilt
+here too.
 ``stats_days`` holds, per UTC day of request and environment, the terminal deployments grouped
 as :class:`procedures.stats.FactsGroup` (counts, duration sums); ``stats_outcome_days`` and
 ``stats_incidents`` hold, per UTC day of finishing and environment, the outcomes reduced to an
@@ -21,7 +23,7 @@ repository, as the scale benchmark's, calls it after loading).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from itertools import groupby
 from typing import Any
 
@@ -39,14 +41,15 @@ from procedures.stats import (
     outcomes_of,
     segment_of,
 )
+from storage.days import day_of, day_start, to_us
 from storage.models import Deployment, StatsDay, StatsIncident, StatsOutcomeDay
+from storage.stats_compare import rebuild_compare_days
 from storage.stats_impact import rebuild_monitor_days, refresh_monitor_days
 
 DEPLOYMENTS = Deployment.__table__  # type: ignore[attr-defined]
 DAYS = StatsDay.__table__  # type: ignore[attr-defined]
 OUTCOME_DAYS = StatsOutcomeDay.__table__  # type: ignore[attr-defined]
 INCIDENTS = StatsIncident.__table__  # type: ignore[attr-defined]
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 LOCK_KEY = 0x51_4C_50_5F_53_54_41  # "QLP_STA": the pg_advisory_xact_lock of refresh()
 FACT_COLUMNS = (DEPLOYMENTS.c.id, DEPLOYMENTS.c.kind, DEPLOYMENTS.c.environment,
                 DEPLOYMENTS.c.state, DEPLOYMENTS.c.created_at, DEPLOYMENTS.c.started_at,
@@ -59,20 +62,6 @@ transition (``update_fields``) recomputes a terminal deployment's days too."""
 
 Key = tuple[str, int]
 """(environment, day)."""
-
-
-def day_of(moment: datetime) -> int:
-    """The UTC day of ``moment``, as days since 1970-01-01."""
-    return (moment - EPOCH) // timedelta(days=1)
-
-
-def day_start(day: int) -> datetime:
-    return EPOCH + timedelta(days=day)
-
-
-def to_us(moment: datetime) -> int:
-    """``moment`` as integer microseconds since the epoch (exact)."""
-    return (moment - EPOCH) // timedelta(microseconds=1)
 
 
 def fact_of(row: Any) -> DeploymentFacts:
@@ -119,8 +108,8 @@ def refresh(session: Session | Connection, deployment_id: int,
 
 def rebuild(session: Session | Connection, *, monitor_days: bool = True) -> None:
     """Recompute every summary row from the deployments (one pass, in the caller's
-    transaction); ``monitor_days``: ``stats_monitor_days`` too (not in migration 0008, which
-    comes before that table)."""
+    transaction); ``monitor_days``: ``stats_monitor_days`` and ``stats_compare_days`` too
+    (not in migration 0008, which comes before those tables)."""
     connection = _connection(session)
     for table in (INCIDENTS, OUTCOME_DAYS, DAYS):
         connection.execute(delete(table))
@@ -139,6 +128,7 @@ def rebuild(session: Session | Connection, *, monitor_days: bool = True) -> None
         _write_outcomes(connection, environment, day, list(group), replace=False)
     if monitor_days:
         rebuild_monitor_days(connection)
+        rebuild_compare_days(connection)
 
 
 def _connection(session: Session | Connection) -> Connection:

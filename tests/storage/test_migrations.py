@@ -20,6 +20,7 @@ TABLES = {
     "home_viewers", "home_watch",  # the App Home (0009)
     "stats_days", "stats_outcome_days", "stats_incidents",  # /qlp stats summary (0008)
     "stats_monitor_days",  # /qlp stats: the monitoring windows per day (0010)
+    "stats_compare_days",  # /qlp stats: the baselines' p95 comparisons per day (0012)
 }
 
 
