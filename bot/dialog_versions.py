@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from bot.deploy_dialog_view import read_state, version_options
 from bot.grammar import normalise_version
+from procedures import log_context
 from procedures.errors import ExternalServiceError, UserError
 from procedures.model import ProcedureKind
 from procedures.platforms.base import SupportsVersionList
@@ -95,8 +96,11 @@ class VersionCatalog:
 
     def _read(self, environment: str, platform: SupportsVersionList, fetch: _Fetch) -> None:
         try:
-            fetch.versions = [tag for tag in platform.available_versions(MAX_TAGS)
-                              if _is_version(tag)]
+            # Counted as an Azure call like the runs' (qlp_azure_calls_total): this thread
+            # reports to the engine's observer, the bot's metrics.
+            with log_context.scope(self._services.engine.observer):
+                tags = platform.available_versions(MAX_TAGS)
+            fetch.versions = [tag for tag in tags if _is_version(tag)]
         except ExternalServiceError as error:
             fetch.error = error.message
             log.warning("the registry of %s did not list its versions: %s", environment,

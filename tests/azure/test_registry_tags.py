@@ -14,6 +14,7 @@ import pytest
 from bot.deploy_dialog_view import CALLBACK_ID, VERSION_ACTION
 from bot.platforms import AzureParts
 from bot.slack_requests import block_suggestion_body, new_trigger_id, shortcut_body
+from procedures import log_context
 from procedures.clock import Clock, SystemClock
 from procedures.errors import ExternalServiceError
 from procedures.platforms.azure import AzureClients, AzurePlatform
@@ -74,6 +75,37 @@ def test_the_platform_lists_the_registry_tags_newest_first(
     calls = [c.path for c in double.calls_to("acr")]
     assert any(path.endswith("/oauth2/exchange") for path in calls), calls  # ACR's own tokens
     assert any("/acr/v1/qlp/_tags" in path for path in calls), calls
+
+
+class _AzureCallsSeen:
+    """An observer (procedures.log_context) that keeps the Azure calls it is told of."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, str]] = []
+
+    def azure_call(self, *, service: str, operation: str, result: str,
+                   seconds: float) -> None:
+        self.calls.append((service, operation, result))
+
+
+def test_listing_the_tags_is_counted_as_an_azure_call(
+        double: ArmDouble, certificate: tuple[Path, Path]) -> None:
+    seen = _AzureCallsSeen()
+    listed = AzurePlatform("production", _environment(double),
+                           clients=_clients(double, certificate))
+    unknown = AzurePlatform("production", _environment(double, image="qlp-typo"),
+                            clients=_clients(double, certificate))
+    try:
+        with log_context.scope(seen):
+            listed.available_versions(10)
+            with pytest.raises(ExternalServiceError):
+                unknown.available_versions(10)
+    finally:
+        listed.close()
+        unknown.close()
+    # The metric's labels: the service, the code's verb, the result (qlp_azure_calls_total).
+    assert seen.calls == [("Azure Container Registry", "list", "ok"),
+                          ("Azure Container Registry", "list", "error")]
 
 
 def test_an_unknown_repository_and_a_missing_role_are_said_plainly(
@@ -149,6 +181,9 @@ def test_the_dialog_offers_the_registry_versions_newest_first(azure_bot: BotHarn
     # The next keystroke is answered from the list just read, not from the registry again.
     assert len([c for c in double.calls_to("acr") if "/_tags" in c.path]) == reads
     assert menu("v2.0.0")["options"][0]["text"]["text"] == "v2.0.0 (typed)"
+    # The listing is in the bot's own metrics, outside any run.
+    assert ('qlp_azure_calls_total{operation="list",result="ok",'
+            'service="azure_container_registry"} 1.0') in azure_bot.services.metrics.render()
 
 
 def test_a_registry_that_cannot_list_still_lets_the_person_type(
