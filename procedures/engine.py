@@ -164,6 +164,18 @@ def describe_error(exc: BaseException) -> str:
     return text
 
 
+PROGRESS = "progress"
+"""The key of a running step's result under which it keeps its progress (KeepsProgress)."""
+
+
+def _kept_progress(record: StepRecord | None) -> Mapping[str, Any] | None:
+    """The progress a step left RUNNING kept, if any."""
+    if record is None or record.state is not StepState.RUNNING or not record.result:
+        return None
+    progress = record.result.get(PROGRESS)
+    return progress if isinstance(progress, Mapping) else None
+
+
 def _retryable(exc: Exception) -> bool:
     return isinstance(exc, StepFailure | ExternalServiceError) and exc.retryable
 
@@ -538,6 +550,8 @@ class _Run:
         self.view = view
         self.playbook: Playbook | None = engine.playbooks.get(view.kind)
         self.records: dict[str, StepRecord] = {}
+        # A step's progress as the attempt before this worker's kept it (KeepsProgress).
+        self.kept: dict[str, Mapping[str, Any]] = {}
         self._seen: _Seen = {}  # step snapshots by the record they were made from
         self.last_beat = engine.clock.now()
         self.holds_lock = False
@@ -640,6 +654,14 @@ class _Run:
 
     def record_switch(self, live: Slot, version: str) -> None:
         self.e.environments.record_switch(self.view.environment, live, version)
+
+    def keep_progress(self, step: Step, progress: Mapping[str, Any]) -> None:
+        assert self.playbook is not None
+        self._record(step, self.playbook.steps.index(step), StepState.RUNNING, None, None,
+                     guarded=True, result={PROGRESS: dict(progress)})
+
+    def kept_progress(self, step: Step) -> Mapping[str, Any] | None:
+        return self.kept.get(step.name)
 
     def record_baseline(self, metrics: Mapping[str, Any]) -> None:
         if self.e.baselines is None:
@@ -1037,7 +1059,15 @@ class _Run:
             if tries == 1:
                 # Persisted RUNNING (with current_step and its audit row, in one transaction
                 # that checks the run is still ours and not cancelled) before the step acts.
-                fields.update(started_at=started, error=None, result=None)
+                # A step left RUNNING keeps the progress its last attempt kept (a run taken
+                # over continues its monitoring window), until this attempt keeps its own.
+                progress = _kept_progress(record) if not fresh else None
+                if progress is not None:
+                    self.kept[step.name] = progress
+                    fields.update(started_at=started, error=None)
+                else:
+                    self.kept.pop(step.name, None)
+                    fields.update(started_at=started, error=None, result=None)
                 try:
                     self._record(step, position, StepState.RUNNING, "step.started",
                                  {"step": step.name, "attempt": attempts}, guarded=True,

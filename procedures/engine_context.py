@@ -85,6 +85,10 @@ class RunServices(Protocol):
 
     def baseline(self) -> Mapping[str, Any] | None: ...
 
+    def keep_progress(self, step: Step, progress: Mapping[str, Any]) -> None: ...
+
+    def kept_progress(self, step: Step) -> Mapping[str, Any] | None: ...
+
 
 class EngineContext:
     """The :class:`procedures.playbook.StepContext` the engine gives one attempt of one step.
@@ -191,6 +195,14 @@ class EngineContext:
 
     def record_switch(self, live: Slot, version: str) -> None:
         self._run.record_switch(live, version)
+
+    def keep(self, progress: Mapping[str, Any]) -> None:
+        """Keep the step's progress with its row (``procedures.playbook.KeepsProgress``)."""
+        self._run.keep_progress(self._step, progress)
+
+    def kept(self) -> Mapping[str, Any] | None:
+        """What the previous attempt kept, when this attempt continues a run taken over."""
+        return None if self._undoing else self._run.kept_progress(self._step)
 
     def record_baseline(self, metrics: Mapping[str, Any]) -> None:
         self._run.record_baseline(metrics)

@@ -109,6 +109,23 @@ class StepContext(Protocol):
     def record_baseline(self, metrics: Mapping[str, Any]) -> None: ...
 
 
+@runtime_checkable
+class KeepsProgress(Protocol):
+    """Optional on a :class:`StepContext`: a long step's progress, kept with the step while it
+    runs, so that the attempt of the worker that takes the run over (a graceful hand-over, a
+    stale take-over) continues where the last one was rather than starting again. ``monitor``
+    keeps its window this way: the checks seen, the warnings said.
+
+    ``keep`` replaces what was kept (a small JSON-able mapping; raises as ``sleep`` does when
+    the run is no longer this worker's); ``kept`` is what the previous attempt kept, or None
+    (a first attempt, or nothing kept).
+    """
+
+    def keep(self, progress: Mapping[str, Any]) -> None: ...
+
+    def kept(self) -> Mapping[str, Any] | None: ...
+
+
 StepFn = Callable[[StepContext], StepResult]
 UndoFn = Callable[[StepContext], None]
 Condition = Callable[[StepContext], bool]

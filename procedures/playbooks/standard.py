@@ -90,6 +90,7 @@ from procedures.platforms.base import (
     SupportsWatchedSwitch,
 )
 from procedures.playbook import (
+    KeepsProgress,
     Playbook,
     ProvidesLatency,
     RetryPolicy,
@@ -104,6 +105,7 @@ from procedures.playbooks.final_validation import (
     FinalValidation,
     report_probes,
 )
+from procedures.playbooks.monitor_progress import MonitorProgress
 from procedures.playbooks.rehearsal import SlotActions, rehearsal_steps
 from procedures.policy import Environment, Monitoring
 
@@ -457,16 +459,35 @@ class StandardSteps:
         paths = [*health, *smoke, *database]
         duration, interval = thresholds.duration, thresholds.interval
         total = max(1, math.ceil(duration / interval))
-        ctx.report(_monitor_plan(ctx, plan.target, version, paths, total, thresholds, baseline,
-                                 latency, database_time is not None))
-        started = ctx.now()
-        samples: list[Sample] = []
-        tally: dict[str, int] = {}
-        said_kinds: set[str] = set()
-        manual: str | None = None
-        next_progress = 0.25
-        said_inconclusive = False
-        for number in range(1, total + 1):
+        keeps = ctx if isinstance(ctx, KeepsProgress) else None
+        progress = MonitorProgress.from_json(keeps.kept() if keeps else None, total=total,
+                                             interval_s=interval.total_seconds())
+        first = 1
+        if progress is None:
+            ctx.report(_monitor_plan(ctx, plan.target, version, paths, total, thresholds,
+                                     baseline, latency, database_time is not None))
+            progress = MonitorProgress(started=ctx.now(), total=total,
+                                       interval_s=interval.total_seconds())
+            if keeps is not None:  # the window's start, before its first check
+                keeps.keep(progress.to_json())
+        else:
+            # Taken over mid-window: the window goes on from where it was; the next check is
+            # the one due now (the ones missed while nobody watched are not made up).
+            due = math.floor((ctx.now() - progress.started) / interval)
+            first = min(max(len(progress.samples) + 1, due), total + 1)
+            ctx.report(f"Monitoring {plan.target} ({version}) continues its window: "
+                       f"{format_duration(min(ctx.now() - progress.started, duration))} of "
+                       f"{format_duration(duration)} gone, {len(progress.samples)} "
+                       f"check{'s' if len(progress.samples) != 1 else ''} kept; next check "
+                       f"{min(first, total)}/{total}.")
+        started = progress.started
+        samples, tally, said_kinds = progress.samples, progress.tally, progress.said_kinds
+        manual, next_progress = progress.manual, progress.next_progress
+        said_inconclusive = progress.said_inconclusive
+        if latency is not None:
+            latency.readings, latency.said_missing = (progress.latency_readings,
+                                                      progress.latency_said_missing)
+        for number in range(first, total + 1):
             wait = (started + interval * number - ctx.now()).total_seconds()
             if wait > 0:
                 ctx.sleep(wait)
@@ -531,6 +552,11 @@ class StandardSteps:
                            f"{format_duration(duration)}, {summarize(samples).describe()}"
                            f"{latency.describe() if latency else ''}, "
                            f"{_warning_count(tally)}.")
+            if keeps is not None:  # after each check: what a take-over continues from
+                progress.manual, progress.next_progress = manual, next_progress
+                progress.said_inconclusive = said_inconclusive
+                progress.latency_said_missing = bool(latency and latency.said_missing)
+                keeps.keep(progress.to_json())
         summary = summarize(samples)
         final = evaluate(samples, thresholds, baseline)
         if final.inconclusive:

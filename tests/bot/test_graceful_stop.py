@@ -239,12 +239,21 @@ def test_sigterm_mid_monitoring_hands_the_run_to_the_other_replica(
     assert thread.count("↪ Handed over during ") == 1, thread
     monitor = world.deployments.get_step(1, "monitor")
     assert monitor is not None and monitor.attempts == 2  # one attempt per replica
+    # The survivor continued the window the runner had started (KeepsProgress), it did not
+    # watch a whole window again: the window's start is before the hand-over.
+    assert "continues its window" in thread, thread
+    assert monitor.result is not None
+    window_started = datetime.fromisoformat(monitor.result["series_started_at"])
+    assert window_started < _at(released[0]), (window_started, _at(released[0]))
     _assert_each_reply_once(world, 1, card_ts)
     assert world.lock_holder() is None
     assert survivor.stop() == 0, survivor.stderr()
     _verify_audit(world)
     print(f"\nSIGTERM: the replica exited {exited:.1f} s after the signal; handover "
-          f"(run.released -> run.resumed) {handover:.2f} s; #1 succeeded on the other replica")
+          f"(run.released -> run.resumed) {handover:.2f} s; #1 succeeded on the other replica "
+          f"{((record.finished_at or _at(resumed[0])) - _at(resumed[0])).total_seconds():.1f} s "
+          "after it resumed "
+          f"(the rest of the {MONITOR_SECONDS} s window)")
 
 
 def test_sigkill_mid_reply_is_taken_over_and_the_reply_is_not_posted_twice(
@@ -303,6 +312,10 @@ def test_sigkill_mid_reply_is_taken_over_and_the_reply_is_not_posted_twice(
     assert record.state is DeploymentState.SUCCEEDED, world.diagnosis(1)
     taken = world.audit_rows(1, "run.taken_over")
     assert len(taken) == 1 and taken[0].detail["previous_worker"] == worker
+    monitor = world.deployments.get_step(1, "monitor")
+    assert monitor is not None and monitor.result is not None
+    window_started = datetime.fromisoformat(monitor.result["series_started_at"])
+    assert window_started < _at(taken[0]), "the window started again after the take-over"
     assert not world.audit_rows(1, "run.released")
     world.wait("the Deployed reply of #1",
                lambda: any(t.startswith("Deployed v1.0.0 to production")
@@ -313,4 +326,4 @@ def test_sigkill_mid_reply_is_taken_over_and_the_reply_is_not_posted_twice(
     _verify_audit(world)
     print(f"\nSIGKILL: the dead replica's in-flight reply confirmed {confirmed:.1f} s after "
           f"the kill (lease 60 s); #1 finished {took:.1f} s after the kill "
-          f"(QLP_STALE_AFTER {stale_after} s + {MONITOR_SECONDS} s of monitoring again)")
+          f"(QLP_STALE_AFTER {stale_after} s + the rest of the {MONITOR_SECONDS} s window)")

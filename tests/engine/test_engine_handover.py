@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from bot.runner import RunQueueTask
 from procedures.model import DeploymentState
-from procedures.playbook import Step, StepContext
+from procedures.playbook import KeepsProgress, Step, StepContext
 from tests.engine.conftest import REQUESTER, Harness
 
 
@@ -127,3 +127,45 @@ def test_a_stopping_task_claims_nothing(h: Harness) -> None:
         runs.shutdown()
     assert [d.state for d in h.deployments.list_in_states([DeploymentState.QUEUED])] == [
         DeploymentState.QUEUED]
+
+
+def test_a_step_continues_from_the_progress_it_kept_before_the_hand_over(h: Harness) -> None:
+    stop: list[object] = []
+    seen: list[object] = []
+
+    def deploy(ctx: StepContext) -> None:
+        seen.append(("deploy kept", ctx.kept()))  # type: ignore[attr-defined]
+
+    def watch(ctx: StepContext) -> dict[str, int]:
+        assert isinstance(ctx, KeepsProgress)
+        kept = ctx.kept()
+        seen.append(kept)
+        done = int(kept["slices"]) if kept else 0
+        for slice_ in range(done, 5):
+            if slice_ == 2 and stop:
+                stop.pop().request_stop()  # type: ignore[attr-defined]
+            ctx.sleep(1)
+            ctx.keep({"slices": slice_ + 1})
+        return {"slices": 5}
+
+    steps = [Step("deploy", "Deploy", deploy), Step("monitor", "Monitor", watch)]
+    first = h.engine(steps, worker_id="w1")
+    stop.append(first)
+    deployment_id = h.start(first)
+    assert first.run(deployment_id) is DeploymentState.QUEUED
+    # What the first worker kept is with the step while it is left RUNNING.
+    record = h.deployments.get_step(deployment_id, "monitor")
+    assert record is not None and record.result == {"progress": {"slices": 2}}
+
+    second = h.restarted(steps, worker_id="w2")
+    runs = RunQueueTask(second, second.deployments, worker_id="w2")
+    try:
+        assert runs.run_once() is True
+        ended, _ = runs.drain(30)
+    finally:
+        runs.shutdown()
+    assert ended == {deployment_id: DeploymentState.SUCCEEDED}
+    # A first attempt has nothing kept; the second continues from slice 2, not from 0.
+    assert seen == [("deploy kept", None), None, {"slices": 2}]
+    record = h.deployments.get_step(deployment_id, "monitor")
+    assert record is not None and record.result == {"slices": 5}  # the result replaces it
