@@ -3,7 +3,8 @@
 ``database`` is parametrised (ids ``sqlite`` and ``postgres``): a test that uses it runs on
 both. It is migrated to head and private to the test: a temporary SQLite file, or a scratch
 PostgreSQL database cloned from a migrated template (``CREATE DATABASE ... TEMPLATE`` is a
-file copy, much faster than migrating each time) and dropped afterwards.
+file copy, much faster than migrating each time), emptied after the test for the worker's next
+one (``tests.pg_recycle``) or dropped when more than its rows changed.
 ``empty_database`` is the same without migrations. ``sqlite_database`` is a migrated SQLite
 database alone, for tests that do not need to cover both backends.
 
@@ -31,6 +32,7 @@ from storage.migrate import upgrade
 from tests.fakes.bot_harness import BOT_TOKEN, BotHarness
 from tests.fakes.policies import make_policy
 from tests.fakes.slack_double import SlackDouble
+from tests.pg_recycle import RecycledDatabases
 
 POSTGRES_URL = os.environ.get(
     "QLP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -57,6 +59,20 @@ class PostgresServer:
 
     def __init__(self) -> None:
         self._admin = psycopg.connect(_libpq_dsn("postgres"), autocommit=True, connect_timeout=5)
+        self._recycled: RecycledDatabases | None = None
+
+    def take_migrated(self, template: str) -> str:
+        """A database in the migrated template's state (tests.pg_recycle)."""
+        if self._recycled is None:
+            self._recycled = RecycledDatabases(self._admin, _libpq_dsn, template)
+        return self._recycled.take(lambda: self.create(template))
+
+    def give_back(self, name: str) -> None:
+        """A migrated database a test is done with: kept for the next test, or dropped."""
+        if self._recycled is None:
+            self.drop(name)
+        else:
+            self._recycled.give_back(name, self.drop)
 
     def create(self, template: str | None = None) -> str:
         # The name is generated hex, never user input; still composed as an identifier.
@@ -77,6 +93,8 @@ class PostgresServer:
         )
 
     def close(self) -> None:
+        for name in self._recycled.names() if self._recycled else []:
+            self.drop(name)
         self._admin.close()
 
 
@@ -168,7 +186,8 @@ class _Factory:
         self.backend = backend
         self._tmp_path = tmp_path
         self._databases: list[Database] = []
-        self._scratch: list[str] = []
+        self._scratch: list[str] = []  # dropped after the test
+        self._recycle: list[str] = []  # given back to the worker's pool (tests.pg_recycle)
         self._server: PostgresServer | None = None
 
     def url(self, *, migrated: bool) -> str:
@@ -178,9 +197,12 @@ class _Factory:
             return _migrated_sqlite(self._request, path) if migrated else f"sqlite:///{path}"
         server: PostgresServer = self._request.getfixturevalue("postgres_server")
         self._server = server
-        template = self._request.getfixturevalue("postgres_template") if migrated else None
-        name = server.create(template)
-        self._scratch.append(name)
+        if migrated:
+            name = server.take_migrated(self._request.getfixturevalue("postgres_template"))
+            self._recycle.append(name)
+        else:
+            name = server.create(None)
+            self._scratch.append(name)
         return _sqlalchemy_url(name)
 
     def open(self, url: str) -> Database:
@@ -198,6 +220,8 @@ class _Factory:
         if self._server is not None:
             for name in self._scratch:
                 self._server.drop(name)
+            for name in self._recycle:
+                self._server.give_back(name)
 
 
 @pytest.fixture

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+import pytest
+
 from bot.clicks import click_task
 from bot.context import Request
 from procedures.model import DeploymentState as S
@@ -35,6 +37,7 @@ def _settled(bot: BotHarness) -> None:
     bot.wait_for(lambda: not tasks.busy(), what="the clicks to be decided")
 
 
+@pytest.mark.slow  # 4 s of the fast lane, measured
 def test_an_approve_click_is_acked_before_slack_is_asked_and_decided_after(
         bot: BotHarness, slack: SlackDouble) -> None:
     deployment = _request(bot, "deploy v1.2.3")

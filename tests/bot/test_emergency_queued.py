@@ -25,6 +25,7 @@ def runs(bot: BotHarness) -> Iterator[TinyRuns]:
     tiny.close()
 
 
+@pytest.mark.slow  # 3 s of the fast lane, measured
 def test_an_emergency_approved_during_a_run_is_queued_behind_it_then_runs(
         bot: BotHarness, runs: TinyRuns) -> None:
     deployments = bot.services.deployments

@@ -114,6 +114,7 @@ def clock() -> FixedClock:
     return FixedClock(OPEN_WINDOW)
 
 
+@pytest.mark.slow  # 20 s of the fast lane, measured
 def test_every_command_and_message_kind_shows_injected_markup_as_text(
         bot: BotHarness, clock: FixedClock) -> None:
     acks: list[tuple[str, str]] = []

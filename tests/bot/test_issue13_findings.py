@@ -170,6 +170,7 @@ def test_what_the_shell_does_as_another_user_is_audited_as_the_shells(
 # -- finding 8: a reply Slack stored while its answer was lost ----------------------------------
 
 
+@pytest.mark.slow  # 8 s of the fast lane, measured
 def test_a_reply_slack_stored_whose_answer_was_lost_appears_once(
         worker_bot: BotHarness, clock: FixedClock) -> None:
     bot, slack = worker_bot, worker_bot.slack
@@ -239,6 +240,7 @@ def test_an_actor_rewritten_without_the_key_is_named_by_audit_verify(
 
 
 @pytest.mark.parametrize("cause", ["invalid_auth", "not_in_channel"])
+@pytest.mark.slow  # 42 s of the fast lane, measured
 def test_a_slack_error_someone_must_fix_loses_no_message(
         worker_bot: BotHarness, clock: FixedClock, cause: str) -> None:
     bot, slack = worker_bot, worker_bot.slack
@@ -272,6 +274,7 @@ def test_a_slack_error_someone_must_fix_loses_no_message(
         assert len([t for t in shown if t.startswith(notice)]) == 1, (notice, shown)
 
 
+@pytest.mark.slow  # 5 s of the fast lane, measured
 def test_a_request_whose_card_slack_refuses_does_not_hold_the_environment(
         worker_bot: BotHarness, clock: FixedClock) -> None:
     bot, slack = worker_bot, worker_bot.slack
@@ -291,6 +294,7 @@ def test_a_request_whose_card_slack_refuses_does_not_hold_the_environment(
     assert "Deployment #2 requested" in answer, answer
 
 
+@pytest.mark.slow  # 11 s of the fast lane, measured
 def test_a_failed_group_lookup_promises_only_what_happens(
         worker_bot: BotHarness, clock: FixedClock) -> None:
     bot, slack = worker_bot, worker_bot.slack

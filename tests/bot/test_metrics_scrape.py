@@ -99,6 +99,7 @@ def _deploy(bot: BotHarness, version: str, number: int) -> None:
                  what=f"#{number} to end")
 
 
+@pytest.mark.slow  # 6 s of the fast lane, measured
 def test_a_deployment_and_a_rollback_show_in_every_series(bot: BotHarness,
                                                            steps: _Steps) -> None:
     _deploy(bot, "v1.0.0", 1)

@@ -85,6 +85,7 @@ def _x(line: Line2D) -> list[float]:
 # -- the figure ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # 3 s of the fast lane, measured
 def test_the_chart_draws_thresholds_baseline_and_the_rollback_from_the_recorded_series() -> None:
     figure = draw(SPEC)
     top, bottom = figure.axes
@@ -282,6 +283,7 @@ def test_a_chart_waits_out_a_slack_outage_and_goes_into_the_cards_thread_once(
     assert file.path is not None and Path(file.path).read_bytes() == file.data
 
 
+@pytest.mark.slow  # 4 s of the fast lane, measured
 def test_a_failed_upload_is_retried_and_the_chart_still_arrives_once(
         bot: BotHarness, clock: FixedClock, tmp_path: Path) -> None:
     slack = bot.slack

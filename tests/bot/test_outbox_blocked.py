@@ -66,6 +66,7 @@ def _thread(slack: SlackDouble, rig: Rig, deployment_id: int) -> list[str]:
 
 
 @pytest.mark.parametrize("error", ["invalid_auth", "token_revoked", "account_inactive"])
+@pytest.mark.slow  # 10 s of the fast lane, measured
 def test_a_token_error_holds_everything_back_and_loses_nothing(
     rig: Rig, slack: SlackDouble, pager: Pager, error: str
 ) -> None:
@@ -132,6 +133,7 @@ def test_a_private_channel_the_bot_left_blocks_only_that_channel_until_invited(
     assert pager.events[-1] == ("unblocked", "G0PRIVATE", "channel_not_found")
 
 
+@pytest.mark.slow  # 3 s of the fast lane, measured
 def test_a_request_card_is_posted_once_slack_takes_it_again(
     rig: Rig, slack: SlackDouble
 ) -> None:
@@ -146,6 +148,7 @@ def test_a_request_card_is_posted_once_slack_takes_it_again(
     assert rig.card_ts(d) == slack.messages(CHANNEL)[0].ts
 
 
+@pytest.mark.slow  # 5 s of the fast lane, measured
 def test_a_card_is_never_given_up_while_slack_is_down(rig: Rig, slack: SlackDouble) -> None:
     d = rig.deployment()
     card = rig.card(d, "Deployment #1: approve?")

@@ -77,6 +77,7 @@ def _lines(messages: list[Any]) -> list[str]:
     return [line for m in messages for line in m.text.split("\n")]
 
 
+@pytest.mark.slow  # 9 s of the fast lane, measured
 def test_a_card_and_replies_accepted_late_appear_once_in_order(
     hung: Rig, slack: SlackDouble
 ) -> None:
@@ -110,6 +111,7 @@ def test_a_card_and_replies_accepted_late_appear_once_in_order(
     assert all(r is not None and r.state == "sent" for r in rows)
 
 
+@pytest.mark.slow  # 4 s of the fast lane, measured
 def test_merged_replies_found_by_lookup_are_all_marked(hung: Rig, slack: SlackDouble) -> None:
     d = hung.deployment()
     hung.card(d)
@@ -127,6 +129,7 @@ def test_merged_replies_found_by_lookup_are_all_marked(hung: Rig, slack: SlackDo
         assert row is not None and (row.state, row.slack_ts) == ("sent", merged.ts)
 
 
+@pytest.mark.slow  # 3 s of the fast lane, measured
 def test_a_5xx_that_stored_nothing_is_posted_again_once(rig: Rig, slack: SlackDouble) -> None:
     d = rig.deployment()
     rig.card(d)
@@ -175,6 +178,7 @@ def test_a_retry_waits_at_least_the_settle_time(database: Database, clock: Fixed
     assert row is not None and row.next_attempt_at == clock.now() + timedelta(seconds=10)
 
 
+@pytest.mark.slow  # 3 s of the fast lane, measured
 def test_an_update_accepted_late_is_confirmed_not_resent(hung: Rig, slack: SlackDouble) -> None:
     d = hung.deployment()
     hung.card(d, "v0")

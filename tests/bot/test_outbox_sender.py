@@ -226,6 +226,7 @@ def test_other_kinds_are_left_to_their_senders(rig: Rig, slack: SlackDouble) -> 
 # -- faults -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # 11 s of the fast lane, measured
 def test_429_on_every_third_call_delivers_everything_once_in_order(
     rig: Rig, slack: SlackDouble
 ) -> None:
@@ -270,6 +271,7 @@ def test_a_429_pauses_the_channel_for_retry_after(rig: Rig, slack: SlackDouble) 
     assert rig.outbox.get(other).state == "sent"  # type: ignore[union-attr]
 
 
+@pytest.mark.slow  # 11 s of the fast lane, measured
 def test_slack_down_then_up_loses_nothing_and_keeps_order(rig: Rig, slack: SlackDouble) -> None:
     d = rig.deployment()
     rig.card(d)
@@ -297,6 +299,7 @@ def test_backoff_doubles_up_to_a_minute() -> None:
         1, 2, 4, 8, 16, 32, 60, 60, 60]
 
 
+@pytest.mark.slow  # 5 s of the fast lane, measured
 def test_gives_up_after_twenty_attempts(
     rig: Rig, slack: SlackDouble, caplog: pytest.LogCaptureFixture
 ) -> None:

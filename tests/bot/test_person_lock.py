@@ -54,6 +54,7 @@ def _after_the_run_the_lock_is_the_persons(bot: BotHarness, deployment_id: int) 
     assert ":unlock: production is unlocked (it was locked by <@U0OPS>" in unlocked, unlocked
 
 
+@pytest.mark.slow  # 4 s of the fast lane, measured
 def test_a_break_glass_deployment_passes_a_persons_lock_and_leaves_it_theirs(
         bot: BotHarness, runs: TinyRuns) -> None:
     _lock(bot)

@@ -145,6 +145,7 @@ def test_a_failing_ci_run_and_an_unhealthy_live_slot_show_red_and_grey(
     assert any(block["type"] == "actions" for block in message.blocks)
 
 
+@pytest.mark.slow  # 5 s of the fast lane, measured
 def test_a_plan_change_recomputes_and_a_dead_claim_is_taken_over(
         ci_bot: BotHarness, github: tuple[GitHubDouble, str],  # noqa: F811
         clock: FixedClock) -> None:
@@ -206,6 +207,7 @@ def test_two_workers_claim_once_and_a_plan_change_drops_the_late_findings(
     assert stored is not None and stored.options[OPTION]["status"] == "running"
 
 
+@pytest.mark.slow  # 3 s of the fast lane, measured
 def test_run_preflight_returns_the_stored_findings_or_runs_again_when_forced(
         ci_bot: BotHarness, github: tuple[GitHubDouble, str]) -> None:  # noqa: F811
     double, _ = github

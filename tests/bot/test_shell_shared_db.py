@@ -250,6 +250,7 @@ def test_a_rolled_back_enqueue_is_not_the_shells(database: Database, clock: Fixe
 # -- everything the shell does is audited via shell --------------------------------------------
 
 
+@pytest.mark.slow  # 4 s of the fast lane, measured
 def test_what_the_shell_does_is_audited_via_shell(
         tmp_path: Path, database: Database, clock: FixedClock,
         shell_factory: list[LocalShell]) -> None:

@@ -107,6 +107,7 @@ def _sent_rows(rig: Rig) -> list[Notification]:
 # -- merged replies -------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # 4 s of the fast lane, measured
 def test_queued_replies_of_many_threads_appear_once_each_in_order(
     rig: Rig, runs: Runs, slack: SlackDouble
 ) -> None:
@@ -195,6 +196,7 @@ def test_card_updates_keep_the_workspace_pace_of_chat_update(
 # -- urgent first ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # 4 s of the fast lane, measured
 def test_urgent_rows_jump_the_channel_queue(rig: Rig, runs: Runs, slack: SlackDouble) -> None:
     busy = [runs.start() for _ in range(5)]
     failing = runs.start()

@@ -94,6 +94,7 @@ def _one(spans: list[ReceivedSpan], name: str, **attributes: Any) -> ReceivedSpa
     return found[0]
 
 
+@pytest.mark.slow  # 3 s of the fast lane, measured
 def test_a_deployment_is_one_trace_from_the_click_to_the_checks(
         traced_bot: BotHarness, provider: TracerProvider, receiver: OtlpReceiver) -> None:
     bot = traced_bot

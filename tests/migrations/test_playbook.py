@@ -139,6 +139,7 @@ def test_happy_path_validates_backs_up_applies_and_verifies(
     assert "database-migration-tested-if-applicable" not in ticked  # no rehearsal here
 
 
+@pytest.mark.slow  # 4 s of the fast lane, measured
 def test_production_is_rehearsed_on_staging_first(
         database: Database, database_factory: _Factory, scratch: ScratchDatabases,
         migrations: MigrationsDir, tmp_path: Path, app: AppServer) -> None:
@@ -156,6 +157,7 @@ def test_production_is_rehearsed_on_staging_first(
     assert "Rehearsed on staging" in "\n".join(h.reporter.texts(deployment_id))
 
 
+@pytest.mark.slow  # 5 s of the fast lane, measured
 def test_rehearsal_follows_promoted_from_not_the_names(
         database: Database, database_factory: _Factory, scratch: ScratchDatabases,
         migrations: MigrationsDir, tmp_path: Path, app: AppServer) -> None:
@@ -271,6 +273,7 @@ FAILURES = [
 
 
 @pytest.mark.parametrize(("failed", "state", "undone"), FAILURES, ids=[f[0] for f in FAILURES])
+@pytest.mark.slow  # 12 s of the fast lane, measured
 def test_failure_at_each_step(database: Database, database_factory: _Factory, app_db: str,
                               migrations: MigrationsDir, tmp_path: Path, app: AppServer,
                               failed: str, state: DeploymentState,
@@ -351,6 +354,7 @@ def test_cancel_during_apply_cancels_the_statement_and_rolls_back(
     assert _recorded(app_db) == []
 
 
+@pytest.mark.slow  # 4 s of the fast lane, measured
 def test_the_app_update_hook_is_called_on_the_live_slot(
         database: Database, database_factory: _Factory, app_db: str,
         migrations: MigrationsDir, tmp_path: Path, app: AppServer) -> None:
@@ -367,6 +371,7 @@ def test_the_app_update_hook_is_called_on_the_live_slot(
 
 
 @pytest.mark.parametrize("broken", ["app_update", "post_migration_tests"])
+@pytest.mark.slow  # 5 s of the fast lane, measured
 def test_a_failing_app_update_or_post_migration_test_rolls_the_migration_back(
         database: Database, database_factory: _Factory, app_db: str,
         migrations: MigrationsDir, tmp_path: Path, app: AppServer, broken: str) -> None:

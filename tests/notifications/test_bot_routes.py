@@ -45,6 +45,7 @@ def _sender(bot: BotHarness) -> NotificationSender:
     return sender
 
 
+@pytest.mark.slow  # 3 s of the fast lane, measured
 def test_an_emergency_page_reaches_pagerduty_and_status_shows_the_wait(
         bot: BotHarness, clock: FixedClock, pagerduty: PagerDutyDouble) -> None:
     chain, reporter = [], bot.services.engine.reporter

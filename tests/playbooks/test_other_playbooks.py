@@ -526,6 +526,7 @@ def test_the_table_covers_every_step() -> None:
 
 
 @pytest.mark.parametrize("expect", FAILURES, ids=[f"{e.kind}-{e.failed}" for e in FAILURES])
+@pytest.mark.slow  # 10 s of the fast lane, measured
 def test_failure_at_each_step_is_compensated(world: World, expect: Expect) -> None:
     h, platform = world.h, world.platform
     marks: list[int] = []

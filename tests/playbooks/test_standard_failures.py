@@ -267,6 +267,7 @@ def inject(playbook: Playbook, name: str, platform: FakePlatform,
 
 
 @pytest.mark.parametrize("expect", FAILURES, ids=[e.failed for e in FAILURES])
+@pytest.mark.slow  # 5 s of the fast lane, measured
 def test_failure_at_each_step_is_compensated(world: World, expect: Expect) -> None:
     h, platform = world.h, world.platform
     marks: list[int] = []

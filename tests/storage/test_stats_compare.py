@@ -9,6 +9,7 @@ import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from sqlmodel import select
 
 from procedures.clock import FixedClock
@@ -70,6 +71,7 @@ def _figures(database: Database, since: datetime, until: datetime,
                         edges=[(a, b) for a, b in edges if a < b], environment=environment)
 
 
+@pytest.mark.slow  # 12 s of the fast lane, measured
 def test_any_period_matches_the_reference_and_the_summary_a_rebuild(database: Database) -> None:
     _record_randomly(database, 300, seed=14)
     rng = random.Random(3)

@@ -132,6 +132,7 @@ def test_the_cancel_prefix_is_exact_and_case_sensitive(database: Database) -> No
 
 
 @pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.slow  # 3 s of the fast lane, measured
 def test_random_deployments_match_the_reference(database: Database, seed: int) -> None:
     facts = _random_facts(1500, now=NOW, span=timedelta(days=90), seed=seed)
     _load(database, facts)
@@ -144,6 +145,7 @@ def test_random_deployments_match_the_reference(database: Database, seed: int) -
                 (days, environment)
 
 
+@pytest.mark.slow  # 4 s of the fast lane, measured
 def test_a_period_of_more_than_5000_deployments_is_counted_whole(database: Database) -> None:
     # 6,000 deployments in the last 30 days (and 500 older): every one of them is counted,
     # where the old read of the newest 5,000 rows missed a thousand.
@@ -184,6 +186,7 @@ def test_history_reads_the_approvers_of_the_current_plan(database: Database) -> 
 
 
 @pytest.mark.parametrize("seed", [5, 6])
+@pytest.mark.slow  # 5 s of the fast lane, measured
 def test_periods_ending_anywhere_in_a_day_match_the_reference(database: Database,
                                                                seed: int) -> None:
     # The summary holds whole UTC days; the edges of a period are read from the deployments.

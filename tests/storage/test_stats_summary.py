@@ -93,6 +93,7 @@ def _live_randomly(database: Database, clock: FixedClock, rng: random.Random,
 
 
 @pytest.mark.parametrize("seed", [21, 22])
+@pytest.mark.slow  # 23 s of the fast lane, measured
 def test_random_transitions_keep_the_summary_equal_to_a_rebuild(database: Database,
                                                                  seed: int) -> None:
     clock = FixedClock(NOW - timedelta(days=40))
