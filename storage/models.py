@@ -266,6 +266,23 @@ class StatsDay(SQLModel, table=True):
     durations: int = Field(nullable=False)
 
 
+class StatsDayBlock(SQLModel, table=True):
+    """``/qlp stats`` summary: :class:`StatsDay` added up over blocks of 32 days (``block`` =
+    day // 32), so a year is read as a dozen blocks and its edge days (kept by
+    ``storage.stats_summary`` from ``stats_days``)."""
+
+    __tablename__ = "stats_day_blocks"
+
+    block: int = Field(primary_key=True)  # day // 32
+    environment: str = Field(primary_key=True, max_length=64)
+    is_change: bool = Field(primary_key=True)
+    state: str = Field(primary_key=True, max_length=32)
+    cancelled: bool = Field(primary_key=True)
+    deployments: int = Field(nullable=False)
+    duration_us: int = Field(sa_type=BigInteger, nullable=False)
+    durations: int = Field(nullable=False)
+
+
 class StatsOutcomeDay(SQLModel, table=True):
     """``/qlp stats`` summary: one environment's outcomes that finished on one UTC day, as a
     :class:`procedures.stats.OutcomeSegment` (times in microseconds since the epoch), and the

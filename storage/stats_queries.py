@@ -52,6 +52,8 @@ from storage.days import day_of, day_start, to_us
 from storage.db import Database
 from storage.models import LEAD_TIME_ROWS, Approval, Deployment
 from storage.stats_summary import (
+    BLOCK_DAYS,
+    BLOCKS,
     DAYS,
     DEPLOYMENTS,
     FACT_COLUMNS,
@@ -198,14 +200,7 @@ class _Period:
                                                d.created_at >= inner_start,
                                                d.created_at < inner_end,
                                                self._env(DEPLOYMENTS))]
-            rows = self.c.execute(
-                select(DAYS.c.environment, DAYS.c.is_change, DAYS.c.state, DAYS.c.cancelled,
-                       func.sum(DAYS.c.deployments), func.sum(DAYS.c.duration_us),
-                       func.sum(DAYS.c.durations))
-                .where(DAYS.c.day > self.first_day, DAYS.c.day < self.last_day,
-                       self._env(DAYS))
-                .group_by(DAYS.c.environment, DAYS.c.is_change, DAYS.c.state,
-                          DAYS.c.cancelled))
+            rows = self.c.execute(self._whole_days(self.first_day + 1, self.last_day - 1))
             summary = [FactsGroup(environment=e, is_change=bool(ch), state=DeploymentState(st),
                                   cancelled=bool(cx), deployments=int(n),
                                   duration_total=timedelta(microseconds=int(us)),
@@ -215,6 +210,33 @@ class _Period:
         self._read = facts
         self._read_covers = None if not summary else {self.first_day}
         return summary + groups_of(facts)
+
+    def _whole_days(self, first: int, last: int) -> Any:
+        """The summed groups of the request days [first, last]: the 32-day blocks inside it
+        from ``stats_day_blocks``, the days around them from ``stats_days`` (a year: about a
+        dozen blocks and up to 62 days instead of 365 days)."""
+        columns = ("environment", "is_change", "state", "cancelled", "deployments",
+                   "duration_us", "durations")
+        first_block = -(-first // BLOCK_DAYS)  # the first block starting on or after first
+        end_block = (last + 1) // BLOCK_DAYS  # blocks before it end on or before last
+        parts = []
+        if first_block < end_block:
+            parts.append(select(*(BLOCKS.c[c] for c in columns)).where(
+                BLOCKS.c.block >= first_block, BLOCKS.c.block < end_block,
+                self._env(BLOCKS)))
+            day_ranges = [(first, first_block * BLOCK_DAYS - 1),
+                          (end_block * BLOCK_DAYS, last)]
+        else:
+            day_ranges = [(first, last)]
+        parts += [select(*(DAYS.c[c] for c in columns)).where(
+            DAYS.c.day >= start, DAYS.c.day <= end, self._env(DAYS))
+            for start, end in day_ranges if start <= end]
+        whole = union_all(*parts).subquery() if len(parts) > 1 else parts[0].subquery()
+        return (select(whole.c.environment, whole.c.is_change, whole.c.state,
+                       whole.c.cancelled, func.sum(whole.c.deployments),
+                       func.sum(whole.c.duration_us), func.sum(whole.c.durations))
+                .group_by(whole.c.environment, whole.c.is_change, whole.c.state,
+                          whole.c.cancelled))
 
     def segments(self) -> dict[str, list[SegmentInMicroseconds]]:
         """Each environment's outcome segments, one per finishing day, in order: from the

@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from itertools import groupby
 from typing import Any
 
-from sqlalchemy import delete, insert, select, text
+from sqlalchemy import delete, func, insert, literal, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -42,12 +42,21 @@ from procedures.stats import (
     segment_of,
 )
 from storage.days import day_of, day_start, to_us
-from storage.models import Deployment, StatsDay, StatsIncident, StatsOutcomeDay
+from storage.models import (
+    Deployment,
+    StatsDay,
+    StatsDayBlock,
+    StatsIncident,
+    StatsOutcomeDay,
+)
 from storage.stats_compare import rebuild_compare_days
 from storage.stats_impact import rebuild_monitor_days, refresh_monitor_days
 
 DEPLOYMENTS = Deployment.__table__  # type: ignore[attr-defined]
 DAYS = StatsDay.__table__  # type: ignore[attr-defined]
+BLOCKS = StatsDayBlock.__table__  # type: ignore[attr-defined]
+BLOCK_DAYS = 32
+"""``stats_day_blocks`` adds up ``stats_days`` over days [block * 32, block * 32 + 32)."""
 OUTCOME_DAYS = StatsOutcomeDay.__table__  # type: ignore[attr-defined]
 INCIDENTS = StatsIncident.__table__  # type: ignore[attr-defined]
 LOCK_KEY = 0x51_4C_50_5F_53_54_41  # "QLP_STA": the pg_advisory_xact_lock of refresh()
@@ -99,6 +108,8 @@ def refresh(session: Session | Connection, deployment_id: int,
     for environment, day in sorted(requested):
         _write_days(connection, environment, day, _facts(
             connection, DEPLOYMENTS.c.created_at, environment, day, terminal=True))
+    for environment, block in sorted({(e, day // BLOCK_DAYS) for e, day in requested}):
+        write_block(connection, environment, block)
     for environment, day in sorted(finished):
         _write_outcomes(connection, environment, day, _facts(
             connection, DEPLOYMENTS.c.finished_at, environment, day, terminal=False))
@@ -106,10 +117,12 @@ def refresh(session: Session | Connection, deployment_id: int,
     refresh_monitor_days(connection, requested)
 
 
-def rebuild(session: Session | Connection, *, monitor_days: bool = True) -> None:
+def rebuild(session: Session | Connection, *, monitor_days: bool = True,
+            blocks: bool = True) -> None:
     """Recompute every summary row from the deployments (one pass, in the caller's
     transaction); ``monitor_days``: ``stats_monitor_days`` and ``stats_compare_days`` too
-    (not in migration 0008, which comes before those tables)."""
+    (not in migration 0008, which comes before those tables); ``blocks``: ``stats_day_blocks``
+    (from migration 0013)."""
     connection = _connection(session)
     for table in (INCIDENTS, OUTCOME_DAYS, DAYS):
         connection.execute(delete(table))
@@ -121,6 +134,8 @@ def rebuild(session: Session | Connection, *, monitor_days: bool = True) -> None
 
     for (environment, day), group in groupby(sorted(facts, key=requested), key=requested):
         _write_days(connection, environment, day, list(group), replace=False)
+    if blocks:
+        rebuild_blocks(connection)
     finished = sorted((f for f in facts if f.finished_at is not None),
                       key=lambda f: (f.environment, day_of(f.finished_at)))  # type: ignore[arg-type]
     for (environment, day), group in groupby(
@@ -157,6 +172,31 @@ def _write_days(session: Connection, environment: str, day: int,
             for g in groups_of(f for f in facts if f.state.terminal)]
     if rows:
         session.execute(insert(DAYS), rows)
+
+
+def write_block(connection: Connection, environment: str, block: int) -> None:
+    """Recompute one ``stats_day_blocks`` key from its days' ``stats_days`` rows."""
+    d = DAYS.c
+    connection.execute(delete(BLOCKS).where(BLOCKS.c.block == block,
+                                            BLOCKS.c.environment == environment))
+    connection.execute(insert(BLOCKS).from_select(
+        ["block", "environment", "is_change", "state", "cancelled", "deployments",
+         "duration_us", "durations"],
+        select(literal(block), d.environment, d.is_change, d.state, d.cancelled,
+               func.sum(d.deployments), func.sum(d.duration_us), func.sum(d.durations))
+        .where(d.environment == environment, d.day >= block * BLOCK_DAYS,
+               d.day < (block + 1) * BLOCK_DAYS)
+        .group_by(d.environment, d.is_change, d.state, d.cancelled)))
+
+
+def rebuild_blocks(connection: Connection) -> None:
+    """Recompute every ``stats_day_blocks`` row from ``stats_days`` (migration 0013's
+    backfill; :func:`rebuild`)."""
+    connection.execute(delete(BLOCKS))
+    keys = {(e, day // BLOCK_DAYS) for e, day in connection.execute(
+        select(DAYS.c.environment, DAYS.c.day).distinct())}
+    for environment, block in sorted(keys):
+        write_block(connection, environment, block)
 
 
 def _write_outcomes(session: Connection, environment: str, day: int,

@@ -21,6 +21,7 @@ TABLES = {
     "stats_days", "stats_outcome_days", "stats_incidents",  # /qlp stats summary (0008)
     "stats_monitor_days",  # /qlp stats: the monitoring windows per day (0010)
     "stats_compare_days",  # /qlp stats: the baselines' p95 comparisons per day (0012)
+    "stats_day_blocks",  # /qlp stats: stats_days over 32-day blocks (0013)
 }
 
 

@@ -206,3 +206,23 @@ def test_periods_ending_anywhere_in_a_day_match_the_reference(database: Database
                                frequency=frequency) == _expected(
                     facts, now=until, days=days, environment=environment,
                     frequency=frequency), (until, days, environment)
+
+
+def test_long_periods_read_through_32_day_blocks_match_the_reference(
+        database: Database) -> None:
+    # A year and more: whole 32-day blocks from stats_day_blocks, the days around them from
+    # stats_days, the edge days from the deployments; periods ending at random moments.
+    facts = _random_facts(900, now=NOW, span=timedelta(days=420), seed=32)
+    _load(database, facts)
+    rng = random.Random(32)
+    # 33 consecutive days of ends: every alignment of a period's whole days to the blocks.
+    ends = [NOW - timedelta(days=k, microseconds=rng.randrange(86_400 * 10**6))
+            for k in range(33)]
+    for until in ends:
+        for days, environments in ((365, (None, "staging")), (64, (None,))):
+            for environment in environments:
+                frequency = environment or "production"
+                assert _actual(database, now=until, days=days, environment=environment,
+                               frequency=frequency) == _expected(
+                    facts, now=until, days=days, environment=environment,
+                    frequency=frequency), (until, days, environment)

@@ -27,6 +27,7 @@ from storage.deployments import DeploymentRepository
 from storage.migrate import alembic_config
 from storage.stats_queries import StatsQueries
 from storage.stats_summary import (
+    BLOCKS,
     DAYS,
     DEPLOYMENTS,
     FACT_COLUMNS,
@@ -58,7 +59,7 @@ LIVES: tuple[tuple[S, ...], ...] = (
 def _summary(database: Database) -> dict[str, list[tuple[Any, ...]]]:
     with database.connect(read_only=True) as connection:
         return {table.name: sorted(tuple(row) for row in connection.execute(select(table)))
-                for table in (DAYS, OUTCOME_DAYS, INCIDENTS)}
+                for table in (DAYS, BLOCKS, OUTCOME_DAYS, INCIDENTS)}
 
 
 def _live_randomly(database: Database, clock: FixedClock, rng: random.Random,
@@ -128,7 +129,7 @@ def test_the_migration_backfills_the_summary_of_existing_deployments(
         config = alembic_config(connection)
         command.downgrade(config, "0008-1")  # before the summary: its tables are dropped
         assert "stats_days" not in database.engine.dialect.get_table_names(connection)
-        command.upgrade(config, "0008")  # made again from the deployments
+        command.upgrade(config, "head")  # made again from the deployments (0008, 0013)
     assert _summary(database) == kept
     with database.connect(read_only=True) as connection:
         assert connection.execute(select(DEPLOYMENTS.c.id)).first() is not None

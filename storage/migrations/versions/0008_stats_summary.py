@@ -75,7 +75,8 @@ def upgrade() -> None:
                     sqlite_where=sa.text(LEAD_TIME_ROWS))
     from storage.stats_summary import rebuild  # the rules of procedures.stats, see above
 
-    rebuild(op.get_bind(), monitor_days=False)  # that table comes with 0010
+    # stats_monitor_days comes with 0010, stats_day_blocks with 0013
+    rebuild(op.get_bind(), monitor_days=False, blocks=False)
 
 
 def downgrade() -> None:
