@@ -33,14 +33,13 @@ import argparse
 import contextlib
 import dataclasses
 import os
-import secrets
 import socket
 import statistics
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -48,12 +47,11 @@ from typing import Any
 
 import httpx
 import psycopg
-from psycopg import sql
-from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.scratch import POSTGRES_URL, admin_connection, scratch_postgres  # noqa: E402
 from procedures.checks.http import HttpChecker  # noqa: E402
 from procedures.engine import Engine  # noqa: E402
 from procedures.model import DeploymentState, ProcedureKind  # noqa: E402
@@ -77,8 +75,6 @@ TARGET_SQLITE_MS = 5.0
 TARGET_POSTGRES_MS = 10.0
 TARGET_DEPLOY_S = 2.0
 TARGET_ROLLBACK_S = 0.5
-POSTGRES_URL = os.environ.get(
-    "QLP_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 ENV = "production"
 REQUESTER = "U0BENCH"
 POLL_EVERY = 0.005
@@ -178,23 +174,6 @@ def report_overhead(backend: str, per_step: list[float], target_ms: float, steps
           f"{verdict}")
 
 
-@contextlib.contextmanager
-def scratch_postgres(admin: psycopg.Connection[Any]) -> Iterator[Database]:
-    """A migrated scratch database ``qlp_bench_<hex>`` (made and dropped through ``admin``)."""
-    name = "qlp_bench_" + secrets.token_hex(6)
-    database: Database | None = None
-    try:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        database = Database(make_url(POSTGRES_URL).set(database=name))
-        upgrade(database)
-        yield database
-    finally:
-        if database is not None:
-            database.dispose()
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(name)))
-
-
 def bench_overhead(tmp: Path, runs: int, steps: int) -> None:
     print(f"1. Engine overhead: {runs} runs of {steps} no-op steps (after one warm-up run)")
     sqlite = Database(f"sqlite:///{tmp / 'overhead.db'}")
@@ -203,10 +182,8 @@ def bench_overhead(tmp: Path, runs: int, steps: int) -> None:
         report_overhead("SQLite", overhead(sqlite, runs, steps), TARGET_SQLITE_MS, steps)
     finally:
         sqlite.dispose()
-    admin_url = make_url(POSTGRES_URL).set(drivername="postgresql", database="postgres")
     try:
-        admin = psycopg.connect(admin_url.render_as_string(hide_password=False),
-                                autocommit=True, connect_timeout=5)
+        admin = admin_connection()
     except psycopg.OperationalError as exc:
         print(f"  PostgreSQL skipped (not reachable at {POSTGRES_URL}): {exc}")
         return

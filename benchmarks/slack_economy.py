@@ -40,7 +40,6 @@ import argparse
 import contextlib
 import math
 import random
-import secrets
 import statistics
 import sys
 import tempfile
@@ -53,15 +52,13 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import psycopg
-from psycopg import sql
-from sqlalchemy.engine import make_url
 from sqlmodel import col, select
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import bot.slack_reporter as slack_reporter  # noqa: E402
+from benchmarks.scratch import admin_connection, scratch_postgres  # noqa: E402
 from bot.app import make_web_client  # noqa: E402
 from bot.outbox_sender import SlackOutboxSender  # noqa: E402
 from bot.slack_reporter import SlackReporter  # noqa: E402
@@ -77,7 +74,6 @@ from storage.outbox import URGENT, Outbox  # noqa: E402
 from tests.fakes.bot_harness import BOT_TOKEN  # noqa: E402
 from tests.fakes.slack_double import SlackDouble  # noqa: E402
 
-POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 CHANNEL = "C0DEPLOY"
 TARGET_S = 30.0
 
@@ -355,21 +351,8 @@ def sqlite_database() -> Iterator[Database]:
 
 @contextlib.contextmanager
 def postgres_database() -> Iterator[Database]:
-    admin_url = make_url(POSTGRES_URL).set(drivername="postgresql", database="postgres")
-    name = "qlp_bench_" + secrets.token_hex(6)
-    with psycopg.connect(admin_url.render_as_string(hide_password=False), autocommit=True,
-                         connect_timeout=5) as admin:
-        database: Database | None = None
-        try:
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-            database = Database(make_url(POSTGRES_URL).set(database=name))
-            upgrade(database)
-            yield database
-        finally:
-            if database is not None:
-                database.dispose()
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(name)))
+    with admin_connection() as admin, scratch_postgres(admin) as database:
+        yield database
 
 
 def main() -> None:
